@@ -1,0 +1,353 @@
+//! The event ABI shared by the BPF programs and userspace.
+//!
+//! Every record the kernel side emits is one fixed-size [`Event`]: a fixed size
+//! keeps the BPF side to a single ring-buffer reservation per hit and lets the
+//! trace file frame records without a length table. The layout is part of the
+//! trace file format: any change to [`Event`] must bump [`ABI_VERSION`].
+#![no_std]
+
+/// Version of the [`Event`] layout and of the probe/kind numbering below.
+pub const ABI_VERSION: u32 = 1;
+
+/// Marks an offset or bit number the running kernel does not have.
+pub const ABSENT: u32 = u32::MAX;
+
+/// One observation made by a probe. Plain old data, `#[repr(C)]`, no padding
+/// holes (the trailing fields are sized so `size_of` is a multiple of 8).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// Address of the folio the probe concerns (0 when none).
+    pub folio: u64,
+    /// Swap entry as the arch-independent `swp_entry_t.val`: see [`swp_type`]
+    /// and [`swp_offset`]. Valid when `valid & V_ENTRY`.
+    pub entry: u64,
+    /// Raw page-table entry the function saw (x86_64 encoding), `V_PTE`.
+    pub pte: u64,
+    /// Probe-specific address: user virtual address for faults and unmaps,
+    /// the `address_space` pointer for a filemap lookup.
+    pub addr: u64,
+    /// Return value for exit probes (`V_RET`); pointers are returned as-is
+    /// (an `ERR_PTR` shows up as a small negative number).
+    pub ret: i64,
+    /// Raw `folio->flags` word.
+    pub f_flags: u64,
+    /// `folio->swap.val`.
+    pub f_swap: u64,
+    /// Raw `folio->mapping` (the low bits say anon / movable / KSM).
+    pub f_mapping: u64,
+    /// `folio->index` (for a swap-cache folio on 6.1 this is the swap offset).
+    pub f_index: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    /// Number of pages the call concerns (`nr` argument, or 1).
+    pub nr: u32,
+    /// `folio->_refcount`.
+    pub f_refcount: i32,
+    /// `folio->_mapcount + 1` (mapcount of the first page).
+    pub f_mapcount: i32,
+    /// `folio->_large_mapcount + 1` (total mappings of a large folio), or 0.
+    pub f_large_mapcount: i32,
+    /// `folio->_entire_mapcount + 1` (PMD mappings of a large folio), or 0.
+    pub f_entire_mapcount: i32,
+    /// `folio->_pincount` (large folios; small ones pin through `_refcount`).
+    pub f_pincount: i32,
+    /// Pages in the folio.
+    pub f_nr_pages: u32,
+    /// Decoded folio state, `FS_*` bits (decoded in the kernel with the bit
+    /// numbers resolved from BTF, so userspace needs no layout to read it).
+    pub f_state: u32,
+    /// Probe-specific integer argument: GUP `flags`, `refs`, ...
+    pub arg: u32,
+    /// [`ProbeId`] as u16.
+    pub probe: u16,
+    /// [`EventKind`] as u8.
+    pub kind: u8,
+    /// `V_*` bits saying which fields carry data.
+    pub valid: u8,
+    /// `current->comm`.
+    pub comm: [u8; 16],
+    pub _reserved: u32,
+}
+
+/// Size of one event on the wire and in the ring buffer.
+pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+const _: () = assert!(EVENT_SIZE == 176);
+const _: () = assert!(EVENT_SIZE % 8 == 0);
+
+// `valid` bits.
+pub const V_FOLIO: u8 = 1 << 0;
+/// The folio fields (`f_*`) were read successfully.
+pub const V_FOLIO_STATE: u8 = 1 << 1;
+pub const V_ENTRY: u8 = 1 << 2;
+pub const V_PTE: u8 = 1 << 3;
+pub const V_RET: u8 = 1 << 4;
+pub const V_ADDR: u8 = 1 << 5;
+/// The swap entry is only partly known (a filemap lookup that returned no
+/// folio: `addr` is the swap address space, `entry` its index in that space).
+pub const V_ENTRY_PARTIAL: u8 = 1 << 6;
+
+// `f_state` bits.
+pub const FS_LOCKED: u32 = 1 << 0;
+/// `folio_test_swapcache()`: PG_swapcache and PG_swapbacked both set.
+pub const FS_SWAPCACHE: u32 = 1 << 1;
+pub const FS_SWAPBACKED: u32 = 1 << 2;
+/// PG_anon_exclusive on the first page.
+pub const FS_ANON_EXCLUSIVE: u32 = 1 << 3;
+/// PG_head: a large folio.
+pub const FS_LARGE: u32 = 1 << 4;
+/// `folio->mapping & PAGE_MAPPING_ANON`.
+pub const FS_ANON: u32 = 1 << 5;
+/// Anon and movable bits both set: a KSM folio.
+pub const FS_KSM: u32 = 1 << 6;
+pub const FS_DIRTY: u32 = 1 << 7;
+pub const FS_LRU: u32 = 1 << 8;
+pub const FS_WRITEBACK: u32 = 1 << 9;
+pub const FS_UPTODATE: u32 = 1 << 10;
+
+/// Entry / exit of a function, or a tracepoint hit.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Enter = 0,
+    Exit = 1,
+    Tracepoint = 2,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Enter),
+            1 => Some(Self::Exit),
+            2 => Some(Self::Tracepoint),
+            _ => None,
+        }
+    }
+}
+
+macro_rules! probes {
+    ($($(#[$m:meta])* $name:ident = $v:expr, $label:expr;)*) => {
+        /// What a probe observes: a role, not a kernel symbol (the symbol
+        /// that implements a role differs between kernels).
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ProbeId { $($(#[$m])* $name = $v,)* }
+
+        impl ProbeId {
+            pub const ALL: &'static [ProbeId] = &[$(ProbeId::$name,)*];
+            pub fn from_u16(v: u16) -> Option<Self> {
+                match v { $($v => Some(Self::$name),)* _ => None }
+            }
+            /// Stable short name used in text output, JSON and the trace header.
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$name => $label,)* }
+            }
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s { $($label => Some(Self::$name),)* _ => None }
+            }
+        }
+    };
+}
+
+probes! {
+    /// Swap cache lookup (`swap_cache_get_folio`): entry in, folio out.
+    SwapCacheLookup = 0, "swap_cache_lookup";
+    /// Folio added to the swap cache under an entry.
+    SwapCacheInsert = 1, "swap_cache_insert";
+    /// Folio removed from the swap cache.
+    SwapCacheDelete = 2, "swap_cache_delete";
+    /// Swap entries allocated for a folio (`folio_alloc_swap`).
+    SwapEntryAlloc = 3, "swap_entry_alloc";
+    /// Swap count raised (`swap_duplicate`, fork / unmap of a swap PTE).
+    SwapEntryDup = 4, "swap_entry_dup";
+    /// Swap entries returned to the allocator (count reached zero).
+    SwapEntryFree = 5, "swap_entry_free";
+    /// `swapcache_prepare`: take SWAP_HAS_CACHE (0 or -EEXIST).
+    SwapcachePrepare = 6, "swapcache_prepare";
+    /// `swapcache_clear`: drop SWAP_HAS_CACHE taken by a sync swap-in.
+    SwapcacheClear = 7, "swapcache_clear";
+    /// `do_swap_page`: a fault on a swap PTE.
+    DoSwapPage = 8, "do_swap_page";
+    /// `folio_move_anon_rmap` (`page_move_anon_rmap` on 6.1).
+    FolioMoveAnonRmap = 9, "folio_move_anon_rmap";
+    /// `move_pages`: the UFFDIO_MOVE window.
+    MovePages = 10, "move_pages";
+    /// Swap-cache lookup made through `__filemap_get_folio` inside a
+    /// `move_pages` window (only emitted while the task is in that window).
+    MovePagesLookup = 11, "move_pages_lookup";
+    /// `__remove_mapping`: reclaim freeing a folio from its mapping.
+    RemoveMapping = 12, "remove_mapping";
+    /// `try_to_unmap_one`: reclaim dropping one mapping of a folio.
+    TryToUnmapOne = 13, "try_to_unmap_one";
+    /// `madvise_free_pte_range`: MADV_FREE marking a range lazyfree.
+    MadviseFree = 14, "madvise_free";
+    /// `try_grab_folio` (slow GUP / `try_grab_page` on 6.1).
+    GupGrab = 15, "gup_grab";
+    /// `try_grab_folio_fast` (lockless GUP; `try_grab_folio` on 6.1).
+    GupGrabFast = 16, "gup_grab_fast";
+    /// `gup_put_folio`: a GUP reference or pin dropped.
+    GupPut = 17, "gup_put";
+    /// `unpin_user_page`.
+    UnpinUserPage = 18, "unpin_user_page";
+    /// `do_wp_page`: write fault on a write-protected PTE (COW / reuse).
+    DoWpPage = 19, "do_wp_page";
+    /// Swap read of a folio (`swap_read_folio`).
+    SwapRead = 20, "swap_read";
+    /// Tracepoint `vmscan:mm_vmscan_write_folio` (degraded mode: swap-out).
+    TpWriteFolio = 32, "tp_vmscan_write_folio";
+    /// Tracepoint `kmem:mm_page_free` (degraded mode: folio freed).
+    TpPageFree = 33, "tp_page_free";
+    /// Tracepoint `pagemap:mm_lru_insertion` (degraded mode: folio state).
+    TpLruInsertion = 34, "tp_lru_insertion";
+}
+
+/// Number of slots in per-probe counter maps (indexed by `ProbeId as u32`).
+pub const MAX_PROBES: u32 = 64;
+
+/// Field offsets and flag bits of the running kernel, resolved from BTF by
+/// userspace and handed to the BPF programs as a global before load.
+/// Offsets are bytes from the start of the struct; [`ABSENT`] when the field
+/// does not exist on this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub folio_flags: u32,
+    pub folio_mapping: u32,
+    pub folio_index: u32,
+    pub folio_swap: u32,
+    pub folio_mapcount: u32,
+    pub folio_refcount: u32,
+    pub folio_large_mapcount: u32,
+    pub folio_entire_mapcount: u32,
+    pub folio_pincount: u32,
+    pub folio_nr_pages: u32,
+    /// `struct vm_fault.orig_pte`.
+    pub vmf_orig_pte: u32,
+    /// `struct vm_fault.address` (`real_address` is not needed).
+    pub vmf_address: u32,
+    /// `enum pageflags` bit numbers.
+    pub pg_locked: u32,
+    pub pg_swapcache: u32,
+    pub pg_swapbacked: u32,
+    pub pg_anon_exclusive: u32,
+    pub pg_head: u32,
+    pub pg_dirty: u32,
+    pub pg_lru: u32,
+    pub pg_writeback: u32,
+    pub pg_uptodate: u32,
+    pub _pad: u32,
+}
+
+impl Layout {
+    pub const EMPTY: Layout = Layout {
+        folio_flags: ABSENT,
+        folio_mapping: ABSENT,
+        folio_index: ABSENT,
+        folio_swap: ABSENT,
+        folio_mapcount: ABSENT,
+        folio_refcount: ABSENT,
+        folio_large_mapcount: ABSENT,
+        folio_entire_mapcount: ABSENT,
+        folio_pincount: ABSENT,
+        folio_nr_pages: ABSENT,
+        vmf_orig_pte: ABSENT,
+        vmf_address: ABSENT,
+        pg_locked: ABSENT,
+        pg_swapcache: ABSENT,
+        pg_swapbacked: ABSENT,
+        pg_anon_exclusive: ABSENT,
+        pg_head: ABSENT,
+        pg_dirty: ABSENT,
+        pg_lru: ABSENT,
+        pg_writeback: ABSENT,
+        pg_uptodate: ABSENT,
+        _pad: 0,
+    };
+}
+
+/// Capture filters, set as a global before load. Zero means "no filter".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only tasks of this thread group (tgid).
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Only tasks in this cgroup v2 (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+}
+
+// SAFETY: both are #[repr(C)], consist only of integers and have no padding
+// holes, so any byte pattern is a valid value.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Layout {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Filter {}
+
+/// Bits of the swap type in the arch-independent `swp_entry_t`
+/// (`MAX_SWAPFILES_SHIFT`).
+pub const SWP_TYPE_BITS: u32 = 5;
+/// `SWP_TYPE_SHIFT` = `BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT` on 64-bit.
+pub const SWP_TYPE_SHIFT: u32 = 63 - SWP_TYPE_BITS;
+pub const SWP_OFFSET_MASK: u64 = (1u64 << SWP_TYPE_SHIFT) - 1;
+
+pub const fn swp_type(val: u64) -> u32 {
+    (val >> SWP_TYPE_SHIFT) as u32
+}
+pub const fn swp_offset(val: u64) -> u64 {
+    val & SWP_OFFSET_MASK
+}
+pub const fn swp_entry(ty: u32, offset: u64) -> u64 {
+    ((ty as u64) << SWP_TYPE_SHIFT) | (offset & SWP_OFFSET_MASK)
+}
+
+/// x86_64 swap PTE decoding (`__pte_to_swp_entry`): type in the top
+/// `SWP_TYPE_BITS`, offset stored inverted from bit 9 (L1TF mitigation).
+/// Returns the arch-independent entry value, or `None` for a present / empty PTE.
+pub const fn x86_64_pte_to_swp_entry(pte: u64) -> Option<u64> {
+    const PAGE_PRESENT: u64 = 1;
+    const PAGE_PROTNONE: u64 = 1 << 8;
+    if pte == 0 || pte & (PAGE_PRESENT | PAGE_PROTNONE) != 0 {
+        return None;
+    }
+    let ty = (pte >> (64 - SWP_TYPE_BITS)) as u32;
+    let offset = (!pte) << SWP_TYPE_BITS >> (9 + SWP_TYPE_BITS);
+    Some(swp_entry(ty, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swp_entry_round_trip() {
+        let v = swp_entry(3, 0x1234_5678);
+        assert_eq!(swp_type(v), 3);
+        assert_eq!(swp_offset(v), 0x1234_5678);
+    }
+
+    #[test]
+    fn x86_pte_decodes_type_and_offset() {
+        // __swp_entry(type, offset): (~offset << SWP_OFFSET_SHIFT >> SWP_TYPE_BITS) | (type << (64 - SWP_TYPE_BITS))
+        let ty = 1u64;
+        let off = 0x4242u64;
+        let pte = ((!off) << 14 >> 5) | (ty << 59);
+        // Flag bits below bit 9 (soft-dirty, exclusive, uffd-wp) must not leak in.
+        let pte = pte & !0x1ff | 0b10;
+        assert_eq!(x86_64_pte_to_swp_entry(pte), Some(swp_entry(1, 0x4242)));
+        assert_eq!(x86_64_pte_to_swp_entry(0x8000_0000_0000_0067), None);
+        assert_eq!(x86_64_pte_to_swp_entry(0), None);
+    }
+
+    #[test]
+    fn probe_ids_round_trip() {
+        for p in ProbeId::ALL {
+            assert_eq!(ProbeId::from_u16(*p as u16), Some(*p));
+            assert_eq!(ProbeId::from_name(p.name()), Some(*p));
+            assert!((*p as u32) < MAX_PROBES);
+        }
+    }
+}

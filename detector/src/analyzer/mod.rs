@@ -1,0 +1,1 @@
+//! Correlates events into findings. See issue: analyzer.

@@ -1,0 +1,1 @@
+//! Struct offsets and flag bits from the running kernel's BTF.

@@ -1,0 +1,1 @@
+//! Ring-buffer reader: kernel events into the userspace pipeline.

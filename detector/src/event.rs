@@ -1,0 +1,1 @@
+//! Decoding helpers over the raw event ABI.

@@ -1,0 +1,17 @@
+//! Userspace side of the anonymous-memory race detector.
+//!
+//! One module per concern. The analyzer is a pure library over [`Event`]s so
+//! that live capture and offline replay run exactly the same code.
+//!
+//! [`Event`]: detector_common::Event
+
+pub mod analyzer;
+pub mod btf;
+pub mod capture;
+pub mod cli;
+pub mod event;
+pub mod loader;
+pub mod output;
+pub mod plan;
+pub mod trace;
+pub mod tui;

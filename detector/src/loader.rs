@@ -1,0 +1,1 @@
+//! Loads the BPF object, resolves the probe plan and attaches it.

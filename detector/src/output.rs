@@ -1,0 +1,1 @@
+//! Event formatting: text and JSON lines.

@@ -1,0 +1,1 @@
+//! Versioned binary trace file: writer, reader, rotation.
