@@ -75,7 +75,7 @@ pub struct Event {
 
 /// Size of one event on the wire and in the ring buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 176);
+const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(EVENT_SIZE % 8 == 0);
 
 // `valid` bits.
