@@ -77,6 +77,7 @@ pub struct Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(EVENT_SIZE % 8 == 0);
+const _: () = assert!(core::mem::size_of::<Layout>() == 112);
 
 // `valid` bits.
 pub const V_FOLIO: u8 = 1 << 0;
@@ -89,6 +90,8 @@ pub const V_ADDR: u8 = 1 << 5;
 /// The swap entry is only partly known (a filemap lookup that returned no
 /// folio: `addr` is the swap address space, `entry` its index in that space).
 pub const V_ENTRY_PARTIAL: u8 = 1 << 6;
+/// A GUP call made with FOLL_PIN (a pin, not a plain reference).
+pub const V_PIN: u8 = 1 << 7;
 
 // `f_state` bits.
 pub const FS_LOCKED: u32 = 1 << 0;
@@ -238,7 +241,18 @@ pub struct Layout {
     pub pg_lru: u32,
     pub pg_writeback: u32,
     pub pg_uptodate: u32,
+    /// `FOLL_PIN` bit value in GUP `flags`.
+    pub foll_pin: u32,
+    /// Nonzero when `folio_alloc_swap` returns the `swp_entry_t` (6.1, 6.12);
+    /// zero when it returns int and stores the entry in `folio->swap` (6.18).
+    pub alloc_returns_entry: u32,
+    /// `sizeof(struct page)`, to turn a PTE's pfn into a `struct page *`.
+    pub page_size_of: u32,
+    /// `struct page.compound_head` (bit 0 set on tail pages).
+    pub page_compound_head: u32,
     pub _pad: u32,
+    /// Address of the `vmemmap_base` variable (0: use the fixed default).
+    pub vmemmap_base_sym: u64,
 }
 
 impl Layout {
@@ -264,7 +278,12 @@ impl Layout {
         pg_lru: ABSENT,
         pg_writeback: ABSENT,
         pg_uptodate: ABSENT,
+        foll_pin: 0,
+        alloc_returns_entry: 0,
+        page_size_of: ABSENT,
+        page_compound_head: ABSENT,
         _pad: 0,
+        vmemmap_base_sym: 0,
     };
 }
 

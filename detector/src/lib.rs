@@ -6,6 +6,8 @@
 //! [`Event`]: detector_common::Event
 
 pub mod analyzer;
+pub mod report;
+pub mod scenario;
 pub mod btf;
 pub mod capture;
 pub mod cli;

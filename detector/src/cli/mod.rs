@@ -1,1 +1,8 @@
-//! Command-line surface: one module per subcommand.
+//! Command-line surface: one module per subcommand, each with an `Args`
+//! (clap) and a `run` returning the process exit code.
+
+pub mod doctor;
+pub mod live;
+pub mod record;
+pub mod replay;
+pub mod simulate;

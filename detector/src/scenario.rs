@@ -1,0 +1,1 @@
+//! Scenario scripts: readable event sequences compiled to events.
