@@ -77,7 +77,7 @@ pub struct Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(EVENT_SIZE % 8 == 0);
-const _: () = assert!(core::mem::size_of::<Layout>() == 112);
+const _: () = assert!(core::mem::size_of::<Layout>() == 104);
 
 // `valid` bits.
 pub const V_FOLIO: u8 = 1 << 0;
@@ -243,14 +243,10 @@ pub struct Layout {
     pub pg_uptodate: u32,
     /// `FOLL_PIN` bit value in GUP `flags`.
     pub foll_pin: u32,
-    /// Nonzero when `folio_alloc_swap` returns the `swp_entry_t` (6.1, 6.12);
-    /// zero when it returns int and stores the entry in `folio->swap` (6.18).
-    pub alloc_returns_entry: u32,
     /// `sizeof(struct page)`, to turn a PTE's pfn into a `struct page *`.
     pub page_size_of: u32,
     /// `struct page.compound_head` (bit 0 set on tail pages).
     pub page_compound_head: u32,
-    pub _pad: u32,
     /// Address of the `vmemmap_base` variable (0: use the fixed default).
     pub vmemmap_base_sym: u64,
 }
@@ -279,11 +275,74 @@ impl Layout {
         pg_writeback: ABSENT,
         pg_uptodate: ABSENT,
         foll_pin: 0,
-        alloc_returns_entry: 0,
         page_size_of: ABSENT,
         page_compound_head: ABSENT,
-        _pad: 0,
         vmemmap_base_sym: 0,
+    };
+}
+
+/// Marks an argument a function does not have.
+pub const NO_ARG: u8 = 0xff;
+
+/// Where a probe finds its objects among the traced function's arguments.
+/// Userspace fills one per probe (map `ARGS`, indexed by [`ProbeId`]) from
+/// the BTF prototype of the symbol it attached, so one BPF program serves
+/// every kernel's variant of a role (e.g. the folio is argument 0 of
+/// `__delete_from_swap_cache` but argument 1 of `__swap_cache_del_folio`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgSpec {
+    /// `struct folio *` argument.
+    pub folio: u8,
+    /// `struct page *` argument (resolved to its folio via `compound_head`).
+    pub page: u8,
+    /// `swp_entry_t` argument.
+    pub entry: u8,
+    /// Page count / refs argument (`nr`, `nr_pages`, `refs`, `order`).
+    pub nr: u8,
+    /// `struct vm_fault *` argument (PTE, address and, for wp faults, folio).
+    pub vmf: u8,
+    /// Address-like argument stored in `Event::addr`.
+    pub addr: u8,
+    /// GUP `flags` argument.
+    pub gup_flags: u8,
+    /// Page-cache index argument (filemap lookups).
+    pub index: u8,
+    /// The return value is a `struct folio *` (NULL / ERR_PTR = none).
+    pub ret_folio: u8,
+    /// The return value is a `swp_entry_t`.
+    pub ret_entry: u8,
+    /// Take the entry from `folio->swap` (read after the call on exit).
+    pub entry_from_folio: u8,
+    /// `nr` argument is an order: pages = 1 << nr.
+    pub nr_is_order: u8,
+    /// Resolve the folio from the PTE in `vmf->orig_pte` when present.
+    pub folio_from_pte: u8,
+    /// Whether the function returns a value at all (exit probes).
+    pub has_ret: u8,
+    /// Nonzero when the spec has been filled in (probe is planned).
+    pub enabled: u8,
+    pub _pad: u8,
+}
+
+impl ArgSpec {
+    pub const NONE: ArgSpec = ArgSpec {
+        folio: NO_ARG,
+        page: NO_ARG,
+        entry: NO_ARG,
+        nr: NO_ARG,
+        vmf: NO_ARG,
+        addr: NO_ARG,
+        gup_flags: NO_ARG,
+        index: NO_ARG,
+        ret_folio: 0,
+        ret_entry: 0,
+        entry_from_folio: 0,
+        nr_is_order: 0,
+        folio_from_pte: 0,
+        has_ret: 0,
+        enabled: 0,
+        _pad: 0,
     };
 }
 
@@ -305,6 +364,9 @@ unsafe impl aya::Pod for Layout {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Filter {}
+// SAFETY: as above (bytes only).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ArgSpec {}
 
 /// Bits of the swap type in the arch-independent `swp_entry_t`
 /// (`MAX_SWAPFILES_SHIFT`).

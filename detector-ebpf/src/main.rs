@@ -1,0 +1,829 @@
+//! Kernel side of the detector: one small program per role and attach mode.
+//!
+//! Every program funnels into [`emit`], which reads the objects a role
+//! concerns from the traced function's arguments at the positions userspace
+//! resolved from BTF (map `ARGS`), snapshots the folio's state with the field
+//! offsets userspace resolved (global `LAYOUT`), and writes one fixed-size
+//! [`Event`] into the ring buffer. Rust BPF cannot emit CO-RE relocations,
+//! which is why both tables come from userspace at load time.
+#![no_std]
+#![no_main]
+
+use core::ffi::c_void;
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_func_arg, bpf_get_func_ret},
+    },
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext,
+};
+use detector_common::{
+    ArgSpec, Event, EventKind, Filter, Layout, ProbeId, ABSENT, FS_ANON, FS_ANON_EXCLUSIVE,
+    FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE,
+    FS_WRITEBACK, MAX_PROBES, NO_ARG, V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE,
+    V_PIN, V_PTE, V_RET,
+};
+
+/// Resolved by userspace from the running kernel's BTF before load.
+#[no_mangle]
+static LAYOUT: Layout = Layout::EMPTY;
+
+/// Capture filters (zero = off), set by userspace before load.
+#[no_mangle]
+static FILTER: Filter = Filter {
+    tgid: 0,
+    _pad: 0,
+    cgroup_id: 0,
+};
+
+/// Resized by userspace (`--ring-size`) before load.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-probe count of events dropped because the ring buffer was full.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
+
+/// Per-probe count of hits that passed the filters (emitted or lost).
+#[map]
+static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
+
+/// Per-probe argument positions, filled by userspace from BTF.
+#[map]
+static ARGS: Array<ArgSpec> = Array::with_max_entries(MAX_PROBES, 0);
+
+/// Threads currently inside `move_pages` (the UFFDIO_MOVE window).
+#[map]
+static IN_MOVE: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// kprobe mode only: arguments saved at entry for the matching kretprobe,
+/// keyed by `tid << 16 | probe`.
+#[map]
+static STASH: HashMap<u64, [u64; 6]> = HashMap::with_max_entries(16384, 0);
+
+/// Start of the kernel half of the address space; below it, or in the last
+/// page (ERR_PTR range), a returned "pointer" is not a folio.
+const KERNEL_MIN: u64 = 0xffff_8000_0000_0000;
+const MAX_ERRNO: u64 = 4095;
+/// x86_64 `PTE_PFN_MASK` for 4-level and 5-level paging.
+const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// x86_64 default `VMEMMAP_START` when the kernel does not randomize it.
+const VMEMMAP_DEFAULT: u64 = 0xffff_ea00_0000_0000;
+
+/// Where the arguments of the traced call come from.
+trait Args {
+    fn arg(&self, n: u8) -> Option<u64>;
+    fn ret(&self) -> Option<u64>;
+}
+
+/// fentry / fexit: the trampoline's saved arguments, read with
+/// `bpf_get_func_arg`, which bounds-checks a runtime index (a plain ctx load
+/// needs a constant offset valid for the attach target's prototype).
+struct Tramp {
+    ctx: *mut c_void,
+    exit: bool,
+}
+
+impl Args for Tramp {
+    #[inline(always)]
+    fn arg(&self, n: u8) -> Option<u64> {
+        if n == NO_ARG {
+            return None;
+        }
+        let mut v = 0u64;
+        // SAFETY: ctx is the tracing context the kernel passed in; the helper
+        // checks `n` against the traced function's argument count.
+        let r = unsafe { bpf_get_func_arg(self.ctx, n as u32, &mut v) };
+        if r == 0 {
+            Some(v)
+        } else {
+            None
+        }
+    }
+    #[inline(always)]
+    fn ret(&self) -> Option<u64> {
+        if !self.exit {
+            return None;
+        }
+        let mut v = 0u64;
+        // SAFETY: only called from fexit programs, whose ctx carries the
+        // return value.
+        let r = unsafe { bpf_get_func_ret(self.ctx, &mut v) };
+        if r == 0 {
+            Some(v)
+        } else {
+            None
+        }
+    }
+}
+
+/// kprobe: arguments from `pt_regs` in calling-convention order.
+struct Regs<'a>(&'a ProbeContext);
+
+impl Args for Regs<'_> {
+    #[inline(always)]
+    fn arg(&self, n: u8) -> Option<u64> {
+        if n >= 6 {
+            return None;
+        }
+        self.0.arg::<u64>(n as usize)
+    }
+    #[inline(always)]
+    fn ret(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Arguments already copied out (kretprobe from the stash, tracepoints).
+struct Fixed {
+    a: [u64; 6],
+    n: u8,
+    ret: Option<u64>,
+}
+
+impl Args for Fixed {
+    #[inline(always)]
+    fn arg(&self, n: u8) -> Option<u64> {
+        if n >= self.n {
+            return None;
+        }
+        match n {
+            0 => Some(self.a[0]),
+            1 => Some(self.a[1]),
+            2 => Some(self.a[2]),
+            3 => Some(self.a[3]),
+            4 => Some(self.a[4]),
+            5 => Some(self.a[5]),
+            _ => None,
+        }
+    }
+    #[inline(always)]
+    fn ret(&self) -> Option<u64> {
+        self.ret
+    }
+}
+
+#[inline(always)]
+fn layout() -> Layout {
+    // SAFETY: LAYOUT is a plain global; the volatile read stops the compiler
+    // from folding the load-time value to the compiled-in default.
+    unsafe { read_volatile(&LAYOUT) }
+}
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, probe: u32) {
+    if let Some(p) = map.get_ptr_mut(probe) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn pass_filter() -> bool {
+    // SAFETY: as in `layout`.
+    let f = unsafe { read_volatile(&FILTER) };
+    if f.tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 != f.tgid {
+        return false;
+    }
+    // SAFETY: helper has no preconditions in tracing programs.
+    if f.cgroup_id != 0 && unsafe { bpf_get_current_cgroup_id() } != f.cgroup_id {
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn rd64(base: u64, off: u32) -> Option<u64> {
+    if off == ABSENT || base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address (faults return
+    // an error instead of oopsing).
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn rd32(base: u64, off: u32) -> Option<i32> {
+    if off == ABSENT || base == 0 {
+        return None;
+    }
+    // SAFETY: as in rd64.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const i32) }.ok()
+}
+
+#[inline(always)]
+fn bit(word: u64, b: u32) -> bool {
+    b < 64 && (word >> b) & 1 != 0
+}
+
+#[inline(always)]
+fn is_kptr(v: u64) -> bool {
+    v >= KERNEL_MIN && v < 0u64.wrapping_sub(MAX_ERRNO)
+}
+
+/// `page_folio()`: a tail page points at its head with bit 0 set.
+#[inline(always)]
+fn page_to_folio(page: u64, l: &Layout) -> u64 {
+    match rd64(page, l.page_compound_head) {
+        Some(h) if h & 1 != 0 => h - 1,
+        _ => page,
+    }
+}
+
+/// Folio mapped by a present PTE, through the vmemmap.
+#[inline(always)]
+fn pte_to_folio(pte: u64, l: &Layout) -> u64 {
+    if pte & 1 == 0 || l.page_size_of == ABSENT {
+        return 0;
+    }
+    let vmemmap = if l.vmemmap_base_sym != 0 {
+        match rd64(l.vmemmap_base_sym, 0) {
+            Some(v) => v,
+            None => return 0,
+        }
+    } else {
+        VMEMMAP_DEFAULT
+    };
+    let pfn = (pte & PTE_PFN_MASK) >> 12;
+    page_to_folio(vmemmap + pfn * l.page_size_of as u64, l)
+}
+
+#[inline(always)]
+fn read_folio(e: &mut Event, folio: u64, l: &Layout) {
+    e.folio = folio;
+    e.valid |= V_FOLIO;
+    let flags = match rd64(folio, l.folio_flags) {
+        Some(f) => f,
+        None => return,
+    };
+    e.f_flags = flags;
+    let mapping = rd64(folio, l.folio_mapping).unwrap_or(0);
+    e.f_mapping = mapping;
+    e.f_index = rd64(folio, l.folio_index).unwrap_or(0);
+    e.f_swap = rd64(folio, l.folio_swap).unwrap_or(0);
+    e.f_refcount = rd32(folio, l.folio_refcount).unwrap_or(0);
+    e.f_mapcount = rd32(folio, l.folio_mapcount).map(|v| v + 1).unwrap_or(0);
+
+    let mut st = 0u32;
+    if bit(flags, l.pg_locked) {
+        st |= FS_LOCKED;
+    }
+    let swapbacked = bit(flags, l.pg_swapbacked);
+    if swapbacked {
+        st |= FS_SWAPBACKED;
+        // folio_test_swapcache(): PG_swapcache aliases PG_owner_priv_1, which
+        // means something else on folios that are not swap-backed.
+        if bit(flags, l.pg_swapcache) {
+            st |= FS_SWAPCACHE;
+        }
+    }
+    if bit(flags, l.pg_anon_exclusive) {
+        st |= FS_ANON_EXCLUSIVE;
+    }
+    if bit(flags, l.pg_dirty) {
+        st |= FS_DIRTY;
+    }
+    if bit(flags, l.pg_lru) {
+        st |= FS_LRU;
+    }
+    if bit(flags, l.pg_writeback) {
+        st |= FS_WRITEBACK;
+    }
+    if bit(flags, l.pg_uptodate) {
+        st |= FS_UPTODATE;
+    }
+    if mapping & 1 != 0 {
+        st |= FS_ANON;
+        if mapping & 3 == 3 {
+            st |= FS_KSM;
+        }
+    }
+    e.f_nr_pages = 1;
+    if bit(flags, l.pg_head) {
+        st |= FS_LARGE;
+        e.f_large_mapcount = rd32(folio, l.folio_large_mapcount)
+            .map(|v| v + 1)
+            .unwrap_or(0);
+        e.f_entire_mapcount = rd32(folio, l.folio_entire_mapcount)
+            .map(|v| v + 1)
+            .unwrap_or(0);
+        e.f_pincount = rd32(folio, l.folio_pincount).unwrap_or(0);
+        if let Some(n) = rd32(folio, l.folio_nr_pages) {
+            e.f_nr_pages = n as u32;
+        }
+    }
+    e.f_state = st;
+    e.valid |= V_FOLIO_STATE;
+}
+
+#[inline(always)]
+fn fill<A: Args>(e: &mut Event, a: &A, spec: &ArgSpec, probe: ProbeId, kind: EventKind) {
+    // SAFETY: helper has no preconditions.
+    e.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let pt = bpf_get_current_pid_tgid();
+    e.pid = (pt >> 32) as u32;
+    e.tid = pt as u32;
+    // SAFETY: helper has no preconditions.
+    e.cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Ok(c) = bpf_get_current_comm() {
+        e.comm = c;
+    }
+    e.probe = probe as u16;
+    e.kind = kind as u8;
+    let l = layout();
+
+    let ret = a.ret();
+    if spec.has_ret != 0 {
+        if let Some(r) = ret {
+            e.ret = r as i64;
+            e.valid |= V_RET;
+        }
+    }
+    e.nr = 1;
+    if let Some(n) = a.arg(spec.nr) {
+        e.nr = if spec.nr_is_order != 0 {
+            1u32 << (n & 31)
+        } else {
+            n as u32
+        };
+    }
+    if let Some(x) = a.arg(spec.addr) {
+        e.addr = x;
+        e.valid |= V_ADDR;
+    }
+    if let Some(f) = a.arg(spec.gup_flags) {
+        e.arg = f as u32;
+        if l.foll_pin != 0 && (f as u32) & l.foll_pin != 0 {
+            e.valid |= V_PIN;
+        }
+    }
+    let mut folio = 0u64;
+    if let Some(vmf) = a.arg(spec.vmf) {
+        if let Some(pte) = rd64(vmf, l.vmf_orig_pte) {
+            e.pte = pte;
+            e.valid |= V_PTE;
+            if spec.folio_from_pte != 0 {
+                folio = pte_to_folio(pte, &l);
+            }
+        }
+        if let Some(addr) = rd64(vmf, l.vmf_address) {
+            e.addr = addr;
+            e.valid |= V_ADDR;
+        }
+    }
+    if let Some(f) = a.arg(spec.folio) {
+        folio = f;
+    } else if let Some(pg) = a.arg(spec.page) {
+        if is_kptr(pg) {
+            folio = page_to_folio(pg, &l);
+        }
+    } else if spec.ret_folio != 0 {
+        if let Some(r) = ret {
+            if is_kptr(r) {
+                folio = r;
+            }
+        }
+    }
+    if is_kptr(folio) {
+        read_folio(e, folio, &l);
+    }
+    if let Some(en) = a.arg(spec.entry) {
+        e.entry = en;
+        e.valid |= V_ENTRY;
+    } else if spec.ret_entry != 0 {
+        if let Some(r) = ret {
+            if r != 0 {
+                e.entry = r;
+                e.valid |= V_ENTRY;
+            }
+        }
+    } else if spec.entry_from_folio != 0 && e.valid & V_FOLIO_STATE != 0 && e.f_swap != 0 {
+        e.entry = e.f_swap;
+        e.valid |= V_ENTRY;
+    } else if let Some(ix) = a.arg(spec.index) {
+        e.entry = ix;
+        e.valid |= V_ENTRY_PARTIAL;
+    }
+}
+
+/// Looks up the probe's spec, applies the filters and writes one event.
+/// Ring-buffer exhaustion is counted per probe, never silent.
+#[inline(always)]
+fn emit<A: Args>(a: &A, probe: ProbeId, kind: EventKind) {
+    let p = probe as u32;
+    let spec = match ARGS.get(p) {
+        Some(s) if s.enabled != 0 => *s,
+        _ => return,
+    };
+    if !pass_filter() {
+        return;
+    }
+    bump(&HITS, p);
+    let mut slot = match EVENTS.reserve::<Event>(0) {
+        Some(s) => s,
+        None => {
+            bump(&LOST, p);
+            return;
+        }
+    };
+    let e = slot.as_mut_ptr();
+    // SAFETY: `e` points at a reserved, exclusively owned ring-buffer slot
+    // of size_of::<Event>() bytes; zeroing makes every field initialized.
+    unsafe { core::ptr::write_bytes(e, 0, 1) };
+    // SAFETY: initialized just above; nothing else aliases the slot.
+    fill(unsafe { &mut *e }, a, &spec, probe, kind);
+    slot.submit(0);
+}
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+fn stash_key(probe: ProbeId) -> u64 {
+    ((current_tid() as u64) << 16) | probe as u64
+}
+
+/// kprobe half of an exit probe: keep the arguments for the kretprobe.
+#[inline(always)]
+fn stash(ctx: &ProbeContext, probe: ProbeId) {
+    match ARGS.get(probe as u32) {
+        Some(s) if s.enabled != 0 => {}
+        _ => return,
+    }
+    let r = Regs(ctx);
+    let a = [
+        r.arg(0).unwrap_or(0),
+        r.arg(1).unwrap_or(0),
+        r.arg(2).unwrap_or(0),
+        r.arg(3).unwrap_or(0),
+        r.arg(4).unwrap_or(0),
+        r.arg(5).unwrap_or(0),
+    ];
+    let _ = STASH.insert(&stash_key(probe), &a, 0);
+}
+
+/// kretprobe: the stashed arguments plus the return register.
+#[inline(always)]
+fn unstash(ctx: &RetProbeContext, probe: ProbeId) -> Option<Fixed> {
+    let key = stash_key(probe);
+    // SAFETY: the value is copied out before the entry is removed.
+    let a = unsafe { STASH.get(&key) }.copied()?;
+    let _ = STASH.remove(&key);
+    Some(Fixed {
+        a,
+        n: 6,
+        ret: Some(ctx.ret::<u64>()),
+    })
+}
+
+/// A role observed at function entry.
+macro_rules! enter_probe {
+    ($fentry:ident, $kprobe:ident, $probe:expr) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            emit(
+                &Tramp {
+                    ctx: ctx.as_ptr(),
+                    exit: false,
+                },
+                $probe,
+                EventKind::Enter,
+            );
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            emit(&Regs(&ctx), $probe, EventKind::Enter);
+            0
+        }
+    };
+}
+
+/// A role observed at function exit (arguments and return value).
+macro_rules! exit_probe {
+    ($fexit:ident, $kprobe:ident, $kretprobe:ident, $probe:expr) => {
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            emit(
+                &Tramp {
+                    ctx: ctx.as_ptr(),
+                    exit: true,
+                },
+                $probe,
+                EventKind::Exit,
+            );
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            stash(&ctx, $probe);
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            if let Some(a) = unstash(&ctx, $probe) {
+                emit(&a, $probe, EventKind::Exit);
+            }
+            0
+        }
+    };
+}
+
+/// A role observed at both entry and exit.
+macro_rules! enter_exit_probe {
+    ($fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $probe:expr) => {
+        #[fentry]
+        pub fn $fentry(ctx: FEntryContext) -> u32 {
+            emit(
+                &Tramp {
+                    ctx: ctx.as_ptr(),
+                    exit: false,
+                },
+                $probe,
+                EventKind::Enter,
+            );
+            0
+        }
+
+        #[fexit]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            emit(
+                &Tramp {
+                    ctx: ctx.as_ptr(),
+                    exit: true,
+                },
+                $probe,
+                EventKind::Exit,
+            );
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            stash(&ctx, $probe);
+            emit(&Regs(&ctx), $probe, EventKind::Enter);
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            if let Some(a) = unstash(&ctx, $probe) {
+                emit(&a, $probe, EventKind::Exit);
+            }
+            0
+        }
+    };
+}
+
+exit_probe!(
+    fexit_swap_cache_lookup,
+    kprobe_swap_cache_lookup,
+    kretprobe_swap_cache_lookup,
+    ProbeId::SwapCacheLookup
+);
+exit_probe!(
+    fexit_swap_cache_insert,
+    kprobe_swap_cache_insert,
+    kretprobe_swap_cache_insert,
+    ProbeId::SwapCacheInsert
+);
+enter_probe!(
+    fentry_swap_cache_delete,
+    kprobe_swap_cache_delete,
+    ProbeId::SwapCacheDelete
+);
+exit_probe!(
+    fexit_swap_entry_alloc,
+    kprobe_swap_entry_alloc,
+    kretprobe_swap_entry_alloc,
+    ProbeId::SwapEntryAlloc
+);
+exit_probe!(
+    fexit_swap_entry_dup,
+    kprobe_swap_entry_dup,
+    kretprobe_swap_entry_dup,
+    ProbeId::SwapEntryDup
+);
+enter_probe!(
+    fentry_swap_entry_free,
+    kprobe_swap_entry_free,
+    ProbeId::SwapEntryFree
+);
+exit_probe!(
+    fexit_swapcache_prepare,
+    kprobe_swapcache_prepare,
+    kretprobe_swapcache_prepare,
+    ProbeId::SwapcachePrepare
+);
+enter_probe!(
+    fentry_swapcache_clear,
+    kprobe_swapcache_clear,
+    ProbeId::SwapcacheClear
+);
+enter_exit_probe!(
+    fentry_do_swap_page,
+    fexit_do_swap_page,
+    kprobe_do_swap_page,
+    kretprobe_do_swap_page,
+    ProbeId::DoSwapPage
+);
+enter_probe!(
+    fentry_folio_move_anon_rmap,
+    kprobe_folio_move_anon_rmap,
+    ProbeId::FolioMoveAnonRmap
+);
+enter_exit_probe!(
+    fentry_remove_mapping,
+    fexit_remove_mapping,
+    kprobe_remove_mapping,
+    kretprobe_remove_mapping,
+    ProbeId::RemoveMapping
+);
+enter_exit_probe!(
+    fentry_try_to_unmap_one,
+    fexit_try_to_unmap_one,
+    kprobe_try_to_unmap_one,
+    kretprobe_try_to_unmap_one,
+    ProbeId::TryToUnmapOne
+);
+enter_probe!(
+    fentry_madvise_free,
+    kprobe_madvise_free,
+    ProbeId::MadviseFree
+);
+exit_probe!(
+    fexit_gup_grab,
+    kprobe_gup_grab,
+    kretprobe_gup_grab,
+    ProbeId::GupGrab
+);
+exit_probe!(
+    fexit_gup_grab_fast,
+    kprobe_gup_grab_fast,
+    kretprobe_gup_grab_fast,
+    ProbeId::GupGrabFast
+);
+enter_probe!(fentry_gup_put, kprobe_gup_put, ProbeId::GupPut);
+enter_probe!(
+    fentry_unpin_user_page,
+    kprobe_unpin_user_page,
+    ProbeId::UnpinUserPage
+);
+enter_probe!(fentry_do_wp_page, kprobe_do_wp_page, ProbeId::DoWpPage);
+enter_probe!(fentry_swap_read, kprobe_swap_read, ProbeId::SwapRead);
+
+// move_pages opens and closes the per-thread UFFDIO_MOVE window that gates
+// the `__filemap_get_folio` probe below.
+
+#[inline(always)]
+fn move_window_open() {
+    let _ = IN_MOVE.insert(&current_tid(), &1, 0);
+}
+
+#[inline(always)]
+fn move_window_close() {
+    let _ = IN_MOVE.remove(&current_tid());
+}
+
+#[inline(always)]
+fn in_move_window() -> bool {
+    // SAFETY: only presence is checked; the value is not dereferenced.
+    unsafe { IN_MOVE.get(&current_tid()) }.is_some()
+}
+
+#[fentry]
+pub fn fentry_move_pages(ctx: FEntryContext) -> u32 {
+    move_window_open();
+    emit(
+        &Tramp {
+            ctx: ctx.as_ptr(),
+            exit: false,
+        },
+        ProbeId::MovePages,
+        EventKind::Enter,
+    );
+    0
+}
+
+#[fexit]
+pub fn fexit_move_pages(ctx: FExitContext) -> u32 {
+    move_window_close();
+    emit(
+        &Tramp {
+            ctx: ctx.as_ptr(),
+            exit: true,
+        },
+        ProbeId::MovePages,
+        EventKind::Exit,
+    );
+    0
+}
+
+#[kprobe]
+pub fn kprobe_move_pages(ctx: ProbeContext) -> u32 {
+    move_window_open();
+    stash(&ctx, ProbeId::MovePages);
+    emit(&Regs(&ctx), ProbeId::MovePages, EventKind::Enter);
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_move_pages(ctx: RetProbeContext) -> u32 {
+    move_window_close();
+    if let Some(a) = unstash(&ctx, ProbeId::MovePages) {
+        emit(&a, ProbeId::MovePages, EventKind::Exit);
+    }
+    0
+}
+
+// `__filemap_get_folio` runs for every page-cache lookup in the system, so
+// the in-window test comes before anything else.
+
+#[fexit]
+pub fn fexit_move_pages_lookup(ctx: FExitContext) -> u32 {
+    if in_move_window() {
+        emit(
+            &Tramp {
+                ctx: ctx.as_ptr(),
+                exit: true,
+            },
+            ProbeId::MovePagesLookup,
+            EventKind::Exit,
+        );
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_move_pages_lookup(ctx: ProbeContext) -> u32 {
+    if in_move_window() {
+        stash(&ctx, ProbeId::MovePagesLookup);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_move_pages_lookup(ctx: RetProbeContext) -> u32 {
+    if let Some(a) = unstash(&ctx, ProbeId::MovePagesLookup) {
+        emit(&a, ProbeId::MovePagesLookup, EventKind::Exit);
+    }
+    0
+}
+
+// Degraded mode: typed tracepoints, which the kernel allows where function
+// tracing is blocked. Their arguments are fixed by the tracepoint, so they
+// are read at constant offsets and handed over like stashed arguments.
+
+#[btf_tracepoint(function = "mm_vmscan_write_folio")]
+pub fn tp_vmscan_write_folio(ctx: BtfTracePointContext) -> u32 {
+    let a = Fixed {
+        a: [ctx.arg::<u64>(0), 0, 0, 0, 0, 0],
+        n: 1,
+        ret: None,
+    };
+    emit(&a, ProbeId::TpWriteFolio, EventKind::Tracepoint);
+    0
+}
+
+#[btf_tracepoint(function = "mm_page_free")]
+pub fn tp_page_free(ctx: BtfTracePointContext) -> u32 {
+    let a = Fixed {
+        a: [ctx.arg::<u64>(0), ctx.arg::<u64>(1), 0, 0, 0, 0],
+        n: 2,
+        ret: None,
+    };
+    emit(&a, ProbeId::TpPageFree, EventKind::Tracepoint);
+    0
+}
+
+#[btf_tracepoint(function = "mm_lru_insertion")]
+pub fn tp_lru_insertion(ctx: BtfTracePointContext) -> u32 {
+    let a = Fixed {
+        a: [ctx.arg::<u64>(0), 0, 0, 0, 0, 0],
+        n: 1,
+        ret: None,
+    };
+    emit(&a, ProbeId::TpLruInsertion, EventKind::Tracepoint);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
