@@ -1,0 +1,477 @@
+//! Streaming trace reader.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use detector_common::{ABI_VERSION, EVENT_SIZE};
+
+use super::error::TraceError;
+use super::format::{
+    decode_event, decode_lost, record_crc, FORMAT_VERSION, MAGIC, MAX_HEADER_LEN,
+    MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER,
+    RECORD_HEADER_LEN, RECORD_LOST,
+};
+use super::header::{TraceFooter, TraceHeader};
+use crate::event::StreamItem;
+
+/// Read size: large enough that one `read` covers ~7000 events.
+const BUF_LEN: usize = 1 << 20;
+
+/// How a trace ended, known once iteration has stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndState {
+    /// The footer was read and checks out: every record was replayed.
+    Complete { footer: TraceFooter },
+    /// The file stops without a footer (the recorder was killed, the disk
+    /// filled up, or the file is still being written). Every record before
+    /// `byte_offset` was replayed.
+    Truncated { byte_offset: u64, records_read: u64 },
+    /// Record `record_index`, starting at `byte_offset`, is damaged; the
+    /// `record_index` records before it were replayed.
+    Corrupt {
+        byte_offset: u64,
+        record_index: u64,
+        reason: String,
+    },
+    /// Reading failed (an I/O error, not a problem with the content).
+    ReadError {
+        byte_offset: u64,
+        records_read: u64,
+        message: String,
+    },
+}
+
+impl EndState {
+    pub fn is_complete(&self) -> bool {
+        matches!(self, EndState::Complete { .. })
+    }
+
+    /// The footer, when the trace is complete.
+    pub fn footer(&self) -> Option<&TraceFooter> {
+        match self {
+            EndState::Complete { footer } => Some(footer),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EndState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndState::Complete { footer } => write!(
+                f,
+                "complete: {} records ({} events, {} lost), stopped by {}",
+                footer.records,
+                footer.events,
+                footer.lost_total,
+                if footer.stop_reason.is_empty() {
+                    "an unknown reason"
+                } else {
+                    &footer.stop_reason
+                }
+            ),
+            EndState::Truncated {
+                byte_offset,
+                records_read,
+            } => write!(
+                f,
+                "truncated at byte {byte_offset} after {records_read} complete records \
+                 (no footer: the recording was cut off or is still running)"
+            ),
+            EndState::Corrupt {
+                byte_offset,
+                record_index,
+                reason,
+            } => write!(
+                f,
+                "damaged record {record_index} at byte {byte_offset} ({reason}); \
+                 the {record_index} records before it were replayed"
+            ),
+            EndState::ReadError {
+                byte_offset,
+                records_read,
+                message,
+            } => write!(
+                f,
+                "read error at byte {byte_offset} after {records_read} records: {message}"
+            ),
+        }
+    }
+}
+
+/// Reads a trace: [`header`](Self::header) at once, then records by
+/// iteration. Iteration yields `(record_index, item)` and never fails; it
+/// stops at the footer, at the first damaged or incomplete record, or on a
+/// read error, and [`end_state`](Self::end_state) says which.
+pub struct TraceReader<R: Read> {
+    src: R,
+    name: String,
+    header: TraceHeader,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// File offset of `buf[pos]`.
+    offset: u64,
+    records: u64,
+    state: Option<EndState>,
+}
+
+impl TraceReader<File> {
+    /// Opens `path` and reads its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, TraceError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let f = File::open(path).map_err(|e| TraceError::io("open", &name, e))?;
+        Self::from_reader_named(f, name)
+    }
+}
+
+impl<R: Read> TraceReader<R> {
+    /// Reads the header from `src`. The reader does its own buffering.
+    pub fn from_reader(src: R) -> Result<Self, TraceError> {
+        Self::from_reader_named(src, "trace stream".to_string())
+    }
+
+    /// As [`from_reader`](Self::from_reader), naming the source in errors.
+    pub fn from_reader_named(src: R, name: String) -> Result<Self, TraceError> {
+        let mut r = TraceReader {
+            src,
+            name,
+            header: TraceHeader::default(),
+            buf: vec![0; BUF_LEN],
+            pos: 0,
+            end: 0,
+            offset: 0,
+            records: 0,
+            state: None,
+        };
+        r.read_header()?;
+        Ok(r)
+    }
+
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// Name used in messages (the path for [`open`](TraceReader::open)).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `None` while records remain; how the file ended once iteration stops.
+    pub fn end_state(&self) -> Option<&EndState> {
+        self.state.as_ref()
+    }
+
+    /// Records consumed so far (including the ones not yielded: unknown
+    /// record types are skipped).
+    pub fn records_read(&self) -> u64 {
+        self.records
+    }
+
+    /// File offset of the next record.
+    pub fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn io_err(&self, e: io::Error) -> TraceError {
+        TraceError::io("read", &self.name, e)
+    }
+
+    /// Makes `need` bytes available at `pos`. `Ok(false)`: the source ended
+    /// first (whatever it had is still buffered).
+    fn fill(&mut self, need: usize) -> io::Result<bool> {
+        if self.end - self.pos >= need {
+            return Ok(true);
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if need > self.buf.len() {
+            // Only for records larger than the buffer (a big footer); bounded
+            // by MAX_RECORD_PAYLOAD.
+            self.buf.resize(need, 0);
+        }
+        while self.end < need {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    fn read_header(&mut self) -> Result<(), TraceError> {
+        let complete = self.fill(PREAMBLE_LEN).map_err(|e| self.io_err(e))?;
+        let name = self.name.clone();
+        let have = self.avail();
+        if have.is_empty() {
+            return Err(TraceError::Empty { name });
+        }
+        let m = have.len().min(MAGIC.len());
+        if have[..m] != MAGIC[..m] {
+            return Err(match foreign_kind(have) {
+                Some(what) => TraceError::Foreign { name, what },
+                None => TraceError::BadMagic { name },
+            });
+        }
+        if !complete {
+            return Err(TraceError::TruncatedHeader {
+                name,
+                have: have.len() as u64,
+                need: PREAMBLE_LEN as u64,
+            });
+        }
+        let version = le_u32(have, 8);
+        let json_len = le_u32(have, 12) as usize;
+        if version == 0 {
+            return Err(TraceError::BadVersion {
+                name,
+                found: version,
+            });
+        }
+        if version > FORMAT_VERSION {
+            return Err(TraceError::NewerVersion {
+                name,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if json_len > MAX_HEADER_LEN {
+            return Err(TraceError::CorruptHeader {
+                name,
+                reason: format!("header length {json_len} is implausible"),
+            });
+        }
+        let total = PREAMBLE_LEN + json_len + RECORD_CRC_LEN;
+        if !self.fill(total).map_err(|e| self.io_err(e))? {
+            return Err(TraceError::TruncatedHeader {
+                name,
+                have: self.avail().len() as u64,
+                need: total as u64,
+            });
+        }
+        let have = &self.buf[self.pos..self.pos + total];
+        let crc = le_u32(have, total - RECORD_CRC_LEN);
+        if crc32fast::hash(&have[MAGIC.len()..total - RECORD_CRC_LEN]) != crc {
+            return Err(TraceError::CorruptHeader {
+                name,
+                reason: "header checksum mismatch".to_string(),
+            });
+        }
+        let header: TraceHeader =
+            serde_json::from_slice(&have[PREAMBLE_LEN..PREAMBLE_LEN + json_len]).map_err(|e| {
+                TraceError::CorruptHeader {
+                    name: name.clone(),
+                    reason: format!("header is not valid JSON: {e}"),
+                }
+            })?;
+        if header.abi_version != ABI_VERSION || header.event_size as usize != EVENT_SIZE {
+            return Err(TraceError::AbiMismatch {
+                name,
+                found: header.abi_version,
+                size: header.event_size,
+                supported: ABI_VERSION,
+            });
+        }
+        self.header = header;
+        self.pos += total;
+        self.offset = total as u64;
+        Ok(())
+    }
+
+    fn stop(&mut self, state: EndState) -> Option<(u64, StreamItem)> {
+        self.state = Some(state);
+        None
+    }
+
+    fn corrupt(&mut self, reason: String) -> Option<(u64, StreamItem)> {
+        let s = EndState::Corrupt {
+            byte_offset: self.offset,
+            record_index: self.records,
+            reason,
+        };
+        self.stop(s)
+    }
+
+    /// Makes `need` bytes available or records why not.
+    #[inline]
+    fn ensure(&mut self, need: usize) -> bool {
+        if self.end - self.pos >= need {
+            return true;
+        }
+        match self.fill(need) {
+            Ok(true) => true,
+            Ok(false) => {
+                self.state = Some(EndState::Truncated {
+                    byte_offset: self.offset,
+                    records_read: self.records,
+                });
+                false
+            }
+            Err(e) => {
+                self.state = Some(EndState::ReadError {
+                    byte_offset: self.offset,
+                    records_read: self.records,
+                    message: e.to_string(),
+                });
+                false
+            }
+        }
+    }
+
+    /// The next record, or `None` at the end (see [`end_state`](Self::end_state)).
+    #[inline]
+    pub fn next_item(&mut self) -> Option<(u64, StreamItem)> {
+        loop {
+            if self.state.is_some() || !self.ensure(RECORD_HEADER_LEN) {
+                return None;
+            }
+            let len = le_u32(&self.buf, self.pos) as usize;
+            let ty = u16::from_le_bytes([self.buf[self.pos + 4], self.buf[self.pos + 5]]);
+            if len > MAX_RECORD_PAYLOAD {
+                return self.corrupt(format!("record length {len} is implausible"));
+            }
+            let total = RECORD_HEADER_LEN + len + RECORD_CRC_LEN;
+            if !self.ensure(total) {
+                return None;
+            }
+            let rec = &self.buf[self.pos..self.pos + total];
+            let body = &rec[..total - RECORD_CRC_LEN];
+            let payload = &body[RECORD_HEADER_LEN..];
+            if record_crc(body) != le_u32(rec, total - RECORD_CRC_LEN) {
+                return self.corrupt("checksum mismatch".to_string());
+            }
+            let item = match ty {
+                RECORD_EVENT => match <&[u8; EVENT_SIZE]>::try_from(payload) {
+                    Ok(p) => StreamItem::Event(decode_event(p)),
+                    Err(_) => {
+                        return self.corrupt(format!(
+                            "event record of {len} bytes, expected {EVENT_SIZE}"
+                        ))
+                    }
+                },
+                RECORD_LOST => match decode_lost(payload) {
+                    Some((ts_ns, probe, total)) => StreamItem::Lost {
+                        ts_ns,
+                        probe,
+                        total,
+                    },
+                    None => {
+                        return self.corrupt(format!("lost record of {len} bytes, expected 24"))
+                    }
+                },
+                RECORD_FOOTER => return self.read_footer(total),
+                _ => {
+                    // A record type from a later minor revision: its
+                    // checksum is good, so step over it.
+                    self.pos += total;
+                    self.offset += total as u64;
+                    self.records += 1;
+                    continue;
+                }
+            };
+            self.pos += total;
+            self.offset += total as u64;
+            let index = self.records;
+            self.records += 1;
+            return Some((index, item));
+        }
+    }
+
+    fn read_footer(&mut self, total: usize) -> Option<(u64, StreamItem)> {
+        let payload = &self.buf[self.pos + RECORD_HEADER_LEN..self.pos + total - RECORD_CRC_LEN];
+        let footer: TraceFooter = match serde_json::from_slice(payload) {
+            Ok(f) => f,
+            Err(e) => return self.corrupt(format!("footer is not valid JSON: {e}")),
+        };
+        if footer.records != self.records {
+            return self.corrupt(format!(
+                "footer counts {} records but {} precede it",
+                footer.records, self.records
+            ));
+        }
+        let footer_offset = self.offset;
+        self.pos += total;
+        self.offset += total as u64;
+        match self.fill(1) {
+            Ok(false) => self.stop(EndState::Complete { footer }),
+            Ok(true) => {
+                let s = EndState::Corrupt {
+                    byte_offset: self.offset,
+                    record_index: self.records + 1,
+                    reason: format!("data after the footer (footer at byte {footer_offset})"),
+                };
+                self.stop(s)
+            }
+            Err(e) => {
+                let s = EndState::ReadError {
+                    byte_offset: self.offset,
+                    records_read: self.records,
+                    message: e.to_string(),
+                };
+                self.stop(s)
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for TraceReader<R> {
+    type Item = (u64, StreamItem);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item()
+    }
+}
+
+#[inline(always)]
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Recognises common files people pass by mistake, for a better message.
+fn foreign_kind(b: &[u8]) -> Option<&'static str> {
+    let starts = |p: &[u8]| b.starts_with(p);
+    if starts(b"PERFILE2") {
+        Some("a perf.data file")
+    } else if starts(&[0x1f, 0x8b]) {
+        Some("gzip-compressed (decompress it first)")
+    } else if starts(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd-compressed (decompress it first)")
+    } else if starts(b"\x7fELF") {
+        Some("an ELF binary")
+    } else if starts(b"{") || starts(b"[") {
+        Some("JSON text (perhaps a `detector replay --format jsonl` export)")
+    } else if !b.is_empty()
+        && b.iter()
+            .all(|&c| c == b'\n' || c == b'\t' || c == b'\r' || (0x20..0x7f).contains(&c))
+    {
+        Some("a text file")
+    } else {
+        None
+    }
+}
+
+/// Reads a whole trace into memory (tests and small files).
+pub fn read_all(
+    path: impl AsRef<Path>,
+) -> Result<(TraceHeader, Vec<crate::event::StreamItem>, EndState), TraceError> {
+    let mut r = TraceReader::open(path)?;
+    let items: Vec<StreamItem> = r.by_ref().map(|(_, it)| it).collect();
+    let end = r.end_state().cloned().unwrap_or(EndState::Truncated {
+        byte_offset: r.byte_offset(),
+        records_read: r.records_read(),
+    });
+    Ok((r.header, items, end))
+}
