@@ -1,1 +1,415 @@
-//! Struct offsets and flag bits from the running kernel's BTF.
+//! Struct offsets, flag bits and function prototypes from the running
+//! kernel's BTF.
+//!
+//! Rust BPF programs cannot carry CO-RE relocations, so everything that
+//! differs between kernels (the shape of `struct folio`, `enum pageflags`,
+//! which argument of a function is the folio) is resolved here at load time
+//! and handed to the programs. One binary then serves 6.1, 6.12 and 6.18.
+
+use std::path::Path;
+
+use btf_rs::{Btf, BtfType, Type};
+use fallible_iterator::FallibleIterator;
+use detector_common::{Layout, ABSENT};
+
+/// Default location of the kernel's own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error(
+        "{0} is missing: this kernel was built without CONFIG_DEBUG_INFO_BTF, and the detector \
+         needs it to find struct offsets; use a kernel with BTF or replay a trace recorded elsewhere"
+    )]
+    Missing(String),
+    #[error("cannot read kernel BTF from {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("kernel BTF has no `struct {0}`; this kernel is not supported")]
+    NoStruct(&'static str),
+}
+
+/// A simplified C type, enough to recognise the arguments probes care about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CType {
+    Void,
+    /// `struct NAME *` (or union).
+    PtrTo(String),
+    /// Any other pointer.
+    Ptr,
+    /// A named typedef / struct / int passed by value, e.g. `swp_entry_t`.
+    Named(String),
+    Other,
+}
+
+impl CType {
+    pub fn is_ptr_to(&self, name: &str) -> bool {
+        matches!(self, CType::PtrTo(n) if n == name)
+    }
+}
+
+/// A function parameter as BTF describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub ty: CType,
+}
+
+/// A function prototype as BTF describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proto {
+    pub params: Vec<Param>,
+    pub ret: CType,
+}
+
+impl Proto {
+    /// Index of the first parameter matching `pred`.
+    pub fn find(&self, pred: impl Fn(&Param) -> bool) -> Option<u8> {
+        self.params.iter().position(pred).map(|i| i as u8)
+    }
+}
+
+/// The kernel's BTF, with the lookups the loader needs.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open_vmlinux() -> Result<Self, BtfError> {
+        Self::open(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn open(path: &Path) -> Result<Self, BtfError> {
+        if !path.exists() {
+            return Err(BtfError::Missing(path.display().to_string()));
+        }
+        Btf::from_file(path)
+            .map(|btf| KernelBtf { btf })
+            .map_err(|e| BtfError::Unreadable {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn name_of(&self, t: &dyn BtfType) -> String {
+        self.btf.resolve_name(t).unwrap_or_default()
+    }
+
+    /// Follows typedef / const / volatile / restrict / type tags.
+    fn strip(&self, mut t: Type) -> Type {
+        for _ in 0..16 {
+            match &t {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    let next = match t.as_btf_type() {
+                        Some(bt) => self.btf.resolve_chained_type(bt),
+                        None => return t,
+                    };
+                    match next {
+                        Ok(n) => t = n,
+                        Err(_) => return t,
+                    }
+                }
+                _ => return t,
+            }
+        }
+        t
+    }
+
+    fn find_struct(&self, name: &str) -> Option<btf_rs::Struct> {
+        let types = self.btf.resolve_types_by_name(name).ok()?;
+        types.into_iter().find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+    }
+
+    /// Byte offset of `member` in `struct sname`, looking through anonymous
+    /// structs and unions (where most of `struct folio` lives).
+    pub fn member_offset(&self, sname: &str, member: &str) -> Option<u32> {
+        let s = self.find_struct(sname)?;
+        self.member_offset_in(&s, member, 0)
+    }
+
+    fn member_offset_in(&self, s: &btf_rs::Struct, member: &str, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        // Named members at this level first, so `flags` of the folio wins
+        // over a `flags` nested deeper.
+        for m in &s.members {
+            if self.name_of(m) == member {
+                return Some(m.bit_offset() / 8);
+            }
+        }
+        for m in &s.members {
+            if !self.name_of(m).is_empty() {
+                continue;
+            }
+            let inner = match self.btf.resolve_chained_type(m) {
+                Ok(t) => self.strip(t),
+                Err(_) => continue,
+            };
+            if let Type::Struct(st) | Type::Union(st) = inner {
+                if let Some(off) = self.member_offset_in(&st, member, depth + 1) {
+                    return Some(m.bit_offset() / 8 + off);
+                }
+            }
+        }
+        None
+    }
+
+    /// `sizeof(struct sname)`.
+    pub fn struct_size(&self, sname: &str) -> Option<u32> {
+        self.find_struct(sname).map(|s| s.size() as u32)
+    }
+
+    /// Value of enumerator `member` of `enum ename`.
+    pub fn enum_value(&self, ename: &str, member: &str) -> Option<u64> {
+        let types = self.btf.resolve_types_by_name(ename).ok()?;
+        types
+            .iter()
+            .find_map(|t| self.enumerator_in(t, member))
+    }
+
+    fn enumerator_in(&self, t: &Type, member: &str) -> Option<u64> {
+        match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| self.name_of(*m) == member)
+                .map(|m| m.val() as u64),
+            Type::Enum64(e) => e
+                .members
+                .iter()
+                .find(|m| self.name_of(*m) == member)
+                .map(|m| m.val()),
+            _ => None,
+        }
+    }
+
+    /// Value of an enumerator that may live in an anonymous enum (like
+    /// `FOLL_PIN`): scans every enum once.
+    pub fn any_enumerator(&self, member: &str) -> Option<u64> {
+        let mut it = self.btf.type_iter();
+        // A parse error mid-way ends the scan like the end of the list.
+        while let Ok(Some(t)) = it.next() {
+            if let Some(v) = self.enumerator_in(&t, member) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn ctype(&self, t: Type) -> CType {
+        match self.strip_keep_typedef_name(t) {
+            (Some(name), _) => CType::Named(name),
+            (None, Type::Void) => CType::Void,
+            (None, Type::Ptr(p)) => match self.btf.resolve_chained_type(&p) {
+                Ok(inner) => match self.strip(inner) {
+                    Type::Struct(s) | Type::Union(s) => CType::PtrTo(self.name_of(&s)),
+                    Type::Fwd(f) => CType::PtrTo(self.name_of(&f)),
+                    _ => CType::Ptr,
+                },
+                Err(_) => CType::Ptr,
+            },
+            (None, Type::Struct(s)) => CType::Named(self.name_of(&s)),
+            (None, Type::Int(i)) => CType::Named(self.name_of(&i)),
+            _ => CType::Other,
+        }
+    }
+
+    /// Returns the first typedef name on the chain (so `swp_entry_t` is seen
+    /// as itself), else the stripped type.
+    fn strip_keep_typedef_name(&self, t: Type) -> (Option<String>, Type) {
+        if let Type::Typedef(td) = &t {
+            let name = self.name_of(td);
+            if !name.is_empty() {
+                return (Some(name), t);
+            }
+        }
+        let s = self.strip(t);
+        (None, s)
+    }
+
+    /// Prototype of kernel function `func`, if BTF knows it.
+    pub fn func_proto(&self, func: &str) -> Option<Proto> {
+        let types = self.btf.resolve_types_by_name(func).ok()?;
+        let f = types.into_iter().find_map(|t| match t {
+            Type::Func(f) => Some(f),
+            _ => None,
+        })?;
+        let proto = match self.btf.resolve_chained_type(&f).ok()? {
+            Type::FuncProto(p) => p,
+            _ => return None,
+        };
+        let ret = if proto.return_type_id() == 0 {
+            CType::Void
+        } else {
+            match self.btf.resolve_type_by_id(proto.return_type_id()) {
+                Ok(t) => self.ctype(t),
+                Err(_) => CType::Other,
+            }
+        };
+        let params = proto
+            .parameters
+            .iter()
+            .filter(|p| !p.is_variadic())
+            .map(|p| Param {
+                name: self.name_of(p),
+                ty: self
+                    .btf
+                    .resolve_chained_type(p)
+                    .map(|t| self.ctype(t))
+                    .unwrap_or(CType::Other),
+            })
+            .collect();
+        Some(Proto { params, ret })
+    }
+
+    /// Resolves the [`Layout`] handed to the BPF programs. Fields this kernel
+    /// does not have stay [`ABSENT`]; `notes` says which, and what replaced
+    /// them.
+    pub fn layout(&self) -> Result<(Layout, Vec<String>), BtfError> {
+        if self.find_struct("folio").is_none() {
+            return Err(BtfError::NoStruct("folio"));
+        }
+        let mut notes = Vec::new();
+        let mut l = Layout::EMPTY;
+        let f = |name: &str| self.member_offset("folio", name).unwrap_or(ABSENT);
+        l.folio_flags = f("flags");
+        l.folio_mapping = f("mapping");
+        l.folio_index = f("index");
+        l.folio_swap = f("swap");
+        l.folio_mapcount = f("_mapcount");
+        l.folio_refcount = f("_refcount");
+        l.folio_large_mapcount = f("_large_mapcount");
+        l.folio_entire_mapcount = f("_entire_mapcount");
+        l.folio_pincount = f("_pincount");
+        // Renamed over time; both names mean the page count of a large folio.
+        l.folio_nr_pages = self
+            .member_offset("folio", "_nr_pages")
+            .or_else(|| self.member_offset("folio", "_folio_nr_pages"))
+            .unwrap_or(ABSENT);
+        l.vmf_orig_pte = self.member_offset("vm_fault", "orig_pte").unwrap_or(ABSENT);
+        l.vmf_address = self.member_offset("vm_fault", "address").unwrap_or(ABSENT);
+        l.page_compound_head = self
+            .member_offset("page", "compound_head")
+            .unwrap_or(ABSENT);
+        l.page_size_of = self.struct_size("page").unwrap_or(ABSENT);
+
+        let pg = |name: &str| {
+            self.enum_value("pageflags", name)
+                .map(|v| v as u32)
+                .unwrap_or(ABSENT)
+        };
+        l.pg_locked = pg("PG_locked");
+        l.pg_swapbacked = pg("PG_swapbacked");
+        l.pg_head = pg("PG_head");
+        l.pg_dirty = pg("PG_dirty");
+        l.pg_lru = pg("PG_lru");
+        l.pg_writeback = pg("PG_writeback");
+        l.pg_uptodate = pg("PG_uptodate");
+        // PG_swapcache and PG_anon_exclusive are aliases of other bits; BTF
+        // normally lists the aliases, but fall back to what they alias.
+        l.pg_swapcache = pg("PG_swapcache");
+        if l.pg_swapcache == ABSENT {
+            l.pg_swapcache = pg("PG_owner_priv_1");
+            notes.push("PG_swapcache not in BTF: using PG_owner_priv_1, its alias".into());
+        }
+        l.pg_anon_exclusive = pg("PG_anon_exclusive");
+        if l.pg_anon_exclusive == ABSENT {
+            l.pg_anon_exclusive = pg("PG_mappedtodisk");
+            notes.push("PG_anon_exclusive not in BTF: using PG_mappedtodisk, its alias".into());
+        }
+        l.foll_pin = match self.any_enumerator("FOLL_PIN") {
+            Some(v) => v as u32,
+            None => {
+                // Kernels before FOLL_* became an enum define it as a macro
+                // with this value.
+                notes.push("FOLL_PIN not in BTF: using the macro value 0x40000".into());
+                0x40000
+            }
+        };
+        for (name, v) in layout_fields(&l) {
+            if v == ABSENT as u64 {
+                notes.push(format!("{name}: not on this kernel"));
+            }
+        }
+        Ok((l, notes))
+    }
+}
+
+/// The layout as (name, value) pairs, for the trace header and `doctor`.
+pub fn layout_fields(l: &Layout) -> Vec<(&'static str, u64)> {
+    vec![
+        ("folio.flags", l.folio_flags as u64),
+        ("folio.mapping", l.folio_mapping as u64),
+        ("folio.index", l.folio_index as u64),
+        ("folio.swap", l.folio_swap as u64),
+        ("folio._mapcount", l.folio_mapcount as u64),
+        ("folio._refcount", l.folio_refcount as u64),
+        ("folio._large_mapcount", l.folio_large_mapcount as u64),
+        ("folio._entire_mapcount", l.folio_entire_mapcount as u64),
+        ("folio._pincount", l.folio_pincount as u64),
+        ("folio._nr_pages", l.folio_nr_pages as u64),
+        ("vm_fault.orig_pte", l.vmf_orig_pte as u64),
+        ("vm_fault.address", l.vmf_address as u64),
+        ("PG_locked", l.pg_locked as u64),
+        ("PG_swapcache", l.pg_swapcache as u64),
+        ("PG_swapbacked", l.pg_swapbacked as u64),
+        ("PG_anon_exclusive", l.pg_anon_exclusive as u64),
+        ("PG_head", l.pg_head as u64),
+        ("PG_dirty", l.pg_dirty as u64),
+        ("PG_lru", l.pg_lru as u64),
+        ("PG_writeback", l.pg_writeback as u64),
+        ("PG_uptodate", l.pg_uptodate as u64),
+        ("FOLL_PIN", l.foll_pin as u64),
+        ("sizeof(struct page)", l.page_size_of as u64),
+        ("page.compound_head", l.page_compound_head as u64),
+        ("&vmemmap_base", l.vmemmap_base_sym),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against the kernel this test runs on; every Linux kernel the
+    /// tool supports has these.
+    #[test]
+    fn resolves_running_kernel_layout() {
+        let Ok(btf) = KernelBtf::open_vmlinux() else {
+            eprintln!("no kernel BTF here; skipping");
+            return;
+        };
+        let (l, _notes) = btf.layout().expect("struct folio");
+        assert_eq!(l.folio_flags, 0, "flags is the first word of struct page");
+        assert!(l.folio_refcount != ABSENT && l.folio_refcount < 64);
+        assert!(l.folio_mapcount != ABSENT && l.folio_mapcount < 64);
+        assert!(l.folio_swap != ABSENT);
+        assert!(l.folio_pincount != ABSENT && l.folio_pincount >= 64, "second page");
+        assert!(l.pg_locked == 0, "PG_locked is bit 0");
+        assert!(l.pg_swapbacked != ABSENT && l.pg_head != ABSENT);
+        assert!(l.pg_swapcache != ABSENT && l.pg_anon_exclusive != ABSENT);
+        assert_eq!(l.page_size_of, 64);
+        assert_eq!(l.page_compound_head, 8);
+        assert!(l.vmf_orig_pte != ABSENT);
+    }
+
+    #[test]
+    fn prototypes_name_their_arguments() {
+        let Ok(btf) = KernelBtf::open_vmlinux() else {
+            return;
+        };
+        let p = btf.func_proto("swapcache_prepare").expect("swapcache_prepare");
+        assert_eq!(p.params[0].ty, CType::Named("swp_entry_t".into()));
+        assert_eq!(p.ret, CType::Named("int".into()));
+        let p = btf.func_proto("do_swap_page").expect("do_swap_page");
+        assert!(p.params[0].ty.is_ptr_to("vm_fault"));
+        let p = btf.func_proto("swap_cache_get_folio").expect("lookup");
+        assert!(p.ret.is_ptr_to("folio"));
+    }
+}
