@@ -9,7 +9,7 @@ use detector_common::{ABI_VERSION, EVENT_SIZE};
 
 use super::error::TraceError;
 use super::format::{
-    decode_event, decode_lost, record_crc, FORMAT_VERSION, MAGIC, MAX_HEADER_LEN,
+    decode_event, decode_lost, record_crc, FORMAT_VERSION, LOST_PAYLOAD_LEN, MAGIC, MAX_HEADER_LEN,
     MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER,
     RECORD_HEADER_LEN, RECORD_LOST,
 };
@@ -341,6 +341,18 @@ impl<R: Read> TraceReader<R> {
             let ty = u16::from_le_bytes([self.buf[self.pos + 4], self.buf[self.pos + 5]]);
             if len > MAX_RECORD_PAYLOAD {
                 return self.corrupt(format!("record length {len} is implausible"));
+            }
+            // Checked before reading the payload so that a damaged length
+            // is reported as damage, not as a file cut short.
+            let expected = match ty {
+                RECORD_EVENT => EVENT_SIZE,
+                RECORD_LOST => LOST_PAYLOAD_LEN,
+                _ => len,
+            };
+            if len != expected {
+                return self.corrupt(format!(
+                    "record type {ty} with {len} payload bytes, expected {expected}"
+                ));
             }
             let total = RECORD_HEADER_LEN + len + RECORD_CRC_LEN;
             if !self.ensure(total) {
