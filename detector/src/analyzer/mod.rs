@@ -1,1 +1,526 @@
-//! Correlates events into findings. See issue: analyzer.
+//! Correlates the event stream into findings.
+//!
+//! A pure library: it sees [`StreamItem`]s one at a time (from a live
+//! capture or a trace file, in the same order) and knows nothing of BPF,
+//! files or terminals, so live and replay produce identical findings.
+//!
+//! Each rule lives in its own module; this one owns the shared state
+//! (entries, folios, pins, tasks and their windows), the dispatch by probe,
+//! lost-event accounting and eviction. See `docs/analyzer.md`.
+
+mod aba;
+mod contention;
+mod ev;
+mod finding;
+mod lazyfree;
+mod refcount;
+mod stale_move;
+mod state;
+#[cfg(test)]
+mod testutil;
+mod windows;
+
+pub use ev::{flags_string, parse_flags};
+pub use finding::{
+    Confidence, ConfidenceLevel, Evidence, Finding, Objects, RuleId, Severity, StateSnapshot,
+};
+pub use windows::{WindowKind, WindowStats, WindowSummary};
+
+use detector_common::{swp_offset, swp_type, Event, ProbeId, MAX_PROBES, V_ENTRY, V_FOLIO_STATE};
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{fmt_entry, StreamItem};
+use ev::Ev;
+use state::{EntryState, FolioState, PinRecord, StormState, TaskState};
+
+/// Analyzer settings. `Default` is what `detector replay` uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Upper bound on tracked objects (entries, folios, tasks, side
+    /// records); beyond it the least recently seen dead objects are evicted.
+    pub max_tracked: usize,
+    /// `swapcache_prepare` -EEXIST answers for one entry, within one holding
+    /// window, that make an `eexist_storm` finding.
+    pub eexist_threshold: u32,
+    /// Lookups remembered per `move_pages` window (the oldest is dropped).
+    pub lookups_per_window: usize,
+    /// A task with an open window and no event for this long (stream time)
+    /// is considered gone; its windows are closed without findings.
+    pub task_idle_ns: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_tracked: 1 << 20,
+            eexist_threshold: 64,
+            lookups_per_window: 16,
+            task_idle_ns: 30_000_000_000,
+        }
+    }
+}
+
+/// Event and loss counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub items: u64,
+    pub events: u64,
+    /// Events with a probe id this build does not know.
+    pub unknown_probe: u64,
+    /// Total lost events, all probes (sum of the latest running totals).
+    pub lost: u64,
+    pub events_per_probe: Vec<u64>,
+    /// Latest running lost total per probe.
+    pub lost_per_probe: Vec<u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            items: 0,
+            events: 0,
+            unknown_probe: 0,
+            lost: 0,
+            events_per_probe: vec![0; MAX_PROBES as usize],
+            lost_per_probe: vec![0; MAX_PROBES as usize],
+        }
+    }
+}
+
+impl Stats {
+    /// `(probe, events, lost)` for every probe that saw either.
+    pub fn per_probe(&self) -> impl Iterator<Item = (ProbeId, u64, u64)> + '_ {
+        ProbeId::ALL.iter().filter_map(move |p| {
+            let i = *p as usize;
+            let (e, l) = (self.events_per_probe[i], self.lost_per_probe[i]);
+            (e != 0 || l != 0).then_some((*p, e, l))
+        })
+    }
+}
+
+/// Learned mapping of a swap `address_space` pointer to its swap type and
+/// first offset (filemap lookups that miss only report the index).
+#[derive(Clone, Copy, Debug)]
+struct SpaceMap {
+    ty: u32,
+    base: u64,
+}
+
+/// Entries per swap address space (`SWAP_ADDRESS_SPACE_SHIFT` = 14).
+const SWAP_ADDRESS_SPACE_PAGES: u64 = 1 << 14;
+
+pub struct Analyzer {
+    cfg: Config,
+    stats: Stats,
+    windows: WindowStats,
+    entries: HashMap<u64, EntryState>,
+    folios: HashMap<u64, FolioState>,
+    pins: HashMap<u64, PinRecord>,
+    storms: HashMap<u64, StormState>,
+    /// Folios whose last snapshot showed refcount < mapcount.
+    deficits: HashMap<u64, Ev>,
+    tasks: HashMap<u32, TaskState>,
+    spaces: HashMap<u64, SpaceMap>,
+    /// Tasks with an open `move_pages` window (scan list for entry events).
+    open_windows: Vec<u32>,
+    /// Tasks with a GUP-fast pin awaiting its re-check.
+    pending_fast: usize,
+    /// Open lookups known only as (address space, index).
+    unresolved: usize,
+    alloc_seq: u64,
+    /// Bumped whenever events of a probe that maintains SWAP_HAS_CACHE state
+    /// are lost: holder state established before is no longer trusted.
+    holder_epoch: u32,
+    /// Any `swapcache_prepare` seen: the probe is attached.
+    seen_prepare: bool,
+    next_id: u64,
+    evictions: u64,
+    clock: u32,
+    last_ts: u64,
+}
+
+impl Analyzer {
+    pub fn new(cfg: Config) -> Self {
+        Analyzer {
+            cfg,
+            stats: Stats::default(),
+            windows: WindowStats::default(),
+            entries: HashMap::new(),
+            folios: HashMap::new(),
+            pins: HashMap::new(),
+            storms: HashMap::new(),
+            deficits: HashMap::new(),
+            tasks: HashMap::new(),
+            spaces: HashMap::new(),
+            open_windows: Vec::new(),
+            pending_fast: 0,
+            unresolved: 0,
+            alloc_seq: 0,
+            holder_epoch: 0,
+            seen_prepare: false,
+            next_id: 1,
+            evictions: 0,
+            clock: 0,
+            last_ts: 0,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn windows(&self) -> &WindowStats {
+        &self.windows
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    pub fn tracked_objects(&self) -> usize {
+        self.entries.len()
+            + self.folios.len()
+            + self.pins.len()
+            + self.storms.len()
+            + self.deficits.len()
+            + self.tasks.len()
+    }
+
+    /// Bytes held by the analyzer's object tables (capacity, not length:
+    /// what the allocator actually gave us), excluding histograms.
+    pub fn state_bytes(&self) -> usize {
+        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+            // hashbrown: one control byte per bucket plus the slot itself.
+            m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let lookups: usize = self
+            .tasks
+            .values()
+            .map(|t| {
+                let w = t.window.as_ref().map(|w| &w.lookups[..]).unwrap_or(&[]);
+                w.iter()
+                    .chain(t.pool.iter())
+                    .map(|l| {
+                        std::mem::size_of::<state::Lookup>()
+                            + l.chain.capacity() * std::mem::size_of::<Ev>()
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
+        table(&self.entries)
+            + table(&self.folios)
+            + table(&self.pins)
+            + table(&self.storms)
+            + table(&self.deficits)
+            + table(&self.tasks)
+            + table(&self.spaces)
+            + lookups
+    }
+
+    /// Feeds one stream item; findings it completes are appended to `out`.
+    /// `index` is the item's position in the stream (cited as evidence).
+    pub fn process(&mut self, index: u64, item: &StreamItem, out: &mut Vec<Finding>) {
+        self.stats.items += 1;
+        match item {
+            StreamItem::Event(e) => self.event(index, e, out),
+            StreamItem::Lost { probe, total, .. } => self.lost(*probe, *total),
+        }
+    }
+
+    /// End of stream: resolves what is still pending (windows still open
+    /// when the trace ended are reported as such).
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        let tids: Vec<u32> = self.open_windows.clone();
+        for tid in tids {
+            self.close_window(tid, None, out);
+        }
+        let pending: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.pending_fast.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for tid in pending {
+            self.resolve_pending_fast(tid, None, out);
+        }
+    }
+
+    fn lost(&mut self, probe: u16, total: u64) {
+        let i = probe as usize;
+        if i >= self.stats.lost_per_probe.len() {
+            return;
+        }
+        let prev = self.stats.lost_per_probe[i];
+        if total <= prev {
+            return;
+        }
+        self.stats.lost_per_probe[i] = total;
+        self.stats.lost += total - prev;
+        if matches!(
+            ProbeId::from_u16(probe),
+            Some(
+                ProbeId::SwapcachePrepare
+                    | ProbeId::SwapcacheClear
+                    | ProbeId::SwapEntryAlloc
+                    | ProbeId::SwapEntryFree
+                    | ProbeId::SwapCacheInsert
+                    | ProbeId::SwapCacheDelete
+            )
+        ) {
+            self.holder_epoch = self.holder_epoch.wrapping_add(1);
+        }
+    }
+
+    fn event(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        self.stats.events += 1;
+        self.clock = (self.stats.events >> 8) as u32;
+        self.last_ts = self.last_ts.max(e.ts_ns);
+        let Some(probe) = ProbeId::from_u16(e.probe) else {
+            self.stats.unknown_probe += 1;
+            return;
+        };
+        if let Some(c) = self.stats.events_per_probe.get_mut(e.probe as usize) {
+            *c += 1;
+        }
+        if self.pending_fast > 0 {
+            self.check_pending_fast(index, e, probe, out);
+        }
+        if e.valid & V_FOLIO_STATE != 0 && e.folio != 0 {
+            self.observe_folio(index, e, out);
+        }
+        use detector_common::EventKind::{Enter, Exit, Tracepoint};
+        let kind = e.kind;
+        let is = |k: detector_common::EventKind| kind == k as u8;
+        match probe {
+            ProbeId::SwapEntryAlloc if is(Exit) => self.on_alloc(index, e, out),
+            ProbeId::SwapEntryFree if !is(Exit) => self.on_free(index, e, out),
+            ProbeId::SwapCacheInsert if is(Exit) => self.on_insert(index, e, out),
+            ProbeId::SwapCacheDelete if !is(Exit) => self.on_delete(index, e, out),
+            ProbeId::SwapcachePrepare if is(Exit) => self.on_prepare(index, e, out),
+            ProbeId::SwapcacheClear if !is(Exit) => self.on_clear(index, e),
+            ProbeId::DoSwapPage if is(Exit) => self.on_swap_fault_exit(index, e),
+            ProbeId::SwapRead if !is(Exit) => self.on_swap_read(index, e, out),
+            ProbeId::MovePages if is(Enter) => self.open_window(index, e, out),
+            ProbeId::MovePages if is(Exit) => {
+                let close = self.ev(index, e, "move_pages returned");
+                self.close_window(e.tid, Some(close), out)
+            }
+            ProbeId::MovePagesLookup | ProbeId::SwapCacheLookup if is(Exit) => {
+                self.on_lookup(index, e)
+            }
+            ProbeId::FolioMoveAnonRmap if !is(Exit) => self.on_move(index, e, out),
+            ProbeId::TryToUnmapOne if is(Enter) => {
+                let ev = self.ev(index, e, "reclaim starts unmapping the folio");
+                self.task(e.tid, e.ts_ns).ttu_enter = Some(ev);
+            }
+            ProbeId::TryToUnmapOne if is(Exit) => self.on_unmap_exit(index, e, out),
+            ProbeId::RemoveMapping if is(Enter) => {
+                let ev = self.ev(index, e, "__remove_mapping starts");
+                self.task(e.tid, e.ts_ns).rm_enter = Some(ev);
+            }
+            ProbeId::RemoveMapping if is(Exit) => self.on_remove_mapping_exit(index, e, out),
+            ProbeId::GupGrab if is(Exit) => self.on_grab(index, e, false, out),
+            ProbeId::GupGrabFast if is(Exit) => self.on_grab(index, e, true, out),
+            ProbeId::GupPut if !is(Exit) => self.on_put(index, e, false),
+            ProbeId::UnpinUserPage if !is(Exit) => self.on_put(index, e, true),
+            ProbeId::DoWpPage if is(Enter) => self.on_wp(index, e, out),
+            ProbeId::TpPageFree if is(Tracepoint) => self.on_folio_freed(e.folio),
+            ProbeId::TpWriteFolio if is(Tracepoint) => self.on_tp_write(e),
+            _ => {}
+        }
+        if self.tracked_objects() > self.cfg.max_tracked {
+            self.evict();
+        }
+    }
+
+    fn ev(&self, index: u64, e: &Event, note: &'static str) -> Ev {
+        Ev::new(index, e, self.stats.lost, note)
+    }
+
+    fn task(&mut self, tid: u32, ts: u64) -> &mut TaskState {
+        let t = self.tasks.entry(tid).or_default();
+        t.last_ts = ts;
+        t
+    }
+
+    fn drop_task_if_idle(&mut self, tid: u32) {
+        if self
+            .tasks
+            .get(&tid)
+            .is_some_and(|t| t.is_idle() && t.pool.is_empty())
+        {
+            self.tasks.remove(&tid);
+        }
+    }
+
+    fn entry_mut(&mut self, entry: u64) -> &mut EntryState {
+        let clock = self.clock;
+        let s = self.entries.entry(entry).or_default();
+        s.last_seen = clock;
+        s
+    }
+
+    /// Entries `entry .. entry + nr` (nr of at least one), bounded so a
+    /// corrupt `nr` cannot stall the analyzer.
+    fn range(e: &Event) -> impl Iterator<Item = u64> {
+        let nr = e.nr.clamp(1, 512) as u64;
+        let base = e.entry;
+        (0..nr).map(move |i| base + i)
+    }
+
+    fn observe_folio(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        let clock = self.clock;
+        let f = self.folios.entry(e.folio).or_default();
+        f.refcount = e.f_refcount;
+        f.mapcount = crate::event::EventExt::mapcount(e);
+        f.pincount = e.f_pincount;
+        f.f_state = e.f_state;
+        f.last_seen = clock;
+        if e.f_state & detector_common::FS_SWAPCACHE != 0 {
+            f.swap = e.f_swap;
+        }
+        self.check_deficit(index, e, out);
+    }
+
+    fn on_folio_freed(&mut self, folio: u64) {
+        if folio == 0 {
+            return;
+        }
+        self.folios.remove(&folio);
+        self.pins.remove(&folio);
+        self.deficits.remove(&folio);
+    }
+
+    fn on_tp_write(&mut self, e: &Event) {
+        // Degraded mode: a swap-out write names the folio and its entry.
+        if e.valid & V_FOLIO_STATE != 0 && e.f_state & detector_common::FS_SWAPCACHE != 0 {
+            let folio = e.folio;
+            let s = self.entry_mut(e.f_swap);
+            s.folio = folio;
+        }
+    }
+
+    /// Turns a chain of events into a finding and appends it to `out`.
+    fn emit(
+        &mut self,
+        out: &mut Vec<Finding>,
+        rule: RuleId,
+        severity: Severity,
+        explanation: String,
+        chain: &[Ev],
+    ) {
+        let mut objects = Objects::default();
+        let mut min_lost = self.stats.lost;
+        for ev in chain {
+            min_lost = min_lost.min(ev.lost);
+            if ev.has_entry {
+                let s = fmt_entry(ev.entry);
+                if !objects.entries.contains(&s) {
+                    objects.entries.push(s);
+                }
+            }
+            if ev.folio != 0 {
+                let s = format!("{:#x}", ev.folio);
+                if !objects.folios.contains(&s) {
+                    objects.folios.push(s);
+                }
+            }
+            if ev.tid != 0 && !objects.tids.contains(&ev.tid) {
+                objects.tids.push(ev.tid);
+            }
+        }
+        let mut evidence: Vec<Evidence> = chain.iter().map(Ev::evidence).collect();
+        evidence.sort_by_key(|e| e.index);
+        let id = self.next_id;
+        self.next_id += 1;
+        out.push(Finding {
+            id,
+            rule,
+            severity,
+            objects,
+            explanation,
+            evidence,
+            confidence: Confidence::from_lost(self.stats.lost - min_lost),
+        });
+    }
+
+    /// Learns which swap type / offset range a swap address space covers,
+    /// from a filemap lookup that found a folio (it names the full entry).
+    fn learn_space(&mut self, space: u64, entry: u64) {
+        if space == 0 || self.spaces.len() >= 4096 {
+            return;
+        }
+        let base = swp_offset(entry) & !(SWAP_ADDRESS_SPACE_PAGES - 1);
+        self.spaces.insert(
+            space,
+            SpaceMap {
+                ty: swp_type(entry),
+                base,
+            },
+        );
+    }
+
+    fn resolve_space(&self, space: u64, index: u64) -> Option<u64> {
+        self.spaces.get(&space).map(|m| {
+            detector_common::swp_entry(m.ty, m.base + (index & (SWAP_ADDRESS_SPACE_PAGES - 1)))
+        })
+    }
+
+    /// Bounded memory: drop dead objects first (free entries nobody
+    /// watches, folios without pins), then the least recently seen half.
+    fn evict(&mut self) {
+        let before = self.tracked_objects();
+        let idle = self.cfg.task_idle_ns;
+        let now = self.last_ts;
+        let stale: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| now.saturating_sub(t.last_ts) > idle)
+            .map(|(k, _)| *k)
+            .collect();
+        for tid in stale {
+            self.abandon_window(tid);
+            if let Some(t) = self.tasks.get(&tid) {
+                if t.pending_fast.is_some() {
+                    self.pending_fast = self.pending_fast.saturating_sub(1);
+                }
+            }
+            self.tasks.remove(&tid);
+        }
+        self.entries
+            .retain(|_, s| s.watchers > 0 || s.flags & state::eflags::FREE == 0);
+        let pins = &self.pins;
+        self.folios.retain(|k, _| pins.contains_key(k));
+        let target = self.cfg.max_tracked - self.cfg.max_tracked / 4;
+        if self.tracked_objects() > target {
+            let mut clocks: Vec<u32> = self.entries.values().map(|s| s.last_seen).collect();
+            if !clocks.is_empty() {
+                let mid = clocks.len() / 2;
+                let (_, cut, _) = clocks.select_nth_unstable(mid);
+                let cut = *cut;
+                self.entries
+                    .retain(|_, s| s.watchers > 0 || s.last_seen > cut);
+            }
+            self.deficits.clear();
+            self.storms.retain(|_, s| !s.reported);
+        }
+        if self.tracked_objects() > target && self.pins.len() > self.cfg.max_tracked / 4 {
+            self.pins.retain(|_, p| p.confirmed);
+        }
+        self.evictions += before.saturating_sub(self.tracked_objects()) as u64;
+    }
+}
+
+/// `true` when the event names a usable full entry.
+fn full_entry(e: &Event) -> Option<u64> {
+    if e.valid & V_ENTRY != 0 && e.valid & detector_common::V_ENTRY_PARTIAL == 0 && e.entry != 0 {
+        Some(e.entry)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,139 @@
+//! Rule (e): swap-cache pin contention (seed 002).
+//!
+//! - `eexist_storm` (info): `swapcache_prepare` answering -EEXIST again and
+//!   again for one entry while someone holds SWAP_HAS_CACHE: racing swap-ins
+//!   spinning on the holder. Counted per holding window (reset when the
+//!   entry is released, inserted, freed or successfully prepared).
+//! - `swapin_without_cache_pin` (violation): a synchronous swap-in reads an
+//!   entry into a folio outside the swap cache while the reading task does
+//!   not hold SWAP_HAS_CACHE for it. That pin is what serializes the read
+//!   against writeback, zswap invalidation and a racing swap-in. Reported
+//!   only when the holder state was established by observed events since
+//!   the last loss on the probes that maintain it.
+
+use detector_common::{Event, FS_SWAPCACHE, V_FOLIO_STATE, V_RET};
+
+use super::state::{eflags, StormState};
+use super::windows::WindowKind;
+use super::{full_entry, Analyzer, Finding, RuleId, Severity};
+use crate::event::EEXIST;
+
+impl Analyzer {
+    pub(super) fn on_prepare(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        if full_entry(e).is_none() || e.valid & V_RET == 0 {
+            return;
+        }
+        self.seen_prepare = true;
+        let epoch = self.holder_epoch;
+        if e.ret == 0 {
+            for ent in Self::range(e) {
+                let s = self.entry_mut(ent);
+                s.holder = e.tid;
+                s.prepare_ts = e.ts_ns.max(1);
+                s.flags = (s.flags | eflags::HAS_CACHE | eflags::TRUSTED) & !eflags::FREE;
+                s.epoch = epoch;
+                self.storms.remove(&ent);
+            }
+        } else if e.ret == EEXIST {
+            let threshold = self.cfg.eexist_threshold.max(1);
+            let ent = e.entry;
+            let ev = self.ev(
+                index,
+                e,
+                "swapcache_prepare: -EEXIST, someone else holds SWAP_HAS_CACHE",
+            );
+            let st = self.storms.entry(ent).or_insert(StormState {
+                first: ev,
+                count: 0,
+                reported: false,
+            });
+            st.count += 1;
+            if st.count >= threshold && !st.reported {
+                st.reported = true;
+                let first = st.first.with_note("first -EEXIST of this holding window");
+                let count = st.count;
+                let last = ev.with_note("threshold reached");
+                let holder = self.entries.get(&ent).map(|s| s.holder).unwrap_or(0);
+                let held_by = if holder != 0 {
+                    format!(" (held by tid {holder})")
+                } else {
+                    String::new()
+                };
+                let msg = format!(
+                    "swapcache_prepare returned -EEXIST {count} times for swap entry {} within one holding \
+                     window{held_by}: swap-ins are spinning on SWAP_HAS_CACHE",
+                    crate::event::fmt_entry(ent)
+                );
+                self.emit(
+                    out,
+                    RuleId::EexistStorm,
+                    Severity::Info,
+                    msg,
+                    &[first, last],
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_clear(&mut self, index: u64, e: &Event) {
+        let _ = index;
+        if full_entry(e).is_none() {
+            return;
+        }
+        let epoch = self.holder_epoch;
+        for ent in Self::range(e) {
+            let s = self.entry_mut(ent);
+            let prepared = s.prepare_ts;
+            s.holder = 0;
+            s.prepare_ts = 0;
+            s.flags = (s.flags & !eflags::HAS_CACHE) | eflags::TRUSTED;
+            s.epoch = epoch;
+            if prepared != 0 {
+                self.windows
+                    .record(WindowKind::PrepareToClear, prepared, e.ts_ns);
+            }
+            self.storms.remove(&ent);
+        }
+    }
+
+    pub(super) fn on_swap_read(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        let Some(ent) = full_entry(e) else { return };
+        if e.valid & V_FOLIO_STATE == 0 || e.f_state & FS_SWAPCACHE != 0 || !self.seen_prepare {
+            // A swap-cache folio is itself the SWAP_HAS_CACHE holder.
+            return;
+        }
+        let Some(s) = self.entries.get(&ent).copied() else {
+            return;
+        };
+        if s.flags & eflags::TRUSTED == 0 || s.epoch != self.holder_epoch || s.holder == e.tid {
+            return;
+        }
+        let ev = self.ev(
+            index,
+            e,
+            "synchronous swap-in reads the entry into a folio outside the swap cache",
+        );
+        let who = if s.holder != 0 {
+            format!("tid {} holds it", s.holder)
+        } else if s.flags & eflags::HAS_CACHE != 0 && s.folio != 0 {
+            format!("swap-cache folio {:#x} holds it", s.folio)
+        } else if s.flags & eflags::FREE != 0 {
+            "the entry is free".to_string()
+        } else {
+            "nobody holds it".to_string()
+        };
+        let msg = format!(
+            "tid {} read swap entry {} synchronously without holding SWAP_HAS_CACHE ({who}): the read is not \
+             serialized against writeback, zswap invalidation or a racing swap-in",
+            e.tid,
+            crate::event::fmt_entry(ent)
+        );
+        self.emit(
+            out,
+            RuleId::SwapinWithoutCachePin,
+            Severity::Violation,
+            msg,
+            &[ev],
+        );
+    }
+}

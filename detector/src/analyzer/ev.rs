@@ -1,0 +1,174 @@
+//! Compact copy of the parts of an event a finding may cite later.
+//!
+//! Windows keep these instead of whole [`Event`]s or rendered
+//! [`Evidence`]: they are `Copy`, fixed-size, and only turned into strings
+//! when a finding is actually emitted.
+
+use detector_common::{
+    Event, EventKind, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED,
+    FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_ENTRY, V_ENTRY_PARTIAL,
+    V_FOLIO, V_FOLIO_STATE, V_PTE, V_RET,
+};
+
+use super::finding::{Evidence, StateSnapshot};
+use crate::event::{fmt_entry, EventExt};
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ev {
+    pub index: u64,
+    pub ts: u64,
+    pub folio: u64,
+    /// Full swap entry (explicit or decoded from a swap PTE), 0 when none.
+    pub entry: u64,
+    pub f_swap: u64,
+    pub ret: i64,
+    /// Running total of lost events when this event was seen.
+    pub lost: u64,
+    pub tid: u32,
+    pub refcount: i32,
+    pub mapcount: i32,
+    pub pincount: i32,
+    pub f_state: u32,
+    pub probe: u16,
+    pub kind: u8,
+    pub valid: u8,
+    pub has_entry: bool,
+    pub comm: [u8; 16],
+    pub note: &'static str,
+}
+
+impl Ev {
+    pub fn new(index: u64, e: &Event, lost: u64, note: &'static str) -> Ev {
+        let entry = e.swap_entry();
+        Ev {
+            index,
+            ts: e.ts_ns,
+            folio: if e.valid & V_FOLIO != 0 { e.folio } else { 0 },
+            entry: entry.unwrap_or(0),
+            f_swap: e.f_swap,
+            ret: e.ret,
+            lost,
+            tid: e.tid,
+            refcount: e.f_refcount,
+            mapcount: e.mapcount(),
+            pincount: e.f_pincount,
+            f_state: e.f_state,
+            probe: e.probe,
+            kind: e.kind,
+            valid: e.valid,
+            has_entry: entry.is_some(),
+            comm: e.comm,
+            note,
+        }
+    }
+
+    pub fn with_note(mut self, note: &'static str) -> Ev {
+        self.note = note;
+        self
+    }
+
+    pub fn has_state(&self) -> bool {
+        self.valid & V_FOLIO_STATE != 0
+    }
+
+    pub fn evidence(&self) -> Evidence {
+        let probe = ProbeId::from_u16(self.probe)
+            .map(|p| p.name().to_string())
+            .unwrap_or_else(|| format!("probe#{}", self.probe));
+        let kind = match EventKind::from_u8(self.kind) {
+            Some(EventKind::Enter) => "enter",
+            Some(EventKind::Exit) => "exit",
+            Some(EventKind::Tracepoint) => "tracepoint",
+            None => "?",
+        };
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        let comm = String::from_utf8_lossy(&self.comm[..end]).into_owned();
+        let st = self.has_state();
+        let partial = self.valid & V_ENTRY_PARTIAL != 0;
+        let state = StateSnapshot {
+            folio: (self.folio != 0).then(|| format!("{:#x}", self.folio)),
+            entry: if self.has_entry {
+                Some(fmt_entry(self.entry))
+            } else {
+                None
+            },
+            folio_swap: (st && self.f_state & FS_SWAPCACHE != 0).then(|| fmt_entry(self.f_swap)),
+            refcount: st.then_some(self.refcount),
+            mapcount: st.then_some(self.mapcount),
+            pincount: (st && self.f_state & FS_LARGE != 0).then_some(self.pincount),
+            flags: st.then(|| flags_string(self.f_state)),
+            ret: (self.valid & V_RET != 0).then_some(self.ret),
+        };
+        let mut note = self.note.to_string();
+        if partial {
+            note.push_str(" (entry known only as an index in a swap address space)");
+        }
+        Evidence {
+            index: self.index,
+            ts_ns: self.ts,
+            probe,
+            kind: kind.to_string(),
+            tid: self.tid,
+            comm,
+            note,
+            state,
+        }
+    }
+}
+
+/// `FS_*` bits as `a|b|c`; empty string when none are set.
+pub fn flags_string(f: u32) -> String {
+    const NAMES: [(u32, &str); 11] = [
+        (FS_ANON, "anon"),
+        (FS_KSM, "ksm"),
+        (FS_SWAPBACKED, "swapbacked"),
+        (FS_SWAPCACHE, "swapcache"),
+        (FS_ANON_EXCLUSIVE, "anon_exclusive"),
+        (FS_LOCKED, "locked"),
+        (FS_LARGE, "large"),
+        (FS_DIRTY, "dirty"),
+        (FS_LRU, "lru"),
+        (FS_WRITEBACK, "writeback"),
+        (FS_UPTODATE, "uptodate"),
+    ];
+    let mut s = String::new();
+    for (bit, name) in NAMES {
+        if f & bit != 0 {
+            if !s.is_empty() {
+                s.push('|');
+            }
+            s.push_str(name);
+        }
+    }
+    s
+}
+
+/// Parses the output of [`flags_string`] (and scenario scripts).
+pub fn parse_flags(s: &str) -> Option<u32> {
+    let mut f = 0;
+    for part in s.split(['|', ',']).filter(|p| !p.is_empty()) {
+        f |= match part {
+            "anon" => FS_ANON,
+            "ksm" => FS_KSM,
+            "swapbacked" => FS_SWAPBACKED,
+            "swapcache" => FS_SWAPCACHE,
+            "anon_exclusive" | "exclusive" => FS_ANON_EXCLUSIVE,
+            "locked" => FS_LOCKED,
+            "large" => FS_LARGE,
+            "dirty" => FS_DIRTY,
+            "lru" => FS_LRU,
+            "writeback" => FS_WRITEBACK,
+            "uptodate" => FS_UPTODATE,
+            _ => return None,
+        };
+    }
+    Some(f)
+}
+
+pub(crate) fn has_entry_bits(valid: u8) -> bool {
+    valid & (V_ENTRY | V_PTE) != 0
+}

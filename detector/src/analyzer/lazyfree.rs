@@ -1,0 +1,168 @@
+//! Rule (c): lazyfree folio reclaimed with extra references (seed 003).
+//!
+//! MADV_FREE marks anon folios lazyfree (anon, !swapbacked). Reclaim may
+//! drop a clean lazyfree folio's PTE without writing it anywhere; if a GUP
+//! user (direct I/O read in flight) holds a reference, its data lands in a
+//! page no one maps any more and userspace reads zeroes. The fix
+//! (`ref_count == 1 + map_count` in `try_to_unmap_one`, after clearing the
+//! PTE and a full barrier) keeps such folios.
+//!
+//! Proof used here (snapshots are unlocked, so one extra reference alone
+//! may be a transient speculative one):
+//! - violation: the unmap returned 1 and the folio's mapcount dropped, it
+//!   was clean and lazyfree, and either a FOLL_PIN we saw taken was still
+//!   outstanding, or the folio had references beyond 1 + mapcount both when
+//!   the unmap started and after it finished;
+//! - near miss: the kernel's check kept the folio (ret 0) while it had
+//!   such extra references.
+
+use detector_common::{Event, FS_ANON, FS_DIRTY, FS_KSM, FS_SWAPBACKED, V_FOLIO_STATE};
+
+use super::ev::Ev;
+use super::{Analyzer, Finding, RuleId, Severity};
+
+pub(super) fn is_lazyfree(f_state: u32) -> bool {
+    f_state & FS_ANON != 0 && f_state & (FS_SWAPBACKED | FS_KSM) == 0
+}
+
+/// References beyond the isolation reference and one per mapping.
+pub(super) fn extra_refs(ev: &Ev) -> i32 {
+    ev.refcount - (1 + ev.mapcount)
+}
+
+impl Analyzer {
+    pub(super) fn on_unmap_exit(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        let Some(enter) = self.tasks.get_mut(&e.tid).and_then(|t| t.ttu_enter.take()) else {
+            return;
+        };
+        self.drop_task_if_idle(e.tid);
+        if enter.folio != e.folio || !enter.has_state() || e.valid & V_FOLIO_STATE == 0 {
+            return;
+        }
+        if !is_lazyfree(enter.f_state) || enter.f_state & FS_DIRTY != 0 {
+            return;
+        }
+        let exit = self.ev(index, e, "");
+        let pin = self
+            .pins
+            .get(&e.folio)
+            .filter(|p| p.confirmed)
+            .map(|p| p.grab);
+        let extra_before = extra_refs(&enter);
+        let unmapped = e.ret == 1 && exit.mapcount < enter.mapcount;
+        if unmapped && is_lazyfree(exit.f_state) && exit.f_state & FS_DIRTY == 0 {
+            let extra_after = extra_refs(&exit);
+            if pin.is_some() || (extra_before > 0 && extra_after > 0) {
+                let mut chain = Vec::with_capacity(3);
+                if let Some(g) = pin {
+                    chain
+                        .push(g.with_note("FOLL_PIN taken (e.g. direct I/O) and not yet released"));
+                }
+                chain.push(
+                    enter.with_note("reclaim starts unmapping a clean lazyfree (MADV_FREE) folio"),
+                );
+                chain.push(exit.with_note("PTE discarded: the folio's data is no longer mapped"));
+                let why = match pin {
+                    Some(_) => "an outstanding GUP pin".to_string(),
+                    None => format!(
+                        "refcount {} > 1 + mapcount {} before and refcount {} > 1 + mapcount {} after",
+                        enter.refcount, enter.mapcount, exit.refcount, exit.mapcount
+                    ),
+                };
+                let msg = format!(
+                    "reclaim discarded the PTE of clean lazyfree folio {:#x} while it held extra references ({why}): \
+                     a direct-I/O read into it completes into an unmapped page and userspace reads zeroes",
+                    e.folio
+                );
+                self.emit(
+                    out,
+                    RuleId::LazyfreeExtraRefs,
+                    Severity::Violation,
+                    msg,
+                    &chain,
+                );
+            }
+        } else if e.ret == 0 && (pin.is_some() || extra_before > 0) {
+            let mut chain = Vec::with_capacity(3);
+            if let Some(g) = pin {
+                chain.push(g.with_note("FOLL_PIN taken (e.g. direct I/O) and not yet released"));
+            }
+            chain.push(enter.with_note(
+                "reclaim starts unmapping a clean lazyfree (MADV_FREE) folio with extra references",
+            ));
+            chain.push(
+                exit.with_note("try_to_unmap_one kept the folio (refcount != 1 + mapcount check)"),
+            );
+            let msg = format!(
+                "reclaim tried to discard clean lazyfree folio {:#x} with refcount {} > 1 + mapcount {}; the kernel's \
+                 refcount check kept it mapped",
+                e.folio, enter.refcount, enter.mapcount
+            );
+            self.emit(
+                out,
+                RuleId::LazyfreeExtraRefs,
+                Severity::NearMiss,
+                msg,
+                &chain,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{RuleId, Severity};
+    use detector_common::{FS_ANON, FS_SWAPBACKED};
+
+    const LAZY: u32 = FS_ANON;
+
+    #[test]
+    fn pinned_lazyfree_discard_is_a_violation() {
+        let mut t = T::new();
+        t.gup_grab(
+            1,
+            0xa000,
+            LAZY | detector_common::FS_ANON_EXCLUSIVE,
+            1025,
+            1,
+            true,
+        );
+        t.ttu(2, 0xa000, LAZY, (1026, 1), (1025, 0), 1);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::LazyfreeExtraRefs, Severity::Violation)]
+        );
+    }
+
+    #[test]
+    fn kept_by_kernel_check_is_a_near_miss() {
+        let mut t = T::new();
+        t.ttu(2, 0xa000, LAZY, (3, 1), (3, 1), 0);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::LazyfreeExtraRefs, Severity::NearMiss)]
+        );
+    }
+
+    #[test]
+    fn clean_discard_without_extra_refs_is_benign() {
+        let mut t = T::new();
+        t.ttu(2, 0xa000, LAZY, (2, 1), (1, 0), 1);
+        assert!(t.kinds().is_empty());
+    }
+
+    #[test]
+    fn transient_reference_only_after_is_benign() {
+        let mut t = T::new();
+        t.ttu(2, 0xa000, LAZY, (2, 1), (2, 0), 1);
+        assert!(t.kinds().is_empty());
+    }
+
+    #[test]
+    fn swapbacked_folio_is_not_lazyfree() {
+        let mut t = T::new();
+        t.ttu(2, 0xa000, LAZY | FS_SWAPBACKED, (5, 1), (4, 0), 1);
+        assert!(t.kinds().is_empty());
+    }
+}

@@ -1,0 +1,308 @@
+//! Rule (d): refcount vs mapcount invariants (seed 001).
+//!
+//! - `refcount_below_mapcount`: every mapping holds a reference, so
+//!   `refcount < mapcount` is corruption. The snapshot reads both counters
+//!   without a lock, and mapping takes the reference just before raising the
+//!   mapcount, so one snapshot can straddle that; only a deficit seen in two
+//!   consecutive snapshots of the folio is reported.
+//! - `pin_not_exclusive`: FOLL_PIN on an anon folio requires it to be
+//!   anon-exclusive (GUP unshares first). Slow GUP grabs under the PTL after
+//!   that check, so a non-exclusive small anon folio there is a violation.
+//!   GUP-fast grabs first and re-checks afterwards, dropping the pin on
+//!   failure: only a fast pin the task kept (moved on without the drop) is
+//!   reported, and only as a near miss (a `write_protect_seq` retry can
+//!   still unpin the whole batch later).
+//! - `cow_of_pinned`: `do_wp_page` on a maybe-DMA-pinned anon folio that is
+//!   not anon-exclusive copies the page away from its DMA user (the "wrong
+//!   COW"). Violation when a pin we saw taken is outstanding; near miss when
+//!   only the refcount bias suggests a pin (GUP-fast may be about to drop it,
+//!   or more than 1024 plain references exist).
+//! - `remove_mapping_pinned`: `__remove_mapping` freezes the refcount to the
+//!   expected value, so freeing a folio that still has a pin we saw taken
+//!   means the pin was lost.
+
+use detector_common::{
+    Event, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_KSM, FS_LARGE, V_FOLIO_STATE, V_PIN, V_RET,
+};
+
+use super::ev::Ev;
+use super::state::PinRecord;
+use super::windows::WindowKind;
+use super::{Analyzer, Finding, RuleId, Severity};
+use crate::event::{EventExt, GUP_PIN_COUNTING_BIAS};
+
+/// A small, non-KSM anon folio that is not anon-exclusive. Large folios are
+/// skipped: the snapshot's exclusive bit is the first page's, not
+/// necessarily the pinned page's.
+pub(super) fn small_anon_shared(f_state: u32) -> bool {
+    f_state & FS_ANON != 0 && f_state & (FS_KSM | FS_LARGE) == 0 && f_state & FS_ANON_EXCLUSIVE == 0
+}
+
+impl Analyzer {
+    pub(super) fn check_deficit(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        let map = e.mapcount();
+        if map > 0 && e.f_refcount < map {
+            let ev = self.ev(index, e, "refcount below mapcount");
+            match self.deficits.remove(&e.folio) {
+                Some(first) if first.index != index => {
+                    let msg = format!(
+                        "folio {:#x} has refcount {} < mapcount {} in two consecutive snapshots: a mapping exists \
+                         without its reference, so the folio can be freed while still mapped",
+                        e.folio, e.f_refcount, map
+                    );
+                    self.emit(
+                        out,
+                        RuleId::RefcountBelowMapcount,
+                        Severity::Violation,
+                        msg,
+                        &[first, ev],
+                    );
+                }
+                _ => {
+                    self.deficits.insert(e.folio, ev);
+                }
+            }
+        } else if !self.deficits.is_empty() {
+            self.deficits.remove(&e.folio);
+        }
+    }
+
+    pub(super) fn on_grab(&mut self, index: u64, e: &Event, fast: bool, out: &mut Vec<Finding>) {
+        if e.valid & V_PIN == 0 || e.folio == 0 {
+            // FOLL_GET references are dropped with put_page(), which is not
+            // probed: they cannot be tracked as outstanding.
+            return;
+        }
+        if !fast && e.valid & V_RET != 0 && e.ret != 0 {
+            return;
+        }
+        let ev = self.ev(
+            index,
+            e,
+            if fast {
+                "GUP-fast FOLL_PIN grab"
+            } else {
+                "GUP FOLL_PIN grab (under the PTL)"
+            },
+        );
+        let nr = e.nr.max(1);
+        let clock = self.clock;
+        let f = self.folios.entry(e.folio).or_default();
+        f.pins = f.pins.saturating_add(nr);
+        f.last_seen = clock;
+        let rec = self.pins.entry(e.folio).or_insert(PinRecord {
+            grab: ev,
+            confirmed: !fast,
+        });
+        if !fast {
+            rec.confirmed = true;
+        }
+        if fast {
+            let t = self.task(e.tid, e.ts_ns);
+            if t.pending_fast.replace(ev).is_none() {
+                self.pending_fast += 1;
+            }
+        } else if e.valid & V_FOLIO_STATE != 0 && small_anon_shared(e.f_state) {
+            let msg = format!(
+                "slow GUP took FOLL_PIN on anon folio {:#x} that is not anon-exclusive (refcount {}, mapcount {}): \
+                 GUP must unshare first, so the pinned page can be COW-copied away from its DMA user",
+                e.folio, e.f_refcount, ev.mapcount
+            );
+            self.emit(
+                out,
+                RuleId::PinNotExclusive,
+                Severity::Violation,
+                msg,
+                &[ev],
+            );
+        }
+    }
+
+    /// Called before dispatch for every event while some GUP-fast grab
+    /// awaits its re-check: the grabbing task doing anything but dropping
+    /// that folio confirms the pin.
+    pub(super) fn check_pending_fast(
+        &mut self,
+        index: u64,
+        e: &Event,
+        probe: ProbeId,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(t) = self.tasks.get(&e.tid) else {
+            return;
+        };
+        let Some(p) = t.pending_fast else { return };
+        if p.index == index {
+            return;
+        }
+        let dropping =
+            matches!(probe, ProbeId::GupPut | ProbeId::UnpinUserPage) && e.folio == p.folio;
+        if !dropping {
+            self.resolve_pending_fast(e.tid, Some(index), out);
+        }
+    }
+
+    pub(super) fn resolve_pending_fast(
+        &mut self,
+        tid: u32,
+        _at: Option<u64>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(p) = self.tasks.get_mut(&tid).and_then(|t| t.pending_fast.take()) else {
+            return;
+        };
+        self.pending_fast = self.pending_fast.saturating_sub(1);
+        self.drop_task_if_idle(tid);
+        if let Some(rec) = self.pins.get_mut(&p.folio) {
+            rec.confirmed = true;
+        }
+        if p.has_state() && small_anon_shared(p.f_state) {
+            let msg = format!(
+                "GUP-fast kept a FOLL_PIN on anon folio {:#x} that was not anon-exclusive when grabbed; its \
+                 re-check did not drop it at once (a later write_protect_seq retry may still unpin the batch)",
+                p.folio
+            );
+            let ev = p.with_note("GUP-fast FOLL_PIN grab on a non-exclusive anon folio, kept");
+            self.emit(out, RuleId::PinNotExclusive, Severity::NearMiss, msg, &[ev]);
+        }
+    }
+
+    pub(super) fn on_put(&mut self, index: u64, e: &Event, unpin: bool) {
+        if e.folio == 0 {
+            return;
+        }
+        if let Some(t) = self.tasks.get_mut(&e.tid) {
+            if !unpin && t.unpin_folio == e.folio {
+                // The gup_put_folio inside an unpin_user_page already counted.
+                t.unpin_folio = 0;
+                self.drop_task_if_idle(e.tid);
+                return;
+            }
+        }
+        if !unpin && e.valid & V_PIN == 0 {
+            return;
+        }
+        let nr = if unpin { 1 } else { e.nr.max(1) };
+        if unpin {
+            self.task(e.tid, e.ts_ns).unpin_folio = e.folio;
+        }
+        if let Some(t) = self.tasks.get_mut(&e.tid) {
+            if t.pending_fast.is_some_and(|p| p.folio == e.folio) {
+                // GUP-fast grab, re-check failed, dropped: the benign case.
+                t.pending_fast = None;
+                self.pending_fast = self.pending_fast.saturating_sub(1);
+            }
+        }
+        let mut released = false;
+        if let Some(f) = self.folios.get_mut(&e.folio) {
+            f.pins = f.pins.saturating_sub(nr);
+            released = f.pins == 0;
+        }
+        if released || !self.folios.contains_key(&e.folio) {
+            if let Some(rec) = self.pins.remove(&e.folio) {
+                self.windows
+                    .record(WindowKind::GrabToPut, rec.grab.ts, e.ts_ns);
+            }
+        }
+        let _ = index;
+        self.drop_task_if_idle(e.tid);
+    }
+
+    pub(super) fn on_wp(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        if e.valid & V_FOLIO_STATE == 0 || e.folio == 0 || !small_anon_shared(e.f_state) {
+            return;
+        }
+        let map = e.mapcount();
+        if e.f_refcount - map.max(0) < GUP_PIN_COUNTING_BIAS {
+            return;
+        }
+        let ev = self.ev(
+            index,
+            e,
+            "write fault on a maybe-DMA-pinned, non-exclusive anon folio: COW will copy it",
+        );
+        let pin = self
+            .pins
+            .get(&e.folio)
+            .filter(|p| p.confirmed)
+            .map(|p| p.grab);
+        match pin {
+            Some(g) => {
+                let msg = format!(
+                    "do_wp_page on folio {:#x}, pinned (FOLL_PIN outstanding, refcount {}) but not anon-exclusive: \
+                     the COW copies the page away from its DMA user (wrong COW)",
+                    e.folio, e.f_refcount
+                );
+                let g = g.with_note("FOLL_PIN taken and not released");
+                self.emit(out, RuleId::CowOfPinned, Severity::Violation, msg, &[g, ev]);
+            }
+            None => {
+                let msg = format!(
+                    "do_wp_page on folio {:#x} whose refcount {} carries the pin bias but which is not \
+                     anon-exclusive; no outstanding pin was seen (a GUP-fast grab about to be dropped, or many \
+                     plain references), so this is circumstantial",
+                    e.folio, e.f_refcount
+                );
+                self.emit(out, RuleId::CowOfPinned, Severity::NearMiss, msg, &[ev]);
+            }
+        }
+    }
+
+    pub(super) fn on_remove_mapping_exit(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
+        let enter = self.tasks.get_mut(&e.tid).and_then(|t| t.rm_enter.take());
+        self.drop_task_if_idle(e.tid);
+        if e.valid & V_RET == 0 || e.ret != 1 || e.folio == 0 {
+            return;
+        }
+        let exit = self.ev(
+            index,
+            e,
+            "__remove_mapping freed the folio (refcount frozen)",
+        );
+        let pin = self
+            .pins
+            .get(&e.folio)
+            .filter(|p| p.confirmed)
+            .map(|p| p.grab);
+        let enter = enter.filter(|x| x.folio == e.folio);
+        if let Some(g) = pin {
+            let mut chain = vec![g.with_note("FOLL_PIN taken and not released")];
+            chain.extend(enter);
+            chain.push(exit);
+            let msg = format!(
+                "__remove_mapping freed folio {:#x} while a FOLL_PIN taken on it was still outstanding: the pin \
+                 holder keeps using freed memory",
+                e.folio
+            );
+            self.emit(
+                out,
+                RuleId::RemoveMappingPinned,
+                Severity::Violation,
+                msg,
+                &chain,
+            );
+        } else if let Some(en) = enter.filter(|x| x.has_state() && maybe_pinned(x)) {
+            let msg = format!(
+                "__remove_mapping freed folio {:#x} whose refcount {} looked pinned when it started; no unpin was \
+                 observed in between (circumstantial: the pin may have been dropped through an unprobed path)",
+                e.folio, en.refcount
+            );
+            self.emit(
+                out,
+                RuleId::RemoveMappingPinned,
+                Severity::Info,
+                msg,
+                &[en, exit],
+            );
+        }
+        self.on_folio_freed(e.folio);
+    }
+}
+
+fn maybe_pinned(ev: &Ev) -> bool {
+    if ev.f_state & FS_LARGE != 0 {
+        ev.pincount > 0
+    } else {
+        ev.refcount >= GUP_PIN_COUNTING_BIAS
+    }
+}

@@ -1,0 +1,159 @@
+//! Per-object state: swap entries, folios, GUP pins, tasks and their windows.
+//!
+//! Kept deliberately small (see `Analyzer::state_bytes`): one `EntryState`
+//! or `FolioState` per tracked object, with the rarely needed, larger
+//! records (pins, storms, suspicious snapshots) in side maps that only hold
+//! the few objects currently in such a state.
+
+use super::ev::Ev;
+
+pub(crate) mod eflags {
+    /// SWAP_HAS_CACHE is held (by a task through `swapcache_prepare`, or by
+    /// a folio in the swap cache / being swapped out).
+    pub const HAS_CACHE: u8 = 1 << 0;
+    /// The entry was returned to the allocator and not allocated since.
+    pub const FREE: u8 = 1 << 1;
+    /// The SWAP_HAS_CACHE state was established by an observed event (not
+    /// guessed): only then may a missing holder be reported.
+    pub const TRUSTED: u8 = 1 << 2;
+}
+
+/// One swap entry (`type:offset`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct EntryState {
+    /// Global allocation sequence number of the last allocation of this
+    /// entry; 0 when the entry was allocated before the trace started.
+    pub gen: u64,
+    /// Folio currently in the swap cache for this entry (0 when none known).
+    pub folio: u64,
+    /// When the entry went back to the allocator (0 when not free).
+    pub free_ts: u64,
+    /// `swapcache_prepare` success time (prepare->clear window), 0 if none.
+    pub prepare_ts: u64,
+    /// Task holding SWAP_HAS_CACHE through `swapcache_prepare`, 0 if none.
+    pub holder: u32,
+    /// `holder_epoch` of the analyzer when the holder state was established.
+    pub epoch: u32,
+    /// Coarse clock of the last event touching the entry (eviction order).
+    pub last_seen: u32,
+    /// Open lookups (in `move_pages` windows) naming this entry.
+    pub watchers: u16,
+    pub flags: u8,
+}
+
+/// One folio, as last seen.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FolioState {
+    /// `folio->swap` when last seen in the swap cache.
+    pub swap: u64,
+    pub refcount: i32,
+    pub mapcount: i32,
+    pub pincount: i32,
+    pub f_state: u32,
+    /// Outstanding FOLL_PIN references we saw taken and not yet dropped.
+    pub pins: u32,
+    pub last_seen: u32,
+}
+
+/// First FOLL_PIN grab of a folio that is still outstanding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PinRecord {
+    pub grab: Ev,
+    /// GUP-fast grabs are only confirmed once the grabbing task moved on
+    /// without dropping them (the fast path re-checks the PTE and the
+    /// anon-exclusive bit *after* grabbing, then drops).
+    pub confirmed: bool,
+}
+
+/// A lookup made inside a `move_pages` window.
+#[derive(Clone, Debug)]
+pub(crate) struct Lookup {
+    pub ev: Ev,
+    /// Full entry; 0 when only (`space`, `index`) is known.
+    pub entry: u64,
+    pub space: u64,
+    pub index: u64,
+    /// Folio found (0: the lookup missed).
+    pub folio: u64,
+    /// Entry generation at lookup time.
+    pub gen: u64,
+    pub freed: bool,
+    pub reused: bool,
+    /// A folio was added to the swap cache for the entry after the lookup.
+    pub inserted: bool,
+    /// The looked-up folio was passed to `folio_move_anon_rmap`.
+    pub moved: bool,
+    /// The moving process itself faulted the entry in after the lookup.
+    pub swapped_in_here: bool,
+    /// Events that happened to the entry while the lookup was open.
+    pub chain: Vec<Ev>,
+}
+
+impl Lookup {
+    pub fn empty(ev: Ev) -> Lookup {
+        Lookup {
+            ev,
+            entry: 0,
+            space: 0,
+            index: 0,
+            folio: 0,
+            gen: 0,
+            freed: false,
+            reused: false,
+            inserted: false,
+            moved: false,
+            swapped_in_here: false,
+            chain: Vec::new(),
+        }
+    }
+}
+
+/// Most events a lookup's chain keeps; later ones are counted, not stored.
+pub(crate) const CHAIN_MAX: usize = 12;
+
+/// A `move_pages` call (UFFDIO_MOVE) in progress on one task.
+#[derive(Debug)]
+pub(crate) struct MoveWindow {
+    pub open: Ev,
+    /// Slots are reused across windows so steady state allocates nothing.
+    pub lookups: Vec<Lookup>,
+    pub active: usize,
+    /// Next slot to overwrite once `active` reached the configured bound.
+    pub next: usize,
+}
+
+/// Per-task state; a task is only tracked while something is open for it.
+#[derive(Debug, Default)]
+pub(crate) struct TaskState {
+    pub last_ts: u64,
+    pub window: Option<MoveWindow>,
+    /// Pooled lookup slots of a closed window, reused by the next one.
+    pub pool: Vec<Lookup>,
+    /// A GUP-fast FOLL_PIN grab awaiting the fast path's re-check.
+    pub pending_fast: Option<Ev>,
+    /// `try_to_unmap_one` entry, matched with its exit.
+    pub ttu_enter: Option<Ev>,
+    /// `__remove_mapping` entry, matched with its exit.
+    pub rm_enter: Option<Ev>,
+    /// Folio of an `unpin_user_page` whose inner `gup_put_folio` must not
+    /// be counted a second time.
+    pub unpin_folio: u64,
+}
+
+impl TaskState {
+    pub fn is_idle(&self) -> bool {
+        self.window.is_none()
+            && self.pending_fast.is_none()
+            && self.ttu_enter.is_none()
+            && self.rm_enter.is_none()
+            && self.unpin_folio == 0
+    }
+}
+
+/// An entry receiving `swapcache_prepare` -EEXIST answers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StormState {
+    pub first: Ev,
+    pub count: u32,
+    pub reported: bool,
+}

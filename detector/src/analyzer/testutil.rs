@@ -1,0 +1,263 @@
+//! Event builders for the rule unit tests.
+
+use detector_common::{
+    Event, EventKind, ProbeId, V_ADDR, V_ENTRY, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
+};
+
+use super::{Analyzer, Config, Finding, RuleId, Severity};
+use crate::event::StreamItem;
+
+pub struct T {
+    pub a: Analyzer,
+    pub out: Vec<Finding>,
+    pub index: u64,
+    pub ts: u64,
+}
+
+pub fn ev(probe: ProbeId, kind: EventKind, tid: u32) -> Event {
+    let mut e = Event {
+        probe: probe as u16,
+        kind: kind as u8,
+        tid,
+        pid: tid,
+        nr: 1,
+        ..Default::default()
+    };
+    e.comm[..4].copy_from_slice(b"test");
+    e
+}
+
+pub fn with_folio(mut e: Event, folio: u64, f_state: u32, refcount: i32, mapcount: i32) -> Event {
+    e.folio = folio;
+    e.f_state = f_state;
+    e.f_refcount = refcount;
+    e.f_mapcount = mapcount;
+    e.valid |= V_FOLIO | V_FOLIO_STATE;
+    e
+}
+
+pub fn with_entry(mut e: Event, entry: u64) -> Event {
+    e.entry = entry;
+    e.valid |= V_ENTRY;
+    e
+}
+
+pub fn with_ret(mut e: Event, ret: i64) -> Event {
+    e.ret = ret;
+    e.valid |= V_RET;
+    e
+}
+
+impl T {
+    pub fn new() -> T {
+        T::with(Config::default())
+    }
+
+    pub fn with(cfg: Config) -> T {
+        T {
+            a: Analyzer::new(cfg),
+            out: Vec::new(),
+            index: 0,
+            ts: 1_000,
+        }
+    }
+
+    pub fn feed(&mut self, mut e: Event) {
+        self.ts += 1_000;
+        e.ts_ns = self.ts;
+        self.a
+            .process(self.index, &StreamItem::Event(e), &mut self.out);
+        self.index += 1;
+    }
+
+    pub fn lost(&mut self, probe: ProbeId, total: u64) {
+        self.ts += 1_000;
+        self.a.process(
+            self.index,
+            &StreamItem::Lost {
+                ts_ns: self.ts,
+                probe: probe as u16,
+                total,
+            },
+            &mut self.out,
+        );
+        self.index += 1;
+    }
+
+    pub fn kinds(&mut self) -> Vec<(RuleId, Severity)> {
+        self.a.finish(&mut self.out);
+        self.out.iter().map(|f| (f.rule, f.severity)).collect()
+    }
+
+    pub fn gup_grab(&mut self, tid: u32, folio: u64, st: u32, refc: i32, map: i32, slow: bool) {
+        let p = if slow {
+            ProbeId::GupGrab
+        } else {
+            ProbeId::GupGrabFast
+        };
+        let mut e = with_folio(ev(p, EventKind::Exit, tid), folio, st, refc, map);
+        e.valid |= V_PIN;
+        if slow {
+            e = with_ret(e, 0);
+        }
+        self.feed(e);
+    }
+
+    pub fn gup_put(&mut self, tid: u32, folio: u64, st: u32, refc: i32, map: i32) {
+        let mut e = with_folio(
+            ev(ProbeId::GupPut, EventKind::Enter, tid),
+            folio,
+            st,
+            refc,
+            map,
+        );
+        e.valid |= V_PIN;
+        self.feed(e);
+    }
+
+    /// try_to_unmap_one enter (ref, map) and exit (ref, map) with `ret`.
+    pub fn ttu(
+        &mut self,
+        tid: u32,
+        folio: u64,
+        st: u32,
+        before: (i32, i32),
+        after: (i32, i32),
+        ret: i64,
+    ) {
+        self.feed(with_folio(
+            ev(ProbeId::TryToUnmapOne, EventKind::Enter, tid),
+            folio,
+            st,
+            before.0,
+            before.1,
+        ));
+        let exit_state = if ret == 0 {
+            st | detector_common::FS_SWAPBACKED
+        } else {
+            st
+        };
+        let e = with_folio(
+            ev(ProbeId::TryToUnmapOne, EventKind::Exit, tid),
+            folio,
+            exit_state,
+            after.0,
+            after.1,
+        );
+        self.feed(with_ret(e, ret));
+    }
+
+    pub fn move_enter(&mut self, tid: u32) {
+        let mut e = ev(ProbeId::MovePages, EventKind::Enter, tid);
+        e.addr = 0x7000_0000;
+        e.valid |= V_ADDR;
+        self.feed(e);
+    }
+
+    pub fn move_exit(&mut self, tid: u32, ret: i64) {
+        self.feed(with_ret(ev(ProbeId::MovePages, EventKind::Exit, tid), ret));
+    }
+
+    pub fn lookup(&mut self, tid: u32, entry: u64, folio: u64, st: u32) {
+        let mut e = with_entry(ev(ProbeId::MovePagesLookup, EventKind::Exit, tid), entry);
+        if folio != 0 {
+            e = with_folio(e, folio, st, 3, 0);
+            e.f_swap = entry;
+        }
+        e.addr = 0xffff_8880_0000_0000;
+        e.valid |= V_ADDR;
+        self.feed(e);
+    }
+
+    pub fn alloc(&mut self, tid: u32, entry: u64, folio: u64) {
+        let e = with_folio(
+            ev(ProbeId::SwapEntryAlloc, EventKind::Exit, tid),
+            folio,
+            0x24,
+            2,
+            0,
+        );
+        self.feed(with_entry(e, entry));
+    }
+
+    pub fn free(&mut self, tid: u32, entry: u64) {
+        self.feed(with_entry(
+            ev(ProbeId::SwapEntryFree, EventKind::Enter, tid),
+            entry,
+        ));
+    }
+
+    pub fn insert(&mut self, tid: u32, entry: u64, folio: u64) {
+        let mut e = with_folio(
+            ev(ProbeId::SwapCacheInsert, EventKind::Exit, tid),
+            folio,
+            0x26,
+            3,
+            0,
+        );
+        e.f_swap = entry;
+        self.feed(with_ret(with_entry(e, entry), 0));
+    }
+
+    pub fn delete(&mut self, tid: u32, entry: u64, folio: u64) {
+        let mut e = with_folio(
+            ev(ProbeId::SwapCacheDelete, EventKind::Enter, tid),
+            folio,
+            0x26,
+            3,
+            0,
+        );
+        e.f_swap = entry;
+        self.feed(with_entry(e, entry));
+    }
+
+    pub fn move_rmap(&mut self, tid: u32, folio: u64, st: u32, swap: u64) {
+        let mut e = with_folio(
+            ev(ProbeId::FolioMoveAnonRmap, EventKind::Enter, tid),
+            folio,
+            st,
+            2,
+            0,
+        );
+        e.f_swap = swap;
+        self.feed(e);
+    }
+
+    pub fn prepare(&mut self, tid: u32, entry: u64, ret: i64) {
+        self.feed(with_ret(
+            with_entry(ev(ProbeId::SwapcachePrepare, EventKind::Exit, tid), entry),
+            ret,
+        ));
+    }
+
+    pub fn clear(&mut self, tid: u32, entry: u64) {
+        self.feed(with_entry(
+            ev(ProbeId::SwapcacheClear, EventKind::Enter, tid),
+            entry,
+        ));
+    }
+
+    pub fn swap_read(&mut self, tid: u32, entry: u64, folio: u64, st: u32) {
+        let e = with_folio(
+            ev(ProbeId::SwapRead, EventKind::Enter, tid),
+            folio,
+            st,
+            1,
+            0,
+        );
+        self.feed(with_entry(e, entry));
+    }
+
+    pub fn swap_fault_exit(&mut self, tid: u32, pid: u32, entry: u64) {
+        let mut e = ev(ProbeId::DoSwapPage, EventKind::Exit, tid);
+        e.pid = pid;
+        // x86_64 swap PTE for `entry` (type in the top bits, offset inverted).
+        let ty = detector_common::swp_type(entry) as u64;
+        let off = detector_common::swp_offset(entry);
+        e.pte = ((!off) << 14 >> 5) & !0x1ff | (ty << 59) | 0b10;
+        e.pte &= !1;
+        e.addr = 0x7000_1000;
+        e.valid |= V_PTE | V_ADDR;
+        self.feed(with_ret(e, 0));
+    }
+}
