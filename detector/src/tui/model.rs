@@ -1,0 +1,433 @@
+//! What the UI shows, kept up to date by the worker from the stream and the
+//! analyzer. Everything here is bounded; the render path only reads it.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use detector_common::MAX_PROBES;
+
+use crate::event::StreamItem;
+use crate::plan::{AttachMode, PlanEntry};
+
+use super::objects::ObjectIndex;
+
+/// Seconds of per-probe rate history (sparklines).
+pub const RATE_SECS: usize = 120;
+/// Findings kept for the list; older ones are dropped (and counted).
+pub const MAX_FINDINGS: usize = 10_000;
+pub const MAX_OBJECTS: usize = 8192;
+pub const HISTORY_PER_OBJECT: usize = 32;
+
+/// Where the stream comes from, shown in the title bar.
+#[derive(Clone, Debug, Default)]
+pub struct SourceInfo {
+    /// "replay trace.dtr (x10)", "live", ...
+    pub title: String,
+    pub kernel_release: String,
+    pub plan: Vec<PlanEntry>,
+    pub live: bool,
+    /// What this plan cannot see, when it is degraded (shown loudly).
+    pub degraded: Option<String>,
+}
+
+/// Per-second event counts of one probe over the last [`RATE_SECS`] seconds
+/// of stream time, zeroed lazily as time moves on.
+#[derive(Clone, Debug)]
+pub struct RateRing {
+    counts: [u32; RATE_SECS],
+    /// Newest second written (stream seconds since the first event).
+    last: u64,
+}
+
+impl Default for RateRing {
+    fn default() -> Self {
+        RateRing {
+            counts: [0; RATE_SECS],
+            last: 0,
+        }
+    }
+}
+
+impl RateRing {
+    pub fn add(&mut self, sec: u64) {
+        if sec > self.last {
+            let gap = (sec - self.last).min(RATE_SECS as u64);
+            for s in (sec - gap + 1)..=sec {
+                self.counts[(s % RATE_SECS as u64) as usize] = 0;
+            }
+            self.last = sec;
+        } else if self.last - sec >= RATE_SECS as u64 {
+            // Too late to count in any visible second.
+            return;
+        }
+        let slot = &mut self.counts[(sec % RATE_SECS as u64) as usize];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Count in stream second `sec` (0 when outside the kept window).
+    pub fn at(&self, sec: u64) -> u32 {
+        if sec > self.last || self.last - sec >= RATE_SECS as u64 {
+            0
+        } else {
+            self.counts[(sec % RATE_SECS as u64) as usize]
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ProbeStats {
+    pub events: u64,
+    /// Latest running total of events the kernel could not deliver.
+    pub lost: u64,
+    pub rate: RateRing,
+}
+
+/// Finding severity, as the UI colours it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Violation,
+    NearMiss,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Violation => "violation",
+            Severity::NearMiss => "near-miss",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One step of a finding's evidence chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvidenceRow {
+    pub index: u64,
+    pub ts_ns: u64,
+    pub probe: String,
+    pub pid: u32,
+    pub tid: u32,
+    /// CPU when known (from the event itself, or from the object index).
+    pub cpu: Option<u32>,
+    pub comm: String,
+    /// What this step means for the rule.
+    pub note: String,
+    /// Folio / entry state at this step, already formatted.
+    pub state: String,
+}
+
+/// A finding as the UI keeps it: formatted once when it arrives so frames
+/// only copy strings into cells.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FindingRow {
+    /// Arrival order, 1-based.
+    pub seq: u64,
+    pub rule: String,
+    pub severity: Severity,
+    /// Objects, formatted (`entry 0:0x40, folio 0xffff...`).
+    pub objects: String,
+    pub explanation: String,
+    /// Time of the last evidence step (when the finding became true).
+    pub ts_ns: u64,
+    pub confidence: String,
+    pub evidence: Vec<EvidenceRow>,
+}
+
+impl FindingRow {
+    /// The task the finding is mostly about: the first evidence step's.
+    pub fn task(&self) -> Option<&EvidenceRow> {
+        self.evidence.first()
+    }
+}
+
+/// One tracked window's distribution (nanoseconds).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowRow {
+    pub name: String,
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+    /// Counts per power-of-two bucket of the duration (bucket i holds
+    /// durations in [2^i, 2^(i+1)) ns), for the histogram bars.
+    pub log2_buckets: Vec<u64>,
+}
+
+/// Where the source stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceState {
+    Running,
+    /// Source finished; the note says how (a replay's end state).
+    Ended(String),
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub info: SourceInfo,
+    pub probes: Vec<ProbeStats>,
+    pub items: u64,
+    pub events: u64,
+    pub lost: u64,
+    pub first_ts: Option<u64>,
+    pub last_ts: u64,
+    pub started: Instant,
+    pub findings: VecDeque<FindingRow>,
+    pub findings_total: u64,
+    pub by_severity: [u64; 3],
+    pub objects: ObjectIndex,
+    pub windows: Vec<WindowRow>,
+    /// Objects the analyzer tracks right now, and how many it had to drop.
+    pub tracked_objects: u64,
+    pub evictions: u64,
+    pub state: SourceState,
+    /// Bytes written by `--record`, when recording.
+    pub recording: Option<(String, u64)>,
+    /// A problem the user must see that does not stop the display (the
+    /// recording failed).
+    pub notice: Option<String>,
+    /// Bumped on every change, so the UI redraws only when something moved.
+    pub version: u64,
+}
+
+impl Model {
+    pub fn new(info: SourceInfo) -> Self {
+        Self::with_capacity(info, MAX_OBJECTS, HISTORY_PER_OBJECT)
+    }
+
+    pub fn with_capacity(info: SourceInfo, objects: usize, per_object: usize) -> Self {
+        Model {
+            info,
+            probes: vec![ProbeStats::default(); MAX_PROBES as usize],
+            items: 0,
+            events: 0,
+            lost: 0,
+            first_ts: None,
+            last_ts: 0,
+            started: Instant::now(),
+            findings: VecDeque::new(),
+            findings_total: 0,
+            by_severity: [0; 3],
+            objects: ObjectIndex::new(objects, per_object),
+            windows: Vec::new(),
+            tracked_objects: 0,
+            evictions: 0,
+            state: SourceState::Running,
+            recording: None,
+            notice: None,
+            version: 0,
+        }
+    }
+
+    /// Stream second of `ts` (seconds since the first item).
+    pub fn sec_of(&self, ts: u64) -> u64 {
+        ts.saturating_sub(self.first_ts.unwrap_or(ts)) / 1_000_000_000
+    }
+
+    /// Current stream second (that of the newest item or clock tick).
+    pub fn now_sec(&self) -> u64 {
+        self.sec_of(self.last_ts)
+    }
+
+    /// Stream time covered so far.
+    pub fn stream_ns(&self) -> u64 {
+        self.last_ts
+            .saturating_sub(self.first_ts.unwrap_or(self.last_ts))
+    }
+
+    /// Applies one stream item; `index` is its position in the stream.
+    /// Allocation-free except when an object is first seen.
+    pub fn ingest(&mut self, index: u64, item: &StreamItem) {
+        self.items += 1;
+        match item {
+            StreamItem::Event(ev) => {
+                self.observe_ts(ev.ts_ns);
+                self.events += 1;
+                let sec = self.sec_of(ev.ts_ns);
+                if let Some(p) = self.probes.get_mut(usize::from(ev.probe)) {
+                    p.events += 1;
+                    p.rate.add(sec);
+                }
+                self.objects.ingest(index, ev);
+            }
+            StreamItem::Lost {
+                ts_ns,
+                probe,
+                total,
+            } => {
+                self.observe_ts(*ts_ns);
+                if let Some(p) = self.probes.get_mut(usize::from(*probe)) {
+                    // Totals only grow; an older reading arriving late must
+                    // not make the number go down.
+                    if *total > p.lost {
+                        self.lost += total - p.lost;
+                        p.lost = *total;
+                    }
+                }
+            }
+        }
+        self.version += 1;
+    }
+
+    fn observe_ts(&mut self, ts: u64) {
+        if self.first_ts.is_none() {
+            self.first_ts = Some(ts);
+        }
+        if ts > self.last_ts {
+            self.last_ts = ts;
+        }
+    }
+
+    /// Moves the stream clock forward without an event (a quiet live
+    /// system still has time passing, and its rates must drop to zero).
+    pub fn tick(&mut self, now_ts: u64) {
+        if self.first_ts.is_some() && now_ts > self.last_ts {
+            let before = self.now_sec();
+            self.last_ts = now_ts;
+            if self.now_sec() != before {
+                self.version += 1;
+            }
+        }
+    }
+
+    pub fn add_finding(&mut self, f: FindingRow) {
+        self.by_severity[f.severity as usize] += 1;
+        self.findings_total += 1;
+        if self.findings.len() >= MAX_FINDINGS {
+            self.findings.pop_front();
+        }
+        self.findings.push_back(f);
+        self.version += 1;
+    }
+
+    /// Last complete second's count of a probe (the "events/s" figure).
+    pub fn rate(&self, probe: usize) -> u32 {
+        let now = self.now_sec();
+        match self.probes.get(probe) {
+            Some(p) if now > 0 => p.rate.at(now - 1),
+            Some(p) => p.rate.at(0),
+            None => 0,
+        }
+    }
+
+    /// Events per second over the last complete second, all probes.
+    pub fn total_rate(&self) -> u64 {
+        (0..self.probes.len())
+            .map(|p| u64::from(self.rate(p)))
+            .sum()
+    }
+
+    /// Fills `out` with a probe's per-second counts, oldest first, ending
+    /// with the current (partial) second.
+    pub fn series(&self, probe: usize, out: &mut [u64]) {
+        let now = self.now_sec();
+        let n = out.len() as u64;
+        for (i, slot) in out.iter_mut().enumerate() {
+            let back = n - 1 - i as u64;
+            *slot = match (self.probes.get(probe), now.checked_sub(back)) {
+                (Some(p), Some(sec)) => u64::from(p.rate.at(sec)),
+                _ => 0,
+            };
+        }
+    }
+
+    /// Probes that attached in a degraded mode or not at all.
+    pub fn degraded(&self) -> (usize, usize) {
+        let tp = self
+            .info
+            .plan
+            .iter()
+            .filter(|p| p.mode == AttachMode::Tracepoint)
+            .count();
+        let missing = self
+            .info
+            .plan
+            .iter()
+            .filter(|p| p.mode == AttachMode::Unavailable)
+            .count();
+        (tp, missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use detector_common::{Event, ProbeId};
+
+    fn at(ts: u64, probe: ProbeId) -> StreamItem {
+        StreamItem::Event(Event {
+            ts_ns: ts,
+            probe: probe as u16,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn rates_follow_stream_time() {
+        let mut m = Model::new(SourceInfo::default());
+        let base = 5_000_000_000;
+        for i in 0..10 {
+            m.ingest(i, &at(base + i * 1000, ProbeId::SwapCacheLookup));
+        }
+        for i in 0..3 {
+            m.ingest(
+                10 + i,
+                &at(base + 1_500_000_000 + i, ProbeId::SwapCacheLookup),
+            );
+        }
+        assert_eq!(m.now_sec(), 1);
+        assert_eq!(m.rate(ProbeId::SwapCacheLookup as usize), 10);
+        let mut s = [0u64; 4];
+        m.series(ProbeId::SwapCacheLookup as usize, &mut s);
+        assert_eq!(s, [0, 0, 10, 3]);
+        // A quiet second passes: the rate drops.
+        m.tick(base + 3_100_000_000);
+        assert_eq!(m.rate(ProbeId::SwapCacheLookup as usize), 0);
+    }
+
+    #[test]
+    fn lost_totals_never_go_down() {
+        let mut m = Model::new(SourceInfo::default());
+        let p = ProbeId::GupGrab as u16;
+        m.ingest(
+            0,
+            &StreamItem::Lost {
+                ts_ns: 1,
+                probe: p,
+                total: 5,
+            },
+        );
+        m.ingest(
+            1,
+            &StreamItem::Lost {
+                ts_ns: 2,
+                probe: p,
+                total: 3,
+            },
+        );
+        m.ingest(
+            2,
+            &StreamItem::Lost {
+                ts_ns: 3,
+                probe: p,
+                total: 9,
+            },
+        );
+        assert_eq!(m.probes[p as usize].lost, 9);
+        assert_eq!(m.lost, 9);
+    }
+
+    #[test]
+    fn ring_zeroes_skipped_seconds() {
+        let mut r = RateRing::default();
+        r.add(0);
+        r.add(0);
+        r.add(RATE_SECS as u64 + 2);
+        assert_eq!(r.at(0), 0);
+        assert_eq!(r.at(RATE_SECS as u64 + 2), 1);
+        assert_eq!(r.at(RATE_SECS as u64 + 1), 0);
+    }
+}

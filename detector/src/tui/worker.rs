@@ -1,0 +1,208 @@
+//! The worker path: pulls items from the source, runs the analyzer, writes
+//! `--record`, and applies each batch to the shared model under one short
+//! lock. The UI thread never does any of this.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::event::StreamItem;
+
+use super::model::{FindingRow, Model, SourceState, WindowRow};
+use super::source::{Pull, Source};
+
+/// How often the analyzer's window histograms are copied into the model.
+const WINDOWS_EVERY: Duration = Duration::from_millis(250);
+/// How long one pull may wait before the worker looks at the stop flag.
+const PULL_WAIT: Duration = Duration::from_millis(50);
+
+/// Recent events' CPU and pid by stream index: the analyzer's evidence names
+/// the task but not the CPU, and the timeline shows both.
+pub struct EventMeta {
+    slots: Vec<(u64, u32, u32)>,
+}
+
+impl EventMeta {
+    pub fn new(capacity_pow2: u32) -> Self {
+        EventMeta {
+            slots: vec![(u64::MAX, 0, 0); 1usize << capacity_pow2],
+        }
+    }
+
+    #[inline]
+    pub fn record(&mut self, index: u64, item: &StreamItem) {
+        if let StreamItem::Event(ev) = item {
+            let n = self.slots.len();
+            self.slots[(index as usize) & (n - 1)] = (index, ev.cpu, ev.pid);
+        }
+    }
+
+    /// `(cpu, pid)` of event `index`, when it is recent enough to be kept.
+    pub fn get(&self, index: u64) -> Option<(u32, u32)> {
+        let n = self.slots.len();
+        let (i, cpu, pid) = self.slots[(index as usize) & (n - 1)];
+        (i == index).then_some((cpu, pid))
+    }
+}
+
+/// Counters the analyzer exposes besides findings.
+#[derive(Clone, Debug, Default)]
+pub struct AnalysisStats {
+    pub windows: Vec<WindowRow>,
+    pub tracked_objects: u64,
+    pub evictions: u64,
+}
+
+/// The analysis the worker runs: the analyzer, seen through the rows the
+/// UI keeps.
+pub trait Analysis: Send {
+    fn process(
+        &mut self,
+        index: u64,
+        item: &StreamItem,
+        meta: &EventMeta,
+        out: &mut Vec<FindingRow>,
+    );
+    /// End of stream: windows still open are closed, late findings emitted.
+    fn finish(&mut self, meta: &EventMeta, out: &mut Vec<FindingRow>);
+    fn stats(&self, out: &mut AnalysisStats);
+}
+
+/// Something `--record` writes into (the trace writer).
+pub trait Recorder: Send {
+    fn write(&mut self, item: &StreamItem) -> Result<(), String>;
+    fn bytes(&self) -> u64;
+    fn path(&self) -> String;
+    /// Writes the footer. Called once, when the worker stops.
+    fn finish(self: Box<Self>, reason: &str) -> Result<(), String>;
+}
+
+pub type Shared = Arc<Mutex<Model>>;
+
+/// Locks the model; a panic elsewhere while holding the lock leaves data
+/// that is still fine to display.
+pub fn lock(m: &Mutex<Model>) -> MutexGuard<'_, Model> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the worker did, for the last line printed after the UI closes.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    pub items: u64,
+    pub record_error: Option<String>,
+}
+
+pub struct Worker {
+    pub source: Box<dyn Source>,
+    pub analysis: Box<dyn Analysis>,
+    pub recorder: Option<Box<dyn Recorder>>,
+    pub model: Shared,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<WorkerReport>> {
+        std::thread::Builder::new()
+            .name("detector-live-worker".into())
+            .spawn(move || self.run())
+    }
+
+    pub fn run(mut self) -> WorkerReport {
+        let mut report = WorkerReport::default();
+        let mut buf: Vec<(u64, StreamItem)> = Vec::with_capacity(super::source::BATCH);
+        let mut found: Vec<FindingRow> = Vec::new();
+        let mut meta = EventMeta::new(18);
+        let mut stats = AnalysisStats::default();
+        let mut last_stats = Instant::now() - WINDOWS_EVERY;
+        let end_state;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                end_state = SourceState::Ended(String::from("stopped"));
+                break;
+            }
+            buf.clear();
+            match self.source.pull(&mut buf, PULL_WAIT) {
+                Ok(Pull::Items) => {}
+                Ok(Pull::Idle) => {
+                    if let Some(now) = self.source.clock_ns() {
+                        lock(&self.model).tick(now);
+                    }
+                    continue;
+                }
+                Ok(Pull::End(how)) => {
+                    end_state = SourceState::Ended(how);
+                    break;
+                }
+                Err(e) => {
+                    end_state = SourceState::Failed(e.to_string());
+                    break;
+                }
+            }
+            found.clear();
+            for (index, item) in &buf {
+                meta.record(*index, item);
+                self.analysis.process(*index, item, &meta, &mut found);
+                if let Some(rec) = self.recorder.as_mut() {
+                    if let Err(e) = rec.write(item) {
+                        // The display goes on; the recording is over and
+                        // the title bar says so.
+                        report.record_error = Some(e);
+                        self.recorder = None;
+                    }
+                }
+            }
+            report.items += buf.len() as u64;
+            let refresh = last_stats.elapsed() >= WINDOWS_EVERY;
+            if refresh {
+                self.analysis.stats(&mut stats);
+                last_stats = Instant::now();
+            }
+            let mut m = lock(&self.model);
+            for (index, item) in &buf {
+                m.ingest(*index, item);
+            }
+            for f in found.drain(..) {
+                m.add_finding(f);
+            }
+            if refresh {
+                m.windows.clone_from(&stats.windows);
+                m.tracked_objects = stats.tracked_objects;
+                m.evictions = stats.evictions;
+            }
+            m.recording = self.recorder.as_ref().map(|r| (r.path(), r.bytes()));
+            if let Some(e) = &report.record_error {
+                if m.notice.is_none() {
+                    m.notice = Some(format!("recording stopped: {e}"));
+                }
+            }
+        }
+        found.clear();
+        self.analysis.finish(&meta, &mut found);
+        self.analysis.stats(&mut stats);
+        if let Some(rec) = self.recorder.take() {
+            let reason = match &end_state {
+                SourceState::Failed(_) => "source failed",
+                _ => "live UI closed",
+            };
+            if let Err(e) = rec.finish(reason) {
+                report.record_error = Some(e);
+            }
+        }
+        let mut m = lock(&self.model);
+        for f in found.drain(..) {
+            m.add_finding(f);
+        }
+        m.windows = std::mem::take(&mut stats.windows);
+        m.tracked_objects = stats.tracked_objects;
+        m.evictions = stats.evictions;
+        m.recording = None;
+        m.state = match (&report.record_error, end_state) {
+            (Some(e), SourceState::Ended(how)) => {
+                SourceState::Ended(format!("{how}; recording failed: {e}"))
+            }
+            (_, s) => s,
+        };
+        m.version += 1;
+        report
+    }
+}
