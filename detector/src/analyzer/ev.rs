@@ -6,8 +6,8 @@
 
 use detector_common::{
     Event, EventKind, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED,
-    FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_ENTRY, V_ENTRY_PARTIAL,
-    V_FOLIO, V_FOLIO_STATE, V_PTE, V_RET,
+    FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_ENTRY_PARTIAL, V_FOLIO,
+    V_FOLIO_STATE, V_RET,
 };
 
 use super::finding::{Evidence, StateSnapshot};
@@ -167,8 +167,4 @@ pub fn parse_flags(s: &str) -> Option<u32> {
         };
     }
     Some(f)
-}
-
-pub(crate) fn has_entry_bits(valid: u8) -> bool {
-    valid & (V_ENTRY | V_PTE) != 0
 }
