@@ -123,21 +123,32 @@ impl Args for Tramp {
     }
 }
 
-/// kprobe: arguments from `pt_regs` in calling-convention order.
-struct Regs<'a>(&'a ProbeContext);
+/// kprobe: the six argument registers of `pt_regs`, each read at its own
+/// constant offset (the verifier refuses a computed offset into ctx, which
+/// is what a runtime index would compile to).
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> Fixed {
+    Fixed {
+        a: [
+            ctx.arg::<u64>(0).unwrap_or(0),
+            ctx.arg::<u64>(1).unwrap_or(0),
+            ctx.arg::<u64>(2).unwrap_or(0),
+            ctx.arg::<u64>(3).unwrap_or(0),
+            ctx.arg::<u64>(4).unwrap_or(0),
+            ctx.arg::<u64>(5).unwrap_or(0),
+        ],
+        n: 6,
+        ret: None,
+    }
+}
 
-impl Args for Regs<'_> {
-    #[inline(always)]
-    fn arg(&self, n: u8) -> Option<u64> {
-        if n >= 6 {
-            return None;
-        }
-        self.0.arg::<u64>(n as usize)
-    }
-    #[inline(always)]
-    fn ret(&self) -> Option<u64> {
-        None
-    }
+/// A typed tracepoint argument as a plain number: the verifier tracks
+/// BTF pointers and refuses arithmetic on them, but the programs only ever
+/// use them as addresses for `bpf_probe_read_kernel`.
+#[inline(always)]
+fn scalar(v: u64) -> u64 {
+    // SAFETY: reads a u64 from our own stack slot.
+    unsafe { bpf_probe_read_kernel(&v as *const u64) }.unwrap_or(0)
 }
 
 /// Arguments already copied out (kretprobe from the stash, tracepoints).
@@ -453,21 +464,12 @@ fn stash_key(probe: ProbeId) -> u64 {
 
 /// kprobe half of an exit probe: keep the arguments for the kretprobe.
 #[inline(always)]
-fn stash(ctx: &ProbeContext, probe: ProbeId) {
+fn stash(args: &Fixed, probe: ProbeId) {
     match ARGS.get(probe as u32) {
         Some(s) if s.enabled != 0 => {}
         _ => return,
     }
-    let r = Regs(ctx);
-    let a = [
-        r.arg(0).unwrap_or(0),
-        r.arg(1).unwrap_or(0),
-        r.arg(2).unwrap_or(0),
-        r.arg(3).unwrap_or(0),
-        r.arg(4).unwrap_or(0),
-        r.arg(5).unwrap_or(0),
-    ];
-    let _ = STASH.insert(&stash_key(probe), &a, 0);
+    let _ = STASH.insert(&stash_key(probe), &args.a, 0);
 }
 
 /// kretprobe: the stashed arguments plus the return register.
@@ -502,7 +504,7 @@ macro_rules! enter_probe {
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            emit(&Regs(&ctx), $probe, EventKind::Enter);
+            emit(&regs(&ctx), $probe, EventKind::Enter);
             0
         }
     };
@@ -526,7 +528,7 @@ macro_rules! exit_probe {
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            stash(&ctx, $probe);
+            stash(&regs(&ctx), $probe);
             0
         }
 
@@ -571,8 +573,9 @@ macro_rules! enter_exit_probe {
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            stash(&ctx, $probe);
-            emit(&Regs(&ctx), $probe, EventKind::Enter);
+            let a = regs(&ctx);
+            stash(&a, $probe);
+            emit(&a, $probe, EventKind::Enter);
             0
         }
 
@@ -733,8 +736,9 @@ pub fn fexit_move_pages(ctx: FExitContext) -> u32 {
 #[kprobe]
 pub fn kprobe_move_pages(ctx: ProbeContext) -> u32 {
     move_window_open();
-    stash(&ctx, ProbeId::MovePages);
-    emit(&Regs(&ctx), ProbeId::MovePages, EventKind::Enter);
+    let a = regs(&ctx);
+    stash(&a, ProbeId::MovePages);
+    emit(&a, ProbeId::MovePages, EventKind::Enter);
     0
 }
 
@@ -768,7 +772,7 @@ pub fn fexit_move_pages_lookup(ctx: FExitContext) -> u32 {
 #[kprobe]
 pub fn kprobe_move_pages_lookup(ctx: ProbeContext) -> u32 {
     if in_move_window() {
-        stash(&ctx, ProbeId::MovePagesLookup);
+        stash(&regs(&ctx), ProbeId::MovePagesLookup);
     }
     0
 }
@@ -788,7 +792,7 @@ pub fn kretprobe_move_pages_lookup(ctx: RetProbeContext) -> u32 {
 #[btf_tracepoint(function = "mm_vmscan_write_folio")]
 pub fn tp_vmscan_write_folio(ctx: BtfTracePointContext) -> u32 {
     let a = Fixed {
-        a: [ctx.arg::<u64>(0), 0, 0, 0, 0, 0],
+        a: [scalar(ctx.arg::<u64>(0)), 0, 0, 0, 0, 0],
         n: 1,
         ret: None,
     };
@@ -799,7 +803,7 @@ pub fn tp_vmscan_write_folio(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "mm_page_free")]
 pub fn tp_page_free(ctx: BtfTracePointContext) -> u32 {
     let a = Fixed {
-        a: [ctx.arg::<u64>(0), ctx.arg::<u64>(1), 0, 0, 0, 0],
+        a: [scalar(ctx.arg::<u64>(0)), ctx.arg::<u64>(1), 0, 0, 0, 0],
         n: 2,
         ret: None,
     };
@@ -810,7 +814,7 @@ pub fn tp_page_free(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "mm_lru_insertion")]
 pub fn tp_lru_insertion(ctx: BtfTracePointContext) -> u32 {
     let a = Fixed {
-        a: [ctx.arg::<u64>(0), 0, 0, 0, 0, 0],
+        a: [scalar(ctx.arg::<u64>(0)), 0, 0, 0, 0, 0],
         n: 1,
         ret: None,
     };

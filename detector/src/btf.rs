@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use btf_rs::{Btf, BtfType, Type};
-use fallible_iterator::FallibleIterator;
 use detector_common::{Layout, ABSENT};
+use fallible_iterator::FallibleIterator;
 
 /// Default location of the kernel's own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -169,9 +169,7 @@ impl KernelBtf {
     /// Value of enumerator `member` of `enum ename`.
     pub fn enum_value(&self, ename: &str, member: &str) -> Option<u64> {
         let types = self.btf.resolve_types_by_name(ename).ok()?;
-        types
-            .iter()
-            .find_map(|t| self.enumerator_in(t, member))
+        types.iter().find_map(|t| self.enumerator_in(t, member))
     }
 
     fn enumerator_in(&self, t: &Type, member: &str) -> Option<u64> {
@@ -390,7 +388,10 @@ mod tests {
         assert!(l.folio_refcount != ABSENT && l.folio_refcount < 64);
         assert!(l.folio_mapcount != ABSENT && l.folio_mapcount < 64);
         assert!(l.folio_swap != ABSENT);
-        assert!(l.folio_pincount != ABSENT && l.folio_pincount >= 64, "second page");
+        assert!(
+            l.folio_pincount != ABSENT && l.folio_pincount >= 64,
+            "second page"
+        );
         assert!(l.pg_locked == 0, "PG_locked is bit 0");
         assert!(l.pg_swapbacked != ABSENT && l.pg_head != ABSENT);
         assert!(l.pg_swapcache != ABSENT && l.pg_anon_exclusive != ABSENT);
@@ -404,7 +405,9 @@ mod tests {
         let Ok(btf) = KernelBtf::open_vmlinux() else {
             return;
         };
-        let p = btf.func_proto("swapcache_prepare").expect("swapcache_prepare");
+        let p = btf
+            .func_proto("swapcache_prepare")
+            .expect("swapcache_prepare");
         assert_eq!(p.params[0].ty, CType::Named("swp_entry_t".into()));
         assert_eq!(p.ret, CType::Named("int".into()));
         let p = btf.func_proto("do_swap_page").expect("do_swap_page");

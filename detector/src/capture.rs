@@ -1,1 +1,215 @@
 //! Ring-buffer reader: kernel events into the userspace pipeline.
+//!
+//! Tokio wakes the reader when the ring buffer's fd is readable (epoll), so
+//! there is no busy polling. Lost-event totals live in a per-CPU map on the
+//! kernel side; they are polled on a timer and, when they change, inserted
+//! into the stream as `StreamItem::Lost` at the point where they were seen,
+//! so the file, the analyzer and the screen all see the loss in the same
+//! place.
+
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use detector_common::{Event, EVENT_SIZE, MAX_PROBES};
+use tokio::io::unix::AsyncFd;
+
+use crate::event::StreamItem;
+use crate::loader::{self, LoadError, LoadOptions, Loaded};
+use crate::plan::PlanEntry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the BPF object has no {0} map; the embedded object does not match this binary")]
+    MissingMap(&'static str),
+    #[error("reading BPF map {0} failed: {1}")]
+    Map(&'static str, String),
+    #[error("waiting on the ring buffer failed: {0}")]
+    Poll(#[from] std::io::Error),
+}
+
+/// Copies one ring-buffer record into an [`Event`]; `None` if the size is
+/// not the ABI's (a mismatched object), which the caller counts.
+pub fn event_from_bytes(b: &[u8]) -> Option<Event> {
+    if b.len() != EVENT_SIZE {
+        return None;
+    }
+    // SAFETY: `Event` is repr(C) plain old data of exactly EVENT_SIZE bytes
+    // (checked above) with no invalid bit patterns; read_unaligned copes
+    // with any alignment of the source.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) })
+}
+
+/// A running capture. Dropping it detaches every probe.
+pub struct Capture {
+    // Keeps programs and links alive.
+    loaded: Loaded,
+    ring: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    hits: PerCpuArray<MapData, u64>,
+    last_lost: [u64; MAX_PROBES as usize],
+    /// Records of the wrong size (should never happen with a matching object).
+    pub malformed: u64,
+}
+
+fn sum_percpu(
+    map: &PerCpuArray<MapData, u64>,
+    idx: u32,
+    name: &'static str,
+) -> Result<u64, CaptureError> {
+    let v = map
+        .get(&idx, 0)
+        .map_err(|e| CaptureError::Map(name, e.to_string()))?;
+    Ok(v.iter().sum())
+}
+
+impl Capture {
+    /// Loads and attaches the probes. Must run inside a tokio runtime.
+    pub fn start(opts: &LoadOptions) -> Result<Capture, CaptureError> {
+        let mut loaded = loader::load(opts)?;
+        let ring = loaded
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(CaptureError::MissingMap("EVENTS"))?;
+        let ring =
+            RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e.to_string()))?;
+        let lost = loaded
+            .ebpf
+            .take_map("LOST")
+            .ok_or(CaptureError::MissingMap("LOST"))?;
+        let lost =
+            PerCpuArray::try_from(lost).map_err(|e| CaptureError::Map("LOST", e.to_string()))?;
+        let hits = loaded
+            .ebpf
+            .take_map("HITS")
+            .ok_or(CaptureError::MissingMap("HITS"))?;
+        let hits =
+            PerCpuArray::try_from(hits).map_err(|e| CaptureError::Map("HITS", e.to_string()))?;
+        // SAFETY: the ring buffer owns its map fd for as long as the RingBuf
+        // lives, and the RingBuf moves into the AsyncFd, so the fd stays open
+        // and unchanged for the AsyncFd's whole lifetime.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| CaptureError::Poll(std::io::Error::other(e.to_string())))?;
+        Ok(Capture {
+            loaded,
+            ring,
+            lost,
+            hits,
+            last_lost: [0; MAX_PROBES as usize],
+            malformed: 0,
+        })
+    }
+
+    pub fn loaded(&self) -> &Loaded {
+        &self.loaded
+    }
+
+    pub fn plan(&self) -> &[PlanEntry] {
+        &self.loaded.plan
+    }
+
+    /// Waits until the ring buffer has data (or `max_wait` passes), then
+    /// appends everything available to `out`. Returns the number appended.
+    pub async fn read_batch(
+        &mut self,
+        out: &mut Vec<StreamItem>,
+        max_wait: Duration,
+    ) -> Result<usize, CaptureError> {
+        let before = out.len();
+        let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
+            Ok(g) => g?,
+            Err(_) => return Ok(0),
+        };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            match event_from_bytes(&item) {
+                Some(ev) => out.push(StreamItem::Event(ev)),
+                None => self.malformed += 1,
+            }
+        }
+        guard.clear_ready();
+        Ok(out.len() - before)
+    }
+
+    /// Drains whatever is in the ring buffer right now without waiting
+    /// (used at shutdown so nothing already captured is dropped).
+    pub fn drain(&mut self, out: &mut Vec<StreamItem>) -> usize {
+        let before = out.len();
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match event_from_bytes(&item) {
+                Some(ev) => out.push(StreamItem::Event(ev)),
+                None => self.malformed += 1,
+            }
+        }
+        out.len() - before
+    }
+
+    /// Appends a `Lost` item for every probe whose total grew since the
+    /// last call.
+    pub fn poll_lost(
+        &mut self,
+        now_ns: u64,
+        out: &mut Vec<StreamItem>,
+    ) -> Result<(), CaptureError> {
+        for probe in detector_common::ProbeId::ALL {
+            let idx = *probe as u32;
+            let total = sum_percpu(&self.lost, idx, "LOST")?;
+            let last = &mut self.last_lost[idx as usize];
+            if total != *last {
+                *last = total;
+                out.push(StreamItem::Lost {
+                    ts_ns: now_ns,
+                    probe: *probe as u16,
+                    total,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lost totals as last polled, indexed by probe id.
+    pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
+        &self.last_lost
+    }
+
+    /// Hits (emitted + lost) per probe, read now.
+    pub fn hits(&self, probe: u16) -> Result<u64, CaptureError> {
+        sum_percpu(&self.hits, probe as u32, "HITS")
+    }
+}
+
+/// CLOCK_MONOTONIC now, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is valid and writable for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_bytes_round_trip() {
+        let ev = Event {
+            ts_ns: 42,
+            folio: 0xffff_ea00_0001_0000,
+            probe: 3,
+            comm: *b"kswapd0\0\0\0\0\0\0\0\0\0",
+            ..Event::default()
+        };
+        // SAFETY: reading the bytes of a POD value.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), EVENT_SIZE) };
+        assert_eq!(event_from_bytes(bytes), Some(ev));
+        assert_eq!(event_from_bytes(&bytes[1..]), None);
+    }
+}

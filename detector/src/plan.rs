@@ -104,7 +104,11 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::SwapEntryFree,
         hook: Hook::Enter,
-        candidates: &["swap_entries_free", "swap_entry_range_free", "free_swap_slot"],
+        candidates: &[
+            "swap_entries_free",
+            "swap_entry_range_free",
+            "free_swap_slot",
+        ],
         degraded_only: false,
     },
     Role {

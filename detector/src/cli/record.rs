@@ -1,8 +1,273 @@
+//! `detector record`: capture kernel events into a trace file.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use detector_common::{Filter, ProbeId};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::capture::{monotonic_ns, Capture};
+use crate::event::StreamItem;
+use crate::loader::{self, AttachPolicy, LoadOptions, DEFAULT_RING_BYTES};
+use crate::plan::AttachMode;
+use crate::trace::{RotatingWriter, RotationPolicy, TraceEnd, TraceHeader};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Trace file to write (replaced if it exists).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Stop after this long (e.g. 30s, 5m, 1h); default: until Ctrl-C / SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Only events of this process (thread group id).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only events of tasks in this cgroup v2 directory.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Start a new file segment when the current one exceeds this size (e.g. 256M).
+    #[arg(long, value_parser = parse_size)]
+    pub rotate_size: Option<u64>,
+    /// How many segments to keep on disk when rotating (oldest deleted).
+    #[arg(long, default_value_t = 4, requires = "rotate_size")]
+    pub rotate_keep: u32,
+    /// Ring buffer size in bytes (power of two, e.g. 4M).
+    #[arg(long, value_parser = parse_size, default_value_t = DEFAULT_RING_BYTES as u64)]
+    pub ring_size: u64,
+    /// Attach modes to try.
+    #[arg(long, value_enum, default_value_t = AttachPolicy::Auto)]
+    pub attach: AttachPolicy,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`detector record` is not available in this build")
+/// `30s`, `5m`, `1h`, `250ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "ms" => v / 1000.0,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("`{s}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `4096`, `64K`, `4M`, `1G` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try 4096, 64K, 4M, 1G)"))?;
+    let mult: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return Err(format!("`{s}` has an unknown unit (use K, M or G)")),
+    };
+    v.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("`{s}` must be a positive size"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let ring_bytes = u32::try_from(args.ring_size)
+        .ok()
+        .filter(|v| *v >= 4096 && v.is_power_of_two())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--ring-size must be a power of two between 4K and 2G, got {}",
+                args.ring_size
+            )
+        })?;
+    if args.rotate_keep == 0 {
+        bail!("--rotate-keep must be at least 1");
+    }
+    let cgroup_id = match &args.cgroup {
+        // The cgroup v2 id the kernel reports is the directory's inode number.
+        Some(p) => std::fs::metadata(p)
+            .with_context(|| format!("cannot open cgroup {}; give a cgroup v2 directory such as /sys/fs/cgroup/mygroup", p.display()))?
+            .ino(),
+        None => 0,
+    };
+    loader::preflight()?;
+    let opts = LoadOptions {
+        ring_bytes,
+        filter: Filter {
+            tgid: args.pid.unwrap_or(0),
+            _pad: 0,
+            cgroup_id,
+        },
+        policy: args.attach,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    rt.block_on(record(args, opts))
+}
+
+async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
+    let mut cap = Capture::start(&opts)?;
+    let plan = cap.plan().to_vec();
+    let count = |m: AttachMode| plan.iter().filter(|p| p.mode == m).count();
+    eprintln!(
+        "detector: attached {} probes ({} fentry, {} kprobe, {} tracepoint), {} unavailable; ring buffer {} KiB",
+        plan.len() - count(AttachMode::Unavailable),
+        count(AttachMode::Fentry),
+        count(AttachMode::Kprobe),
+        count(AttachMode::Tracepoint),
+        count(AttachMode::Unavailable),
+        opts.ring_bytes / 1024
+    );
+    if let Some(s) = loader::degraded_statement(&plan) {
+        eprintln!("detector: {s}");
+    }
+
+    let header =
+        TraceHeader::for_this_host("live", &cap.loaded().layout, plan, opts.ring_bytes as u64);
+    let policy = RotationPolicy {
+        max_bytes: args.rotate_size.unwrap_or(u64::MAX),
+        keep: if args.rotate_size.is_some() {
+            args.rotate_keep
+        } else {
+            1
+        },
+    };
+    let mut out = RotatingWriter::create(&args.output, &header, policy)
+        .with_context(|| format!("cannot create {}", args.output.display()))?;
+
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let deadline = async {
+        match args.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    let started = Instant::now();
+    let mut batch: Vec<StreamItem> = Vec::with_capacity(8192);
+    let mut per_probe = [0u64; detector_common::MAX_PROBES as usize];
+    let mut events = 0u64;
+    let mut last_lost_poll = Instant::now();
+    let stop_reason;
+    loop {
+        tokio::select! {
+            biased;
+            _ = sigint.recv() => { stop_reason = "interrupted (SIGINT)"; break; }
+            _ = sigterm.recv() => { stop_reason = "terminated (SIGTERM)"; break; }
+            _ = &mut deadline => { stop_reason = "duration elapsed"; break; }
+            r = cap.read_batch(&mut batch, Duration::from_millis(200)) => { r?; }
+        }
+        if last_lost_poll.elapsed() >= Duration::from_millis(250) {
+            cap.poll_lost(monotonic_ns(), &mut batch)?;
+            last_lost_poll = Instant::now();
+        }
+        write_batch(&mut out, &mut batch, &mut per_probe, &mut events)?;
+    }
+    // Everything the kernel already handed over goes into the file.
+    cap.drain(&mut batch);
+    cap.poll_lost(monotonic_ns(), &mut batch)?;
+    write_batch(&mut out, &mut batch, &mut per_probe, &mut events)?;
+    let lost: BTreeMap<&str, u64> = ProbeId::ALL
+        .iter()
+        .map(|p| (p.name(), cap.lost_totals()[*p as usize]))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let malformed = cap.malformed;
+    drop(cap);
+    let summary = out
+        .finish(TraceEnd::now(stop_reason))
+        .with_context(|| format!("finishing {}", args.output.display()))?;
+
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let lost_total: u64 = lost.values().sum();
+    eprintln!(
+        "detector: {stop_reason}: {events} events in {secs:.1}s ({:.0} events/s), lost {lost_total}, {} bytes in {} file(s): {}",
+        events as f64 / secs,
+        summary.bytes,
+        summary.files.len(),
+        args.output.display()
+    );
+    for p in ProbeId::ALL {
+        let n = per_probe[*p as usize];
+        let l = lost.get(p.name()).copied().unwrap_or(0);
+        if n > 0 || l > 0 {
+            eprintln!("  {:<22} {:>10} events {:>8} lost", p.name(), n, l);
+        }
+    }
+    if malformed > 0 {
+        eprintln!("detector: {malformed} ring-buffer records had the wrong size and were skipped");
+    }
+    if lost_total > 0 {
+        eprintln!(
+            "detector: events were lost because the ring buffer filled; a larger --ring-size or a --pid/--cgroup filter reduces loss"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_batch(
+    out: &mut RotatingWriter,
+    batch: &mut Vec<StreamItem>,
+    per_probe: &mut [u64; detector_common::MAX_PROBES as usize],
+    events: &mut u64,
+) -> anyhow::Result<()> {
+    for item in batch.iter() {
+        if let StreamItem::Event(e) = item {
+            *events += 1;
+            if let Some(c) = per_probe.get_mut(e.probe as usize) {
+                *c += 1;
+            }
+        }
+        out.write_item(item).context("writing the trace file")?;
+    }
+    batch.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("4T").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("0").is_err());
+    }
 }
