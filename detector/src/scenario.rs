@@ -19,7 +19,7 @@ use detector_common::{
 };
 use thiserror::Error;
 
-use crate::analyzer::{parse_flags, RuleId, Severity};
+use crate::analyzer::{parse_flags, Config, RuleId, Severity};
 use crate::event::StreamItem;
 
 /// Event times in a script are microseconds from this base (a plausible
@@ -48,6 +48,8 @@ pub struct Scenario {
     pub expect: Vec<(RuleId, Severity)>,
     /// `expect none` was given (a benign look-alike).
     pub expect_none: bool,
+    /// Analyzer settings for this scenario (`config key=value` lines).
+    pub config: Config,
     pub items: Vec<StreamItem>,
 }
 
@@ -72,6 +74,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         seeds: Vec::new(),
         expect: Vec::new(),
         expect_none: false,
+        config: Config::default(),
         items: Vec::new(),
     };
     let mut last_ts = 0u64;
@@ -95,6 +98,21 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                 }
                 sc.description
                     .push_str(&words.collect::<Vec<_>>().join(" "));
+            }
+            "config" => {
+                for kv in words {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| err(format!("expected key=value, got `{kv}`")))?;
+                    let v = num(v).map_err(&err)?.max(1) as u64;
+                    match k {
+                        "eexist_threshold" => sc.config.eexist_threshold = v as u32,
+                        "max_tracked" => sc.config.max_tracked = v as usize,
+                        "lookups_per_window" => sc.config.lookups_per_window = v as usize,
+                        "task_idle_ns" => sc.config.task_idle_ns = v,
+                        _ => return Err(err(format!("unknown config key `{k}`"))),
+                    }
+                }
             }
             "seed" => sc.seeds.extend(words.map(str::to_string)),
             "task" => {

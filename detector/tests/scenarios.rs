@@ -1,0 +1,104 @@
+//! Every scenario under `detector/scenarios/` goes through the file path
+//! (script -> `simulate` -> trace file -> reader -> analyzer) and must
+//! produce exactly the findings it declares.
+
+use std::path::{Path, PathBuf};
+
+use detector::analyzer::{Analyzer, ConfidenceLevel, RuleId, Severity};
+use detector::cli::replay::analyze_file;
+use detector::cli::simulate::{load, write_trace};
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "scn"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn corpus_is_large_enough_and_covers_every_rule() {
+    let files = scenario_files();
+    assert!(files.len() >= 25, "only {} scenarios", files.len());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut benign = 0;
+    for f in &files {
+        let sc = load(f).unwrap();
+        benign += sc.expect_none as usize;
+        seen.extend(sc.expect.iter().map(|(r, _)| *r));
+    }
+    for r in RuleId::ALL {
+        assert!(seen.contains(r), "no scenario expects {r}");
+    }
+    assert!(benign >= 10, "only {benign} benign look-alikes");
+}
+
+#[test]
+fn every_scenario_produces_exactly_its_findings_through_a_trace_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for f in scenario_files() {
+        let sc = load(&f).unwrap();
+        let out = dir.path().join(format!("{}.trace", sc.name));
+        write_trace(&sc, &f, &out).unwrap();
+        let report = analyze_file(&out, sc.config.clone()).unwrap();
+        assert!(report.complete, "{}: {}", sc.name, report.end);
+        assert!(report.origin.starts_with("simulate:"));
+        assert_eq!(report.items, sc.items.len() as u64, "{}", sc.name);
+        let mut got: Vec<(RuleId, Severity)> = report
+            .findings
+            .iter()
+            .map(|f| (f.rule, f.severity))
+            .collect();
+        let mut want = sc.expect.clone();
+        got.sort();
+        want.sort();
+        if got != want {
+            failures.push(format!("{}: expected {:?}, got {:?}", sc.name, want, got));
+        }
+        for finding in &report.findings {
+            assert!(
+                !finding.evidence.is_empty(),
+                "{}: finding without evidence",
+                sc.name
+            );
+            assert!(
+                finding
+                    .evidence
+                    .windows(2)
+                    .all(|w| w[0].index <= w[1].index),
+                "{}: evidence out of order",
+                sc.name
+            );
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn lost_events_inside_the_window_reduce_confidence() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/000_aba_lost_events.scn");
+    let sc = load(&f).unwrap();
+    let mut a = Analyzer::new(sc.config.clone());
+    let mut out = Vec::new();
+    for (i, it) in sc.items.iter().enumerate() {
+        a.process(i as u64, it, &mut out);
+    }
+    a.finish(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].confidence.level, ConfidenceLevel::Reduced);
+    assert_eq!(out[0].confidence.lost_events, 12);
+
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/000_aba_reuse_moved.scn");
+    let sc = load(&f).unwrap();
+    let mut a = Analyzer::new(sc.config.clone());
+    let mut out = Vec::new();
+    for (i, it) in sc.items.iter().enumerate() {
+        a.process(i as u64, it, &mut out);
+    }
+    assert_eq!(out[0].confidence.level, ConfidenceLevel::Full);
+    assert_eq!(out[0].objects.entries, vec!["1:0x40".to_string()]);
+}
