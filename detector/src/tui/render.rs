@@ -9,7 +9,7 @@ use detector_common::{
 };
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
-use ratatui::text::{Line, Span};
+use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
@@ -71,10 +71,41 @@ pub fn draw(frame: &mut Frame, ui: &UiState, live: &Model) {
 
 fn draw_title(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     let up = m.started.elapsed().as_secs();
-    let mut spans = vec![
-        Span::styled(" detector live ", Style::new().bold().reversed()),
-        Span::raw(format!(" {} ", m.info.title)),
-    ];
+    let mut spans = vec![Span::styled(
+        " detector live ",
+        Style::new().bold().reversed(),
+    )];
+    // What needs attention first, so a narrow terminal never cuts it off.
+    if ui.paused.is_some() {
+        spans.push(Span::styled(
+            " PAUSED (p resumes) ",
+            Style::new().fg(Color::Black).bg(Color::Yellow).bold(),
+        ));
+    }
+    match &m.state {
+        SourceState::Running => {}
+        SourceState::Ended(note) => spans.push(Span::styled(
+            format!(" ended: {note} │"),
+            Style::new().fg(Color::Cyan),
+        )),
+        SourceState::Failed(e) => spans.push(Span::styled(
+            format!(" source failed: {e} │"),
+            Style::new().fg(Color::Red).bold(),
+        )),
+    }
+    if let Some(n) = &m.notice {
+        spans.push(Span::styled(
+            format!(" {n} │"),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    if let Some((path, bytes)) = &m.recording {
+        spans.push(Span::styled(
+            format!(" ● rec {path} {} │", fmt_bytes(*bytes)),
+            Style::new().fg(Color::Red),
+        ));
+    }
+    spans.push(Span::raw(format!(" {} ", m.info.title)));
     if !m.info.kernel_release.is_empty() {
         spans.push(Span::raw(format!("│ kernel {} ", m.info.kernel_release)));
     }
@@ -85,35 +116,6 @@ fn draw_title(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
         up / 60 % 60,
         up % 60
     )));
-    match &m.state {
-        SourceState::Running => {}
-        SourceState::Ended(note) => spans.push(Span::styled(
-            format!("│ ended: {note} "),
-            Style::new().fg(Color::Cyan),
-        )),
-        SourceState::Failed(e) => spans.push(Span::styled(
-            format!("│ source failed: {e} "),
-            Style::new().fg(Color::Red).bold(),
-        )),
-    }
-    if let Some((path, bytes)) = &m.recording {
-        spans.push(Span::styled(
-            format!("│ ● rec {path} {} ", fmt_bytes(*bytes)),
-            Style::new().fg(Color::Red),
-        ));
-    }
-    if let Some(n) = &m.notice {
-        spans.push(Span::styled(
-            format!("│ {n} "),
-            Style::new().fg(Color::Red).bold(),
-        ));
-    }
-    if ui.paused.is_some() {
-        spans.push(Span::styled(
-            " PAUSED (p resumes) ",
-            Style::new().fg(Color::Black).bg(Color::Yellow).bold(),
-        ));
-    }
     frame.render_widget(Line::from(spans), area);
 }
 
@@ -244,7 +246,7 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     if let Some(text) = &m.info.degraded {
         frame.render_widget(
             Paragraph::new(format!(" {text}"))
-                .wrap(Wrap { trim: true })
+                .wrap(Wrap { trim: false })
                 .style(Style::new().fg(Color::Yellow).bold()),
             banner,
         );
@@ -397,7 +399,7 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
         rows,
         [
             Constraint::Length(22),
-            Constraint::Length(17),
+            Constraint::Length(18),
             Constraint::Length(24),
             Constraint::Length(7),
             Constraint::Length(spark_w as u16),
@@ -544,7 +546,8 @@ fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, s
     ];
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), head);
     let t0 = f.evidence.first().map_or(0, |e| e.ts_ns);
-    let visible = timeline.height.saturating_sub(2) as usize;
+    // Two lines per step: what happened, then the state seen.
+    let visible = (timeline.height.saturating_sub(2) / 2) as usize;
     let skip = ui
         .detail_scroll
         .min(f.evidence.len().saturating_sub(visible));
@@ -561,21 +564,23 @@ fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, s
                 Cell::from(e.cpu.map_or_else(|| String::from("-"), |c| c.to_string())),
                 Cell::from(format!("{}/{}", e.comm, e.tid)),
                 Cell::from(e.probe.as_str()),
-                Cell::from(e.note.as_str()),
-                Cell::from(e.state.as_str()).style(Style::new().fg(Color::Cyan)),
+                Cell::from(Text::from(vec![
+                    Line::from(e.note.as_str()),
+                    Line::styled(e.state.as_str(), Style::new().fg(Color::Cyan)),
+                ])),
             ])
+            .height(2)
         })
         .collect();
     let table = Table::new(
         rows,
         [
             Constraint::Length(3),
-            Constraint::Length(10),
+            Constraint::Length(9),
             Constraint::Length(4),
             Constraint::Length(20),
-            Constraint::Length(20),
-            Constraint::Min(24),
-            Constraint::Min(24),
+            Constraint::Length(27),
+            Constraint::Min(30),
         ],
     )
     .header(
@@ -585,8 +590,7 @@ fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, s
             "cpu",
             "task",
             "probe",
-            "what happened",
-            "state",
+            "what happened / state seen",
         ])
         .style(Style::new().bold().underlined()),
     )

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::event::StreamItem;
-use crate::trace::{TraceError, TraceReader};
+use crate::trace::{EndState, TraceError, TraceReader};
 
 use super::model::SourceInfo;
 
@@ -97,7 +97,13 @@ impl ReplaySource {
             Speed::Factor(f) => format!("x{f}"),
         };
         let info = SourceInfo {
-            title: format!("replay {} ({speed_txt})", path.display()),
+            title: format!(
+                "replay {} ({speed_txt})",
+                path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            ),
             kernel_release: h.kernel_release.clone(),
             plan: h.plan.clone(),
             live: false,
@@ -154,10 +160,21 @@ impl Source for ReplaySource {
                 None => match self.reader.next_item() {
                     Some(p) => p,
                     None if buf.is_empty() => {
-                        let how = self
-                            .reader
-                            .end_state()
-                            .map_or_else(|| String::from("end of trace"), |s| s.to_string());
+                        let how = match self.reader.end_state() {
+                            Some(EndState::Complete { footer }) => {
+                                format!("end of trace, {} records, complete", footer.records)
+                            }
+                            Some(EndState::Truncated { byte_offset, .. }) => {
+                                format!("trace cut off at byte {byte_offset}")
+                            }
+                            Some(EndState::Corrupt { byte_offset, .. }) => {
+                                format!("damaged record at byte {byte_offset}, replay stopped")
+                            }
+                            Some(EndState::ReadError { message, .. }) => {
+                                format!("read error: {message}")
+                            }
+                            None => String::from("end of trace"),
+                        };
                         return Ok(Pull::End(how));
                     }
                     None => break,

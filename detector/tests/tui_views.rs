@@ -1,0 +1,310 @@
+//! Snapshot tests of every view: a real trace goes through the real replay
+//! source, worker and analyzer into the model, and the views are rendered
+//! with ratatui's TestBackend; the assertions read the screen text.
+
+mod tui_support;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use detector::analyzer::Config;
+use detector::tui::analysis::AnalyzerAnalysis;
+use detector::tui::app::{UiState, View};
+use detector::tui::draw_frame;
+use detector::tui::model::{Model, SourceState};
+use detector::tui::render::buffer_text;
+use detector::tui::source::{ReplaySource, Source, Speed};
+use detector::tui::worker::{lock, Worker};
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+struct Fixture {
+    model: Arc<Mutex<Model>>,
+    ui: UiState,
+    term: Terminal<TestBackend>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(w: u16, h: u16) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.dtr");
+    tui_support::write_trace(&path, &tui_support::stream(3000));
+    let source = ReplaySource::open(&path, Speed::Max).unwrap();
+    let model = Arc::new(Mutex::new(Model::new(source.info())));
+    let report = Worker {
+        source: Box::new(source),
+        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        recorder: None,
+        model: Arc::clone(&model),
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+    .run();
+    assert_eq!(report.items, 3000 + 6 + 1);
+    Fixture {
+        model,
+        ui: UiState::default(),
+        term: Terminal::new(TestBackend::new(w, h)).unwrap(),
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn screen(&mut self) -> String {
+        draw_frame(&mut self.term, &self.ui, &self.model).unwrap();
+        let text = buffer_text(self.term.backend().buffer());
+        if std::env::var_os("TUI_DUMP").is_some() {
+            eprintln!("{text}");
+        }
+        text
+    }
+
+    fn key(&mut self, code: KeyCode) {
+        let m = lock(&self.model);
+        self.ui
+            .handle_key(KeyEvent::new(code, KeyModifiers::NONE), &m);
+    }
+
+    fn type_text(&mut self, s: &str) {
+        for c in s.chars() {
+            self.key(KeyCode::Char(c));
+        }
+    }
+
+    /// The screen line containing `needle`.
+    fn line_with(&mut self, needle: &str) -> String {
+        let screen = self.screen();
+        screen
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{screen}"))
+            .to_string()
+    }
+}
+
+#[test]
+fn overview_shows_plan_rates_and_losses() {
+    let mut f = fixture(150, 36);
+    let s = f.screen();
+    assert!(s.contains("kernel 6.12.95+deb12-cloud-amd64"), "{s}");
+    assert!(
+        s.contains("ended: end of trace, 3007 records, complete"),
+        "{s}"
+    );
+    assert!(s.contains("events 3006"), "{s}");
+    assert!(s.contains("lost 17"), "{s}");
+    assert!(s.contains("1 violation"), "{s}");
+    assert!(s.contains("2 fentry") || s.contains("7 fentry"), "{s}");
+    assert!(
+        s.contains("1 tracepoint") && s.contains("1 unavailable"),
+        "{s}"
+    );
+    assert!(s.contains("DEGRADED"), "{s}");
+    let lookup = f.line_with("swap_cache_get_folio");
+    assert!(lookup.contains("fentry"), "{lookup}");
+    assert!(lookup.contains("17"), "{lookup}");
+    // 3000 background events over 3 s: three quarters are lookups, so about
+    // 750 per second; the last complete second is shown.
+    assert!(
+        lookup.contains("750") || lookup.contains("749") || lookup.contains("751"),
+        "{lookup}"
+    );
+    // A sparkline of the seconds seen.
+    assert!(lookup.contains('█'), "{lookup}");
+    let del = f.line_with("__delete_from_swap_cache");
+    assert!(
+        del.contains("kprobe") && del.contains("fentry refused: EBUSY"),
+        "{del}"
+    );
+    let gup = f.line_with("no try_grab_folio_fast");
+    assert!(
+        gup.contains("unavailable") && gup.contains("no try_grab_folio_fast"),
+        "{gup}"
+    );
+
+    // Lost events are red, never hidden.
+    let buf = f.term.backend().buffer().clone();
+    let y = (0..buf.area.height)
+        .find(|&y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .contains("swap_cache_get_folio")
+        })
+        .unwrap();
+    let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+    let col = row.find(" 17 ").unwrap() + 1;
+    assert_eq!(buf[(col as u16, y)].bg, Color::Red);
+}
+
+#[test]
+fn findings_list_and_evidence_drill_down() {
+    let mut f = fixture(150, 36);
+    f.key(KeyCode::Char('2'));
+    assert_eq!(f.ui.view(), View::Findings);
+    let row = f.line_with("swap_entry_aba");
+    assert!(row.contains("violation"), "{row}");
+    assert!(row.contains("entry 0:0x1a2b"), "{row}");
+    assert!(row.contains("folio 0xffffea0000042000"), "{row}");
+    assert!(row.contains("uffd-mover/4242"), "{row}");
+
+    f.key(KeyCode::Enter);
+    let s = f.screen();
+    assert!(s.contains("finding #1"), "{s}");
+    assert!(s.contains("VIOLATION"), "{s}");
+    assert!(s.contains("PTE recheck passed on a reused entry"), "{s}");
+    assert!(s.contains("evidence timeline"), "{s}");
+    let lookup = f.line_with("move_pages_lookup");
+    assert!(lookup.contains("uffd-mover/4242"), "{lookup}");
+    assert!(lookup.contains("+0ns"), "{lookup}");
+    let free = f.line_with("swap_entry_free");
+    assert!(free.contains("kswapd0/77"), "{free}");
+    // CPU comes from the event itself (kswapd0 runs on CPU 1 here).
+    assert!(free.contains(" 1 "), "{free}");
+    assert!(free.contains("+4.0µs"), "{free}");
+    let moved = f.line_with("folio_move_anon_rmap enter");
+    assert!(moved.contains("+13.0µs"), "{moved}");
+    // The state line under each step.
+    assert!(
+        s.contains("folio 0xffffea0000042000 [anon|swapbacked|uptodate] ref 2 map 0"),
+        "{s}"
+    );
+
+    f.key(KeyCode::Esc);
+    assert!(f.screen().contains("findings: 1, newest first"));
+}
+
+#[test]
+fn filter_by_pid_comm_and_rule() {
+    let mut f = fixture(150, 30);
+    f.key(KeyCode::Char('2'));
+    f.key(KeyCode::Char('/'));
+    f.type_text("pid:9001");
+    assert!(f
+        .screen()
+        .contains("filter (pid:N comm:S rule:S): pid:9001"));
+    f.key(KeyCode::Enter);
+    let s = f.screen();
+    assert!(s.contains("no finding matches the filter"), "{s}");
+    assert!(s.contains("filter: pid:9001"), "{s}");
+    f.key(KeyCode::Esc);
+    f.key(KeyCode::Char('/'));
+    // The prompt starts from the current (now cleared) filter.
+    f.type_text("comm:uffd rule:aba");
+    f.key(KeyCode::Enter);
+    assert!(f.screen().contains("swap_entry_aba"));
+    f.key(KeyCode::Char('/'));
+    for _ in 0.."comm:uffd rule:aba".len() {
+        f.key(KeyCode::Backspace);
+    }
+    f.type_text("pid:notanumber");
+    f.key(KeyCode::Enter);
+    assert!(f.screen().contains("a pid is a decimal number"));
+}
+
+#[test]
+fn objects_lookup_shows_generations_and_lookers() {
+    let mut f = fixture(150, 30);
+    f.key(KeyCode::Char('3'));
+    assert!(f.screen().contains("recent objects:"));
+    f.key(KeyCode::Char('/'));
+    f.type_text("0:0x1a2b");
+    f.key(KeyCode::Enter);
+    let s = f.screen();
+    assert!(s.contains("entry 0:0x1a2b  generation 1"), "{s}");
+    assert!(s.contains("looked up by: uffd-mover/4242 ×1"), "{s}");
+    let free = f.line_with("swap_entry_free");
+    assert!(free.contains("kswapd0/77"), "{free}");
+    let alloc = f.line_with("swap_entry_alloc");
+    assert!(alloc.contains("0xffffea0000043000"), "{alloc}");
+    // The folio the mover got has its own history.
+    f.key(KeyCode::Esc);
+    f.key(KeyCode::Char('/'));
+    f.type_text("0xffffea0000042000");
+    f.key(KeyCode::Enter);
+    let s = f.screen();
+    assert!(s.contains("folio 0xffffea0000042000"), "{s}");
+    assert!(f
+        .line_with("folio_move_anon_rmap")
+        .contains("sb an ud ref 2 map 0"));
+    // Something never seen.
+    f.key(KeyCode::Esc);
+    f.key(KeyCode::Char('/'));
+    f.type_text("3:0x99");
+    f.key(KeyCode::Enter);
+    assert!(f
+        .screen()
+        .contains("entry 3:0x99: not in the recent history"));
+}
+
+#[test]
+fn windows_view_shows_percentiles() {
+    let mut f = fixture(150, 30);
+    f.key(KeyCode::Char('4'));
+    let s = f.screen();
+    assert!(s.contains("p50") && s.contains("p99"), "{s}");
+    let w = f.line_with("move_pages lookup->close");
+    // One window of 19 µs (lookup at +1 µs, return at +20 µs).
+    assert!(w.contains("19.0µs"), "{w}");
+    assert!(s.contains("distribution"), "{s}");
+}
+
+#[test]
+fn help_pause_and_view_switching() {
+    let mut f = fixture(150, 30);
+    f.key(KeyCode::Char('?'));
+    let s = f.screen();
+    assert!(s.contains("pause the display"), "{s}");
+    f.key(KeyCode::Char('x'));
+    assert!(!f.screen().contains("pause the display"));
+    f.key(KeyCode::Tab);
+    assert_eq!(f.ui.view(), View::Findings);
+    f.key(KeyCode::BackTab);
+    assert_eq!(f.ui.view(), View::Overview);
+
+    f.key(KeyCode::Char('p'));
+    assert!(f.screen().contains("PAUSED"));
+    // The worker keeps going: a finding that arrives while paused is in
+    // the model but not on screen until the display resumes.
+    {
+        let mut m = lock(&f.model);
+        let mut extra = m.findings[0].clone();
+        extra.seq = 2;
+        m.add_finding(extra);
+        m.state = SourceState::Running;
+    }
+    f.key(KeyCode::Char('2'));
+    let s = f.screen();
+    assert!(s.contains("findings: 1,"), "{s}");
+    f.key(KeyCode::Char('p'));
+    let s = f.screen();
+    assert!(s.contains("findings: 2,") && !s.contains("PAUSED"), "{s}");
+}
+
+#[test]
+fn tiny_terminal_and_resize() {
+    let mut f = fixture(40, 10);
+    let s = f.screen();
+    assert!(s.contains("terminal too small: 40x10"), "{s}");
+    f.term.backend_mut().resize(100, 30);
+    let s = f.screen();
+    assert!(s.contains("detector live"), "{s}");
+    assert!(!s.contains("too small"), "{s}");
+    f.term.backend_mut().resize(64, 14);
+    let s = f.screen();
+    assert!(s.contains("Overview"), "{s}");
+}
+
+#[test]
+fn quit_keys() {
+    let mut f = fixture(100, 30);
+    f.key(KeyCode::Char('q'));
+    assert!(f.ui.quit);
+    let mut f = fixture(100, 30);
+    {
+        let m = lock(&f.model);
+        f.ui.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL), &m);
+    }
+    assert!(f.ui.quit);
+}
