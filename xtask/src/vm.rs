@@ -1,15 +1,335 @@
-use anyhow::{bail, Result};
+//! `cargo xtask vm-test` and `cargo xtask vm`: boot Debian kernels under
+//! QEMU TCG with the detector and the workloads in an initramfs.
+//!
+//! Layout under `target/vm/<kernel>/`: `kernels/<package>/` (the unpacked
+//! Debian package, kept between runs), `stage/` (the initramfs tree), and one
+//! directory per test with `console.log`, `out/` (what the guest sent back)
+//! and, with `--keep`, the disk images and the initramfs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+// The helpers live next to this file; declared here so the dispatcher in
+// main.rs only needs `mod vm;`.
+#[path = "vm_check.rs"]
+mod vm_check;
+#[path = "vm_image.rs"]
+mod vm_image;
+#[path = "vm_kernel.rs"]
+mod vm_kernel;
+#[path = "vm_qemu.rs"]
+mod vm_qemu;
+#[path = "vm_tests.rs"]
+mod vm_tests;
+
+use vm_check::Verdict;
+use vm_image::Stage;
+use vm_kernel::KernelLine;
+use vm_qemu::Boot;
+use vm_tests::{GuestRun, TESTS};
 
 #[derive(clap::Args)]
-pub struct TestArgs {}
-
-#[derive(clap::Args)]
-pub struct RunArgs {}
-
-pub fn test(_a: TestArgs) -> Result<()> {
-    bail!("vm-test is not available yet")
+pub struct TestArgs {
+    /// Kernel line(s) to test; default: every line a selected test runs on.
+    #[arg(long = "kernel", value_enum)]
+    pub kernels: Vec<KernelLine>,
+    /// Run only these tests (default: all). `--test list` prints the names.
+    #[arg(long = "test")]
+    pub tests: Vec<String>,
+    /// Keep disk images and the initramfs of each test.
+    #[arg(long)]
+    pub keep: bool,
+    /// Use the binaries already in target/release instead of building them.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
-pub fn run(_a: RunArgs) -> Result<()> {
-    bail!("vm is not available yet")
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Kernel line to boot.
+    #[arg(long = "kernel", value_enum, default_value = "6.12")]
+    pub kernel: KernelLine,
+    /// A workload to run in the background (inside the `wl` cgroup) while
+    /// the detector runs, e.g. `--workload "swap-hog --mib 200"`.
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// `memory.max` of the workload cgroup.
+    #[arg(long, default_value = "64M")]
+    pub memory_max: String,
+    /// Guest wall-clock limit in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Use the binaries already in target/release instead of building them.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Arguments for `detector` inside the guest (after `--`). Files written
+    /// under /out come back to target/vm/<kernel>/run/out/.
+    #[arg(last = true, required = true)]
+    pub detector_args: Vec<String>,
+}
+
+/// Guest RAM (the brief's QEMU line; the cgroup, not RAM, makes the pressure).
+const GUEST_MEMORY: &str = "512M";
+const SWAP_DISK_MIB: u64 = 512;
+const OUT_DISK_MIB: u64 = 512;
+const DATA_DISK_MIB: u64 = 64;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn vm_root(ws: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"))
+        .join("vm")
+}
+
+fn binaries(ws: &Path, no_build: bool) -> Result<vm_image::Binaries> {
+    if no_build {
+        let target = vm_root(ws).parent().map(|p| p.join("release")).context("target dir")?;
+        let mut workloads = Vec::new();
+        for e in fs::read_dir(ws.join("workloads/src/bin"))? {
+            if let Some(stem) = e?.path().file_stem().and_then(|s| s.to_str()) {
+                workloads.push(target.join(stem));
+            }
+        }
+        return Ok(vm_image::Binaries {
+            detector: target.join("detector"),
+            workloads,
+        });
+    }
+    vm_image::build_binaries(ws)
+}
+
+/// Boots one guest in `dir` and returns the outcome plus where its results are.
+struct Prepared {
+    stage: Stage,
+    kernel: vm_kernel::Kernel,
+}
+
+fn prepare(ws: &Path, line: KernelLine, bins: &vm_image::Binaries) -> Result<Prepared> {
+    let root = vm_root(ws);
+    let kernel = vm_kernel::fetch(line, &root)?;
+    let modules = kernel.modules(&vm_tests::all_modules())?;
+    let stage = Stage::create(&root.join(line.as_str()).join("stage"), bins, &modules)?;
+    Ok(Prepared { stage, kernel })
+}
+
+struct BootDir {
+    dir: PathBuf,
+    disks: Vec<PathBuf>,
+    initrd: PathBuf,
+}
+
+fn boot_dir(dir: &Path) -> Result<BootDir> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir)?;
+    let disks = vec![dir.join("swap.img"), dir.join("out.img"), dir.join("data.img")];
+    vm_qemu::sparse_disk(&disks[0], SWAP_DISK_MIB)?;
+    vm_qemu::sparse_disk(&disks[1], OUT_DISK_MIB)?;
+    vm_qemu::sparse_disk(&disks[2], DATA_DISK_MIB)?;
+    Ok(BootDir {
+        dir: dir.to_path_buf(),
+        disks,
+        initrd: dir.join("initrd.cpio"),
+    })
+}
+
+fn cleanup(b: &BootDir) {
+    for p in b.disks.iter().chain(std::iter::once(&b.initrd)) {
+        let _ = fs::remove_file(p);
+    }
+}
+
+fn selected_tests(names: &[String]) -> Result<Vec<&'static vm_tests::VmTest>> {
+    if names.iter().any(|n| n == "list") {
+        for t in TESTS {
+            let ks: Vec<_> = t.kernels.iter().map(|k| k.as_str()).collect();
+            println!("{:<16} [{}] {}", t.name, ks.join(", "), t.about);
+        }
+        return Ok(Vec::new());
+    }
+    if names.is_empty() {
+        return Ok(TESTS.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            TESTS.iter().find(|t| t.name == n).with_context(|| {
+                let all: Vec<_> = TESTS.iter().map(|t| t.name).collect();
+                format!("no VM test named {n:?}; the tests are: {}", all.join(", "))
+            })
+        })
+        .collect()
+}
+
+pub fn test(args: TestArgs) -> Result<()> {
+    let ws = workspace_root();
+    let tests = selected_tests(&args.tests)?;
+    if tests.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<KernelLine> = {
+        let mut v: Vec<KernelLine> = if args.kernels.is_empty() {
+            tests.iter().flat_map(|t| t.kernels.iter().copied()).collect()
+        } else {
+            args.kernels.clone()
+        };
+        v.sort();
+        v.dedup();
+        v
+    };
+    let bins = binaries(&ws, args.no_build)?;
+    let suite_start = Instant::now();
+    let mut results: Vec<(String, Verdict, Duration)> = Vec::new();
+    for line in lines {
+        let prep = prepare(&ws, line, &bins)?;
+        println!(
+            "== kernel {} ({}, package {})",
+            line.as_str(),
+            prep.kernel.release,
+            prep.kernel.package
+        );
+        for t in tests.iter().filter(|t| t.kernels.contains(&line)) {
+            let label = format!("{}/{}", line.as_str(), t.name);
+            println!("-- {label}: {}", t.about);
+            let start = Instant::now();
+            let verdict = run_test(&ws, &prep, t, args.keep).unwrap_or_else(|e| Verdict::error(format!("{e:#}")));
+            let took = start.elapsed();
+            verdict.print(&label, took);
+            results.push((label, verdict, took));
+        }
+    }
+    println!("\n== summary ({:.0?} wall)", suite_start.elapsed());
+    let mut failed = 0;
+    for (label, v, took) in &results {
+        println!("{:<28} {:<5} {:>6.1?}  {}", label, v.status(), took, v.headline());
+        if !v.passed() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} VM tests failed", results.len());
+    }
+    Ok(())
+}
+
+fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Result<Verdict> {
+    let line = prep.kernel.line;
+    let b = boot_dir(&vm_root(ws).join(line.as_str()).join(t.name))?;
+    let mut record = Vec::new();
+    if let Some(r) = t.ring_size {
+        record.push("--ring-size".to_string());
+        record.push(r.to_string());
+    }
+    let run = GuestRun {
+        swap: t.swap,
+        memory_max: t.memory_max.to_string(),
+        record: Some(record),
+        workload: Some(t.workload.iter().map(|s| s.to_string()).collect()),
+        foreground: None,
+    };
+    prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
+    let console_log = b.dir.join("console.log");
+    let outcome = vm_qemu::boot(&Boot {
+        vmlinuz: &prep.kernel.vmlinuz,
+        initrd: &b.initrd,
+        disks: b.disks.clone(),
+        memory: GUEST_MEMORY,
+        timeout: Duration::from_secs(t.timeout_secs),
+        console_log: &console_log,
+        echo: false,
+        interactive: false,
+    })?;
+    let out_dir = b.dir.join("out");
+    let verdict = if outcome.timed_out {
+        Verdict::error(format!(
+            "the guest did not finish within {}s (killed); console in {}",
+            t.timeout_secs,
+            console_log.display()
+        ))
+    } else if !outcome.finished() {
+        Verdict::error(format!(
+            "the guest stopped before writing its results; console in {}",
+            console_log.display()
+        ))
+    } else {
+        vm_qemu::extract_results(&b.disks[1], &out_dir)?;
+        vm_check::check(t, line, &out_dir)
+    };
+    if !verdict.passed() {
+        println!("---- console ({}) ----", console_log.display());
+        let lines: Vec<&str> = outcome.console.lines().collect();
+        let from = lines.len().saturating_sub(80);
+        for l in &lines[from..] {
+            println!("  | {l}");
+        }
+        println!("---- end of console ----");
+    }
+    if !keep {
+        cleanup(&b);
+    }
+    Ok(verdict)
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let ws = workspace_root();
+    let bins = binaries(&ws, args.no_build)?;
+    let prep = prepare(&ws, args.kernel, &bins)?;
+    let b = boot_dir(&vm_root(&ws).join(args.kernel.as_str()).join("run"))?;
+    let workload = match &args.workload {
+        Some(w) => Some(
+            shlex::split(w)
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("--workload {w:?} is not a valid command line"))?,
+        ),
+        None => None,
+    };
+    let run = GuestRun {
+        swap: vm_tests::Swap::Disk,
+        memory_max: args.memory_max.clone(),
+        record: None,
+        workload,
+        foreground: Some(args.detector_args.clone()),
+    };
+    prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
+    eprintln!(
+        "vm: booting {} ({}) under QEMU TCG; the guest powers off when `detector` exits",
+        prep.kernel.release, prep.kernel.package
+    );
+    let console_log = b.dir.join("console.log");
+    let outcome = vm_qemu::boot(&Boot {
+        vmlinuz: &prep.kernel.vmlinuz,
+        initrd: &b.initrd,
+        disks: b.disks.clone(),
+        memory: GUEST_MEMORY,
+        timeout: Duration::from_secs(args.timeout),
+        console_log: &console_log,
+        echo: true,
+        interactive: true,
+    })?;
+    if outcome.timed_out {
+        bail!("the guest did not finish within {}s and was killed", args.timeout);
+    }
+    if !outcome.finished() {
+        bail!("the guest stopped before writing its results; console in {}", console_log.display());
+    }
+    let out_dir = b.dir.join("out");
+    vm_qemu::extract_results(&b.disks[1], &out_dir)?;
+    cleanup(&b);
+    let rc = fs::read_to_string(out_dir.join("detector.rc")).unwrap_or_default();
+    eprintln!("vm: results in {} (detector exit {})", out_dir.display(), rc.trim());
+    match rc.trim() {
+        "0" => Ok(()),
+        other => bail!("`detector` exited with status {other} in the guest"),
+    }
 }

@@ -1,0 +1,81 @@
+//! Plain swap pressure: touch more memory than the cgroup allows, then
+//! verify and rewrite every page on each pass, so every page goes out to
+//! swap and comes back with the data it had.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use workloads::{check_page, fill_page, vmstat, Budget, Mapping, EXIT_CORRUPT};
+
+/// Writes a pattern over `--mib` MiB and verifies it `--passes` times.
+#[derive(Parser)]
+struct Args {
+    /// Memory to touch, in MiB (make it larger than the cgroup's memory.max).
+    #[arg(long, default_value_t = 160)]
+    mib: usize,
+    /// Verify-and-rewrite passes after the first write.
+    #[arg(long, default_value_t = 2)]
+    passes: u64,
+    /// Stop early (still verifying what was written) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    seconds: u64,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let budget = Budget::new(a.seconds);
+    let before = vmstat(&["pswpin", "pswpout"]);
+    let m = match Mapping::anon(a.mib << 20) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("swap-hog: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pages = m.pages();
+    for i in 0..pages {
+        // SAFETY: page i of our own mapping.
+        unsafe { fill_page(m.page_ptr(i), 0, i as u64) };
+    }
+    let mut bad = 0u64;
+    let mut done = 0;
+    for pass in 1..=a.passes {
+        if budget.exhausted() {
+            println!("swap-hog: time budget reached after {done} passes");
+            break;
+        }
+        for i in 0..pages {
+            // SAFETY: page i of our own mapping.
+            if let Some(mm) = unsafe { check_page(m.page_ptr(i), pass - 1, i as u64) } {
+                if bad < 10 {
+                    eprintln!(
+                        "swap-hog: page {i} pass {pass}: word {} is {:#x}, expected {:#x}",
+                        mm.word, mm.found, mm.expected
+                    );
+                }
+                bad += 1;
+            }
+            // SAFETY: as above.
+            unsafe { fill_page(m.page_ptr(i), pass, i as u64) };
+        }
+        done = pass;
+    }
+    for i in 0..pages {
+        // SAFETY: page i of our own mapping.
+        if unsafe { check_page(m.page_ptr(i), done, i as u64) }.is_some() {
+            bad += 1;
+        }
+    }
+    let after = vmstat(&["pswpin", "pswpout"]);
+    println!(
+        "result: pages={pages} passes={done} corrupt_pages={bad} pswpin={} pswpout={} secs={:.1}",
+        after[0] - before[0],
+        after[1] - before[1],
+        budget.elapsed().as_secs_f64()
+    );
+    if bad > 0 {
+        eprintln!("swap-hog: {bad} pages came back from swap with the wrong data");
+        return ExitCode::from(EXIT_CORRUPT as u8);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,541 @@
+//! Host-side checks of what a guest sent back: the workload's own data
+//! check, the kernel log, and the recorded trace replayed with the detector
+//! library (probe coverage, cross-event consistency, lost events, windows
+//! and findings).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use detector::event::{fmt_entry, EventExt, StreamItem};
+use detector::plan::AttachMode;
+use detector::trace::{EndState, TraceReader};
+use detector_common::{
+    Event, EventKind, ProbeId, FS_SWAPCACHE, V_FOLIO, V_FOLIO_STATE, V_RET,
+};
+
+use super::vm_kernel::KernelLine;
+use super::vm_tests::{Lost, VmTest};
+
+/// Exit status a workload uses to say "this kernel cannot run me".
+const SKIP_STATUS: i32 = 77;
+
+#[derive(Default)]
+pub struct Verdict {
+    pub failures: Vec<String>,
+    pub notes: Vec<String>,
+    pub skipped: Option<String>,
+    pub stats: Stats,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub events: u64,
+    pub events_per_sec: f64,
+    pub lost: u64,
+    pub windows: Vec<String>,
+    pub findings: Vec<String>,
+    pub workload_secs: f64,
+    pub pswpin: u64,
+    pub pswpout: u64,
+}
+
+impl Verdict {
+    pub fn error(msg: String) -> Verdict {
+        Verdict {
+            failures: vec![msg],
+            ..Verdict::default()
+        }
+    }
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+    pub fn status(&self) -> &'static str {
+        match (self.passed(), &self.skipped) {
+            (false, _) => "FAIL",
+            (true, Some(_)) => "SKIP",
+            (true, None) => "ok",
+        }
+    }
+    pub fn headline(&self) -> String {
+        if let Some(s) = &self.skipped {
+            return s.clone();
+        }
+        let s = &self.stats;
+        format!(
+            "{} events ({:.0}/s), {} lost, {} windows, {} findings, workload {:.1}s, pswpin {} pswpout {}",
+            s.events,
+            s.events_per_sec,
+            s.lost,
+            s.windows.len(),
+            s.findings.len(),
+            s.workload_secs,
+            s.pswpin,
+            s.pswpout
+        )
+    }
+    pub fn print(&self, label: &str, took: Duration) {
+        println!("   {label}: {} in {took:.1?}: {}", self.status(), self.headline());
+        for n in &self.notes {
+            println!("   note: {n}");
+        }
+        for w in &self.stats.windows {
+            println!("   window: {w}");
+        }
+        for f in &self.stats.findings {
+            println!("   finding: {f}");
+        }
+        for f in &self.failures {
+            println!("   FAILED: {f}");
+        }
+    }
+}
+
+fn read_trim(dir: &Path, name: &str) -> Option<String> {
+    fs::read_to_string(dir.join(name))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n      ")
+}
+
+/// `/proc/vmstat` as name -> value.
+pub fn parse_vmstat(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn vmstat_delta(dir: &Path, key: &str) -> Option<u64> {
+    let before = parse_vmstat(&fs::read_to_string(dir.join("vmstat.before")).ok()?);
+    let after = parse_vmstat(&fs::read_to_string(dir.join("vmstat.after")).ok()?);
+    Some(after.get(key)?.saturating_sub(*before.get(key)?))
+}
+
+fn uptime_secs(dir: &Path, name: &str) -> Option<f64> {
+    read_trim(dir, name)?.split_whitespace().next()?.parse().ok()
+}
+
+/// Kernel log lines that mean the kernel itself complained.
+pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
+    const BAD: &[&str] = &[
+        "BUG:",
+        "WARNING:",
+        "Oops",
+        "general protection fault",
+        "kernel BUG",
+        "Call Trace:",
+        "bad page state",
+        "Bad page",
+        "refcount_t:",
+    ];
+    dmesg
+        .lines()
+        .filter(|l| BAD.iter().any(|b| l.contains(b)))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
+    let mut v = Verdict::default();
+    // The workload's own data check.
+    let wl_log = fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
+    match read_trim(dir, "workload.rc").and_then(|s| s.parse::<i32>().ok()) {
+        Some(0) => {}
+        Some(SKIP_STATUS) => {
+            v.skipped = Some(format!(
+                "workload skipped on {}: {}",
+                line.as_str(),
+                tail(&wl_log, 1)
+            ));
+        }
+        Some(rc) => v.failures.push(format!(
+            "workload {} exited {rc}:\n      {}",
+            t.workload[0],
+            tail(&wl_log, 15)
+        )),
+        None => v
+            .failures
+            .push("the guest left no workload exit status".to_string()),
+    }
+    if let Some(last) = wl_log.lines().rev().find(|l| l.starts_with("result:")) {
+        v.notes.push(format!("{}: {last}", t.workload[0]));
+    }
+    if let (Some(a), Some(b)) = (
+        uptime_secs(dir, "uptime.before"),
+        uptime_secs(dir, "uptime.after"),
+    ) {
+        v.stats.workload_secs = b - a;
+    }
+    v.stats.pswpin = vmstat_delta(dir, "pswpin").unwrap_or(0);
+    v.stats.pswpout = vmstat_delta(dir, "pswpout").unwrap_or(0);
+    let complaints = kernel_complaints(&fs::read_to_string(dir.join("dmesg.txt")).unwrap_or_default());
+    if !complaints.is_empty() {
+        v.failures.push(format!(
+            "the kernel logged {} warning line(s):\n      {}",
+            complaints.len(),
+            complaints.iter().take(20).cloned().collect::<Vec<_>>().join("\n      ")
+        ));
+    }
+    let record_log = fs::read_to_string(dir.join("record.log")).unwrap_or_default();
+    match read_trim(dir, "record.rc").as_deref() {
+        Some("0") => {}
+        other => v.failures.push(format!(
+            "`detector record` exited {}:\n      {}\n      doctor said:\n      {}",
+            other.unwrap_or("without a status"),
+            tail(&record_log, 10),
+            tail(&fs::read_to_string(dir.join("doctor.txt")).unwrap_or_default(), 40)
+        )),
+    }
+    if let Some(s) = record_log.lines().rev().find(|l| !l.trim().is_empty()) {
+        v.notes.push(format!("record: {}", s.trim()));
+    }
+    let trace = dir.join("trace.dtr");
+    if !trace.exists() {
+        v.failures.push("the guest sent back no trace file".to_string());
+        return v;
+    }
+    if v.skipped.is_some() {
+        return v;
+    }
+    check_trace(t, dir, &trace, &mut v);
+    v
+}
+
+/// Per-probe counters and consistency tallies gathered in one pass.
+#[derive(Default)]
+struct Tally {
+    per_probe: BTreeMap<ProbeId, u64>,
+    unknown_probe: u64,
+    lost_by_probe: BTreeMap<u16, u64>,
+    lost_records: u64,
+    swap_read_pages: u64,
+    /// entry -> folio named by the last insert (removed on delete).
+    cache: HashMap<u64, u64>,
+    lookups_checked: u64,
+    lookup_mismatch: Vec<String>,
+    lookup_swap_field_checked: u64,
+    lookup_swap_field_bad: Vec<String>,
+    refcount_checked: u64,
+    refcount_bad: Vec<String>,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+fn describe(ev: &Event) -> String {
+    let probe = ev.probe_id().map(|p| p.name()).unwrap_or("?");
+    let kind = match ev.event_kind() {
+        Some(EventKind::Enter) => "enter",
+        Some(EventKind::Exit) => "exit",
+        _ => "tp",
+    };
+    let mut s = format!(
+        "t={} cpu={} {}:{} {probe}/{kind} folio={:#x}",
+        ev.ts_ns,
+        ev.cpu,
+        ev.comm_str(),
+        ev.tid,
+        ev.folio
+    );
+    if let Some(e) = ev.swap_entry() {
+        let _ = write!(s, " entry={}", fmt_entry(e));
+    }
+    if ev.valid & V_FOLIO_STATE != 0 {
+        let _ = write!(
+            s,
+            " ref={} map={} state={:#x} swap={}",
+            ev.f_refcount,
+            ev.mapcount(),
+            ev.f_state,
+            fmt_entry(ev.f_swap)
+        );
+    }
+    if ev.valid & V_RET != 0 {
+        let _ = write!(s, " ret={:#x}", ev.ret);
+    }
+    s
+}
+
+const MAX_EVIDENCE: usize = 5;
+
+fn push_evidence(list: &mut Vec<String>, s: String) {
+    if list.len() < MAX_EVIDENCE {
+        list.push(s);
+    }
+}
+
+impl Tally {
+    fn event(&mut self, ev: &Event) {
+        if self.first_ns == 0 {
+            self.first_ns = ev.ts_ns;
+        }
+        self.last_ns = self.last_ns.max(ev.ts_ns);
+        let Some(p) = ev.probe_id() else {
+            self.unknown_probe += 1;
+            return;
+        };
+        *self.per_probe.entry(p).or_default() += 1;
+        let kind = ev.event_kind();
+        let has_state = ev.valid & V_FOLIO_STATE != 0;
+        // A folio handed to a function (or returned by a lookup) is
+        // referenced by the caller: a live folio never has refcount 0.
+        let folio_held = match (p, kind) {
+            (_, Some(EventKind::Enter)) => true,
+            (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) => ev.folio != 0,
+            _ => false,
+        };
+        if has_state && ev.folio != 0 && folio_held {
+            self.refcount_checked += 1;
+            if ev.f_refcount < 1 {
+                push_evidence(&mut self.refcount_bad, describe(ev));
+            }
+        }
+        match (p, kind) {
+            (ProbeId::SwapRead, Some(EventKind::Enter)) => {
+                self.swap_read_pages += u64::from(ev.nr.max(1));
+            }
+            (ProbeId::SwapCacheInsert, Some(EventKind::Enter)) => {
+                if let (Some(e), true) = (ev.swap_entry(), ev.valid & V_FOLIO != 0) {
+                    for i in 0..u64::from(ev.nr.max(1)) {
+                        self.cache.insert(e + i, ev.folio);
+                    }
+                }
+            }
+            (ProbeId::SwapCacheDelete, Some(EventKind::Enter)) => {
+                if let Some(e) = ev.swap_entry() {
+                    for i in 0..u64::from(ev.nr.max(1)) {
+                        self.cache.remove(&(e + i));
+                    }
+                }
+            }
+            (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) if ev.folio != 0 => {
+                let Some(e) = ev.swap_entry() else { return };
+                if let Some(&named) = self.cache.get(&e) {
+                    self.lookups_checked += 1;
+                    if named != ev.folio {
+                        push_evidence(
+                            &mut self.lookup_mismatch,
+                            format!("{} (last insert of this entry named folio {named:#x})", describe(ev)),
+                        );
+                    }
+                }
+                // A folio still in the swap cache carries the entry it is
+                // cached under: the looked-up entry must be one of its pages.
+                if has_state && ev.f_state & FS_SWAPCACHE != 0 {
+                    self.lookup_swap_field_checked += 1;
+                    let n = u64::from(ev.f_nr_pages.max(1));
+                    if !(ev.f_swap <= e && e < ev.f_swap + n) {
+                        push_evidence(&mut self.lookup_swap_field_bad, describe(ev));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
+    let mut reader = match TraceReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            v.failures.push(format!("the trace cannot be opened: {e}"));
+            return;
+        }
+    };
+    let plan = reader.header().plan.clone();
+    let mut tally = Tally::default();
+    for (_, item) in reader.by_ref() {
+        match item {
+            StreamItem::Event(ev) => tally.event(&ev),
+            StreamItem::Lost { probe, total, .. } => {
+                tally.lost_records += 1;
+                let e = tally.lost_by_probe.entry(probe).or_default();
+                *e = (*e).max(total);
+            }
+        }
+    }
+    let events: u64 = tally.per_probe.values().sum::<u64>() + tally.unknown_probe;
+    let lost_stream: u64 = tally.lost_by_probe.values().sum();
+    v.stats.events = events;
+    let span = tally.last_ns.saturating_sub(tally.first_ns) as f64 / 1e9;
+    v.stats.events_per_sec = if span > 0.0 { events as f64 / span } else { 0.0 };
+    let footer = match reader.end_state() {
+        Some(EndState::Complete { footer }) => Some(footer.clone()),
+        Some(other) => {
+            v.failures.push(format!("the trace did not end cleanly: {other}"));
+            None
+        }
+        None => None,
+    };
+    let lost = footer.as_ref().map(|f| f.lost_total).unwrap_or(0).max(lost_stream);
+    v.stats.lost = lost;
+    if let Some(f) = &footer {
+        if f.events != events {
+            v.failures.push(format!(
+                "the footer counts {} events but {} were read",
+                f.events, events
+            ));
+        }
+    }
+
+    // (a) every attached probe the workload drives fired.
+    let counts: Vec<String> = tally
+        .per_probe
+        .iter()
+        .map(|(p, n)| format!("{}={n}", p.name()))
+        .collect();
+    v.notes.push(format!("per probe: {}", counts.join(" ")));
+    for p in t.expect.probes {
+        let entry = plan.iter().find(|e| e.probe == p.name());
+        let attached = entry.is_some_and(|e| e.mode != AttachMode::Unavailable);
+        let n = tally.per_probe.get(p).copied().unwrap_or(0);
+        if !attached {
+            let why = entry.map(|e| e.note.as_str()).unwrap_or("not in the plan");
+            v.notes.push(format!("{} not attached on this kernel: {why}", p.name()));
+        } else if n == 0 {
+            v.failures.push(format!(
+                "probe {} is attached ({}) but recorded no event under this workload",
+                p.name(),
+                entry.map(|e| e.target.as_str()).unwrap_or("?")
+            ));
+        }
+    }
+
+    // (b) decoded fields agree across events.
+    if !tally.lookup_mismatch.is_empty() {
+        v.failures.push(format!(
+            "{} of {} swap-cache lookups returned a folio other than the one inserted under that entry:\n      {}",
+            tally.lookup_mismatch.len(),
+            tally.lookups_checked,
+            tally.lookup_mismatch.join("\n      ")
+        ));
+    }
+    if !tally.lookup_swap_field_bad.is_empty() {
+        v.failures.push(format!(
+            "swap-cache lookups returned folios whose folio->swap does not cover the entry:\n      {}",
+            tally.lookup_swap_field_bad.join("\n      ")
+        ));
+    }
+    if !tally.refcount_bad.is_empty() {
+        v.failures.push(format!(
+            "live folios with refcount < 1:\n      {}",
+            tally.refcount_bad.join("\n      ")
+        ));
+    }
+    v.notes.push(format!(
+        "consistency: {} lookups matched their insert, {} lookups matched folio->swap, {} refcounts checked",
+        tally.lookups_checked, tally.lookup_swap_field_checked, tally.refcount_checked
+    ));
+    let swap_read_attached = plan
+        .iter()
+        .any(|e| e.probe == ProbeId::SwapRead.name() && e.mode != AttachMode::Unavailable);
+    if t.expect.pswpin_matches && swap_read_attached {
+        // 6.12 does not count all-zero pages in pswpin (they never reach
+        // the device): those are swpin_zero.
+        let pswpin = vmstat_delta(dir, "pswpin").unwrap_or(0)
+            + vmstat_delta(dir, "swpin_zero").unwrap_or(0);
+        let traced = tally.swap_read_pages;
+        let diff = traced.abs_diff(pswpin);
+        v.notes.push(format!(
+            "swap reads: traced {traced} pages, /proc/vmstat pswpin(+swpin_zero) delta {pswpin}"
+        ));
+        // The trace also covers the second before and after the vmstat
+        // snapshots; nothing else in the guest swaps then.
+        if traced < pswpin.saturating_sub(lost) || diff > lost + pswpin / 100 + 16 {
+            v.failures.push(format!(
+                "swap reads traced ({traced}) do not match the pswpin delta ({pswpin}) within the {lost} lost events"
+            ));
+        }
+    }
+
+    // (c) lost events.
+    match t.expect.lost {
+        Lost::Zero if lost > 0 => v.failures.push(format!(
+            "{lost} events were lost on a load the ring buffer should keep up with"
+        )),
+        Lost::Positive => {
+            if lost == 0 {
+                v.failures
+                    .push("a tiny ring buffer lost no events: loss accounting is suspect".into());
+            }
+            if tally.lost_records == 0 {
+                v.failures
+                    .push("events were lost but the file holds no lost-event record".into());
+            }
+            match &footer {
+                Some(f) if f.lost_total == 0 => v
+                    .failures
+                    .push("the footer reports no lost events on a tiny ring buffer".into()),
+                Some(f) if f.lost_total < lost_stream => v.failures.push(format!(
+                    "the footer's lost total {} is below the stream's {lost_stream}",
+                    f.lost_total
+                )),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmstat_parses() {
+        let m = parse_vmstat("pswpin 12\npswpout 7\nbogus\n");
+        assert_eq!(m.get("pswpin"), Some(&12));
+        assert_eq!(m.get("pswpout"), Some(&7));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn kernel_warnings_are_found() {
+        let log = "[1.0] ok\n[2.0] WARNING: CPU: 1 PID: 5 at mm/swap.c:10\n[3.0] fine\n";
+        assert_eq!(kernel_complaints(log).len(), 1);
+        assert!(kernel_complaints("[1.0] all good\n").is_empty());
+    }
+
+    fn lookup(entry: u64, folio: u64, f_swap: u64) -> Event {
+        Event {
+            ts_ns: 10,
+            folio,
+            entry,
+            probe: ProbeId::SwapCacheLookup as u16,
+            kind: EventKind::Exit as u8,
+            valid: detector_common::V_ENTRY | V_FOLIO | V_FOLIO_STATE,
+            f_state: FS_SWAPCACHE,
+            f_swap,
+            f_refcount: 2,
+            f_nr_pages: 1,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn lookup_of_another_folio_is_caught() {
+        let mut t = Tally::default();
+        let mut ins = lookup(5, 0x1000, 5);
+        ins.probe = ProbeId::SwapCacheInsert as u16;
+        ins.kind = EventKind::Enter as u8;
+        t.event(&ins);
+        t.event(&lookup(5, 0x1000, 5));
+        assert!(t.lookup_mismatch.is_empty());
+        t.event(&lookup(5, 0x2000, 5));
+        assert_eq!(t.lookup_mismatch.len(), 1);
+        t.event(&lookup(6, 0x3000, 5));
+        assert_eq!(t.lookup_swap_field_bad.len(), 1);
+        let mut dead = lookup(7, 0x4000, 7);
+        dead.f_refcount = 0;
+        t.event(&dead);
+        assert_eq!(t.refcount_bad.len(), 1);
+    }
+}

@@ -1,0 +1,158 @@
+//! Booting the guest under QEMU's TCG (the host's /dev/kvm is a nested PVM
+//! that stock kernels cannot boot on), with a wall-clock limit, the serial
+//! console saved to a file, and results carried back on a raw disk holding a
+//! tar archive.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Printed by `/init` once the results disk is written.
+pub const DONE_MARKER: &str = "vmtest: results written";
+
+pub struct Boot<'a> {
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    /// Raw disks in order: /dev/vda, /dev/vdb, ...
+    pub disks: Vec<PathBuf>,
+    pub memory: &'a str,
+    pub timeout: Duration,
+    pub console_log: &'a Path,
+    /// Copy the console to our stdout as it arrives.
+    pub echo: bool,
+    /// Hand our stdin to the guest console (`cargo xtask vm`).
+    pub interactive: bool,
+}
+
+pub struct Outcome {
+    pub console: String,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn finished(&self) -> bool {
+        self.console.contains(DONE_MARKER)
+    }
+}
+
+/// Creates a sparse raw disk image of `mib` MiB (zeroed: a stale tar from an
+/// earlier run must not be mistaken for this run's results).
+pub fn sparse_disk(path: &Path, mib: u64) -> Result<()> {
+    let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(mib << 20)?;
+    Ok(())
+}
+
+pub fn boot(b: &Boot) -> Result<Outcome> {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", b.memory]);
+    cmd.arg("-kernel").arg(b.vmlinuz).arg("-initrd").arg(b.initrd);
+    for d in &b.disks {
+        cmd.arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", d.display()));
+    }
+    cmd.args([
+        "-append",
+        "console=ttyS0 quiet panic=-1",
+        "-nographic",
+        "-no-reboot",
+    ]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if b.interactive {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .context("starting qemu-system-x86_64 (install qemu-system-x86 from bookworm-backports)")?;
+    let log = Arc::new(Mutex::new(
+        fs::File::create(b.console_log)
+            .with_context(|| format!("creating {}", b.console_log.display()))?,
+    ));
+    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut readers = Vec::new();
+    let streams: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(child.stdout.take().context("qemu stdout")?),
+        Box::new(child.stderr.take().context("qemu stderr")?),
+    ];
+    for mut s in streams {
+        let (log, console, echo) = (log.clone(), console.clone(), b.echo);
+        readers.push(thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut l) = log.lock() {
+                    let _ = l.write_all(&buf[..n]);
+                }
+                if let Ok(mut c) = console.lock() {
+                    c.extend_from_slice(&buf[..n]);
+                }
+                if echo {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+            }
+        }));
+    }
+    let mut timed_out = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if start.elapsed() > b.timeout {
+            timed_out = true;
+            // The guest hung or is too slow: QEMU would run forever.
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let console = console
+        .lock()
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .unwrap_or_default();
+    Ok(Outcome {
+        console,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Unpacks the tar archive the guest wrote to a raw disk.
+pub fn extract_results(disk: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        fs::remove_dir_all(dest)?;
+    }
+    fs::create_dir_all(dest)?;
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(disk)
+        .arg("-C")
+        .arg(dest)
+        .output()
+        .context("running tar")?;
+    if !out.status.success() {
+        bail!(
+            "the results disk {} holds no readable tar archive: {}",
+            disk.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
