@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod ebpf;
+mod test;
 mod vm;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ enum Command {
     VmTest(vm::TestArgs),
     /// Run any detector command inside the guest kernel.
     Vm(vm::RunArgs),
+    /// Run every test tier: lint, unit/scenario/property, host, real-kernel VM.
+    Test(test::Args),
 }
 
 fn main() -> Result<()> {
@@ -28,5 +31,6 @@ fn main() -> Result<()> {
         Command::BuildEbpf(a) => ebpf::build(&a),
         Command::VmTest(a) => vm::test(a),
         Command::Vm(a) => vm::run(a),
+        Command::Test(a) => test::run(&a),
     }
 }
