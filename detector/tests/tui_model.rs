@@ -1,21 +1,143 @@
+//! Sources and the plain stream: every item reaches the model in order,
+//! whatever the pacing or batching.
+
 mod tui_support;
 
-use detector::analyzer::{Analyzer, Config};
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use detector::analyzer::Config;
+use detector::event::StreamItem;
+use detector::tui::analysis::AnalyzerAnalysis;
+use detector::tui::model::SourceInfo;
+use detector::tui::plain::run_plain;
+use detector::tui::source::{ChannelSource, Pull, ReplaySource, Source, Speed, BATCH};
+
+fn drain(src: &mut dyn Source) -> (Vec<(u64, StreamItem)>, String) {
+    let mut all = Vec::new();
+    loop {
+        let mut buf = Vec::new();
+        match src.pull(&mut buf, Duration::from_millis(20)).unwrap() {
+            Pull::Items => {
+                assert!(buf.len() <= BATCH);
+                all.extend(buf);
+            }
+            Pull::Idle => {}
+            Pull::End(how) => return (all, how),
+        }
+    }
+}
 
 #[test]
-fn the_crafted_stream_produces_an_aba_finding() {
-    let items = tui_support::stream(300);
-    let mut a = Analyzer::new(Config::default());
-    let mut out = Vec::new();
-    for (i, it) in items.iter().enumerate() {
-        a.process(i as u64, it, &mut out);
+fn speed_parsing() {
+    assert_eq!("max".parse::<Speed>(), Ok(Speed::Max));
+    assert_eq!("0".parse::<Speed>(), Ok(Speed::Max));
+    assert_eq!("2.5".parse::<Speed>(), Ok(Speed::Factor(2.5)));
+    assert!("-1".parse::<Speed>().is_err());
+    assert!("fast".parse::<Speed>().is_err());
+}
+
+#[test]
+fn paced_replay_delivers_every_item_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.dtr");
+    let items = tui_support::stream(5000);
+    tui_support::write_trace(&path, &items);
+    // 3 s of trace at x1000: a few milliseconds of pacing.
+    let mut src = ReplaySource::open(&path, Speed::Factor(1000.0)).unwrap();
+    let (got, how) = drain(&mut src);
+    assert_eq!(
+        how,
+        format!("end of trace, {} records, complete", items.len())
+    );
+    assert_eq!(got.len(), items.len());
+    for (i, (index, item)) in got.iter().enumerate() {
+        assert_eq!(*index, i as u64);
+        assert_eq!(item, &items[i]);
     }
-    a.finish(&mut out);
-    for f in &out {
-        eprintln!("{:?} {:?} {}", f.rule, f.severity, f.explanation);
-    }
+}
+
+#[test]
+fn truncated_trace_says_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.dtr");
+    tui_support::write_trace(&path, &tui_support::stream(100));
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    let mut src = ReplaySource::open(&path, Speed::Max).unwrap();
+    let (got, how) = drain(&mut src);
+    assert!(how.starts_with("trace cut off at byte"), "{how}");
+    assert!(got.len() < 107 && got.len() > 20, "{}", got.len());
+}
+
+#[test]
+fn channel_source_splits_large_batches_and_ends_when_capture_stops() {
+    let (tx, rx) = mpsc::sync_channel(4);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut src = ChannelSource::new(rx, SourceInfo::default(), Arc::clone(&stop));
+    let items = tui_support::stream(BATCH as u64 * 2 + 10);
+    let n = items.len();
+    tx.send(Ok(items.clone())).unwrap();
+    drop(tx);
+    let (got, how) = drain(&mut src);
+    assert_eq!(how, "capture stopped");
+    assert_eq!(got.len(), n);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, (idx, it))| *idx == i as u64 && *it == items[i]));
+    drop(src);
     assert!(
-        out.iter().any(|f| f.rule.name() == "swap_entry_aba"),
-        "{out:#?}"
+        stop.load(std::sync::atomic::Ordering::Relaxed),
+        "dropping the source stops the capture"
+    );
+}
+
+#[test]
+fn channel_source_reports_a_capture_failure() {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let mut src = ChannelSource::new(rx, SourceInfo::default(), Arc::new(AtomicBool::new(false)));
+    tx.send(Err("ring buffer poll failed".to_string())).unwrap();
+    let mut buf = Vec::new();
+    let e = src.pull(&mut buf, Duration::from_millis(10)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the live capture stopped: ring buffer poll failed"
+    );
+}
+
+#[test]
+fn plain_stream_lines_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.dtr");
+    tui_support::write_trace(&path, &tui_support::stream(200));
+    let src = ReplaySource::open(&path, Speed::Max).unwrap();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let sum = run_plain(
+        Box::new(src),
+        Box::new(AnalyzerAnalysis::new(Config::default())),
+        None,
+        &mut out,
+        &mut err,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(sum.findings, 1);
+    assert_eq!(sum.lost, 17);
+    assert_eq!(sum.items, 207);
+    let out = String::from_utf8(out).unwrap();
+    // Stream time of the finding: the ABA sits in the middle of 3 s.
+    assert!(out.starts_with("1.5"), "{out}");
+    assert!(
+        out.contains(" #1 violation swap_entry_aba [entry 0:0x1a2b, folio 0xffffea0000042000"),
+        "{out}"
+    );
+    let err = String::from_utf8(err).unwrap();
+    assert!(
+        err.contains("207 items, 1 findings, 17 events lost; end of trace"),
+        "{err}"
     );
 }

@@ -75,7 +75,8 @@ fn recorder(path: &Path, header: &TraceHeader) -> anyhow::Result<Box<dyn Recorde
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.plain && !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+    let terminal = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if !args.plain && !terminal {
         anyhow::bail!(
             "`detector live` needs a terminal; without one use `detector record` to capture \
              to a file or `detector live --plain` for one line per finding"

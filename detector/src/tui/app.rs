@@ -194,7 +194,7 @@ impl UiState {
                 self.view_index = (self.view_index + View::ALL.len() - 1) % View::ALL.len()
             }
             KeyCode::Char(c @ '1'..='4') => self.view_index = usize::from(c as u8 - b'1'),
-            KeyCode::Char('/') => self.prompt = Some(self.filter_text.clone()),
+            KeyCode::Char('/') => self.prompt = Some(String::new()),
             KeyCode::Esc => self.back(),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => self.drill(model),
             KeyCode::Left | KeyCode::Char('h') => self.back(),

@@ -340,8 +340,12 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             order.push((usize::MAX, Some(id)));
         }
     }
-    let spark_w: usize = 30;
+    // The sparkline gets what the fixed columns leave (the note keeps 10),
+    // so the newest seconds are never the ones cut off.
+    const FIXED: u16 = 22 + 18 + 24 + 7 + 9 + 7 + 10 + 7;
+    let spark_w = usize::from(probes.width.saturating_sub(FIXED)).clamp(4, 30);
     let mut series = [0u64; 30];
+    let spark_title = format!("last {spark_w}s");
     let inner_rows = probes.height.saturating_sub(3) as usize;
     let skip = ui.probe_scroll.min(order.len().saturating_sub(inner_rows));
     let rows: Vec<Row> = order
@@ -379,7 +383,7 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
                 m.series(id, &mut series);
             }
             let spark = if id.is_some() {
-                sparkline(&series[..spark_w])
+                sparkline(&series[30 - spark_w..])
             } else {
                 String::new()
             };
@@ -410,7 +414,14 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     )
     .header(
         Row::new([
-            "probe", "attach", "target", "ev/s", "last 30s", "events", "lost", "note",
+            "probe",
+            "attach",
+            "target",
+            "ev/s",
+            spark_title.as_str(),
+            "events",
+            "lost",
+            "note",
         ])
         .style(Style::new().bold().underlined()),
     )
@@ -625,7 +636,7 @@ fn draw_objects(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
                 Cell::from(
                     last.map_or_else(String::new, |r| format!("{}/{}", r.comm_str(), r.tid)),
                 ),
-                Cell::from(last.map_or_else(String::new, |r| fmt_state(r))),
+                Cell::from(last.map_or_else(String::new, fmt_state)),
             ])
         })
         .collect();

@@ -68,7 +68,7 @@ impl std::str::FromStr for Speed {
             return Ok(Speed::Max);
         }
         match s.parse::<f64>() {
-            Ok(v) if v == 0.0 => Ok(Speed::Max),
+            Ok(0.0) => Ok(Speed::Max),
             Ok(v) if v.is_finite() && v > 0.0 => Ok(Speed::Factor(v)),
             _ => Err(format!(
                 "`{s}` is not a replay speed: give a positive factor (1 = real time) or 0/max"
