@@ -1,1 +1,632 @@
-//! Event formatting: text and JSON lines.
+//! Event formatting: text and JSON lines (`detector replay --format`), and
+//! a Chrome / Perfetto trace export.
+//!
+//! Everything here writes straight into the caller's `Write` through
+//! `fmt::Arguments` and small `Display` / `Serialize` wrappers, so
+//! formatting an event allocates nothing. The JSON field names are part of
+//! the documented interface (`docs/trace-format.md`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::{self, Write};
+
+use detector_common::{
+    swp_offset, swp_type, Event, EventKind, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM,
+    FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_ADDR,
+    V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
+};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize;
+
+use crate::event::{EventExt, StreamItem};
+use crate::trace::TraceHeader;
+
+/// `FS_*` bits and the names used for them in text and JSON.
+pub const FOLIO_STATE_NAMES: &[(u32, &str)] = &[
+    (FS_LOCKED, "locked"),
+    (FS_SWAPCACHE, "swapcache"),
+    (FS_SWAPBACKED, "swapbacked"),
+    (FS_ANON_EXCLUSIVE, "anon_exclusive"),
+    (FS_LARGE, "large"),
+    (FS_ANON, "anon"),
+    (FS_KSM, "ksm"),
+    (FS_DIRTY, "dirty"),
+    (FS_LRU, "lru"),
+    (FS_WRITEBACK, "writeback"),
+    (FS_UPTODATE, "uptodate"),
+];
+
+/// Errno names for the values memory-management paths return.
+const ERRNO_NAMES: &[(i64, &str)] = &[
+    (1, "EPERM"),
+    (2, "ENOENT"),
+    (4, "EINTR"),
+    (5, "EIO"),
+    (11, "EAGAIN"),
+    (12, "ENOMEM"),
+    (14, "EFAULT"),
+    (16, "EBUSY"),
+    (17, "EEXIST"),
+    (22, "EINVAL"),
+    (28, "ENOSPC"),
+    (34, "ERANGE"),
+    (38, "ENOSYS"),
+    (95, "EOPNOTSUPP"),
+    (512, "ERESTARTSYS"),
+    (516, "EIOCBQUEUED"),
+];
+
+/// Name of a negative errno return (`-17` -> `EEXIST`).
+pub fn errno_name(ret: i64) -> Option<&'static str> {
+    ERRNO_NAMES
+        .iter()
+        .find(|(n, _)| -n == ret)
+        .map(|(_, name)| *name)
+}
+
+/// Values in `-4095..=-1` are errnos (`IS_ERR_VALUE`).
+fn is_errno(ret: i64) -> bool {
+    (-4095..=-1).contains(&ret)
+}
+
+/// `type:offset` exactly as [`crate::event::fmt_entry`] prints it, without
+/// allocating.
+pub struct Entry(pub u64);
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{:#x}", swp_type(self.0), swp_offset(self.0))
+    }
+}
+
+/// A return value: errno by name, pointers in hex, small numbers as is.
+struct Ret(i64);
+
+impl fmt::Display for Ret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match errno_name(self.0) {
+            Some(name) => write!(f, "-{name}"),
+            None if is_errno(self.0) || self.0.unsigned_abs() < 1 << 32 => write!(f, "{}", self.0),
+            None => write!(f, "{:#x}", self.0 as u64),
+        }
+    }
+}
+
+/// Folio state flags joined by `|` (`-` when none).
+struct StateFlags(u32);
+
+impl fmt::Display for StateFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (bit, name) in FOLIO_STATE_NAMES {
+            if self.0 & bit != 0 {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("-")?;
+        }
+        Ok(())
+    }
+}
+
+/// Time relative to a base, as `seconds.nanoseconds`.
+struct RelTime {
+    ts: u64,
+    base: u64,
+}
+
+impl fmt::Display for RelTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (sign, d) = if self.ts >= self.base {
+            ("", self.ts - self.base)
+        } else {
+            ("-", self.base - self.ts)
+        };
+        write!(f, "{sign}{}.{:09}", d / 1_000_000_000, d % 1_000_000_000)
+    }
+}
+
+fn probe_name(probe: u16) -> ProbeName {
+    ProbeName(probe)
+}
+
+/// Probe name, or `probe_<n>` for an id this build does not know.
+struct ProbeName(u16);
+
+impl fmt::Display for ProbeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match ProbeId::from_u16(self.0) {
+            Some(p) => f.pad(p.name()),
+            None => f.pad(&format!("probe_{}", self.0)),
+        }
+    }
+}
+
+impl Serialize for ProbeName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match EventKind::from_u8(kind) {
+        Some(EventKind::Enter) => "enter",
+        Some(EventKind::Exit) => "exit",
+        Some(EventKind::Tracepoint) => "tp",
+        None => "?",
+    }
+}
+
+/// One human-readable line per item, for a kernel developer:
+///
+/// ```text
+/// #12 0.000123456 cpu1 stress/120:121 swap_cache_lookup exit folio=0xffffea0004d3c0c0 entry=0:0x1f3 nr=1 ret=0xffffea0004d3c0c0 [swapcache|swapbacked|anon ref=3 map=1 pin=0 swap=0:0x1f3]
+/// #13 0.000200000 LOST swap_cache_insert total=42
+/// ```
+///
+/// Times are `ts_ns - base_ns` (pass the header's `start_monotonic_ns`, or
+/// the first event's time).
+pub fn write_text<W: Write + ?Sized>(
+    w: &mut W,
+    base_ns: u64,
+    index: u64,
+    item: &StreamItem,
+) -> io::Result<()> {
+    match item {
+        StreamItem::Lost {
+            ts_ns,
+            probe,
+            total,
+        } => writeln!(
+            w,
+            "#{index} {} LOST {} total={total}",
+            RelTime {
+                ts: *ts_ns,
+                base: base_ns
+            },
+            probe_name(*probe)
+        ),
+        StreamItem::Event(e) => {
+            write!(
+                w,
+                "#{index} {} cpu{} {}/{}:{} {} {}",
+                RelTime {
+                    ts: e.ts_ns,
+                    base: base_ns
+                },
+                e.cpu,
+                e.comm_str(),
+                e.pid,
+                e.tid,
+                probe_name(e.probe),
+                kind_name(e.kind)
+            )?;
+            if e.valid & V_FOLIO != 0 {
+                write!(w, " folio={:#x}", e.folio)?;
+            }
+            if let Some(entry) = e.swap_entry() {
+                write!(w, " entry={}", Entry(entry))?;
+            } else if e.valid & V_ENTRY_PARTIAL != 0 {
+                write!(w, " space={:#x} index={:#x}", e.addr, e.entry)?;
+            }
+            if e.nr != 0 {
+                write!(w, " nr={}", e.nr)?;
+            }
+            if e.valid & V_PTE != 0 {
+                write!(w, " pte={:#x}", e.pte)?;
+            }
+            if e.valid & V_ADDR != 0 && e.valid & V_ENTRY_PARTIAL == 0 {
+                write!(w, " addr={:#x}", e.addr)?;
+            }
+            if e.arg != 0 {
+                write!(w, " arg={:#x}", e.arg)?;
+            }
+            if e.valid & V_PIN != 0 {
+                w.write_all(b" pin")?;
+            }
+            if e.valid & V_RET != 0 {
+                write!(w, " ret={}", Ret(e.ret))?;
+            }
+            if e.valid & V_FOLIO_STATE != 0 {
+                write!(
+                    w,
+                    " [{} ref={} map={} pin={}",
+                    StateFlags(e.f_state),
+                    e.f_refcount,
+                    e.mapcount(),
+                    e.f_pincount
+                )?;
+                if e.f_nr_pages > 1 {
+                    write!(w, " pages={}", e.f_nr_pages)?;
+                }
+                if e.f_state & FS_SWAPCACHE != 0 {
+                    write!(w, " swap={}", Entry(e.f_swap))?;
+                }
+                if e.maybe_dma_pinned() {
+                    w.write_all(b" maybe_dma_pinned")?;
+                }
+                w.write_all(b"]")?;
+            }
+            w.write_all(b"\n")
+        }
+    }
+}
+
+/// A `u64` as a `"0x..."` string: JSON numbers above 2^53 lose precision in
+/// most consumers, and kernel addresses are all above it.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+struct EntryStr(u64);
+
+impl Serialize for EntryStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Entry(self.0))
+    }
+}
+
+struct FlagList(u32);
+
+impl Serialize for FlagList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = FOLIO_STATE_NAMES
+            .iter()
+            .filter(|(b, _)| self.0 & b != 0)
+            .count();
+        let mut seq = s.serialize_seq(Some(n))?;
+        for (bit, name) in FOLIO_STATE_NAMES {
+            if self.0 & bit != 0 {
+                seq.serialize_element(name)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+struct FolioState<'a>(&'a Event);
+
+impl Serialize for FolioState<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut m = s.serialize_map(Some(13))?;
+        m.serialize_entry("flags", &FlagList(e.f_state))?;
+        m.serialize_entry("state_bits", &e.f_state)?;
+        m.serialize_entry("flags_raw", &Hex(e.f_flags))?;
+        m.serialize_entry("refcount", &e.f_refcount)?;
+        m.serialize_entry("mapcount", &e.mapcount())?;
+        m.serialize_entry("page_mapcount", &e.f_mapcount)?;
+        m.serialize_entry("large_mapcount", &e.f_large_mapcount)?;
+        m.serialize_entry("entire_mapcount", &e.f_entire_mapcount)?;
+        m.serialize_entry("pincount", &e.f_pincount)?;
+        m.serialize_entry("maybe_dma_pinned", &e.maybe_dma_pinned())?;
+        m.serialize_entry("nr_pages", &e.f_nr_pages)?;
+        m.serialize_entry("swap", &EntryStr(e.f_swap))?;
+        m.serialize_entry("mapping", &Hex(e.f_mapping))?;
+        m.serialize_entry("index", &Hex(e.f_index))?;
+        m.end()
+    }
+}
+
+struct JsonItem<'a> {
+    index: u64,
+    item: &'a StreamItem,
+}
+
+impl Serialize for JsonItem<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = match self.item {
+            StreamItem::Lost {
+                ts_ns,
+                probe,
+                total,
+            } => {
+                let mut m = s.serialize_map(Some(6))?;
+                m.serialize_entry("index", &self.index)?;
+                m.serialize_entry("type", "lost")?;
+                m.serialize_entry("ts_ns", ts_ns)?;
+                m.serialize_entry("probe", &ProbeName(*probe))?;
+                m.serialize_entry("probe_id", probe)?;
+                m.serialize_entry("total", total)?;
+                return m.end();
+            }
+            StreamItem::Event(e) => e,
+        };
+        let opt = |bit: u8, v: u64| (e.valid & bit != 0).then_some(Hex(v));
+        let mut m = s.serialize_map(Some(24))?;
+        m.serialize_entry("index", &self.index)?;
+        m.serialize_entry("type", "event")?;
+        m.serialize_entry("ts_ns", &e.ts_ns)?;
+        m.serialize_entry("cpu", &e.cpu)?;
+        m.serialize_entry("pid", &e.pid)?;
+        m.serialize_entry("tid", &e.tid)?;
+        m.serialize_entry("comm", e.comm_str())?;
+        m.serialize_entry("probe", &ProbeName(e.probe))?;
+        m.serialize_entry("probe_id", &e.probe)?;
+        m.serialize_entry("kind", kind_name(e.kind))?;
+        m.serialize_entry("folio", &opt(V_FOLIO, e.folio))?;
+        m.serialize_entry("entry", &e.swap_entry().map(EntryStr))?;
+        m.serialize_entry("entry_raw", &opt(V_ENTRY, e.entry))?;
+        m.serialize_entry("entry_partial", &(e.valid & V_ENTRY_PARTIAL != 0))?;
+        m.serialize_entry("nr", &e.nr)?;
+        m.serialize_entry("pte", &opt(V_PTE, e.pte))?;
+        m.serialize_entry("addr", &opt(V_ADDR, e.addr))?;
+        m.serialize_entry("ret", &(e.valid & V_RET != 0).then_some(e.ret))?;
+        m.serialize_entry(
+            "errno",
+            &(e.valid & V_RET != 0).then(|| errno_name(e.ret)).flatten(),
+        )?;
+        m.serialize_entry("arg", &e.arg)?;
+        m.serialize_entry("pin", &(e.valid & V_PIN != 0))?;
+        m.serialize_entry("valid", &e.valid)?;
+        m.serialize_entry(
+            "folio_state",
+            &(e.valid & V_FOLIO_STATE != 0).then_some(FolioState(e)),
+        )?;
+        m.end()
+    }
+}
+
+/// One JSON object per line; field names and types are documented in
+/// `docs/trace-format.md` and stable within a major version.
+pub fn write_jsonl<W: Write + ?Sized>(w: &mut W, index: u64, item: &StreamItem) -> io::Result<()> {
+    serde_json::to_writer(&mut *w, &JsonItem { index, item }).map_err(io::Error::from)?;
+    w.write_all(b"\n")
+}
+
+/// Probes whose enter/exit pairs become duration slices in the Chrome
+/// export: the windows a race needs to hit.
+const SLICE_PROBES: &[ProbeId] = &[ProbeId::MovePages, ProbeId::DoSwapPage];
+
+/// Writes a Chrome trace-event JSON document (opened by Perfetto UI and
+/// `chrome://tracing`): one track per task (pid/tid, named by comm), each
+/// event an instant with its decoded fields as args, the `move_pages` and
+/// `do_swap_page` windows as duration slices, and lost totals as counters.
+/// Times are microseconds since the header's `start_monotonic_ns` (or the
+/// first item when that is 0). Returns the number of trace events written.
+pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
+    mut w: W,
+    header: &TraceHeader,
+    items: I,
+) -> io::Result<u64> {
+    let mut base = (header.start_monotonic_ns != 0).then_some(header.start_monotonic_ns);
+    let mut named: HashSet<(u32, u32)> = HashSet::new();
+    let mut written = 0u64;
+    w.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
+    serde_json::to_writer(
+        &mut w,
+        &serde_json::json!({
+            "kernel_release": header.kernel_release,
+            "hostname": header.hostname,
+            "origin": header.origin,
+            "boot_id": header.boot_id,
+        }),
+    )?;
+    w.write_all(b",\"traceEvents\":[\n")?;
+    let mut sep = "";
+    for (index, item) in items.into_iter().enumerate() {
+        let ts_ns = match &item {
+            StreamItem::Event(e) => e.ts_ns,
+            StreamItem::Lost { ts_ns, .. } => *ts_ns,
+        };
+        let b = *base.get_or_insert(ts_ns);
+        let ts = RelMicros(ts_ns as i128 - b as i128);
+        match &item {
+            StreamItem::Lost { probe, total, .. } => {
+                write!(
+                    w,
+                    "{sep}{{\"ph\":\"C\",\"pid\":0,\"name\":\"lost {}\",\"ts\":{ts},\"args\":{{\"total\":{total}}}}}",
+                    ProbeName(*probe)
+                )?;
+                written += 1;
+            }
+            StreamItem::Event(e) => {
+                if named.insert((e.pid, e.tid)) {
+                    write!(w, "{sep}{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{},\"tid\":{},\"args\":{{\"name\":", e.pid, e.tid)?;
+                    serde_json::to_writer(
+                        &mut w,
+                        &format_args!("{}/{}", e.comm_str(), e.tid).to_string(),
+                    )?;
+                    w.write_all(b"}}")?;
+                    sep = ",\n";
+                    written += 1;
+                }
+                let sliced = e.probe_id().is_some_and(|p| SLICE_PROBES.contains(&p));
+                let ph = match e.event_kind() {
+                    Some(EventKind::Enter) if sliced => "B",
+                    Some(EventKind::Exit) if sliced => "E",
+                    _ => "i",
+                };
+                write!(
+                    w,
+                    "{sep}{{\"ph\":\"{ph}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"name\":\"{}\",\"cat\":\"{}\"",
+                    e.pid,
+                    e.tid,
+                    ProbeName(e.probe),
+                    kind_name(e.kind)
+                )?;
+                if ph == "i" {
+                    w.write_all(b",\"s\":\"t\"")?;
+                }
+                w.write_all(b",\"args\":")?;
+                serde_json::to_writer(
+                    &mut w,
+                    &JsonItem {
+                        index: index as u64,
+                        item: &item,
+                    },
+                )?;
+                w.write_all(b"}")?;
+                written += 1;
+            }
+        }
+        sep = ",\n";
+    }
+    w.write_all(b"\n]}\n")?;
+    w.flush()?;
+    Ok(written)
+}
+
+/// Nanoseconds printed as microseconds with three decimals.
+struct RelMicros(i128);
+
+impl fmt::Display for RelMicros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let a = self.0.unsigned_abs();
+        write!(f, "{sign}{}.{:03}", a / 1000, a % 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::fmt_entry;
+    use detector_common::{swp_entry, V_ENTRY};
+
+    fn sample() -> Event {
+        let mut comm = [0u8; 16];
+        comm[..6].copy_from_slice(b"stress");
+        Event {
+            ts_ns: 2_000_123_456,
+            folio: 0xffff_ea00_04d3_c0c0,
+            entry: swp_entry(1, 0x1f3),
+            ret: -17,
+            pid: 120,
+            tid: 121,
+            cpu: 1,
+            nr: 1,
+            f_refcount: 3,
+            f_mapcount: 1,
+            f_state: FS_SWAPCACHE | FS_SWAPBACKED | FS_ANON,
+            f_swap: swp_entry(1, 0x1f3),
+            f_nr_pages: 1,
+            probe: ProbeId::SwapcachePrepare as u16,
+            kind: EventKind::Exit as u8,
+            valid: V_FOLIO | V_ENTRY | V_RET | V_FOLIO_STATE,
+            comm,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn entry_display_matches_fmt_entry() {
+        for v in [0, swp_entry(1, 0x1f3), swp_entry(31, u64::MAX)] {
+            assert_eq!(Entry(v).to_string(), fmt_entry(v));
+        }
+    }
+
+    #[test]
+    fn text_line_decodes_the_event() {
+        let mut out = Vec::new();
+        write_text(&mut out, 1_000_000_000, 7, &StreamItem::Event(sample())).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "#7 1.000123456 cpu1 stress/120:121 swapcache_prepare exit folio=0xffffea0004d3c0c0 \
+             entry=1:0x1f3 nr=1 ret=-EEXIST [swapcache|swapbacked|anon ref=3 map=1 pin=0 \
+             swap=1:0x1f3]\n"
+        );
+        let mut out = Vec::new();
+        let lost = StreamItem::Lost {
+            ts_ns: 5,
+            probe: 2,
+            total: 42,
+        };
+        write_text(&mut out, 10, 8, &lost).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "#8 -0.000000005 LOST swap_cache_delete total=42\n"
+        );
+    }
+
+    #[test]
+    fn returns_print_as_errno_pointer_or_number() {
+        assert_eq!(Ret(-17).to_string(), "-EEXIST");
+        assert_eq!(Ret(-4000).to_string(), "-4000");
+        assert_eq!(Ret(0).to_string(), "0");
+        assert_eq!(
+            Ret(0xffff_ea00_0000_0040u64 as i64).to_string(),
+            "0xffffea0000000040"
+        );
+    }
+
+    #[test]
+    fn jsonl_object_has_the_documented_fields() {
+        let mut out = Vec::new();
+        write_jsonl(&mut out, 3, &StreamItem::Event(sample())).unwrap();
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["index"], 3);
+        assert_eq!(v["type"], "event");
+        assert_eq!(v["probe"], "swapcache_prepare");
+        assert_eq!(v["kind"], "exit");
+        assert_eq!(v["folio"], "0xffffea0004d3c0c0");
+        assert_eq!(v["entry"], "1:0x1f3");
+        assert_eq!(v["ret"], -17);
+        assert_eq!(v["errno"], "EEXIST");
+        assert_eq!(v["pte"], serde_json::Value::Null);
+        assert_eq!(v["comm"], "stress");
+        let fs = &v["folio_state"];
+        assert_eq!(
+            fs["flags"],
+            serde_json::json!(["swapcache", "swapbacked", "anon"])
+        );
+        assert_eq!(fs["refcount"], 3);
+        assert_eq!(fs["swap"], "1:0x1f3");
+
+        let mut out = Vec::new();
+        let lost = StreamItem::Lost {
+            ts_ns: 5,
+            probe: 99,
+            total: 42,
+        };
+        write_jsonl(&mut out, 4, &lost).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"index":4,"type":"lost","ts_ns":5,"probe":"probe_99","probe_id":99,"total":42})
+        );
+    }
+
+    #[test]
+    fn chrome_trace_is_valid_json_with_slices() {
+        let mut enter = sample();
+        enter.probe = ProbeId::MovePages as u16;
+        enter.kind = EventKind::Enter as u8;
+        let mut exit = enter;
+        exit.kind = EventKind::Exit as u8;
+        exit.ts_ns += 1500;
+        let items = vec![
+            StreamItem::Event(enter),
+            StreamItem::Event(sample()),
+            StreamItem::Lost {
+                ts_ns: enter.ts_ns,
+                probe: 1,
+                total: 3,
+            },
+            StreamItem::Event(exit),
+        ];
+        let mut h = TraceHeader::new("test");
+        h.start_monotonic_ns = 2_000_000_000;
+        let mut out = Vec::new();
+        let n = write_chrome_trace(&mut out, &h, items).unwrap();
+        assert_eq!(n, 5);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let evs = v["traceEvents"].as_array().unwrap();
+        let phases: Vec<&str> = evs.iter().map(|e| e["ph"].as_str().unwrap()).collect();
+        assert_eq!(phases, ["M", "B", "i", "C", "E"]);
+        assert_eq!(evs[0]["args"]["name"], "stress/121");
+        assert_eq!(evs[1]["ts"].as_f64().unwrap(), 123.456);
+        assert_eq!(evs[4]["ts"].as_f64().unwrap(), 124.956);
+        assert_eq!(evs[2]["args"]["errno"], "EEXIST");
+    }
+}
