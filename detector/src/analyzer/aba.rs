@@ -257,7 +257,7 @@ impl Analyzer {
                 self.learn_space(e.addr, ent);
             }
         }
-        if !self.tasks.get(&e.tid).is_some_and(|t| t.window.is_some()) {
+        if self.tasks.get(&e.tid).is_none_or(|t| t.window.is_none()) {
             return;
         }
         let (entry, space, idx) = if partial {
@@ -462,5 +462,107 @@ impl Analyzer {
             let ent = l.entry;
             self.unwatch(ent);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{RuleId, Severity};
+    use detector_common::{swp_entry, FS_ANON, FS_LOCKED, FS_SWAPBACKED, FS_SWAPCACHE};
+
+    const SC: u32 = FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE;
+
+    fn reuse(t: &mut T, s: u64) {
+        t.lookup(1, s, 0xb0, SC);
+        t.delete(2, s, 0xb0);
+        t.free(2, s);
+        t.alloc(3, s, 0xa0);
+        t.insert(3, s, 0xa0);
+    }
+
+    #[test]
+    fn stale_folio_moved_after_reuse_is_a_violation() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        reuse(&mut t, s);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::Violation)]);
+        assert_eq!(
+            t.a.windows()
+                .summary(super::WindowKind::EntryFreeToRealloc)
+                .count,
+            1
+        );
+    }
+
+    #[test]
+    fn reuse_without_move_is_a_near_miss_and_reuse_after_close_is_nothing() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        reuse(&mut t, s);
+        t.move_exit(1, -16);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::NearMiss)]);
+
+        let mut t = T::new();
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        t.move_rmap(1, 0xb0, SC | FS_LOCKED, s);
+        t.move_exit(1, 4096);
+        t.delete(2, s, 0xb0);
+        t.free(2, s);
+        t.alloc(3, s, 0xa0);
+        assert!(t.kinds().is_empty());
+    }
+
+    #[test]
+    fn own_process_swap_in_then_present_move_is_benign() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        t.swap_fault_exit(4, 1, s);
+        t.delete(4, s, 0xb0);
+        t.free(4, s);
+        t.alloc(3, s, 0xa0);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        t.move_exit(1, 4096);
+        assert!(t.kinds().is_empty());
+    }
+
+    #[test]
+    fn missed_lookup_then_insert_is_a_near_miss() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x80);
+        t.move_enter(1);
+        t.lookup(1, s, 0, 0);
+        t.insert(2, s, 0xc0);
+        t.move_exit(1, 4096);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::MissedSwapcacheLookup, Severity::NearMiss)]
+        );
+        assert_eq!(
+            t.a.tracked_objects(),
+            1,
+            "the task is dropped once its window closed"
+        );
+    }
+
+    #[test]
+    fn lost_events_reduce_confidence() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        t.lost(detector_common::ProbeId::SwapEntryFree, 3);
+        t.free(2, s);
+        t.alloc(3, s, 0xa0);
+        t.move_exit(1, -11);
+        t.kinds();
+        assert_eq!(t.out[0].confidence.lost_events, 3);
     }
 }

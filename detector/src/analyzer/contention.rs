@@ -137,3 +137,58 @@ impl Analyzer {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Config, RuleId, Severity};
+    use detector_common::{swp_entry, ProbeId, FS_ANON, FS_SWAPBACKED, FS_SWAPCACHE};
+
+    #[test]
+    fn storm_reported_once_per_holding_window() {
+        let mut t = T::with(Config {
+            eexist_threshold: 3,
+            ..Config::default()
+        });
+        let s = swp_entry(2, 0x10);
+        t.prepare(1, s, 0);
+        for _ in 0..10 {
+            t.prepare(2, s, -17);
+        }
+        t.clear(1, s);
+        t.prepare(2, s, -17);
+        assert_eq!(t.kinds(), vec![(RuleId::EexistStorm, Severity::Info)]);
+        assert_eq!(
+            t.a.windows()
+                .summary(super::WindowKind::PrepareToClear)
+                .count,
+            1
+        );
+    }
+
+    #[test]
+    fn sync_read_needs_the_pin_and_trusted_state() {
+        let s = swp_entry(2, 0x20);
+        let mut t = T::new();
+        t.prepare(1, s, 0);
+        t.clear(1, s);
+        t.swap_read(2, s, 0xd0, FS_ANON | FS_SWAPBACKED);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::SwapinWithoutCachePin, Severity::Violation)]
+        );
+
+        let mut t = T::new();
+        t.prepare(2, s, 0);
+        t.swap_read(2, s, 0xd0, FS_ANON | FS_SWAPBACKED);
+        t.swap_read(3, s, 0xd8, FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE);
+        assert!(t.kinds().is_empty());
+
+        let mut t = T::new();
+        t.prepare(1, s, 0);
+        t.clear(1, s);
+        t.lost(ProbeId::SwapcachePrepare, 1);
+        t.swap_read(2, s, 0xd0, FS_ANON | FS_SWAPBACKED);
+        assert!(t.kinds().is_empty());
+    }
+}

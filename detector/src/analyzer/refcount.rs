@@ -306,3 +306,113 @@ fn maybe_pinned(ev: &Ev) -> bool {
         ev.refcount >= GUP_PIN_COUNTING_BIAS
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{RuleId, Severity};
+    use detector_common::{EventKind, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE};
+
+    #[test]
+    fn slow_pin_of_shared_folio_is_a_violation_fast_drop_is_not() {
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON, 1026, 2, true);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::PinNotExclusive, Severity::Violation)]
+        );
+
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON, 1026, 2, false);
+        t.gup_put(1, 0xf0, FS_ANON, 1026, 2);
+        t.gup_grab(1, 0xf8, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, false);
+        t.gup_put(1, 0xf8, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1);
+        assert!(t.kinds().is_empty());
+        assert_eq!(t.a.tracked_objects(), 2, "two folios, no task or pin left");
+    }
+
+    #[test]
+    fn kept_fast_pin_on_shared_folio_is_a_near_miss() {
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON, 1026, 2, false);
+        t.gup_grab(1, 0xf8, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, false);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::PinNotExclusive, Severity::NearMiss)]
+        );
+    }
+
+    #[test]
+    fn cow_of_pinned_and_deficit() {
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, true);
+        t.feed(with_folio(
+            ev(ProbeId::DoWpPage, EventKind::Enter, 2),
+            0xf0,
+            FS_ANON,
+            1026,
+            2,
+        ));
+        assert_eq!(t.kinds(), vec![(RuleId::CowOfPinned, Severity::Violation)]);
+
+        let mut t = T::new();
+        t.feed(with_folio(
+            ev(ProbeId::DoWpPage, EventKind::Enter, 2),
+            0xf0,
+            FS_ANON,
+            1,
+            2,
+        ));
+        t.feed(with_folio(
+            ev(ProbeId::DoWpPage, EventKind::Enter, 3),
+            0xf0,
+            FS_ANON,
+            2,
+            2,
+        ));
+        assert!(t.kinds().is_empty());
+        t.feed(with_folio(
+            ev(ProbeId::DoWpPage, EventKind::Enter, 2),
+            0xf0,
+            FS_ANON,
+            1,
+            2,
+        ));
+        t.feed(with_folio(
+            ev(ProbeId::DoWpPage, EventKind::Enter, 3),
+            0xf0,
+            FS_ANON,
+            1,
+            2,
+        ));
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::RefcountBelowMapcount, Severity::Violation)]
+        );
+    }
+
+    #[test]
+    fn remove_mapping_of_pinned_folio() {
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, true);
+        t.feed(with_folio(
+            ev(ProbeId::RemoveMapping, EventKind::Enter, 9),
+            0xf0,
+            FS_ANON,
+            2,
+            0,
+        ));
+        let e = with_folio(
+            ev(ProbeId::RemoveMapping, EventKind::Exit, 9),
+            0xf0,
+            FS_ANON,
+            0,
+            0,
+        );
+        t.feed(with_ret(e, 1));
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::RemoveMappingPinned, Severity::Violation)]
+        );
+    }
+}

@@ -99,7 +99,7 @@ impl WindowStats {
             p99_ns: 0,
             max_ns: 0,
         };
-        if let Some(h) = self.histogram(kind).filter(|h| h.len() > 0) {
+        if let Some(h) = self.histogram(kind).filter(|h| !h.is_empty()) {
             s.count = h.len();
             s.min_ns = h.min();
             s.p50_ns = h.value_at_quantile(0.50);
