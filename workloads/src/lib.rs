@@ -216,6 +216,10 @@ impl DirectDev {
         })
     }
 
+    pub fn raw_fd(&self) -> libc::c_int {
+        self.fd.as_raw_fd()
+    }
+
     /// `pread` into `len` bytes at `buf`; returns the byte count.
     ///
     /// # Safety
