@@ -76,7 +76,7 @@ pub struct Event {
 /// Size of one event on the wire and in the ring buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 152);
-const _: () = assert!(EVENT_SIZE % 8 == 0);
+const _: () = assert!(EVENT_SIZE.is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<Layout>() == 104);
 
 // `valid` bits.
