@@ -71,7 +71,10 @@ fn main() {
     }
     w.finish(TraceEnd::at(n, "bench")).expect("finish");
     let secs = t.elapsed().as_secs_f64();
-    println!("write to memory: {}", rate(n, secs));
+    println!(
+        "write to a fresh Vec (page faults included): {}",
+        rate(n, secs)
+    );
     let t = Instant::now();
     let mut r = TraceReader::from_reader(mem.as_slice()).expect("open");
     let mut sum = 0u64;

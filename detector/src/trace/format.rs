@@ -1,4 +1,9 @@
 //! Byte-level constants of format v1 and the event codec.
+//!
+//! On little-endian hosts an event is copied as a whole (its `#[repr(C)]`
+//! layout is the on-disk layout); this roughly halves the reader's cost per
+//! event compared with decoding 26 fields one by one. The field-by-field
+//! codec stays for big-endian hosts and is tested against the fast one.
 
 use detector_common::{Event, EVENT_SIZE};
 
@@ -68,6 +73,20 @@ const COMM_OFFSET: usize = 132;
 /// Serialises an event into its 152 on-disk bytes (little-endian fields).
 #[inline]
 pub fn encode_event(ev: &Event, out: &mut [u8; EVENT_SIZE]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: `out` is exactly `size_of::<Event>()` writable bytes and
+        // `write_unaligned` has no alignment requirement; on a little-endian
+        // host the memory layout is the on-disk layout (checked by
+        // `offsets_match_repr_c_layout`).
+        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<Event>(), *ev) }
+    }
+    #[cfg(not(target_endian = "little"))]
+    encode_fields(ev, out)
+}
+
+#[cfg_attr(target_endian = "little", allow(dead_code))]
+fn encode_fields(ev: &Event, out: &mut [u8; EVENT_SIZE]) {
     macro_rules! put {
         ($f:ident, $t:ty, $off:expr) => {
             out[$off..$off + size_of::<$t>()].copy_from_slice(&ev.$f.to_le_bytes());
@@ -81,6 +100,21 @@ pub fn encode_event(ev: &Event, out: &mut [u8; EVENT_SIZE]) {
 /// valid event, so this cannot fail.
 #[inline]
 pub fn decode_event(b: &[u8; EVENT_SIZE]) -> Event {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: `Event` is #[repr(C)], exactly EVENT_SIZE bytes, made only
+        // of integers with no padding, so every byte pattern is a valid
+        // value; on a little-endian host its memory layout is the on-disk
+        // layout (checked by `offsets_match_repr_c_layout`), and
+        // `read_unaligned` has no alignment requirement on `b`.
+        unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) }
+    }
+    #[cfg(not(target_endian = "little"))]
+    decode_fields(b)
+}
+
+#[cfg_attr(target_endian = "little", allow(dead_code))]
+fn decode_fields(b: &[u8; EVENT_SIZE]) -> Event {
     macro_rules! get {
         ($f:ident, $t:ty, $off:expr) => {
             <$t>::from_le_bytes(fixed(b, $off))
@@ -209,6 +243,20 @@ mod tests {
         // so viewing it as bytes reads only initialised memory.
         let raw: [u8; EVENT_SIZE] = unsafe { std::mem::transmute(ev) };
         assert_eq!(buf, raw);
+    }
+
+    /// The portable field-by-field codec (used on big-endian hosts) must
+    /// agree with the fast one byte for byte.
+    #[test]
+    fn portable_codec_matches_fast_codec() {
+        let ev = sample();
+        let (mut fast, mut portable) = ([0u8; EVENT_SIZE], [0u8; EVENT_SIZE]);
+        encode_event(&ev, &mut fast);
+        encode_fields(&ev, &mut portable);
+        assert_eq!(fast, portable);
+        assert_eq!(decode_fields(&fast), ev);
+        let noise: [u8; EVENT_SIZE] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
+        assert_eq!(decode_fields(&noise), decode_event(&noise));
     }
 
     #[test]
