@@ -172,6 +172,8 @@ fn wrong_files_get_one_sentence_errors() {
     assert!(e.to_string().contains("gzip"), "{e}");
     let e = open_file(b"{\"index\":0,\"type\":\"event\"}\n");
     assert!(e.to_string().contains("JSON"), "{e}");
+    let e = open_file(b"[workspace]\nmembers = []\n");
+    assert!(e.to_string().contains("text file"), "{e}");
     let e = open_file(b"swap_cache_lookup entry=1:0x10\n");
     assert!(e.to_string().contains("text file"), "{e}");
 

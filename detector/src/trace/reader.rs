@@ -463,7 +463,7 @@ fn foreign_kind(b: &[u8]) -> Option<&'static str> {
         Some("zstd-compressed (decompress it first)")
     } else if starts(b"\x7fELF") {
         Some("an ELF binary")
-    } else if starts(b"{") || starts(b"[") {
+    } else if starts(b"{") || starts(b"[{") || starts(b"[\n") || starts(b"[ ") {
         Some("JSON text (perhaps a `detector replay --format jsonl` export)")
     } else if !b.is_empty()
         && b.iter()
