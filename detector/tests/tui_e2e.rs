@@ -91,6 +91,15 @@ impl Tmux {
         }
     }
 
+    /// Waits until the screen no longer shows `needle`.
+    fn wait_without(&self, needle: &str) {
+        let start = Instant::now();
+        while self.screen().contains(needle) {
+            assert!(start.elapsed() < DEADLINE, "screen kept showing {needle:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_gone(&self) {
         let start = Instant::now();
         while self.tmux(&["has-session", "-t", "ui"]).status.success() {
@@ -158,7 +167,10 @@ fn replay_in_tmux_switch_views_drill_filter_quit() {
     t.text("pid:9001");
     t.keys(&["Enter"]);
     t.wait_for("no finding matches the filter");
+    // Each Escape is followed by a wait for its effect: an Escape and the
+    // next key in one read would be taken for an Alt chord.
     t.keys(&["Escape"]);
+    t.wait_for("findings: 1, newest first");
     t.keys(&["/"]);
     t.text("comm:uffd");
     t.keys(&["Enter"]);
@@ -182,7 +194,7 @@ fn replay_in_tmux_switch_views_drill_filter_quit() {
     t.keys(&["?"]);
     t.wait_for("pause the display");
     t.keys(&["Escape"]);
-    t.wait_for("gup pin grab->put");
+    t.wait_without("pause the display");
     t.keys(&["p"]);
     t.wait_for("PAUSED");
 

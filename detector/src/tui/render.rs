@@ -236,7 +236,7 @@ fn lost_style(lost: u64) -> Style {
 }
 
 fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
-    let banner_h = if m.info.degraded.is_some() { 3 } else { 0 };
+    let banner_h = if m.info.degraded.is_some() { 4 } else { 0 };
     let [summary, banner, probes] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Length(banner_h),
@@ -340,6 +340,14 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             order.push((usize::MAX, Some(id)));
         }
     }
+    // What is attached first: on a degraded kernel the few live probes
+    // must not sit below a screenful of unavailable ones.
+    order.sort_by_key(|&(i, _)| {
+        m.info
+            .plan
+            .get(i)
+            .is_some_and(|e| e.mode == AttachMode::Unavailable)
+    });
     // The sparkline gets what the fixed columns leave (the note keeps 10),
     // so the newest seconds are never the ones cut off.
     const FIXED: u16 = 22 + 18 + 24 + 7 + 9 + 7 + 10 + 7;
