@@ -1,0 +1,113 @@
+//! Tracepoint (degraded) mode against the kernel the tests run on.
+//!
+//! Needs root and a kernel with BTF; CI runs as root. Forces
+//! `--attach tracepoint` so the degraded path is exercised even on a kernel
+//! that would allow fentry.
+
+use std::process::Command;
+
+use detector::plan::AttachMode;
+use detector::trace::read_all;
+use detector_common::ProbeId;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn detector() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_detector"))
+}
+
+/// Skips (with a reason on stderr) where the test cannot mean anything.
+fn usable() -> bool {
+    if !is_root() {
+        eprintln!("host tracepoint test needs root; skipped");
+        return false;
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        eprintln!("host tracepoint test needs kernel BTF; skipped");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn doctor_reports_degraded_mode_and_what_it_cannot_see() {
+    if !usable() {
+        return;
+    }
+    let out = detector()
+        .args(["doctor", "--attach", "tracepoint"])
+        .output()
+        .expect("run detector doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "doctor failed: {stderr}");
+    assert!(stdout.contains("DEGRADED MODE"), "{stdout}");
+    assert!(stdout.contains("tp_vmscan_write_folio  tracepoint"), "{stdout}");
+    // The roles it cannot see are named.
+    assert!(stdout.contains("swap_cache_lookup") && stdout.contains("NOT seen"), "{stdout}");
+}
+
+#[test]
+fn records_tracepoint_events_into_a_replayable_file() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.trace");
+    let child = detector()
+        .args(["record", "--attach", "tracepoint", "--duration", "3s", "-o"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start detector record");
+    // Allocate, touch and free memory so pages are freed and put on LRUs.
+    for _ in 0..20 {
+        let v: Vec<u8> = vec![1u8; 16 << 20];
+        std::hint::black_box(&v);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("wait for detector record");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "record failed: {stderr}");
+    assert!(stderr.contains("DEGRADED MODE"), "{stderr}");
+
+    let (header, items, end) = read_all(&path).expect("read the trace back");
+    assert!(end.is_complete(), "file must end with a footer: {end:?}");
+    let tp: Vec<_> = header
+        .plan
+        .iter()
+        .filter(|p| p.mode == AttachMode::Tracepoint)
+        .map(|p| p.probe.as_str())
+        .collect();
+    assert!(tp.contains(&"tp_page_free") && tp.contains(&"tp_lru_insertion"), "{tp:?}");
+    assert!(header
+        .plan
+        .iter()
+        .all(|p| !matches!(p.mode, AttachMode::Fentry | AttachMode::Kprobe)));
+
+    let mut frees = 0u64;
+    let mut lru = 0u64;
+    for item in &items {
+        if let detector::event::StreamItem::Event(e) = item {
+            match ProbeId::from_u16(e.probe) {
+                Some(ProbeId::TpPageFree) => {
+                    frees += 1;
+                    assert!(e.folio != 0 && e.nr >= 1, "{e:?}");
+                }
+                Some(ProbeId::TpLruInsertion) => {
+                    lru += 1;
+                    // The folio state was read: a folio on its way to an
+                    // LRU list has a reference.
+                    assert!(e.f_refcount >= 1, "{e:?}");
+                }
+                other => panic!("unexpected probe {other:?} in tracepoint mode"),
+            }
+        }
+    }
+    assert!(frees > 0, "no page frees seen in 3 s of allocation");
+    assert!(lru > 0, "no LRU insertions seen in 3 s of allocation");
+    assert!(header.kernel_release.len() > 1 && !header.boot_id.is_empty());
+}
