@@ -209,7 +209,7 @@ fn main() {
     let mut frames = 0u64;
     loop {
         let done = !matches!(lock(&model).state, SourceState::Running);
-        if frames % 10 == 0 {
+        if frames.is_multiple_of(10) {
             let k = keys[(frames / 10) as usize % keys.len()];
             let t0 = Instant::now();
             {

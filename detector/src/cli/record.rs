@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use detector_common::{Filter, ProbeId};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::analyzer::{Analyzer, Config as AnalyzerConfig, Finding};
 use crate::capture::{monotonic_ns, Capture};
 use crate::event::StreamItem;
 use crate::loader::{self, AttachPolicy, LoadOptions, DEFAULT_RING_BYTES};
@@ -42,6 +43,10 @@ pub struct Args {
     /// Attach modes to try.
     #[arg(long, value_enum, default_value_t = AttachPolicy::Auto)]
     pub attach: AttachPolicy,
+    /// Run the analyzer while recording: findings are printed as they
+    /// happen and summarized at the end (the same findings `replay` gives).
+    #[arg(long)]
+    pub analyze: bool,
 }
 
 /// `30s`, `5m`, `1h`, `250ms` or plain seconds.
@@ -170,8 +175,16 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     let mut batch: Vec<StreamItem> = Vec::with_capacity(8192);
-    let mut per_probe = [0u64; detector_common::MAX_PROBES as usize];
-    let mut events = 0u64;
+    let mut sink = Sink {
+        per_probe: [0; detector_common::MAX_PROBES as usize],
+        events: 0,
+        items: 0,
+        analyzer: args
+            .analyze
+            .then(|| Analyzer::new(AnalyzerConfig::default())),
+        findings: Vec::new(),
+        printed: 0,
+    };
     let mut last_lost_poll = Instant::now();
     let stop_reason;
     loop {
@@ -186,12 +199,22 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
             cap.poll_lost(monotonic_ns(), &mut batch)?;
             last_lost_poll = Instant::now();
         }
-        write_batch(&mut out, &mut batch, &mut per_probe, &mut events)?;
+        sink.write_batch(&mut out, &mut batch)?;
     }
     // Everything the kernel already handed over goes into the file.
     cap.drain(&mut batch);
     cap.poll_lost(monotonic_ns(), &mut batch)?;
-    write_batch(&mut out, &mut batch, &mut per_probe, &mut events)?;
+    sink.write_batch(&mut out, &mut batch)?;
+    if let Some(a) = sink.analyzer.as_mut() {
+        a.finish(&mut sink.findings);
+        sink.print_new();
+    }
+    let Sink {
+        per_probe,
+        events,
+        findings,
+        ..
+    } = sink;
     let lost: BTreeMap<&str, u64> = ProbeId::ALL
         .iter()
         .map(|p| (p.name(), cap.lost_totals()[*p as usize]))
@@ -227,26 +250,58 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
             "detector: events were lost because the ring buffer filled; a larger --ring-size or a --pid/--cgroup filter reduces loss"
         );
     }
+    if args.analyze {
+        eprintln!(
+            "detector: analysis: {} finding(s); `detector replay {}` gives the full report",
+            findings.len(),
+            args.output.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_batch(
-    out: &mut RotatingWriter,
-    batch: &mut Vec<StreamItem>,
-    per_probe: &mut [u64; detector_common::MAX_PROBES as usize],
-    events: &mut u64,
-) -> anyhow::Result<()> {
-    for item in batch.iter() {
-        if let StreamItem::Event(e) = item {
-            *events += 1;
-            if let Some(c) = per_probe.get_mut(e.probe as usize) {
-                *c += 1;
+/// Where captured items go: the file first, then the analyzer (in the same
+/// order, with the same record numbers a reader of the file will see).
+struct Sink {
+    per_probe: [u64; detector_common::MAX_PROBES as usize],
+    events: u64,
+    items: u64,
+    analyzer: Option<Analyzer>,
+    findings: Vec<Finding>,
+    printed: usize,
+}
+
+impl Sink {
+    fn write_batch(
+        &mut self,
+        out: &mut RotatingWriter,
+        batch: &mut Vec<StreamItem>,
+    ) -> anyhow::Result<()> {
+        for item in batch.iter() {
+            if let StreamItem::Event(e) = item {
+                self.events += 1;
+                if let Some(c) = self.per_probe.get_mut(e.probe as usize) {
+                    *c += 1;
+                }
             }
+            out.write_item(item).context("writing the trace file")?;
+            if let Some(a) = self.analyzer.as_mut() {
+                a.process(self.items, item, &mut self.findings);
+            }
+            self.items += 1;
         }
-        out.write_item(item).context("writing the trace file")?;
+        batch.clear();
+        self.print_new();
+        Ok(())
     }
-    batch.clear();
-    Ok(())
+
+    fn print_new(&mut self) {
+        let mut err = std::io::stderr().lock();
+        for f in &self.findings[self.printed..] {
+            let _ = crate::report::render_finding(&mut err, f);
+        }
+        self.printed = self.findings.len();
+    }
 }
 
 #[cfg(test)]
