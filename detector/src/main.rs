@@ -24,6 +24,8 @@ enum Command {
     Simulate(cli::simulate::Args),
     /// Live terminal UI (or `--replay FILE` to drive it from a trace).
     Live(cli::live::Args),
+    /// Convert a trace for other tools (Perfetto timeline, JSON lines).
+    Export(cli::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => cli::replay::run(a),
         Command::Simulate(a) => cli::simulate::run(a),
         Command::Live(a) => cli::live::run(a),
+        Command::Export(a) => cli::export::run(a),
     };
     match result {
         Ok(code) => code,

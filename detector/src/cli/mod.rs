@@ -2,6 +2,7 @@
 //! (clap) and a `run` returning the process exit code.
 
 pub mod doctor;
+pub mod export;
 pub mod live;
 pub mod record;
 pub mod replay;

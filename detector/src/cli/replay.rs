@@ -65,8 +65,7 @@ impl Args {
 /// truncated or damaged file is not an error: what was read is analyzed and
 /// the report says where reading stopped.
 pub fn analyze_file(path: &std::path::Path, cfg: Config) -> anyhow::Result<Report> {
-    let mut reader =
-        TraceReader::open(path).with_context(|| format!("cannot read trace {}", path.display()))?;
+    let mut reader = TraceReader::open(path)?;
     let mut analyzer = Analyzer::new(cfg);
     let mut findings = Vec::new();
     let (mut first, mut last) = (u64::MAX, 0u64);
@@ -96,8 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(stdout.lock());
     match args.format {
         Format::Text | Format::Jsonl => {
-            let mut reader = TraceReader::open(&args.file)
-                .with_context(|| format!("cannot read trace {}", args.file.display()))?;
+            let mut reader = TraceReader::open(&args.file)?;
             let base = reader.header().start_monotonic_ns;
             while let Some((index, item)) = reader.next_item() {
                 let r = if args.format == Format::Text {

@@ -8,12 +8,13 @@ use std::io;
 /// there is one, what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot {action} {name}: {source}")]
+    // The OS error is part of the sentence, not a separate source: an error
+    // chain printer would otherwise repeat it.
+    #[error("cannot {action} {name}: {error}")]
     Io {
         action: &'static str,
         name: String,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     #[error("{name} is empty; the recording stopped before it wrote its header")]
     Empty { name: String },
@@ -60,7 +61,7 @@ impl TraceError {
         TraceError::Io {
             action,
             name: name.to_string(),
-            source,
+            error: source,
         }
     }
 }
