@@ -74,7 +74,7 @@ pub struct RunArgs {
 /// Guest RAM (the brief's QEMU line; the cgroup, not RAM, makes the pressure).
 const GUEST_MEMORY: &str = "512M";
 const SWAP_DISK_MIB: u64 = 512;
-const OUT_DISK_MIB: u64 = 512;
+const OUT_DISK_MIB: u64 = 4096;
 const DATA_DISK_MIB: u64 = 64;
 
 fn workspace_root() -> PathBuf {
@@ -93,7 +93,10 @@ fn vm_root(ws: &Path) -> PathBuf {
 
 fn binaries(ws: &Path, no_build: bool) -> Result<vm_image::Binaries> {
     if no_build {
-        let target = vm_root(ws).parent().map(|p| p.join("release")).context("target dir")?;
+        let target = vm_root(ws)
+            .parent()
+            .map(|p| p.join("release"))
+            .context("target dir")?;
         let mut workloads = Vec::new();
         for e in fs::read_dir(ws.join("workloads/src/bin"))? {
             if let Some(stem) = e?.path().file_stem().and_then(|s| s.to_str()) {
@@ -133,9 +136,13 @@ fn boot_dir(dir: &Path) -> Result<BootDir> {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     fs::create_dir_all(dir)?;
-    let disks = vec![dir.join("swap.img"), dir.join("out.img"), dir.join("data.img")];
+    let disks = vec![
+        dir.join("swap.img"),
+        dir.join("out.img"),
+        dir.join("data.img"),
+    ];
     vm_qemu::sparse_disk(&disks[0], SWAP_DISK_MIB)?;
-    vm_qemu::sparse_disk(&disks[1], OUT_DISK_MIB)?;
+    vm_qemu::results_disk(&disks[1], OUT_DISK_MIB)?;
     vm_qemu::sparse_disk(&disks[2], DATA_DISK_MIB)?;
     Ok(BootDir {
         dir: dir.to_path_buf(),
@@ -180,7 +187,10 @@ pub fn test(args: TestArgs) -> Result<()> {
     }
     let lines: Vec<KernelLine> = {
         let mut v: Vec<KernelLine> = if args.kernels.is_empty() {
-            tests.iter().flat_map(|t| t.kernels.iter().copied()).collect()
+            tests
+                .iter()
+                .flat_map(|t| t.kernels.iter().copied())
+                .collect()
         } else {
             args.kernels.clone()
         };
@@ -203,7 +213,8 @@ pub fn test(args: TestArgs) -> Result<()> {
             let label = format!("{}/{}", line.as_str(), t.name);
             println!("-- {label}: {}", t.about);
             let start = Instant::now();
-            let verdict = run_test(&ws, &prep, t, args.keep).unwrap_or_else(|e| Verdict::error(format!("{e:#}")));
+            let verdict = run_test(&ws, &prep, t, args.keep)
+                .unwrap_or_else(|e| Verdict::error(format!("{e:#}")));
             let took = start.elapsed();
             verdict.print(&label, took);
             results.push((label, verdict, took));
@@ -212,7 +223,13 @@ pub fn test(args: TestArgs) -> Result<()> {
     println!("\n== summary ({:.0?} wall)", suite_start.elapsed());
     let mut failed = 0;
     for (label, v, took) in &results {
-        println!("{:<28} {:<5} {:>6.1?}  {}", label, v.status(), took, v.headline());
+        println!(
+            "{:<28} {:<5} {:>6.1?}  {}",
+            label,
+            v.status(),
+            took,
+            v.headline()
+        );
         if !v.passed() {
             failed += 1;
         }
@@ -318,16 +335,26 @@ pub fn run(args: RunArgs) -> Result<()> {
         interactive: true,
     })?;
     if outcome.timed_out {
-        bail!("the guest did not finish within {}s and was killed", args.timeout);
+        bail!(
+            "the guest did not finish within {}s and was killed",
+            args.timeout
+        );
     }
     if !outcome.finished() {
-        bail!("the guest stopped before writing its results; console in {}", console_log.display());
+        bail!(
+            "the guest stopped before writing its results; console in {}",
+            console_log.display()
+        );
     }
     let out_dir = b.dir.join("out");
     vm_qemu::extract_results(&b.disks[1], &out_dir)?;
     cleanup(&b);
     let rc = fs::read_to_string(out_dir.join("detector.rc")).unwrap_or_default();
-    eprintln!("vm: results in {} (detector exit {})", out_dir.display(), rc.trim());
+    eprintln!(
+        "vm: results in {} (detector exit {})",
+        out_dir.display(),
+        rc.trim()
+    );
     match rc.trim() {
         "0" => Ok(()),
         other => bail!("`detector` exited with status {other} in the guest"),

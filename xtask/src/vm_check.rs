@@ -12,9 +12,7 @@ use std::time::Duration;
 use detector::event::{fmt_entry, EventExt, StreamItem};
 use detector::plan::AttachMode;
 use detector::trace::{EndState, TraceReader};
-use detector_common::{
-    Event, EventKind, ProbeId, FS_SWAPCACHE, V_FOLIO, V_FOLIO_STATE, V_RET,
-};
+use detector_common::{Event, EventKind, ProbeId, FS_SWAPCACHE, V_FOLIO, V_FOLIO_STATE, V_RET};
 
 use super::vm_kernel::KernelLine;
 use super::vm_tests::{Lost, VmTest};
@@ -77,7 +75,11 @@ impl Verdict {
         )
     }
     pub fn print(&self, label: &str, took: Duration) {
-        println!("   {label}: {} in {took:.1?}: {}", self.status(), self.headline());
+        println!(
+            "   {label}: {} in {took:.1?}: {}",
+            self.status(),
+            self.headline()
+        );
         for n in &self.notes {
             println!("   note: {n}");
         }
@@ -121,7 +123,11 @@ fn vmstat_delta(dir: &Path, key: &str) -> Option<u64> {
 }
 
 fn uptime_secs(dir: &Path, name: &str) -> Option<f64> {
-    read_trim(dir, name)?.split_whitespace().next()?.parse().ok()
+    read_trim(dir, name)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Kernel log lines that mean the kernel itself complained.
@@ -177,12 +183,18 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     }
     v.stats.pswpin = vmstat_delta(dir, "pswpin").unwrap_or(0);
     v.stats.pswpout = vmstat_delta(dir, "pswpout").unwrap_or(0);
-    let complaints = kernel_complaints(&fs::read_to_string(dir.join("dmesg.txt")).unwrap_or_default());
+    let complaints =
+        kernel_complaints(&fs::read_to_string(dir.join("dmesg.txt")).unwrap_or_default());
     if !complaints.is_empty() {
         v.failures.push(format!(
             "the kernel logged {} warning line(s):\n      {}",
             complaints.len(),
-            complaints.iter().take(20).cloned().collect::<Vec<_>>().join("\n      ")
+            complaints
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n      ")
         ));
     }
     let record_log = fs::read_to_string(dir.join("record.log")).unwrap_or_default();
@@ -192,7 +204,10 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
             "`detector record` exited {}:\n      {}\n      doctor said:\n      {}",
             other.unwrap_or("without a status"),
             tail(&record_log, 10),
-            tail(&fs::read_to_string(dir.join("doctor.txt")).unwrap_or_default(), 40)
+            tail(
+                &fs::read_to_string(dir.join("doctor.txt")).unwrap_or_default(),
+                40
+            )
         )),
     }
     if let Some(s) = record_log.lines().rev().find(|l| !l.trim().is_empty()) {
@@ -200,7 +215,8 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     }
     let trace = dir.join("trace.dtr");
     if !trace.exists() {
-        v.failures.push("the guest sent back no trace file".to_string());
+        v.failures
+            .push("the guest sent back no trace file".to_string());
         return v;
     }
     if v.skipped.is_some() {
@@ -225,6 +241,9 @@ struct Tally {
     lookup_swap_field_checked: u64,
     lookup_swap_field_bad: Vec<String>,
     refcount_checked: u64,
+    /// Lookup exits that returned a folio, and events with folio state.
+    lookup_folios: u64,
+    with_folio_state: u64,
     refcount_bad: Vec<String>,
     first_ns: u64,
     last_ns: u64,
@@ -285,6 +304,9 @@ impl Tally {
         *self.per_probe.entry(p).or_default() += 1;
         let kind = ev.event_kind();
         let has_state = ev.valid & V_FOLIO_STATE != 0;
+        if has_state {
+            self.with_folio_state += 1;
+        }
         // A folio handed to a function (or returned by a lookup) is
         // referenced by the caller: a live folio never has refcount 0.
         let folio_held = match (p, kind) {
@@ -317,13 +339,17 @@ impl Tally {
                 }
             }
             (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) if ev.folio != 0 => {
+                self.lookup_folios += 1;
                 let Some(e) = ev.swap_entry() else { return };
                 if let Some(&named) = self.cache.get(&e) {
                     self.lookups_checked += 1;
                     if named != ev.folio {
                         push_evidence(
                             &mut self.lookup_mismatch,
-                            format!("{} (last insert of this entry named folio {named:#x})", describe(ev)),
+                            format!(
+                                "{} (last insert of this entry named folio {named:#x})",
+                                describe(ev)
+                            ),
                         );
                     }
                 }
@@ -366,16 +392,25 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     let lost_stream: u64 = tally.lost_by_probe.values().sum();
     v.stats.events = events;
     let span = tally.last_ns.saturating_sub(tally.first_ns) as f64 / 1e9;
-    v.stats.events_per_sec = if span > 0.0 { events as f64 / span } else { 0.0 };
+    v.stats.events_per_sec = if span > 0.0 {
+        events as f64 / span
+    } else {
+        0.0
+    };
     let footer = match reader.end_state() {
         Some(EndState::Complete { footer }) => Some(footer.clone()),
         Some(other) => {
-            v.failures.push(format!("the trace did not end cleanly: {other}"));
+            v.failures
+                .push(format!("the trace did not end cleanly: {other}"));
             None
         }
         None => None,
     };
-    let lost = footer.as_ref().map(|f| f.lost_total).unwrap_or(0).max(lost_stream);
+    let lost = footer
+        .as_ref()
+        .map(|f| f.lost_total)
+        .unwrap_or(0)
+        .max(lost_stream);
     v.stats.lost = lost;
     if let Some(f) = &footer {
         if f.events != events {
@@ -399,7 +434,8 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         let n = tally.per_probe.get(p).copied().unwrap_or(0);
         if !attached {
             let why = entry.map(|e| e.note.as_str()).unwrap_or("not in the plan");
-            v.notes.push(format!("{} not attached on this kernel: {why}", p.name()));
+            v.notes
+                .push(format!("{} not attached on this kernel: {why}", p.name()));
         } else if n == 0 {
             v.failures.push(format!(
                 "probe {} is attached ({}) but recorded no event under this workload",
@@ -430,6 +466,20 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
             tally.refcount_bad.join("\n      ")
         ));
     }
+    // The checks above are vacuous if no event carried a folio: that is a
+    // decoding failure, not a pass.
+    let lookups = tally.per_probe.get(&ProbeId::SwapCacheLookup).copied().unwrap_or(0);
+    if lookups > 0 && tally.lookup_folios == 0 {
+        v.failures.push(format!(
+            "none of {lookups} swap-cache lookup events carried the returned folio (V_FOLIO unset): folio decoding is broken on this kernel"
+        ));
+    }
+    if events > 0 && tally.with_folio_state == 0 {
+        v.failures.push(
+            "no event carried folio state (refcount, mapcount, flags): the folio reads failed on this kernel"
+                .to_string(),
+        );
+    }
     v.notes.push(format!(
         "consistency: {} lookups matched their insert, {} lookups matched folio->swap, {} refcounts checked",
         tally.lookups_checked, tally.lookup_swap_field_checked, tally.refcount_checked
@@ -440,8 +490,8 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     if t.expect.pswpin_matches && swap_read_attached {
         // 6.12 does not count all-zero pages in pswpin (they never reach
         // the device): those are swpin_zero.
-        let pswpin = vmstat_delta(dir, "pswpin").unwrap_or(0)
-            + vmstat_delta(dir, "swpin_zero").unwrap_or(0);
+        let pswpin =
+            vmstat_delta(dir, "pswpin").unwrap_or(0) + vmstat_delta(dir, "swpin_zero").unwrap_or(0);
         let traced = tally.swap_read_pages;
         let diff = traced.abs_diff(pswpin);
         v.notes.push(format!(

@@ -22,11 +22,28 @@ pub struct Binaries {
     pub workloads: Vec<PathBuf>,
 }
 
-/// Builds the detector and every workload binary in release mode.
+/// Builds the BPF object (embedded into the detector by its build script),
+/// then the detector and every workload binary in release mode.
 pub fn build_binaries(workspace: &Path) -> Result<Binaries> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(&cargo)
-        .args(["build", "--release", "-p", "detector", "-p", "workloads", "--bins"])
+        .args(["run", "--quiet", "-p", "xtask", "--", "build-ebpf"])
+        .current_dir(workspace)
+        .status()
+        .context("running cargo xtask build-ebpf")?;
+    if !st.success() {
+        bail!("building the BPF object failed (see above); the guest needs a detector with probes");
+    }
+    let st = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "detector",
+            "-p",
+            "workloads",
+            "--bins",
+        ])
         .current_dir(workspace)
         .status()
         .context("running cargo build")?;
@@ -107,7 +124,19 @@ impl Stage {
         if dir.exists() {
             fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
-        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "lib/modules", "proc", "sys", "dev", "tmp", "out", "etc"] {
+        for d in [
+            "bin",
+            "sbin",
+            "usr/bin",
+            "usr/sbin",
+            "lib/modules",
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "out",
+            "etc",
+        ] {
             fs::create_dir_all(dir.join(d))?;
         }
         if !Path::new(BUSYBOX).exists() {
@@ -136,7 +165,10 @@ impl Stage {
         }
         let mut order = String::new();
         for m in modules {
-            fs::write(dir.join("lib/modules").join(format!("{}.ko", m.name)), &m.image)?;
+            fs::write(
+                dir.join("lib/modules").join(format!("{}.ko", m.name)),
+                &m.image,
+            )?;
             order.push_str(&m.name);
             order.push('\n');
         }
@@ -153,7 +185,8 @@ impl Stage {
         fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))?;
         let mut files = Vec::new();
         walk(&self.root, &self.root, &mut files)?;
-        let out_file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        let out_file =
+            fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
         let mut child = Command::new("cpio")
             .args(["--quiet", "-o", "-H", "newc", "-R", "0:0"])
             .current_dir(&self.root)

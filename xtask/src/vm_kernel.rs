@@ -95,7 +95,10 @@ pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
         Some(p) => p,
         None => match cached_packages(&root).pop() {
             Some(p) => {
-                eprintln!("vm: apt-cache knows no {} cloud kernel; using cached {p}", line.as_str());
+                eprintln!(
+                    "vm: apt-cache knows no {} cloud kernel; using cached {p}",
+                    line.as_str()
+                );
                 p
             }
             None => bail!(
@@ -239,7 +242,14 @@ impl Kernel {
         let mut done = HashSet::new();
         let mut out = Vec::new();
         for w in wanted {
-            self.visit(&w.replace('-', "_"), &index, &builtin, &mut done, &mut out, 0)?;
+            self.visit(
+                &w.replace('-', "_"),
+                &index,
+                &builtin,
+                &mut done,
+                &mut out,
+                0,
+            )?;
         }
         Ok(out)
     }
@@ -307,7 +317,10 @@ mod tests {
         let img = b"\x7fELF junk\0license=GPL\0depends=virtio,virtio-ring\0vermagic=6.1\0";
         assert_eq!(depends_of(img), vec!["virtio", "virtio_ring"]);
         assert!(depends_of(b"depends=\0").is_empty());
-        assert_eq!(module_name("lz4hc_compress.ko.xz").as_deref(), Some("lz4hc_compress"));
+        assert_eq!(
+            module_name("lz4hc_compress.ko.xz").as_deref(),
+            Some("lz4hc_compress")
+        );
         assert_eq!(module_name("virtio-blk.ko").as_deref(), Some("virtio_blk"));
         assert_eq!(module_name("modules.dep"), None);
     }

@@ -1,7 +1,6 @@
 //! Booting the guest under QEMU's TCG (the host's /dev/kvm is a nested PVM
 //! that stock kernels cannot boot on), with a wall-clock limit, the serial
-//! console saved to a file, and results carried back on a raw disk holding a
-//! tar archive.
+//! console saved to a file, and results carried back on an ext2 disk image.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -52,8 +51,20 @@ pub fn sparse_disk(path: &Path, mib: u64) -> Result<()> {
 
 pub fn boot(b: &Boot) -> Result<Outcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", b.memory]);
-    cmd.arg("-kernel").arg(b.vmlinuz).arg("-initrd").arg(b.initrd);
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        b.memory,
+    ]);
+    cmd.arg("-kernel")
+        .arg(b.vmlinuz)
+        .arg("-initrd")
+        .arg(b.initrd);
     for d in &b.disks {
         cmd.arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", d.display()));
@@ -134,25 +145,46 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     })
 }
 
-/// Unpacks the tar archive the guest wrote to a raw disk.
+/// Creates the results disk: an ext2 file system the guest mounts on /out.
+/// (A trace of a swap-heavy run is hundreds of MB: more than the guest's
+/// RAM-backed root can hold, so it goes straight to disk.)
+pub fn results_disk(path: &Path, mib: u64) -> Result<()> {
+    sparse_disk(path, mib)?;
+    let out = Command::new("mke2fs")
+        .args(["-q", "-t", "ext2", "-F", "-m", "0"])
+        .arg(path)
+        .output()
+        .context("running mke2fs (install e2fsprogs)")?;
+    if !out.status.success() {
+        bail!(
+            "mke2fs failed on {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Copies everything the guest left on the results disk into `dest`
+/// (debugfs reads the image directly: no mount, no loop device).
 pub fn extract_results(disk: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
         fs::remove_dir_all(dest)?;
     }
     fs::create_dir_all(dest)?;
-    let out = Command::new("tar")
-        .arg("-xf")
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", dest.display()))
         .arg(disk)
-        .arg("-C")
-        .arg(dest)
         .output()
-        .context("running tar")?;
+        .context("running debugfs (install e2fsprogs)")?;
     if !out.status.success() {
         bail!(
-            "the results disk {} holds no readable tar archive: {}",
+            "cannot read the results disk {}: {}",
             disk.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    let _ = fs::remove_dir_all(dest.join("lost+found"));
     Ok(())
 }

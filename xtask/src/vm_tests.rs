@@ -223,7 +223,11 @@ pub fn all_modules() -> Vec<&'static str> {
 
 fn quote_argv(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| shlex::try_quote(a).map(|c| c.into_owned()).unwrap_or_else(|_| "''".into()))
+        .map(|a| {
+            shlex::try_quote(a)
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| "''".into())
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -266,11 +270,14 @@ waitdev() {
     [ -b "$1" ] || log "device $1 did not appear"
 }
 waitdev /dev/vda; waitdev /dev/vdb; waitdev /dev/vdc
+mount -t ext2 /dev/vdb /out || log "mounting the results disk failed"
 log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTotal /proc/meminfo)"
 "#,
     );
     match run.swap {
-        Swap::Disk => s.push_str("mkswap /dev/vda >/dev/null && swapon /dev/vda || log 'swap on /dev/vda failed'\n"),
+        Swap::Disk => s.push_str(
+            "mkswap /dev/vda >/dev/null && swapon /dev/vda || log 'swap on /dev/vda failed'\n",
+        ),
         Swap::Zram { mib } => {
             let _ = writeln!(
                 s,
@@ -304,7 +311,9 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
     }
     let in_cgroup = r#"sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec "$@"' wl"#;
     if let Some(w) = &run.workload {
-        s.push_str("cat /proc/uptime > /out/uptime.before; cat /proc/vmstat > /out/vmstat.before\n");
+        s.push_str(
+            "cat /proc/uptime > /out/uptime.before; cat /proc/vmstat > /out/vmstat.before\n",
+        );
         if run.foreground.is_some() {
             let _ = writeln!(
                 s,
@@ -335,13 +344,12 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
         }
     }
     if run.record.is_some() {
-        s.push_str(
-            "kill -INT $DPID; wait $DPID; echo $? > /out/record.rc\ncat /out/record.log\n",
-        );
+        s.push_str("kill -INT $DPID; wait $DPID; echo $? > /out/record.rc\ncat /out/record.log\n");
     }
     s.push_str(
         r#"dmesg > /out/dmesg.txt
-cd /out && tar -cf /dev/vdb . && sync && log "results written" || log "writing the results disk failed"
+cd /
+sync && umount /out && log "results written" || log "writing the results disk failed"
 poweroff -f
 "#,
     );
@@ -359,9 +367,7 @@ mod tests {
             assert!(!t.kernels.is_empty(), "{}", t.name);
             assert!(names.insert(t.name), "duplicate {}", t.name);
         }
-        assert!(TESTS
-            .iter()
-            .any(|t| t.kernels.contains(&KernelLine::V6_1)));
+        assert!(TESTS.iter().any(|t| t.kernels.contains(&KernelLine::V6_1)));
     }
 
     #[test]
