@@ -39,6 +39,12 @@ pub struct Args {
     /// Live capture: which attach modes the loader may use.
     #[arg(long, value_enum, default_value = "auto", conflicts_with = "replay")]
     pub attach: AttachPolicy,
+    /// Only tasks in this cgroup v2 directory (live capture).
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    pub cgroup: Option<PathBuf>,
+    /// Ring buffer size in bytes, power of two (live capture; e.g. 16M).
+    #[arg(long, value_parser = crate::cli::record::parse_size, conflicts_with = "replay")]
+    pub ring_size: Option<u64>,
 }
 
 /// `--record` into a trace file.
@@ -88,6 +94,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..LoadOptions::default()
         };
         opts.filter.tgid = args.pid.unwrap_or(0);
+        if let Some(dir) = &args.cgroup {
+            opts.filter.cgroup_id = crate::cli::record::cgroup_id(dir)?;
+        }
+        if let Some(bytes) = args.ring_size {
+            opts.ring_bytes = crate::cli::record::ring_bytes(bytes)?;
+        }
         let live = crate::tui::kernel::start(opts).map_err(anyhow::Error::msg)?;
         let rec = match &args.record {
             Some(out) => Some(recorder(out, &live.header)?),

@@ -96,24 +96,42 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` must be a positive size"))
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ring_bytes = u32::try_from(args.ring_size)
+/// Checks a `--ring-size` value: the kernel wants a power of two of at
+/// least one page.
+pub fn ring_bytes(size: u64) -> anyhow::Result<u32> {
+    u32::try_from(size)
         .ok()
         .filter(|v| *v >= 4096 && v.is_power_of_two())
         .ok_or_else(|| {
-            anyhow::anyhow!(
-                "--ring-size must be a power of two between 4K and 2G, got {}",
-                args.ring_size
-            )
-        })?;
+            anyhow::anyhow!("--ring-size must be a power of two between 4K and 2G, got {size}")
+        })
+}
+
+/// The cgroup v2 id the kernel reports for tasks in `dir`: the directory's
+/// inode number.
+pub fn cgroup_id(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let meta = std::fs::metadata(dir).with_context(|| {
+        format!(
+            "cannot open cgroup {}; give a cgroup v2 directory such as /sys/fs/cgroup/mygroup",
+            dir.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        bail!(
+            "--cgroup {} is not a directory; give a cgroup v2 directory",
+            dir.display()
+        );
+    }
+    Ok(meta.ino())
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let ring_bytes = ring_bytes(args.ring_size)?;
     if args.rotate_keep == 0 {
         bail!("--rotate-keep must be at least 1");
     }
     let cgroup_id = match &args.cgroup {
-        // The cgroup v2 id the kernel reports is the directory's inode number.
-        Some(p) => std::fs::metadata(p)
-            .with_context(|| format!("cannot open cgroup {}; give a cgroup v2 directory such as /sys/fs/cgroup/mygroup", p.display()))?
-            .ino(),
+        Some(p) => cgroup_id(p)?,
         None => 0,
     };
     loader::preflight()?;
