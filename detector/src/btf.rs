@@ -331,44 +331,8 @@ impl KernelBtf {
                 0x40000
             }
         };
-        for (name, v) in layout_fields(&l) {
-            if v == ABSENT as u64 {
-                notes.push(format!("{name}: not on this kernel"));
-            }
-        }
         Ok((l, notes))
     }
-}
-
-/// The layout as (name, value) pairs, for the trace header and `doctor`.
-pub fn layout_fields(l: &Layout) -> Vec<(&'static str, u64)> {
-    vec![
-        ("folio.flags", l.folio_flags as u64),
-        ("folio.mapping", l.folio_mapping as u64),
-        ("folio.index", l.folio_index as u64),
-        ("folio.swap", l.folio_swap as u64),
-        ("folio._mapcount", l.folio_mapcount as u64),
-        ("folio._refcount", l.folio_refcount as u64),
-        ("folio._large_mapcount", l.folio_large_mapcount as u64),
-        ("folio._entire_mapcount", l.folio_entire_mapcount as u64),
-        ("folio._pincount", l.folio_pincount as u64),
-        ("folio._nr_pages", l.folio_nr_pages as u64),
-        ("vm_fault.orig_pte", l.vmf_orig_pte as u64),
-        ("vm_fault.address", l.vmf_address as u64),
-        ("PG_locked", l.pg_locked as u64),
-        ("PG_swapcache", l.pg_swapcache as u64),
-        ("PG_swapbacked", l.pg_swapbacked as u64),
-        ("PG_anon_exclusive", l.pg_anon_exclusive as u64),
-        ("PG_head", l.pg_head as u64),
-        ("PG_dirty", l.pg_dirty as u64),
-        ("PG_lru", l.pg_lru as u64),
-        ("PG_writeback", l.pg_writeback as u64),
-        ("PG_uptodate", l.pg_uptodate as u64),
-        ("FOLL_PIN", l.foll_pin as u64),
-        ("sizeof(struct page)", l.page_size_of as u64),
-        ("page.compound_head", l.page_compound_head as u64),
-        ("&vmemmap_base", l.vmemmap_base_sym),
-    ]
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ pub fn preflight() -> Result<(), LoadError> {
 /// Address of the kernel variable holding the (possibly randomized) vmemmap
 /// base, from /proc/kallsyms; 0 when hidden or absent (the BPF side then
 /// uses the fixed x86_64 default).
-fn vmemmap_base_symbol() -> u64 {
+pub fn vmemmap_base_symbol() -> u64 {
     let Ok(syms) = std::fs::read_to_string("/proc/kallsyms") else {
         return 0;
     };

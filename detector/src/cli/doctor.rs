@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::btf::{layout_fields, KernelBtf};
+use crate::btf::KernelBtf;
 use crate::loader::{self, AttachPolicy, LoadOptions};
 use crate::plan::AttachMode;
 
@@ -21,15 +21,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("kernel: {}", release.trim());
     loader::preflight()?;
     let btf = KernelBtf::open_vmlinux()?;
-    let (layout, notes) = btf.layout()?;
+    let (mut layout, notes) = btf.layout()?;
+    layout.vmemmap_base_sym = loader::vmemmap_base_symbol();
     println!("BTF: {} (struct folio resolved)", crate::btf::VMLINUX_BTF);
-    if args.layout {
-        for (name, v) in layout_fields(&layout) {
-            if v == detector_common::ABSENT as u64 {
-                println!("  {name:<24} absent");
-            } else {
-                println!("  {name:<24} {v:#x}");
-            }
+    for (name, v) in crate::trace::layout_to_map(&layout) {
+        let absent = v == detector_common::ABSENT as u64;
+        if absent {
+            println!("  note: {name} is not on this kernel");
+        } else if args.layout {
+            println!("  {name:<24} {v:#x}");
         }
     }
     for n in &notes {
