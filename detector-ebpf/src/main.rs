@@ -73,8 +73,6 @@ const KERNEL_MIN: u64 = 0xffff_8000_0000_0000;
 const MAX_ERRNO: u64 = 4095;
 /// x86_64 `PTE_PFN_MASK` for 4-level and 5-level paging.
 const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// x86_64 default `VMEMMAP_START` when the kernel does not randomize it.
-const VMEMMAP_DEFAULT: u64 = 0xffff_ea00_0000_0000;
 
 /// Where the arguments of the traced call come from.
 trait Args {
@@ -253,13 +251,10 @@ fn pte_to_folio(pte: u64, l: &Layout) -> u64 {
     if pte & 1 == 0 || l.page_size_of == ABSENT {
         return 0;
     }
-    let vmemmap = if l.vmemmap_base_sym != 0 {
-        match rd64(l.vmemmap_base_sym, 0) {
-            Some(v) => v,
-            None => return 0,
-        }
-    } else {
-        VMEMMAP_DEFAULT
+    // Userspace only asks for this when it found `vmemmap_base`.
+    let vmemmap = match rd64(l.vmemmap_base_sym, 0) {
+        Some(v) => v,
+        None => return 0,
     };
     let pfn = (pte & PTE_PFN_MASK) >> 12;
     page_to_folio(vmemmap + pfn * l.page_size_of as u64, l)

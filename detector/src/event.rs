@@ -14,7 +14,11 @@ pub enum StreamItem {
     Event(Event),
     /// Running total of events a probe could not emit (ring buffer full),
     /// read from the kernel at `ts_ns`.
-    Lost { ts_ns: u64, probe: u16, total: u64 },
+    Lost {
+        ts_ns: u64,
+        probe: u16,
+        total: u64,
+    },
 }
 
 /// Pin bias of a small folio's refcount (`GUP_PIN_COUNTING_BIAS`).
@@ -44,7 +48,11 @@ impl EventExt for Event {
         EventKind::from_u8(self.kind)
     }
     fn comm_str(&self) -> &str {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        let end = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
         std::str::from_utf8(&self.comm[..end]).unwrap_or("?")
     }
     fn swap_entry(&self) -> Option<u64> {

@@ -6,8 +6,6 @@
 //! [`Event`]: detector_common::Event
 
 pub mod analyzer;
-pub mod report;
-pub mod scenario;
 pub mod btf;
 pub mod capture;
 pub mod cli;
@@ -15,5 +13,7 @@ pub mod event;
 pub mod loader;
 pub mod output;
 pub mod plan;
+pub mod report;
+pub mod scenario;
 pub mod trace;
 pub mod tui;

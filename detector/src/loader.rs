@@ -356,7 +356,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         };
         let sym = resolved.symbol.as_str();
         let mut notes = resolved.skipped.clone();
-        if let Err(e) = set_spec(&mut ebpf, probe, &resolved.spec) {
+        let mut resolved_spec = resolved.spec;
+        if resolved_spec.folio_from_pte != 0 && layout.vmemmap_base_sym == 0 {
+            // With a randomized memory layout the fixed vmemmap default would
+            // name the wrong struct page; seeing no folio beats a wrong one.
+            resolved_spec.folio_from_pte = 0;
+            notes.push(
+                "folio not resolved from the PTE: vmemmap_base is not in /proc/kallsyms".into(),
+            );
+        }
+        if let Err(e) = set_spec(&mut ebpf, probe, &resolved_spec) {
             plan.push(entry(probe, sym, AttachMode::Unavailable, role.hook, e));
             continue;
         }

@@ -45,9 +45,15 @@ fn doctor_reports_degraded_mode_and_what_it_cannot_see() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "doctor failed: {stderr}");
     assert!(stdout.contains("DEGRADED MODE"), "{stdout}");
-    assert!(stdout.contains("tp_vmscan_write_folio  tracepoint"), "{stdout}");
+    assert!(
+        stdout.contains("tp_vmscan_write_folio  tracepoint"),
+        "{stdout}"
+    );
     // The roles it cannot see are named.
-    assert!(stdout.contains("swap_cache_lookup") && stdout.contains("NOT seen"), "{stdout}");
+    assert!(
+        stdout.contains("swap_cache_lookup") && stdout.contains("NOT seen"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -82,7 +88,10 @@ fn records_tracepoint_events_into_a_replayable_file() {
         .filter(|p| p.mode == AttachMode::Tracepoint)
         .map(|p| p.probe.as_str())
         .collect();
-    assert!(tp.contains(&"tp_page_free") && tp.contains(&"tp_lru_insertion"), "{tp:?}");
+    assert!(
+        tp.contains(&"tp_page_free") && tp.contains(&"tp_lru_insertion"),
+        "{tp:?}"
+    );
     assert!(header
         .plan
         .iter()

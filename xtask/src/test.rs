@@ -34,7 +34,14 @@ pub fn run(a: &Args) -> Result<()> {
     ebpf::build(&ebpf::Args { debug: false })?;
     if !a.no_lint {
         cargo(&["fmt", "--all", "--check"])?;
-        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
     }
     // Unit, scenario, property, trace-format and TUI tests, plus the host
     // kernel's tracepoint mode (tests/host_*.rs, which need root).
