@@ -243,11 +243,8 @@ pub fn test(args: TestArgs) -> Result<()> {
 fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Result<Verdict> {
     let line = prep.kernel.line;
     let b = boot_dir(&vm_root(ws).join(line.as_str()).join(t.name))?;
-    let mut record = Vec::new();
-    if let Some(r) = t.ring_size {
-        record.push("--ring-size".to_string());
-        record.push(r.to_string());
-    }
+    let ring = t.ring_size.unwrap_or(vm_tests::RING_BYTES);
+    let record = vec!["--ring-size".to_string(), ring.to_string()];
     let run = GuestRun {
         swap: t.swap,
         memory_max: t.memory_max.to_string(),

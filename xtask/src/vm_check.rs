@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use detector::analyzer::{Analyzer, Config, Finding, Severity, WindowKind};
 use detector::event::{fmt_entry, EventExt, StreamItem};
 use detector::plan::AttachMode;
 use detector::trace::{EndState, TraceReader};
@@ -285,6 +286,18 @@ fn describe(ev: &Event) -> String {
 
 const MAX_EVIDENCE: usize = 5;
 
+/// The folio a lookup returned: the decoded one, else the raw return value
+/// (a pointer; NULL on a miss, an ERR_PTR is negative).
+fn lookup_result(ev: &Event) -> u64 {
+    if ev.valid & V_FOLIO != 0 {
+        ev.folio
+    } else if ev.valid & V_RET != 0 && ev.ret > 0 {
+        ev.ret as u64
+    } else {
+        0
+    }
+}
+
 fn push_evidence(list: &mut Vec<String>, s: String) {
     if list.len() < MAX_EVIDENCE {
         list.push(s);
@@ -311,7 +324,7 @@ impl Tally {
         // referenced by the caller: a live folio never has refcount 0.
         let folio_held = match (p, kind) {
             (_, Some(EventKind::Enter)) => true,
-            (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) => ev.folio != 0,
+            (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) => lookup_result(ev) != 0,
             _ => false,
         };
         if has_state && ev.folio != 0 && folio_held {
@@ -338,12 +351,13 @@ impl Tally {
                     }
                 }
             }
-            (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) if ev.folio != 0 => {
+            (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) if lookup_result(ev) != 0 => {
                 self.lookup_folios += 1;
+                let folio = lookup_result(ev);
                 let Some(e) = ev.swap_entry() else { return };
                 if let Some(&named) = self.cache.get(&e) {
                     self.lookups_checked += 1;
-                    if named != ev.folio {
+                    if named != folio {
                         push_evidence(
                             &mut self.lookup_mismatch,
                             format!(
@@ -378,7 +392,11 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     };
     let plan = reader.header().plan.clone();
     let mut tally = Tally::default();
-    for (_, item) in reader.by_ref() {
+    // The same analyzer `detector replay` runs, fed in stream order.
+    let mut analyzer = Analyzer::new(Config::default());
+    let mut findings: Vec<Finding> = Vec::new();
+    for (index, item) in reader.by_ref() {
+        analyzer.process(index, &item, &mut findings);
         match item {
             StreamItem::Event(ev) => tally.event(&ev),
             StreamItem::Lost { probe, total, .. } => {
@@ -388,6 +406,8 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
             }
         }
     }
+    analyzer.finish(&mut findings);
+    check_analysis(t, &analyzer, &findings, v);
     let events: u64 = tally.per_probe.values().sum::<u64>() + tally.unknown_probe;
     let lost_stream: u64 = tally.lost_by_probe.values().sum();
     v.stats.events = events;
@@ -468,12 +488,15 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     }
     // The checks above are vacuous if no event carried a folio: that is a
     // decoding failure, not a pass.
-    let lookups = tally.per_probe.get(&ProbeId::SwapCacheLookup).copied().unwrap_or(0);
-    if lookups > 0 && tally.lookup_folios == 0 {
-        v.failures.push(format!(
-            "none of {lookups} swap-cache lookup events carried the returned folio (V_FOLIO unset): folio decoding is broken on this kernel"
-        ));
-    }
+    let lookups = tally
+        .per_probe
+        .get(&ProbeId::SwapCacheLookup)
+        .copied()
+        .unwrap_or(0);
+    v.notes.push(format!(
+        "swap-cache lookups: {lookups}, of which {} returned a folio",
+        tally.lookup_folios
+    ));
     if events > 0 && tally.with_folio_state == 0 {
         v.failures.push(
             "no event carried folio state (refcount, mapcount, flags): the folio reads failed on this kernel"
@@ -532,6 +555,110 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
             }
         }
         _ => {}
+    }
+}
+
+fn format_finding(f: &Finding) -> String {
+    let mut s = format!(
+        "#{} {} [{}] entries={:?} folios={:?} tids={:?}: {}",
+        f.id,
+        f.rule.name(),
+        f.severity.name(),
+        f.objects.entries,
+        f.objects.folios,
+        f.objects.tids,
+        f.explanation
+    );
+    if !f.confidence.note.is_empty() {
+        let _ = write!(s, " ({})", f.confidence.note);
+    }
+    for e in f.evidence.iter().take(12) {
+        let st = &e.state;
+        let _ = write!(
+            s,
+            "\n        item {} t={} {}/{} {}:{} {}",
+            e.index, e.ts_ns, e.probe, e.kind, e.comm, e.tid, e.note
+        );
+        if let Some(x) = &st.folio {
+            let _ = write!(s, " folio={x}");
+        }
+        if let Some(x) = &st.entry {
+            let _ = write!(s, " entry={x}");
+        }
+        if let Some(x) = &st.folio_swap {
+            let _ = write!(s, " folio->swap={x}");
+        }
+        if let (Some(r), Some(m)) = (st.refcount, st.mapcount) {
+            let _ = write!(s, " ref={r} map={m}");
+        }
+        if let Some(x) = &st.flags {
+            let _ = write!(s, " flags={x}");
+        }
+        if let Some(x) = st.ret {
+            let _ = write!(s, " ret={x}");
+        }
+    }
+    s
+}
+
+/// Windows and findings from the analyzer: the expected windows must have
+/// been observed, and no violation may appear (each one is either a kernel
+/// bug or a false positive; the evidence is printed either way).
+fn check_analysis(t: &VmTest, a: &Analyzer, findings: &[Finding], v: &mut Verdict) {
+    for k in WindowKind::ALL {
+        let s = a.windows().summary(k);
+        if s.count > 0 {
+            v.stats.windows.push(format!(
+                "{}: n={} min={}ns p50={}ns p90={}ns p99={}ns max={}ns",
+                s.name, s.count, s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns
+            ));
+        }
+    }
+    for w in t.expect.windows {
+        let n: u64 = WindowKind::ALL
+            .iter()
+            .filter(|k| k.name().contains(w.name))
+            .map(|k| a.windows().summary(*k).count)
+            .sum();
+        if n < w.min_samples {
+            v.failures.push(format!(
+                "window \"{}\" was observed {n} times (at least {} expected): its histogram is empty",
+                w.name, w.min_samples
+            ));
+        }
+    }
+    let mut per_rule: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for f in findings {
+        *per_rule
+            .entry((f.rule.name(), f.severity.name()))
+            .or_default() += 1;
+    }
+    v.stats.findings = per_rule
+        .iter()
+        .map(|((r, s), n)| format!("{r} [{s}] x{n}"))
+        .collect();
+    let violations: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Violation)
+        .collect();
+    if !violations.is_empty() {
+        v.failures.push(format!(
+            "{} violation finding(s) (a kernel bug or a false positive: investigate the evidence):\n      {}",
+            violations.len(),
+            violations
+                .iter()
+                .take(3)
+                .map(|f| format_finding(f))
+                .collect::<Vec<_>>()
+                .join("\n      ")
+        ));
+    }
+    for f in findings
+        .iter()
+        .filter(|f| f.severity == Severity::NearMiss)
+        .take(3)
+    {
+        v.notes.push(format!("near miss: {}", format_finding(f)));
     }
 }
 

@@ -297,14 +297,14 @@ mod tests {
 
     #[test]
     fn newest_point_release_sorts_last() {
-        let mut v = vec![
+        let mut v = [
             "linux-image-6.12.113+deb12-cloud-amd64-unsigned",
             "linux-image-6.12.95+deb12-cloud-amd64-unsigned",
             "linux-image-6.12.107+deb12-cloud-amd64-unsigned",
         ];
         v.sort_by_key(|n| version_key(n));
         assert_eq!(v[2], "linux-image-6.12.113+deb12-cloud-amd64-unsigned");
-        let mut w = vec![
+        let mut w = [
             "linux-image-6.1.0-56-cloud-amd64-unsigned",
             "linux-image-6.1.0-9-cloud-amd64-unsigned",
         ];

@@ -32,7 +32,6 @@ pub struct Boot<'a> {
 pub struct Outcome {
     pub console: String,
     pub timed_out: bool,
-    pub elapsed: Duration,
 }
 
 impl Outcome {
@@ -138,11 +137,7 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
         .lock()
         .map(|c| String::from_utf8_lossy(&c).into_owned())
         .unwrap_or_default();
-    Ok(Outcome {
-        console,
-        timed_out,
-        elapsed: start.elapsed(),
-    })
+    Ok(Outcome { console, timed_out })
 }
 
 /// Creates the results disk: an ext2 file system the guest mounts on /out.

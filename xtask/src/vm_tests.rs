@@ -51,11 +51,16 @@ pub struct VmTest {
     pub memory_max: &'static str,
     /// Workload argv (binary name first), run inside the cgroup.
     pub workload: &'static [&'static str],
+    /// `record --ring-size`; `None` uses [`RING_BYTES`].
     pub ring_size: Option<u64>,
     pub expect: Expect,
     /// Wall-clock limit for the whole boot.
     pub timeout_secs: u64,
 }
+
+/// Ring buffer for tests that must lose nothing: TCG runs the consumer in
+/// bursts, so the ring has to absorb a few hundred ms of events at ~100k/s.
+pub const RING_BYTES: u64 = 64 << 20;
 
 const BOTH: &[KernelLine] = &[KernelLine::V6_12, KernelLine::V6_1];
 const NEW: &[KernelLine] = &[KernelLine::V6_12];
@@ -75,6 +80,16 @@ const SWAP_CORE: &[ProbeId] = &[
     P::RemoveMapping,
 ];
 
+const fn window(name: &'static str) -> WindowExpect {
+    WindowExpect {
+        name,
+        min_samples: 1,
+    }
+}
+const REALLOC: &[WindowExpect] = &[window("free->realloc")];
+const GUP: &[WindowExpect] = &[window("gup pin")];
+const PREP: &[WindowExpect] = &[window("prepare->clear")];
+
 pub const TESTS: &[VmTest] = &[
     VmTest {
         name: "swap-pressure",
@@ -88,7 +103,7 @@ pub const TESTS: &[VmTest] = &[
             probes: SWAP_CORE,
             lost: Lost::Zero,
             pswpin_matches: true,
-            windows: &[],
+            windows: REALLOC,
         },
         timeout_secs: 300,
     },
@@ -128,10 +143,16 @@ pub const TESTS: &[VmTest] = &[
             ],
             lost: Lost::Zero,
             pswpin_matches: true,
-            windows: &[WindowExpect {
-                name: "move",
-                min_samples: 1,
-            }],
+            windows: &[
+                WindowExpect {
+                    name: "move_pages lookup",
+                    min_samples: 1,
+                },
+                WindowExpect {
+                    name: "free->realloc",
+                    min_samples: 1,
+                },
+            ],
         },
         timeout_secs: 420,
     },
@@ -149,7 +170,7 @@ pub const TESTS: &[VmTest] = &[
             probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
             lost: Lost::Zero,
             pswpin_matches: true,
-            windows: &[],
+            windows: GUP,
         },
         timeout_secs: 420,
     },
@@ -167,7 +188,7 @@ pub const TESTS: &[VmTest] = &[
             probes: &[P::GupGrabFast, P::GupPut, P::DoWpPage],
             lost: Lost::Zero,
             pswpin_matches: true,
-            windows: &[],
+            windows: GUP,
         },
         timeout_secs: 420,
     },
@@ -183,7 +204,7 @@ pub const TESTS: &[VmTest] = &[
             probes: &[P::SwapcachePrepare, P::SwapcacheClear, P::DoSwapPage, P::SwapRead],
             lost: Lost::Zero,
             pswpin_matches: true,
-            windows: &[],
+            windows: PREP,
         },
         timeout_secs: 420,
     },
@@ -199,7 +220,7 @@ pub const TESTS: &[VmTest] = &[
             probes: SWAP_CORE,
             lost: Lost::Zero,
             pswpin_matches: true,
-            windows: &[],
+            windows: REALLOC,
         },
         timeout_secs: 420,
     },
