@@ -1,8 +1,10 @@
 //! Replay throughput of reader + analyzer on one core, and analyzer memory
 //! per tracked object. Not a test: prints numbers.
 //!
-//! `cargo bench -p detector --bench analyzer [-- EVENTS]`
+//! `cargo bench -p detector --bench analyzer [-- EVENTS] [analyzer|reader|e2e|bounded]`
 
+use std::hint::black_box;
+use std::path::Path;
 use std::time::Instant;
 
 use detector::analyzer::{Analyzer, Config};
@@ -89,11 +91,65 @@ fn synth(n: usize) -> Vec<Event> {
     v
 }
 
+/// Analyzer alone, items already in memory.
+#[inline(never)]
+fn analyzer_only(items: &[StreamItem]) -> (f64, Analyzer, usize) {
+    let mut a = Analyzer::new(Config::default());
+    let mut out = Vec::new();
+    let t = Instant::now();
+    for (i, it) in items.iter().enumerate() {
+        a.process(i as u64, it, &mut out);
+    }
+    a.finish(&mut out);
+    (t.elapsed().as_secs_f64(), a, out.len())
+}
+
+/// Reader alone: decode and check every record, touch each event.
+#[inline(never)]
+fn reader_only(path: &Path) -> (f64, u64) {
+    let t = Instant::now();
+    let mut r = TraceReader::open(path).expect("open");
+    let mut sum = 0u64;
+    while let Some((_, it)) = r.next_item() {
+        if let StreamItem::Event(e) = it {
+            sum = sum.wrapping_add(e.ts_ns ^ e.folio);
+        }
+    }
+    assert!(r.end_state().is_some_and(|s| s.is_complete()));
+    (t.elapsed().as_secs_f64(), black_box(sum))
+}
+
+/// Reader + analyzer from the file, one core.
+#[inline(never)]
+fn end_to_end(path: &Path) -> (f64, usize) {
+    let t = Instant::now();
+    let mut r = TraceReader::open(path).expect("open");
+    let mut a = Analyzer::new(Config::default());
+    let mut out = Vec::new();
+    while let Some((i, it)) = r.next_item() {
+        a.process(i, &it, &mut out);
+    }
+    a.finish(&mut out);
+    assert!(r.end_state().is_some_and(|s| s.is_complete()));
+    (t.elapsed().as_secs_f64(), out.len())
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    n as f64 / secs / 1e6
+}
+
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args
+        .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(5_000_000);
+    // `-- EVENTS e2e` (or `reader`, `analyzer`, `bounded`): one phase only,
+    // for profilers.
+    let only = args
+        .iter()
+        .find(|a| ["analyzer", "reader", "e2e", "bounded"].contains(&a.as_str()));
+    let run = |phase: &str| only.is_none_or(|o| o == phase);
     let events = synth(n);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.trace");
@@ -104,64 +160,60 @@ fn main() {
     w.finish(TraceEnd::at(0, "bench")).expect("finish");
     drop(events);
 
-    // Analyzer alone, items already in memory.
-    let items: Vec<StreamItem> = TraceReader::open(&path)
-        .expect("open")
-        .map(|(_, it)| it)
-        .collect();
-    let mut a = Analyzer::new(Config::default());
-    let mut out = Vec::new();
-    let t = Instant::now();
-    for (i, it) in items.iter().enumerate() {
-        a.process(i as u64, it, &mut out);
+    if run("analyzer") {
+        let items: Vec<StreamItem> = TraceReader::open(&path)
+            .expect("open")
+            .map(|(_, it)| it)
+            .collect();
+        let (secs, a, findings) = analyzer_only(&items);
+        println!(
+            "analyzer only      {n} events in {secs:.3}s = {:.1} M events/s ({findings} findings)",
+            rate(n, secs),
+        );
+        println!(
+            "analyzer state     {} objects tracked, {} bytes = {:.1} bytes/object, {} evictions",
+            a.tracked_objects(),
+            a.state_bytes(),
+            a.state_bytes() as f64 / a.tracked_objects().max(1) as f64,
+            a.evictions()
+        );
     }
-    a.finish(&mut out);
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "analyzer only      {n} events in {secs:.3}s = {:.1} M events/s ({} findings)",
-        n as f64 / secs / 1e6,
-        out.len()
-    );
-    println!(
-        "analyzer state     {} objects tracked, {} bytes = {:.1} bytes/object, {} evictions",
-        a.tracked_objects(),
-        a.state_bytes(),
-        a.state_bytes() as f64 / a.tracked_objects().max(1) as f64,
-        a.evictions()
-    );
-    drop(items);
 
-    // Reader + analyzer from the file, one core.
-    let t = Instant::now();
-    let mut r = TraceReader::open(&path).expect("open");
-    let mut a = Analyzer::new(Config::default());
-    let mut out = Vec::new();
-    while let Some((i, it)) = r.next_item() {
-        a.process(i, &it, &mut out);
+    if run("reader") {
+        let (secs, _) = reader_only(&path);
+        println!(
+            "reader only        {n} events in {secs:.3}s = {:.1} M events/s",
+            rate(n, secs)
+        );
     }
-    a.finish(&mut out);
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "reader + analyzer  {n} events in {secs:.3}s = {:.1} M events/s",
-        n as f64 / secs / 1e6
-    );
 
-    // Bounded memory: same stream with a small table.
-    let mut r = TraceReader::open(&path).expect("open");
-    let mut a = Analyzer::new(Config {
-        max_tracked: 50_000,
-        ..Config::default()
-    });
-    while let Some((i, it)) = r.next_item() {
-        a.process(i, &it, &mut out);
+    if run("e2e") {
+        let (secs, findings) = end_to_end(&path);
+        println!(
+            "reader + analyzer  {n} events in {secs:.3}s = {:.1} M events/s ({findings} findings)",
+            rate(n, secs)
+        );
     }
-    // Tables keep their peak capacity after an eviction sweep, so divide by
-    // the bound, not by the (just swept) current count.
-    println!(
-        "bounded (50k)      {} objects now, {} bytes = {:.1} bytes per allowed object, {} evictions",
-        a.tracked_objects(),
-        a.state_bytes(),
-        a.state_bytes() as f64 / 50_000.0,
-        a.evictions()
-    );
+
+    if run("bounded") {
+        // Bounded memory: same stream with a small table.
+        let mut r = TraceReader::open(&path).expect("open");
+        let mut a = Analyzer::new(Config {
+            max_tracked: 50_000,
+            ..Config::default()
+        });
+        let mut out = Vec::new();
+        while let Some((i, it)) = r.next_item() {
+            a.process(i, &it, &mut out);
+        }
+        // Tables keep their peak capacity after an eviction sweep, so divide
+        // by the bound, not by the (just swept) current count.
+        println!(
+            "bounded (50k)      {} objects now, {} bytes = {:.1} bytes per allowed object, {} evictions",
+            a.tracked_objects(),
+            a.state_bytes(),
+            a.state_bytes() as f64 / 50_000.0,
+            a.evictions()
+        );
+    }
 }
