@@ -163,7 +163,7 @@ pub const TESTS: &[VmTest] = &[
         swap: Swap::Disk,
         memory_max: "48M",
         workload: &[
-            "madvfree-dio", "--device", "/dev/vdc", "--mib", "4", "--iterations", "150", "--seconds", "90",
+            "madvfree-dio", "--device", "/dev/vdc", "--mib", "4", "--iterations", "1000", "--seconds", "90",
         ],
         ring_size: None,
         expect: Expect {
@@ -181,7 +181,7 @@ pub const TESTS: &[VmTest] = &[
         swap: Swap::Disk,
         memory_max: "64M",
         workload: &[
-            "fork-pin-cow", "--device", "/dev/vdc", "--iterations", "40", "--seconds", "90",
+            "fork-pin-cow", "--device", "/dev/vdc", "--iterations", "200", "--seconds", "90",
         ],
         ring_size: None,
         expect: Expect {
@@ -198,7 +198,7 @@ pub const TESTS: &[VmTest] = &[
         kernels: NEW,
         swap: Swap::Zram { mib: 256 },
         memory_max: "max",
-        workload: &["sync-swapin", "--mib", "8", "--threads", "4", "--iterations", "10", "--seconds", "90"],
+        workload: &["sync-swapin", "--mib", "8", "--threads", "4", "--iterations", "30", "--seconds", "90"],
         ring_size: None,
         expect: Expect {
             probes: &[P::SwapcachePrepare, P::SwapcacheClear, P::DoSwapPage, P::SwapRead],
@@ -213,8 +213,8 @@ pub const TESTS: &[VmTest] = &[
         about: "mixed swap-heavy load (hog, fork, MADV_FREE reuse, pageout) for a fixed count of iterations: no findings expected",
         kernels: NEW,
         swap: Swap::Disk,
-        memory_max: "64M",
-        workload: &["benign-soak", "--mib", "96", "--iterations", "3", "--seconds", "120"],
+        memory_max: "48M",
+        workload: &["benign-soak", "--mib", "64", "--iterations", "3", "--seconds", "90"],
         ring_size: None,
         expect: Expect {
             probes: SWAP_CORE,

@@ -24,6 +24,9 @@ struct Args {
     /// Hog passes (each verifies the previous pass and rewrites).
     #[arg(long, default_value_t = 3)]
     iterations: u64,
+    /// Milliseconds between forks.
+    #[arg(long, default_value_t = 500)]
+    fork_every_ms: u64,
     /// Stop after this many seconds (the current pass is finished).
     #[arg(long, default_value_t = 120)]
     seconds: u64,
@@ -67,6 +70,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     std::thread::scope(|s| -> anyhow::Result<()> {
         {
             let (hog, stop, bad, forks) = (&hog, &stop, &bad, &forks);
+            let fork_every_ms = a.fork_every_ms;
             s.spawn(move || {
                 let mut k = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -103,6 +107,10 @@ fn run(a: &Args) -> anyhow::Result<u64> {
                     }
                     forks.fetch_add(1, Ordering::Relaxed);
                     k += 1;
+                    // Each fork duplicates every swap entry of the hog range
+                    // (swap_duplicate per entry): pace it so the trace stays
+                    // a size the guest can write.
+                    std::thread::sleep(std::time::Duration::from_millis(fork_every_ms));
                 }
             });
         }
