@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test tier, in the order CI runs them.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -29,6 +30,52 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Totals of `test result:` lines, for the closing summary.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test ...`, echoing its output and adding up its results.
+fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
+    println!("==> cargo {}", args.join(" "));
+    let mut child = Command::new("cargo")
+        .current_dir(ebpf::root())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => totals.passed += n,
+                        "failed" => totals.failed += n,
+                        "ignored" => totals.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("{} passed, {} failed", totals.passed, totals.failed.max(1));
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
 pub fn run(a: &Args) -> Result<()> {
     // The userspace binary embeds the BPF object, so it is built first.
     ebpf::build(&ebpf::Args { debug: false })?;
@@ -46,7 +93,8 @@ pub fn run(a: &Args) -> Result<()> {
     // Unit, scenario, property, trace-format and TUI tests, plus the host
     // kernel's tracepoint mode (tests/host_*.rs, which need root).
     cargo(&["build", "--release", "-p", "detector", "-p", "workloads"])?;
-    cargo(&["test", "--workspace"])?;
+    let mut totals = Totals::default();
+    cargo_test(&["test", "--workspace"], &mut totals)?;
     if !a.no_vm {
         // Binaries were built above; every test on every kernel line.
         crate::vm::test(crate::vm::TestArgs {
@@ -56,5 +104,9 @@ pub fn run(a: &Args) -> Result<()> {
             no_build: true,
         })?;
     }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     Ok(())
 }
