@@ -110,7 +110,7 @@ fn reader_only(path: &Path) -> (f64, u64) {
     let t = Instant::now();
     let mut r = TraceReader::open(path).expect("open");
     let mut sum = 0u64;
-    while let Some((_, it)) = r.next_item() {
+    while let Some((_, it)) = r.next_ref() {
         if let StreamItem::Event(e) = it {
             sum = sum.wrapping_add(e.ts_ns ^ e.folio);
         }
@@ -126,8 +126,8 @@ fn end_to_end(path: &Path) -> (f64, usize) {
     let mut r = TraceReader::open(path).expect("open");
     let mut a = Analyzer::new(Config::default());
     let mut out = Vec::new();
-    while let Some((i, it)) = r.next_item() {
-        a.process(i, &it, &mut out);
+    while let Some((i, it)) = r.next_ref() {
+        a.process(i, it, &mut out);
     }
     a.finish(&mut out);
     assert!(r.end_state().is_some_and(|s| s.is_complete()));

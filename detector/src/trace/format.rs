@@ -113,6 +113,29 @@ pub fn decode_event(b: &[u8; EVENT_SIZE]) -> Event {
     decode_fields(b)
 }
 
+/// As [`decode_event`], into an existing event: one 152-byte copy straight
+/// from the record, no temporary.
+#[inline]
+pub fn decode_event_into(b: &[u8; EVENT_SIZE], out: &mut Event) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: `out` is a valid, exclusively borrowed `Event`, which is
+        // #[repr(C)], exactly EVENT_SIZE bytes and made only of integers
+        // with no padding, so any EVENT_SIZE bytes written over it form a
+        // valid value; `b` is EVENT_SIZE readable bytes that cannot overlap
+        // `out` (one is borrowed shared, the other exclusively), and a byte
+        // copy has no alignment requirement. On a little-endian host the
+        // memory layout is the on-disk layout (`offsets_match_repr_c_layout`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), (out as *mut Event).cast::<u8>(), EVENT_SIZE)
+        }
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        *out = decode_fields(b);
+    }
+}
+
 #[cfg_attr(target_endian = "little", allow(dead_code))]
 fn decode_fields(b: &[u8; EVENT_SIZE]) -> Event {
     macro_rules! get {
@@ -229,6 +252,9 @@ mod tests {
         let mut buf = [0u8; EVENT_SIZE];
         encode_event(&ev, &mut buf);
         assert_eq!(decode_event(&buf), ev);
+        let mut into = Event::default();
+        decode_event_into(&buf, &mut into);
+        assert_eq!(into, ev);
     }
 
     /// The documented offsets must be the in-memory `#[repr(C)]` layout, so

@@ -5,13 +5,13 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use detector_common::{ABI_VERSION, EVENT_SIZE};
+use detector_common::{Event, ABI_VERSION, EVENT_SIZE};
 
 use super::error::TraceError;
 use super::format::{
-    decode_event, decode_lost, record_crc, FORMAT_VERSION, LOST_PAYLOAD_LEN, MAGIC, MAX_HEADER_LEN,
-    MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER,
-    RECORD_HEADER_LEN, RECORD_LOST,
+    decode_event, decode_event_into, decode_lost, EVENT_RECORD_LEN, FORMAT_VERSION,
+    LOST_PAYLOAD_LEN, MAGIC, MAX_HEADER_LEN, MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN,
+    RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN, RECORD_LOST,
 };
 use super::header::{TraceFooter, TraceHeader};
 use crate::event::StreamItem;
@@ -116,6 +116,12 @@ pub struct TraceReader<R: Read> {
     offset: u64,
     records: u64,
     state: Option<EndState>,
+    /// The item [`next_ref`](Self::next_ref) hands out; events are decoded
+    /// straight into it, so the 152 bytes are copied once per record.
+    cur: StreamItem,
+    /// CRC state with the CPU-feature detection already done: cloning it
+    /// costs less than `crc32fast::hash` detecting again for every record.
+    crc: crc32fast::Hasher,
 }
 
 impl TraceReader<File> {
@@ -146,6 +152,8 @@ impl<R: Read> TraceReader<R> {
             offset: 0,
             records: 0,
             state: None,
+            cur: StreamItem::Event(Event::default()),
+            crc: crc32fast::Hasher::new(),
         };
         r.read_header()?;
         Ok(r)
@@ -290,12 +298,12 @@ impl<R: Read> TraceReader<R> {
         Ok(())
     }
 
-    fn stop(&mut self, state: EndState) -> Option<(u64, StreamItem)> {
+    fn stop(&mut self, state: EndState) {
         self.state = Some(state);
-        None
     }
 
-    fn corrupt(&mut self, reason: String) -> Option<(u64, StreamItem)> {
+    #[cold]
+    fn corrupt(&mut self, reason: String) {
         let s = EndState::Corrupt {
             byte_offset: self.offset,
             record_index: self.records,
@@ -333,6 +341,64 @@ impl<R: Read> TraceReader<R> {
     /// The next record, or `None` at the end (see [`end_state`](Self::end_state)).
     #[inline]
     pub fn next_item(&mut self) -> Option<(u64, StreamItem)> {
+        self.next_ref().map(|(i, it)| (i, *it))
+    }
+
+    /// As [`next_item`](Self::next_item), lending the item instead of
+    /// copying it out: the reader decodes every event into one slot it owns,
+    /// which is what a consumer that only looks at each item (the analyzer)
+    /// wants.
+    #[inline]
+    pub fn next_ref(&mut self) -> Option<(u64, &StreamItem)> {
+        if self.state.is_some() {
+            return None;
+        }
+        // Fast path: a whole event record is buffered (nearly every call).
+        if self.end - self.pos >= EVENT_RECORD_LEN {
+            let rec = &self.buf[self.pos..self.pos + EVENT_RECORD_LEN];
+            if le_u32(rec, 0) as usize == EVENT_SIZE
+                && u16::from_le_bytes([rec[4], rec[5]]) == RECORD_EVENT
+            {
+                let body = &rec[..EVENT_RECORD_LEN - RECORD_CRC_LEN];
+                if self.record_crc(body) != le_u32(rec, EVENT_RECORD_LEN - RECORD_CRC_LEN) {
+                    self.corrupt("checksum mismatch".to_string());
+                    return None;
+                }
+                let payload = <&[u8; EVENT_SIZE]>::try_from(&body[RECORD_HEADER_LEN..]);
+                match (&mut self.cur, payload) {
+                    (StreamItem::Event(slot), Ok(p)) => decode_event_into(p, slot),
+                    (cur, Ok(p)) => *cur = StreamItem::Event(decode_event(p)),
+                    // Unreachable: the slice is EVENT_SIZE bytes by
+                    // construction; the general path reports it if not.
+                    (_, Err(_)) => return self.next_general(),
+                }
+                return Some(self.advance(EVENT_RECORD_LEN));
+            }
+        }
+        self.next_general()
+    }
+
+    /// CRC of a record with the reader's pre-detected hasher.
+    #[inline]
+    fn record_crc(&self, frame_and_payload: &[u8]) -> u32 {
+        let mut h = self.crc.clone();
+        h.update(frame_and_payload);
+        h.finalize()
+    }
+
+    /// Consumes a record of `total` bytes whose item is in `cur`.
+    #[inline]
+    fn advance(&mut self, total: usize) -> (u64, &StreamItem) {
+        self.pos += total;
+        self.offset += total as u64;
+        let index = self.records;
+        self.records += 1;
+        (index, &self.cur)
+    }
+
+    /// Any record, including ones split across reads, damaged ones and the
+    /// footer.
+    fn next_general(&mut self) -> Option<(u64, &StreamItem)> {
         loop {
             if self.state.is_some() || !self.ensure(RECORD_HEADER_LEN) {
                 return None;
@@ -340,7 +406,8 @@ impl<R: Read> TraceReader<R> {
             let len = le_u32(&self.buf, self.pos) as usize;
             let ty = u16::from_le_bytes([self.buf[self.pos + 4], self.buf[self.pos + 5]]);
             if len > MAX_RECORD_PAYLOAD {
-                return self.corrupt(format!("record length {len} is implausible"));
+                self.corrupt(format!("record length {len} is implausible"));
+                return None;
             }
             // Checked before reading the payload so that a damaged length
             // is reported as damage, not as a file cut short.
@@ -350,9 +417,10 @@ impl<R: Read> TraceReader<R> {
                 _ => len,
             };
             if len != expected {
-                return self.corrupt(format!(
+                self.corrupt(format!(
                     "record type {ty} with {len} payload bytes, expected {expected}"
                 ));
+                return None;
             }
             let total = RECORD_HEADER_LEN + len + RECORD_CRC_LEN;
             if !self.ensure(total) {
@@ -361,16 +429,18 @@ impl<R: Read> TraceReader<R> {
             let rec = &self.buf[self.pos..self.pos + total];
             let body = &rec[..total - RECORD_CRC_LEN];
             let payload = &body[RECORD_HEADER_LEN..];
-            if record_crc(body) != le_u32(rec, total - RECORD_CRC_LEN) {
-                return self.corrupt("checksum mismatch".to_string());
+            if self.record_crc(body) != le_u32(rec, total - RECORD_CRC_LEN) {
+                self.corrupt("checksum mismatch".to_string());
+                return None;
             }
             let item = match ty {
                 RECORD_EVENT => match <&[u8; EVENT_SIZE]>::try_from(payload) {
                     Ok(p) => StreamItem::Event(decode_event(p)),
                     Err(_) => {
-                        return self.corrupt(format!(
+                        self.corrupt(format!(
                             "event record of {len} bytes, expected {EVENT_SIZE}"
-                        ))
+                        ));
+                        return None;
                     }
                 },
                 RECORD_LOST => match decode_lost(payload) {
@@ -380,10 +450,14 @@ impl<R: Read> TraceReader<R> {
                         total,
                     },
                     None => {
-                        return self.corrupt(format!("lost record of {len} bytes, expected 24"))
+                        self.corrupt(format!("lost record of {len} bytes, expected 24"));
+                        return None;
                     }
                 },
-                RECORD_FOOTER => return self.read_footer(total),
+                RECORD_FOOTER => {
+                    self.read_footer(total);
+                    return None;
+                }
                 _ => {
                     // A record type from a later minor revision: its
                     // checksum is good, so step over it.
@@ -393,15 +467,12 @@ impl<R: Read> TraceReader<R> {
                     continue;
                 }
             };
-            self.pos += total;
-            self.offset += total as u64;
-            let index = self.records;
-            self.records += 1;
-            return Some((index, item));
+            self.cur = item;
+            return Some(self.advance(total));
         }
     }
 
-    fn read_footer(&mut self, total: usize) -> Option<(u64, StreamItem)> {
+    fn read_footer(&mut self, total: usize) {
         let payload = &self.buf[self.pos + RECORD_HEADER_LEN..self.pos + total - RECORD_CRC_LEN];
         let footer: TraceFooter = match serde_json::from_slice(payload) {
             Ok(f) => f,
@@ -486,4 +557,105 @@ pub fn read_all(
         records_read: r.records_read(),
     });
     Ok((r.header, items, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{TraceEnd, TraceWriter};
+
+    /// Events and lost records interleaved (so the lent slot changes
+    /// variant both ways), a damaged event near the end.
+    fn trace_bytes() -> (Vec<StreamItem>, Vec<u8>) {
+        let mut items = Vec::new();
+        for i in 0..300u64 {
+            let mut comm = [0u8; 16];
+            comm[..3].copy_from_slice(b"cat");
+            items.push(StreamItem::Event(Event {
+                ts_ns: 10 + i,
+                folio: 0xffff_ea00_0000_0000 + (i << 6),
+                entry: i * 3,
+                tid: i as u32,
+                f_refcount: i as i32 - 7,
+                probe: (i % 5) as u16,
+                valid: i as u8,
+                comm,
+                ..Event::default()
+            }));
+            if i % 7 == 0 {
+                items.push(StreamItem::Lost {
+                    ts_ns: i,
+                    probe: 2,
+                    total: i,
+                });
+            }
+        }
+        let mut w = TraceWriter::new(Vec::new(), &TraceHeader::new("t")).unwrap();
+        for it in &items {
+            w.write_item(it).unwrap();
+        }
+        let (_, bytes) = w.finish_into_inner(TraceEnd::at(0, "t")).unwrap();
+        (items, bytes)
+    }
+
+    /// Hands out at most `n` bytes per read, so records straddle refills.
+    struct Chunks<'a>(&'a [u8], usize);
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn via_ref<R: Read>(mut r: TraceReader<R>) -> (Vec<(u64, StreamItem)>, Option<EndState>) {
+        let mut got = Vec::new();
+        while let Some((i, it)) = r.next_ref() {
+            got.push((i, *it));
+        }
+        (got, r.end_state().cloned())
+    }
+
+    #[test]
+    fn lent_items_match_owned_items() {
+        let (items, bytes) = trace_bytes();
+        let want: Vec<(u64, StreamItem)> = items
+            .iter()
+            .copied()
+            .zip(0..)
+            .map(|(it, i)| (i, it))
+            .collect();
+        for chunk in [1, 7, 163, 164, 165, 4096, usize::MAX] {
+            let r = TraceReader::from_reader(Chunks(&bytes, chunk)).unwrap();
+            let (got, end) = via_ref(r);
+            assert_eq!(got, want, "chunk {chunk}");
+            assert!(end.is_some_and(|e| e.is_complete()), "chunk {chunk}");
+        }
+        let owned: Vec<(u64, StreamItem)> = TraceReader::from_reader(bytes.as_slice())
+            .unwrap()
+            .collect();
+        assert_eq!(owned, want);
+    }
+
+    #[test]
+    fn lent_and_owned_stop_at_the_same_damage() {
+        let (_, bytes) = trace_bytes();
+        // Every byte of a record in the middle: header, payload, CRC.
+        let start = bytes.len() / 2;
+        for at in start..start + 170 {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            let (got, end) = via_ref(TraceReader::from_reader(bad.as_slice()).unwrap());
+            let mut owned = TraceReader::from_reader(bad.as_slice()).unwrap();
+            let want: Vec<(u64, StreamItem)> = owned.by_ref().collect();
+            assert_eq!(got, want, "flip at {at}");
+            assert_eq!(end.as_ref(), owned.end_state(), "flip at {at}");
+            assert!(
+                matches!(end, Some(EndState::Corrupt { .. })),
+                "flip at {at}"
+            );
+        }
+    }
 }
