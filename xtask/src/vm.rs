@@ -73,7 +73,9 @@ pub struct RunArgs {
 
 /// Guest RAM (the brief's QEMU line; the cgroup, not RAM, makes the pressure).
 const GUEST_MEMORY: &str = "512M";
-const SWAP_DISK_MIB: u64 = 512;
+// Small enough that the allocator wraps and reuses freed entries within a
+// run (the free->realloc window), large enough for every workload.
+const SWAP_DISK_MIB: u64 = 256;
 const OUT_DISK_MIB: u64 = 4096;
 const DATA_DISK_MIB: u64 = 64;
 

@@ -338,7 +338,8 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
         if run.foreground.is_some() {
             let _ = writeln!(
                 s,
-                "({in_cgroup} {} > /out/workload.log 2>&1; echo $? > /out/workload.rc) &\nWPID=$!",
+                // A head start for the foreground detector to load and attach.
+                "(sleep 3; {in_cgroup} {} > /out/workload.log 2>&1; echo $? > /out/workload.rc) &\nWPID=$!",
                 quote_argv(w)
             );
         } else {
