@@ -287,11 +287,12 @@ fn describe(ev: &Event) -> String {
 const MAX_EVIDENCE: usize = 5;
 
 /// The folio a lookup returned: the decoded one, else the raw return value
-/// (a pointer; NULL on a miss, an ERR_PTR is negative).
+/// (a pointer; NULL on a miss).
 fn lookup_result(ev: &Event) -> u64 {
     if ev.valid & V_FOLIO != 0 {
         ev.folio
-    } else if ev.valid & V_RET != 0 && ev.ret > 0 {
+    } else if ev.valid & V_RET != 0 && ev.ret != 0 && !(-4095..0).contains(&ev.ret) {
+        // Kernel pointers are negative as i64; -4095..-1 is an ERR_PTR.
         ev.ret as u64
     } else {
         0
@@ -708,6 +709,13 @@ mod tests {
         assert!(t.lookup_mismatch.is_empty());
         t.event(&lookup(5, 0x2000, 5));
         assert_eq!(t.lookup_mismatch.len(), 1);
+        // A raw kernel pointer return (negative as i64) counts as a hit.
+        let mut raw = lookup(5, 0, 5);
+        raw.valid = detector_common::V_ENTRY | V_RET;
+        raw.ret = 0xffff_8880_0000_1000u64 as i64;
+        assert_eq!(lookup_result(&raw), 0xffff_8880_0000_1000);
+        raw.ret = -17;
+        assert_eq!(lookup_result(&raw), 0);
         t.event(&lookup(6, 0x3000, 5));
         assert_eq!(t.lookup_swap_field_bad.len(), 1);
         let mut dead = lookup(7, 0x4000, 7);

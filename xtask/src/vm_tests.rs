@@ -181,7 +181,7 @@ pub const TESTS: &[VmTest] = &[
         swap: Swap::Disk,
         memory_max: "64M",
         workload: &[
-            "fork-pin-cow", "--device", "/dev/vdc", "--iterations", "200", "--seconds", "90",
+            "fork-pin-cow", "--device", "/dev/vdc", "--iterations", "800", "--seconds", "90",
         ],
         ring_size: None,
         expect: Expect {
