@@ -36,11 +36,9 @@ impl Analyzer {
         if full_entry(e).is_none() || (e.valid & V_RET != 0 && e.ret < 0) {
             return;
         }
-        let ev = self.ev(
-            index,
-            e,
-            "entry allocated again for a folio being swapped out",
-        );
+        // Only watched entries cite the event: build it on first use.
+        let mut ev = None;
+        let note = "entry allocated again for a folio being swapped out";
         let epoch = self.holder_epoch;
         for ent in Self::range(e) {
             self.alloc_seq += 1;
@@ -59,8 +57,9 @@ impl Analyzer {
                 self.windows
                     .record(WindowKind::EntryFreeToRealloc, freed_at, e.ts_ns);
             }
-            self.storms.remove(&ent);
+            self.end_storm(ent);
             if watched || self.unresolved > 0 {
+                let ev = *ev.get_or_insert_with(|| self.ev(index, e, note));
                 self.notify(ent, ev, Happened::Realloc);
             }
         }
@@ -71,11 +70,8 @@ impl Analyzer {
         if full_entry(e).is_none() {
             return;
         }
-        let ev = self.ev(
-            index,
-            e,
-            "entry returned to the swap allocator (swap count reached zero)",
-        );
+        let mut ev = None;
+        let note = "entry returned to the swap allocator (swap count reached zero)";
         let epoch = self.holder_epoch;
         for ent in Self::range(e) {
             let s = self.entry_mut(ent);
@@ -86,8 +82,9 @@ impl Analyzer {
             s.flags = eflags::FREE | eflags::TRUSTED;
             s.epoch = epoch;
             let watched = s.watchers > 0;
-            self.storms.remove(&ent);
+            self.end_storm(ent);
             if watched || self.unresolved > 0 {
+                let ev = *ev.get_or_insert_with(|| self.ev(index, e, note));
                 self.notify(ent, ev, Happened::Free);
             }
         }
@@ -98,7 +95,8 @@ impl Analyzer {
         if full_entry(e).is_none() || (e.valid & V_RET != 0 && e.ret != 0) {
             return;
         }
-        let ev = self.ev(index, e, "folio added to the swap cache for the entry");
+        let mut ev = None;
+        let note = "folio added to the swap cache for the entry";
         for ent in Self::range(e) {
             let s = self.entry_mut(ent);
             s.folio = e.folio;
@@ -109,8 +107,9 @@ impl Analyzer {
             s.holder = 0;
             s.prepare_ts = 0;
             let watched = s.watchers > 0;
-            self.storms.remove(&ent);
+            self.end_storm(ent);
             if watched || self.unresolved > 0 {
+                let ev = *ev.get_or_insert_with(|| self.ev(index, e, note));
                 self.notify(ent, ev, Happened::Insert);
             }
         }
@@ -124,11 +123,8 @@ impl Analyzer {
     pub(super) fn on_delete(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
         let _ = out;
         let Some(_) = full_entry(e) else { return };
-        let ev = self.ev(
-            index,
-            e,
-            "folio removed from the swap cache (SWAP_HAS_CACHE dropped next)",
-        );
+        let mut ev = None;
+        let note = "folio removed from the swap cache (SWAP_HAS_CACHE dropped next)";
         let epoch = self.holder_epoch;
         for ent in Self::range(e) {
             let s = self.entry_mut(ent);
@@ -140,8 +136,9 @@ impl Analyzer {
                 s.epoch = epoch;
             }
             let watched = s.watchers > 0;
-            self.storms.remove(&ent);
+            self.end_storm(ent);
             if watched || self.unresolved > 0 {
+                let ev = *ev.get_or_insert_with(|| self.ev(index, e, note));
                 self.notify(ent, ev, Happened::Delete);
             }
         }
@@ -545,7 +542,11 @@ mod tests {
             t.kinds(),
             vec![(RuleId::MissedSwapcacheLookup, Severity::NearMiss)]
         );
-        assert_eq!(t.a.tracked_objects(), 3, "entry, folio and the task keeping its pooled lookup slots");
+        assert_eq!(
+            t.a.tracked_objects(),
+            3,
+            "entry, folio and the task keeping its pooled lookup slots"
+        );
     }
 
     #[test]

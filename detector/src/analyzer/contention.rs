@@ -32,7 +32,7 @@ impl Analyzer {
                 s.prepare_ts = e.ts_ns.max(1);
                 s.flags = (s.flags | eflags::HAS_CACHE | eflags::TRUSTED) & !eflags::FREE;
                 s.epoch = epoch;
-                self.storms.remove(&ent);
+                self.end_storm(ent);
             }
         } else if e.ret == EEXIST {
             let threshold = self.cfg.eexist_threshold.max(1);
@@ -92,7 +92,7 @@ impl Analyzer {
                 self.windows
                     .record(WindowKind::PrepareToClear, prepared, e.ts_ns);
             }
-            self.storms.remove(&ent);
+            self.end_storm(ent);
         }
     }
 

@@ -32,10 +32,15 @@ pub(super) fn extra_refs(ev: &Ev) -> i32 {
 
 impl Analyzer {
     pub(super) fn on_unmap_exit(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
-        let Some(enter) = self.tasks.get_mut(&e.tid).and_then(|t| t.ttu_enter.take()) else {
+        let Some(t) = self.tasks.get_mut(&e.tid) else {
             return;
         };
-        self.drop_task_if_idle(e.tid);
+        let Some(enter) = t.ttu_enter.take() else {
+            return;
+        };
+        if t.is_removable() {
+            self.tasks.remove(&e.tid);
+        }
         if enter.folio != e.folio || !enter.has_state() || e.valid & V_FOLIO_STATE == 0 {
             return;
         }

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{fmt_entry, StreamItem};
 use ev::Ev;
-use state::{EntryState, FolioState, PinRecord, StormState, TaskState};
+use state::{EntryState, FolioState, PinRecord, StormState, TaskState, Tasks};
 
 /// Analyzer settings. `Default` is what `detector replay` uses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ pub struct Analyzer {
     storms: HashMap<u64, StormState>,
     /// Folios whose last snapshot showed refcount < mapcount.
     deficits: HashMap<u64, Ev>,
-    tasks: HashMap<u32, TaskState>,
+    tasks: Tasks,
     spaces: HashMap<u64, SpaceMap>,
     /// Tasks with an open `move_pages` window (scan list for entry events).
     open_windows: Vec<u32>,
@@ -151,7 +151,7 @@ impl Analyzer {
             pins: HashMap::new(),
             storms: HashMap::new(),
             deficits: HashMap::new(),
-            tasks: HashMap::new(),
+            tasks: Tasks::default(),
             spaces: HashMap::new(),
             open_windows: Vec::new(),
             pending_fast: 0,
@@ -217,7 +217,7 @@ impl Analyzer {
             + table(&self.pins)
             + table(&self.storms)
             + table(&self.deficits)
-            + table(&self.tasks)
+            + self.tasks.bytes()
             + table(&self.spaces)
             + lookups
     }
@@ -343,21 +343,27 @@ impl Analyzer {
     }
 
     fn task(&mut self, tid: u32, ts: u64) -> &mut TaskState {
-        let t = self.tasks.entry(tid).or_default();
+        let t = self.tasks.get_or_default(tid);
         t.last_ts = ts;
         t
     }
 
     fn drop_task_if_idle(&mut self, tid: u32) {
-        if self
-            .tasks
-            .get(&tid)
-            .is_some_and(|t| t.is_idle() && t.pool.is_empty())
-        {
+        if self.tasks.get(&tid).is_some_and(TaskState::is_removable) {
             self.tasks.remove(&tid);
         }
     }
 
+    /// The entry's holding window ended: its -EEXIST count starts over.
+    /// Storms are rare, so skip hashing the key when there are none.
+    #[inline]
+    fn end_storm(&mut self, entry: u64) {
+        if !self.storms.is_empty() {
+            self.storms.remove(&entry);
+        }
+    }
+
+    #[inline]
     fn entry_mut(&mut self, entry: u64) -> &mut EntryState {
         let clock = self.clock;
         let s = self.entries.entry(entry).or_default();

@@ -168,44 +168,59 @@ impl Analyzer {
     }
 
     pub(super) fn on_put(&mut self, index: u64, e: &Event, unpin: bool) {
-        if e.folio == 0 {
-            return;
-        }
-        if let Some(t) = self.tasks.get_mut(&e.tid) {
-            if !unpin && t.unpin_folio == e.folio {
-                // The gup_put_folio inside an unpin_user_page already counted.
-                t.unpin_folio = 0;
-                self.drop_task_if_idle(e.tid);
-                return;
-            }
-        }
-        if !unpin && e.valid & V_PIN == 0 {
+        let _ = index;
+        let (folio, tid) = (e.folio, e.tid);
+        if folio == 0 {
             return;
         }
         let nr = if unpin { 1 } else { e.nr.max(1) };
-        if unpin {
-            self.task(e.tid, e.ts_ns).unpin_folio = e.folio;
-        }
-        if let Some(t) = self.tasks.get_mut(&e.tid) {
-            if t.pending_fast.is_some_and(|p| p.folio == e.folio) {
+        // One task lookup for the whole event (the table is hit on nearly
+        // every GUP event).
+        let task = if unpin {
+            let t = self.tasks.get_or_default(tid);
+            t.last_ts = e.ts_ns;
+            t.unpin_folio = folio;
+            Some(t)
+        } else {
+            match self.tasks.get_mut(&tid) {
+                Some(t) if t.unpin_folio == folio => {
+                    // The gup_put_folio inside an unpin_user_page already
+                    // counted.
+                    t.unpin_folio = 0;
+                    if t.is_removable() {
+                        self.tasks.remove(&tid);
+                    }
+                    return;
+                }
+                _ if e.valid & V_PIN == 0 => return,
+                t => t,
+            }
+        };
+        let mut removable = false;
+        if let Some(t) = task {
+            if t.pending_fast.is_some_and(|p| p.folio == folio) {
                 // GUP-fast grab, re-check failed, dropped: the benign case.
                 t.pending_fast = None;
                 self.pending_fast = self.pending_fast.saturating_sub(1);
             }
+            removable = t.is_removable();
         }
-        let mut released = false;
-        if let Some(f) = self.folios.get_mut(&e.folio) {
-            f.pins = f.pins.saturating_sub(nr);
-            released = f.pins == 0;
-        }
-        if released || !self.folios.contains_key(&e.folio) {
-            if let Some(rec) = self.pins.remove(&e.folio) {
+        let released = match self.folios.get_mut(&folio) {
+            Some(f) => {
+                f.pins = f.pins.saturating_sub(nr);
+                f.pins == 0
+            }
+            None => true,
+        };
+        if released {
+            if let Some(rec) = self.pins.remove(&folio) {
                 self.windows
                     .record(WindowKind::GrabToPut, rec.grab.ts, e.ts_ns);
             }
         }
-        let _ = index;
-        self.drop_task_if_idle(e.tid);
+        if removable {
+            self.tasks.remove(&tid);
+        }
     }
 
     pub(super) fn on_wp(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {

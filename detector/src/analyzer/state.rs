@@ -5,6 +5,8 @@
 //! records (pins, storms, suspicious snapshots) in side maps that only hold
 //! the few objects currently in such a state.
 
+use hashbrown::HashMap;
+
 use super::ev::Ev;
 
 pub(crate) mod eflags {
@@ -148,6 +150,11 @@ impl TaskState {
             && self.rm_enter.is_none()
             && self.unpin_folio == 0
     }
+
+    /// Nothing open and no pooled lookup slots: the task can be forgotten.
+    pub fn is_removable(&self) -> bool {
+        self.is_idle() && self.pool.is_empty()
+    }
 }
 
 /// An entry receiving `swapcache_prepare` -EEXIST answers.
@@ -156,4 +163,128 @@ pub(crate) struct StormState {
     pub first: Ev,
     pub count: u32,
     pub reported: bool,
+}
+
+/// Tasks by tid. A task is inserted and removed around nearly every
+/// reclaim unmap and GUP-fast grab, and a `TaskState` is several hundred
+/// bytes: boxing it makes the table move 8 bytes instead, and removed boxes
+/// are kept for the next insert so that churn allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    map: HashMap<u32, Box<TaskState>>,
+    /// Boxes of removed tasks, all in the `TaskState::default()` state.
+    /// Kept boxed: they move back into `map` as they are.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<TaskState>>,
+}
+
+/// Spare boxes kept: enough for the tasks that are usually in flight at
+/// once, without holding on to the peak after a burst.
+const SPARE_TASKS: usize = 64;
+
+impl Tasks {
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    #[inline]
+    pub fn get(&self, tid: &u32) -> Option<&TaskState> {
+        self.map.get(tid).map(|b| &**b)
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, tid: &u32) -> Option<&mut TaskState> {
+        self.map.get_mut(tid).map(|b| &mut **b)
+    }
+
+    /// The task, inserted in its default state if absent.
+    #[inline]
+    pub fn get_or_default(&mut self, tid: u32) -> &mut TaskState {
+        let spare = &mut self.spare;
+        self.map
+            .entry(tid)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+    }
+
+    #[inline]
+    pub fn remove(&mut self, tid: &u32) {
+        if let Some(mut t) = self.map.remove(tid) {
+            if self.spare.len() >= SPARE_TASKS {
+                return;
+            }
+            if t.is_idle() && t.pool.capacity() == 0 {
+                // The common case: only the timestamp differs from default.
+                t.last_ts = 0;
+            } else {
+                *t = TaskState::default();
+            }
+            self.spare.push(t);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &TaskState)> {
+        self.map.iter().map(|(k, v)| (k, &**v))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &TaskState> {
+        self.map.values().map(|v| &**v)
+    }
+
+    /// Bytes held: table slots and control bytes, and every box, live or
+    /// spare.
+    pub fn bytes(&self) -> usize {
+        self.map.capacity() * (std::mem::size_of::<(u32, Box<TaskState>)>() + 1)
+            + (self.map.len() + self.spare.len()) * std::mem::size_of::<TaskState>()
+            + self.spare.capacity() * std::mem::size_of::<Box<TaskState>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use detector_common::Event;
+
+    fn fresh(t: &TaskState) -> bool {
+        t.is_removable() && t.last_ts == 0 && t.pool.capacity() == 0
+    }
+
+    #[test]
+    fn recycled_tasks_start_from_default() {
+        let ev = Ev::new(1, &Event::default(), 0, "x");
+        let mut tasks = Tasks::default();
+        // Idle task: only the timestamp is set.
+        tasks.get_or_default(1).last_ts = 5;
+        tasks.remove(&1);
+        assert_eq!(tasks.len(), 0);
+        assert!(fresh(tasks.get_or_default(2)));
+        // Busy task removed (as eviction does): everything is reset.
+        let t = tasks.get_or_default(3);
+        t.last_ts = 9;
+        t.ttu_enter = Some(ev);
+        t.pending_fast = Some(ev);
+        t.unpin_folio = 7;
+        t.pool.push(Lookup::empty(ev));
+        tasks.remove(&3);
+        tasks.remove(&2);
+        assert!(tasks.get(&3).is_none());
+        for tid in [4, 5] {
+            assert!(fresh(tasks.get_or_default(tid)));
+        }
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks.iter().count(), 2);
+    }
+
+    #[test]
+    fn spare_boxes_are_bounded() {
+        let mut tasks = Tasks::default();
+        for tid in 0..1000 {
+            tasks.get_or_default(tid);
+        }
+        for tid in 0..1000 {
+            tasks.remove(&tid);
+        }
+        assert!(tasks.spare.len() <= SPARE_TASKS);
+        assert!(tasks.bytes() < 1000 * std::mem::size_of::<TaskState>());
+    }
 }
