@@ -239,13 +239,15 @@ impl Analyzer {
         for tid in tids {
             self.close_window(tid, None, out);
         }
-        let pending: Vec<u32> = self
+        // In grab order: the task table's iteration order differs between
+        // two analyzers (hash seeds), and live and replay must agree.
+        let mut pending: Vec<(u64, u32)> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.pending_fast.is_some())
-            .map(|(k, _)| *k)
+            .filter_map(|(k, t)| t.pending_fast.map(|p| (p.index, *k)))
             .collect();
-        for tid in pending {
+        pending.sort_unstable();
+        for (_, tid) in pending {
             self.resolve_pending_fast(tid, None, out);
         }
     }

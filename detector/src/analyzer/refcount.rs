@@ -358,6 +358,18 @@ mod tests {
     }
 
     #[test]
+    fn fast_pins_pending_at_the_end_are_reported_in_grab_order() {
+        let mut t = T::new();
+        let tids: Vec<u32> = (0..40).map(|i| 1000 - i * 7).collect();
+        for (i, tid) in tids.iter().enumerate() {
+            t.gup_grab(*tid, 0x1000 + i as u64 * 0x40, FS_ANON, 1026, 2, false);
+        }
+        assert_eq!(t.kinds().len(), tids.len());
+        let order: Vec<u32> = t.out.iter().map(|f| f.objects.tids[0]).collect();
+        assert_eq!(order, tids);
+    }
+
+    #[test]
     fn cow_of_pinned_and_deficit() {
         let mut t = T::new();
         t.gup_grab(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, true);
