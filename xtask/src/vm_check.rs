@@ -530,6 +530,31 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         }
     }
 
+    // Swap-outs: the write_folio tracepoint fires once per folio pageout()
+    // writes; the workloads map no huge pages, so that is once per page,
+    // counted by the kernel as pswpout (or swpout_zero for a zero-filled
+    // page on 6.12, which never reaches the device).
+    let write_tp_attached = plan
+        .iter()
+        .any(|e| e.probe == ProbeId::TpWriteFolio.name() && e.mode != AttachMode::Unavailable);
+    if t.expect.pswpin_matches && write_tp_attached {
+        let pswpout = vmstat_delta(dir, "pswpout").unwrap_or(0)
+            + vmstat_delta(dir, "swpout_zero").unwrap_or(0);
+        let traced = tally
+            .per_probe
+            .get(&ProbeId::TpWriteFolio)
+            .copied()
+            .unwrap_or(0);
+        v.notes.push(format!(
+            "swap writes: traced {traced} folios, /proc/vmstat pswpout(+swpout_zero) delta {pswpout}"
+        ));
+        if traced.abs_diff(pswpout) > lost + pswpout / 100 + 16 {
+            v.failures.push(format!(
+                "swap writes traced ({traced}) do not match the pswpout delta ({pswpout}) within the {lost} lost events"
+            ));
+        }
+    }
+
     // (c) lost events.
     match t.expect.lost {
         Lost::Zero if lost > 0 => v.failures.push(format!(
