@@ -156,14 +156,25 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     // The workload's own data check.
     let wl_log = fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
     match read_trim(dir, "workload.rc").and_then(|s| s.parse::<i32>().ok()) {
+        Some(0) if t.skips_on.contains(&line) => v.failures.push(format!(
+            "workload {} ran on {}, where its kernel feature should not exist",
+            t.workload[0],
+            line.as_str()
+        )),
         Some(0) => {}
-        Some(SKIP_STATUS) => {
+        Some(SKIP_STATUS) if t.skips_on.contains(&line) => {
             v.skipped = Some(format!(
-                "workload skipped on {}: {}",
+                "workload skipped on {} as expected: {}",
                 line.as_str(),
                 tail(&wl_log, 1)
             ));
         }
+        Some(SKIP_STATUS) => v.failures.push(format!(
+            "workload {} skipped on {}, which should support it: {}",
+            t.workload[0],
+            line.as_str(),
+            tail(&wl_log, 1)
+        )),
         Some(rc) => v.failures.push(format!(
             "workload {} exited {rc}:\n      {}",
             t.workload[0],

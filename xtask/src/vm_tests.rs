@@ -46,6 +46,9 @@ pub struct VmTest {
     pub name: &'static str,
     pub about: &'static str,
     pub kernels: &'static [KernelLine],
+    /// Kernel lines where the workload is expected to exit 77 (the feature
+    /// does not exist there); a skip anywhere else is a failure.
+    pub skips_on: &'static [KernelLine],
     pub swap: Swap,
     /// `memory.max` of the workload's cgroup.
     pub memory_max: &'static str,
@@ -95,6 +98,7 @@ pub const TESTS: &[VmTest] = &[
         name: "swap-pressure",
         about: "a memory hog under a 64M cgroup pushes 160 MiB through swap while the detector records",
         kernels: BOTH,
+        skips_on: &[],
         swap: Swap::Disk,
         memory_max: "64M",
         workload: &["swap-hog", "--mib", "160", "--passes", "2"],
@@ -111,6 +115,7 @@ pub const TESTS: &[VmTest] = &[
         name: "tiny-ring",
         about: "the same hog with a 4 KiB ring buffer: events must be lost and the loss reported",
         kernels: NEW,
+        skips_on: &[],
         swap: Swap::Disk,
         memory_max: "32M",
         workload: &["swap-hog", "--mib", "64", "--passes", "2"],
@@ -126,7 +131,8 @@ pub const TESTS: &[VmTest] = &[
     VmTest {
         name: "uffd-move-swap",
         about: "UFFDIO_MOVE of swapped-out and swap-cached pages while other threads fault them in and reclaim pushes them out (seed 000)",
-        kernels: NEW,
+        kernels: BOTH,
+        skips_on: &[KernelLine::V6_1],
         swap: Swap::Disk,
         memory_max: "48M",
         workload: &["uffd-move-swap", "--mib", "8", "--iterations", "12", "--seconds", "90"],
@@ -160,6 +166,7 @@ pub const TESTS: &[VmTest] = &[
         name: "madvfree-dio",
         about: "MADV_FREE buffers used for O_DIRECT reads from a virtio disk while MADV_PAGEOUT reclaims them (seed 003)",
         kernels: NEW,
+        skips_on: &[],
         swap: Swap::Disk,
         memory_max: "48M",
         workload: &[
@@ -178,6 +185,7 @@ pub const TESTS: &[VmTest] = &[
         name: "fork-pin-cow",
         about: "O_DIRECT reads pin buffer pages while the process forks and both sides write (seed 001)",
         kernels: NEW,
+        skips_on: &[],
         swap: Swap::Disk,
         memory_max: "64M",
         workload: &[
@@ -196,6 +204,7 @@ pub const TESTS: &[VmTest] = &[
         name: "sync-swapin",
         about: "threads fault the same zram-swapped pages at once: synchronous swap-in and swapcache_prepare contention (seed 002)",
         kernels: NEW,
+        skips_on: &[],
         swap: Swap::Zram { mib: 256 },
         memory_max: "max",
         workload: &["sync-swapin", "--mib", "8", "--threads", "4", "--iterations", "30", "--seconds", "90"],
@@ -212,6 +221,7 @@ pub const TESTS: &[VmTest] = &[
         name: "benign-soak",
         about: "mixed swap-heavy load (hog, fork, MADV_FREE reuse, pageout) for a fixed count of iterations: no findings expected",
         kernels: NEW,
+        skips_on: &[],
         swap: Swap::Disk,
         memory_max: "48M",
         workload: &["benign-soak", "--mib", "64", "--iterations", "3", "--seconds", "90"],
