@@ -335,6 +335,9 @@ impl Tally {
         // A folio handed to a function (or returned by a lookup) is
         // referenced by the caller: a live folio never has refcount 0.
         let folio_held = match (p, kind) {
+            // __remove_mapping deletes from the swap cache after freezing
+            // the refcount to 0 (folio_ref_freeze): 0 is expected there.
+            (ProbeId::SwapCacheDelete, _) => false,
             (_, Some(EventKind::Enter)) => true,
             (ProbeId::SwapCacheLookup, Some(EventKind::Exit)) => lookup_result(ev) != 0,
             _ => false,
@@ -349,7 +352,11 @@ impl Tally {
             (ProbeId::SwapRead, Some(EventKind::Enter)) => {
                 self.swap_read_pages += u64::from(ev.nr.max(1));
             }
-            (ProbeId::SwapCacheInsert, Some(EventKind::Enter)) => {
+            // Recorded at entry, or at exit where 0 means it was inserted.
+            (ProbeId::SwapCacheInsert, Some(EventKind::Enter))
+            | (ProbeId::SwapCacheInsert, Some(EventKind::Exit))
+                if kind == Some(EventKind::Enter) || ev.valid & V_RET == 0 || ev.ret == 0 =>
+            {
                 if let (Some(e), true) = (ev.swap_entry(), ev.valid & V_FOLIO != 0) {
                     for i in 0..u64::from(ev.nr.max(1)) {
                         self.cache.insert(e + i, ev.folio);

@@ -50,16 +50,11 @@ pub fn sparse_disk(path: &Path, mib: u64) -> Result<()> {
 
 pub fn boot(b: &Boot) -> Result<Outcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-smp",
-        "2",
-        "-m",
-        b.memory,
-    ]);
+    // `-cpu max` includes LA57: the guest kernel runs with 5-level paging,
+    // so kernel pointers start at 0xff00_0000_0000_0000 rather than
+    // 0xffff_8000_0000_0000. `VM_CPU=max,la57=off` boots 4-level paging.
+    let cpu = std::env::var("VM_CPU").unwrap_or_else(|_| "max".to_string());
+    cmd.args(["-accel", "tcg,thread=multi", "-cpu", &cpu, "-smp", "2", "-m", b.memory]);
     cmd.arg("-kernel")
         .arg(b.vmlinuz)
         .arg("-initrd")
