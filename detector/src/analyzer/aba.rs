@@ -113,11 +113,6 @@ impl Analyzer {
                 self.notify(ent, ev, Happened::Insert);
             }
         }
-        if e.folio != 0 {
-            if let Some(f) = self.folios.get_mut(&e.folio) {
-                f.swap = e.entry;
-            }
-        }
     }
 
     pub(super) fn on_delete(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {

@@ -382,16 +382,7 @@ impl Analyzer {
     }
 
     fn observe_folio(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
-        let clock = self.clock;
-        let f = self.folios.entry(e.folio).or_default();
-        f.refcount = e.f_refcount;
-        f.mapcount = crate::event::EventExt::mapcount(e);
-        f.pincount = e.f_pincount;
-        f.f_state = e.f_state;
-        f.last_seen = clock;
-        if e.f_state & detector_common::FS_SWAPCACHE != 0 {
-            f.swap = e.f_swap;
-        }
+        self.folios.entry(e.folio).or_default();
         self.check_deficit(index, e, out);
     }
 

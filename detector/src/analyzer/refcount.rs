@@ -86,10 +86,8 @@ impl Analyzer {
             },
         );
         let nr = e.nr.max(1);
-        let clock = self.clock;
         let f = self.folios.entry(e.folio).or_default();
         f.pins = f.pins.saturating_add(nr);
-        f.last_seen = clock;
         let rec = self.pins.entry(e.folio).or_insert(PinRecord {
             grab: ev,
             confirmed: !fast,

@@ -43,18 +43,15 @@ pub(crate) struct EntryState {
     pub flags: u8,
 }
 
-/// One folio, as last seen.
+/// One folio seen with a state snapshot or a FOLL_PIN grab. No rule reads
+/// a folio's earlier snapshot back (the refcount rules use the current
+/// event and the `deficits` side table), so only what is read is kept: the
+/// table's membership (tracked objects, eviction, pin release) and the pin
+/// count.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FolioState {
-    /// `folio->swap` when last seen in the swap cache.
-    pub swap: u64,
-    pub refcount: i32,
-    pub mapcount: i32,
-    pub pincount: i32,
-    pub f_state: u32,
     /// Outstanding FOLL_PIN references we saw taken and not yet dropped.
     pub pins: u32,
-    pub last_seen: u32,
 }
 
 /// First FOLL_PIN grab of a folio that is still outstanding.
