@@ -116,6 +116,10 @@ pub struct Analyzer {
     windows: WindowStats,
     entries: HashMap<u64, EntryState>,
     folios: HashMap<u64, FolioState>,
+    /// A folio known to be in `folios` (0: none). Consecutive events often
+    /// name the same folio; this skips re-inserting it. Cleared whenever a
+    /// folio leaves the table.
+    folio_present: u64,
     pins: HashMap<u64, PinRecord>,
     storms: HashMap<u64, StormState>,
     /// Folios whose last snapshot showed refcount < mapcount.
@@ -148,6 +152,7 @@ impl Analyzer {
             windows: WindowStats::default(),
             entries: HashMap::new(),
             folios: HashMap::new(),
+            folio_present: 0,
             pins: HashMap::new(),
             storms: HashMap::new(),
             deficits: HashMap::new(),
@@ -382,7 +387,10 @@ impl Analyzer {
     }
 
     fn observe_folio(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
-        self.folios.entry(e.folio).or_default();
+        if self.folio_present != e.folio {
+            self.folios.entry(e.folio).or_default();
+            self.folio_present = e.folio;
+        }
         self.check_deficit(index, e, out);
     }
 
@@ -391,6 +399,7 @@ impl Analyzer {
             return;
         }
         self.folios.remove(&folio);
+        self.folio_present = 0;
         self.pins.remove(&folio);
         self.deficits.remove(&folio);
     }
@@ -495,6 +504,7 @@ impl Analyzer {
             .retain(|_, s| s.watchers > 0 || s.flags & state::eflags::FREE == 0);
         let pins = &self.pins;
         self.folios.retain(|k, _| pins.contains_key(k));
+        self.folio_present = 0;
         let target = self.cfg.max_tracked - self.cfg.max_tracked / 4;
         if self.tracked_objects() > target {
             let mut clocks: Vec<u32> = self.entries.values().map(|s| s.last_seen).collect();

@@ -88,6 +88,7 @@ impl Analyzer {
         let nr = e.nr.max(1);
         let f = self.folios.entry(e.folio).or_default();
         f.pins = f.pins.saturating_add(nr);
+        self.folio_present = e.folio;
         let rec = self.pins.entry(e.folio).or_insert(PinRecord {
             grab: ev,
             confirmed: !fast,
@@ -365,6 +366,33 @@ mod tests {
         assert_eq!(t.kinds().len(), tids.len());
         let order: Vec<u32> = t.out.iter().map(|f| f.objects.tids[0]).collect();
         assert_eq!(order, tids);
+    }
+
+    #[test]
+    fn a_freed_folio_seen_again_is_tracked_again() {
+        let mut t = T::new();
+        let wp = |tid| {
+            with_folio(
+                ev(ProbeId::DoWpPage, EventKind::Enter, tid),
+                0xf0,
+                FS_ANON,
+                1,
+                1,
+            )
+        };
+        t.feed(wp(1));
+        t.feed(wp(2));
+        assert_eq!(t.a.tracked_objects(), 1);
+        t.feed(with_folio(
+            ev(ProbeId::TpPageFree, EventKind::Tracepoint, 1),
+            0xf0,
+            FS_ANON,
+            0,
+            0,
+        ));
+        assert_eq!(t.a.tracked_objects(), 0);
+        t.feed(wp(1));
+        assert_eq!(t.a.tracked_objects(), 1);
     }
 
     #[test]
