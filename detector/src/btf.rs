@@ -280,7 +280,15 @@ impl KernelBtf {
         l.folio_flags = f("flags");
         l.folio_mapping = f("mapping");
         l.folio_index = f("index");
+        // Before `folio->swap` existed, a swap-cache folio kept its entry in
+        // `private` (set_page_private), at the same place in the union.
         l.folio_swap = f("swap");
+        if l.folio_swap == ABSENT {
+            l.folio_swap = f("private");
+            if l.folio_swap != ABSENT {
+                notes.push("folio->swap not in BTF: reading the entry from folio->private".into());
+            }
+        }
         l.folio_mapcount = f("_mapcount");
         l.folio_refcount = f("_refcount");
         l.folio_large_mapcount = f("_large_mapcount");
