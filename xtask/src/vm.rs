@@ -34,10 +34,10 @@ use vm_tests::{GuestRun, TESTS};
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// Kernel line(s) to test; default: every line a selected test runs on.
-    #[arg(long = "kernel", value_enum)]
+    #[arg(long = "kernel", value_enum, num_args = 1..)]
     pub kernels: Vec<KernelLine>,
     /// Run only these tests (default: all). `--test list` prints the names.
-    #[arg(long = "test")]
+    #[arg(long = "test", num_args = 1..)]
     pub tests: Vec<String>,
     /// Keep disk images and the initramfs of each test.
     #[arg(long)]
