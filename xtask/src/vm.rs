@@ -17,13 +17,13 @@ use anyhow::{bail, Context, Result};
 #[path = "vm_check.rs"]
 mod vm_check;
 #[path = "vm_image.rs"]
-mod vm_image;
+pub(crate) mod vm_image;
 #[path = "vm_kernel.rs"]
-mod vm_kernel;
+pub(crate) mod vm_kernel;
 #[path = "vm_qemu.rs"]
-mod vm_qemu;
+pub(crate) mod vm_qemu;
 #[path = "vm_tests.rs"]
-mod vm_tests;
+pub(crate) mod vm_tests;
 
 use vm_check::Verdict;
 use vm_image::Stage;

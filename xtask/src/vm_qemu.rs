@@ -54,7 +54,16 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
     // so kernel pointers start at 0xff00_0000_0000_0000 rather than
     // 0xffff_8000_0000_0000. `VM_CPU=max,la57=off` boots 4-level paging.
     let cpu = std::env::var("VM_CPU").unwrap_or_else(|_| "max".to_string());
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", &cpu, "-smp", "2", "-m", b.memory]);
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        &cpu,
+        "-smp",
+        "2",
+        "-m",
+        b.memory,
+    ]);
     cmd.arg("-kernel")
         .arg(b.vmlinuz)
         .arg("-initrd")
