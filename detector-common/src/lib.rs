@@ -368,6 +368,19 @@ unsafe impl aya::Pod for Filter {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ArgSpec {}
 
+/// Lowest x86_64 kernel address with 5-level paging (LA57); with 4-level
+/// paging the kernel half starts higher, at 0xffff_8000_0000_0000, so this
+/// bound holds for both.
+pub const KERNEL_ADDR_MIN: u64 = 0xff00_0000_0000_0000;
+/// `MAX_ERRNO`: the last 4095 values of the address space are `ERR_PTR`s.
+pub const MAX_ERRNO: u64 = 4095;
+
+/// Whether a pointer-sized value returned by the kernel is a real kernel
+/// pointer (not NULL, not an `ERR_PTR`, not a user address).
+pub const fn is_kernel_ptr(v: u64) -> bool {
+    v >= KERNEL_ADDR_MIN && v < 0u64.wrapping_sub(MAX_ERRNO)
+}
+
 /// Bits of the swap type in the arch-independent `swp_entry_t`
 /// (`MAX_SWAPFILES_SHIFT`).
 pub const SWP_TYPE_BITS: u32 = 5;
@@ -421,6 +434,15 @@ mod tests {
         assert_eq!(x86_64_pte_to_swp_entry(pte), Some(swp_entry(1, 0x4242)));
         assert_eq!(x86_64_pte_to_swp_entry(0x8000_0000_0000_0067), None);
         assert_eq!(x86_64_pte_to_swp_entry(0), None);
+    }
+
+    #[test]
+    fn kernel_pointers_under_both_paging_modes() {
+        assert!(is_kernel_ptr(0xffff_ea00_0010_0040)); // 4-level vmemmap
+        assert!(is_kernel_ptr(0xffd4_0000_0010_0040)); // 5-level vmemmap
+        assert!(!is_kernel_ptr(0));
+        assert!(!is_kernel_ptr(0x7fff_ffff_f000));
+        assert!(!is_kernel_ptr((-11i64) as u64)); // ERR_PTR(-EAGAIN)
     }
 
     #[test]

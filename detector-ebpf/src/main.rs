@@ -67,10 +67,6 @@ static IN_MOVE: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 #[map]
 static STASH: HashMap<u64, [u64; 6]> = HashMap::with_max_entries(16384, 0);
 
-/// Start of the kernel half of the address space; below it, or in the last
-/// page (ERR_PTR range), a returned "pointer" is not a folio.
-const KERNEL_MIN: u64 = 0xffff_8000_0000_0000;
-const MAX_ERRNO: u64 = 4095;
 /// x86_64 `PTE_PFN_MASK` for 4-level and 5-level paging.
 const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 
@@ -233,7 +229,7 @@ fn bit(word: u64, b: u32) -> bool {
 
 #[inline(always)]
 fn is_kptr(v: u64) -> bool {
-    v >= KERNEL_MIN && v < 0u64.wrapping_sub(MAX_ERRNO)
+    detector_common::is_kernel_ptr(v)
 }
 
 /// `page_folio()`: a tail page points at its head with bit 0 set.

@@ -304,8 +304,7 @@ const MAX_EVIDENCE: usize = 5;
 fn lookup_result(ev: &Event) -> u64 {
     if ev.valid & V_FOLIO != 0 {
         ev.folio
-    } else if ev.valid & V_RET != 0 && ev.ret != 0 && !(-4095..0).contains(&ev.ret) {
-        // Kernel pointers are negative as i64; -4095..-1 is an ERR_PTR.
+    } else if ev.valid & V_RET != 0 && detector_common::is_kernel_ptr(ev.ret as u64) {
         ev.ret as u64
     } else {
         0

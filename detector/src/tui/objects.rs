@@ -201,7 +201,7 @@ impl ObjHistory {
 
 /// Is this value a kernel pointer (a returned folio), not an error or NULL?
 fn is_kernel_ptr(v: i64) -> bool {
-    (v as u64) >= 0xffff_0000_0000_0000 && v < -4095
+    detector_common::is_kernel_ptr(v as u64)
 }
 
 fn is_lookup(probe: u16) -> bool {

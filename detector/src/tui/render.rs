@@ -920,7 +920,7 @@ pub fn fmt_folio_state(f_state: u32, refcount: i32, mapcount: i32) -> String {
 }
 
 fn fmt_ret(v: i64) -> String {
-    if (v as u64) >= 0xffff_0000_0000_0000 && v < -4095 {
+    if detector_common::is_kernel_ptr(v as u64) {
         format!("{:#x}", v as u64)
     } else {
         v.to_string()
