@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ebpf;
 mod test;
 mod vm;
@@ -24,6 +25,8 @@ enum Command {
     Vm(vm::RunArgs),
     /// Run every test tier: lint, unit/scenario/property, host, real-kernel VM.
     Test(test::Args),
+    /// Measure the slowdown tracing causes a swap-heavy workload in the guest.
+    BenchOverhead(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -32,5 +35,6 @@ fn main() -> Result<()> {
         Command::VmTest(a) => vm::test(a),
         Command::Vm(a) => vm::run(a),
         Command::Test(a) => test::run(&a),
+        Command::BenchOverhead(a) => bench::run(&a),
     }
 }
