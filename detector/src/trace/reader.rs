@@ -9,7 +9,7 @@ use detector_common::{Event, ABI_VERSION, EVENT_SIZE};
 
 use super::error::TraceError;
 use super::format::{
-    decode_event, decode_event_into, decode_lost, EVENT_RECORD_LEN, FORMAT_VERSION,
+    decode_event, decode_event_into, decode_lost, record_crc, EVENT_RECORD_LEN, FORMAT_VERSION,
     LOST_PAYLOAD_LEN, MAGIC, MAX_HEADER_LEN, MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN,
     RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN, RECORD_LOST,
 };
@@ -119,9 +119,6 @@ pub struct TraceReader<R: Read> {
     /// The item [`next_ref`](Self::next_ref) hands out; events are decoded
     /// straight into it, so the 152 bytes are copied once per record.
     cur: StreamItem,
-    /// CRC state with the CPU-feature detection already done: cloning it
-    /// costs less than `crc32fast::hash` detecting again for every record.
-    crc: crc32fast::Hasher,
 }
 
 impl TraceReader<File> {
@@ -153,7 +150,6 @@ impl<R: Read> TraceReader<R> {
             records: 0,
             state: None,
             cur: StreamItem::Event(Event::default()),
-            crc: crc32fast::Hasher::new(),
         };
         r.read_header()?;
         Ok(r)
@@ -360,7 +356,7 @@ impl<R: Read> TraceReader<R> {
                 && u16::from_le_bytes([rec[4], rec[5]]) == RECORD_EVENT
             {
                 let body = &rec[..EVENT_RECORD_LEN - RECORD_CRC_LEN];
-                if self.record_crc(body) != le_u32(rec, EVENT_RECORD_LEN - RECORD_CRC_LEN) {
+                if record_crc(body) != le_u32(rec, EVENT_RECORD_LEN - RECORD_CRC_LEN) {
                     self.corrupt("checksum mismatch".to_string());
                     return None;
                 }
@@ -376,14 +372,6 @@ impl<R: Read> TraceReader<R> {
             }
         }
         self.next_general()
-    }
-
-    /// CRC of a record with the reader's pre-detected hasher.
-    #[inline]
-    fn record_crc(&self, frame_and_payload: &[u8]) -> u32 {
-        let mut h = self.crc.clone();
-        h.update(frame_and_payload);
-        h.finalize()
     }
 
     /// Consumes a record of `total` bytes whose item is in `cur`.
@@ -429,7 +417,7 @@ impl<R: Read> TraceReader<R> {
             let rec = &self.buf[self.pos..self.pos + total];
             let body = &rec[..total - RECORD_CRC_LEN];
             let payload = &body[RECORD_HEADER_LEN..];
-            if self.record_crc(body) != le_u32(rec, total - RECORD_CRC_LEN) {
+            if record_crc(body) != le_u32(rec, total - RECORD_CRC_LEN) {
                 self.corrupt("checksum mismatch".to_string());
                 return None;
             }
