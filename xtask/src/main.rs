@@ -32,7 +32,7 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::BuildEbpf(a) => ebpf::build(&a),
-        Command::VmTest(a) => vm::test(a),
+        Command::VmTest(a) => vm::test(a).map(|_| ()),
         Command::Vm(a) => vm::run(a),
         Command::Test(a) => test::run(&a),
         Command::BenchOverhead(a) => bench::run(&a),

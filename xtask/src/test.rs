@@ -97,12 +97,12 @@ pub fn run(a: &Args) -> Result<()> {
     cargo_test(&["test", "--workspace"], &mut totals)?;
     if !a.no_vm {
         // Binaries were built above; every test on every kernel line.
-        crate::vm::test(crate::vm::TestArgs {
+        totals.passed += crate::vm::test(crate::vm::TestArgs {
             kernels: Vec::new(),
             tests: Vec::new(),
             keep: false,
             no_build: true,
-        })?;
+        })? as u64;
     }
     println!(
         "{} passed, {} failed, {} skipped",

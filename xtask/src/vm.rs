@@ -181,11 +181,13 @@ fn selected_tests(names: &[String]) -> Result<Vec<&'static vm_tests::VmTest>> {
         .collect()
 }
 
-pub fn test(args: TestArgs) -> Result<()> {
+/// Runs the selected VM tests; returns how many passed (all of them, or an
+/// error saying how many failed).
+pub fn test(args: TestArgs) -> Result<usize> {
     let ws = workspace_root();
     let tests = selected_tests(&args.tests)?;
     if tests.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let lines: Vec<KernelLine> = {
         let mut v: Vec<KernelLine> = if args.kernels.is_empty() {
@@ -246,7 +248,7 @@ pub fn test(args: TestArgs) -> Result<()> {
     summarize(&results, suite_start.elapsed())
 }
 
-fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<()> {
+fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<usize> {
     println!("\n== summary ({wall:.0?} wall)");
     let mut failed = 0;
     for (label, v, took) in results {
@@ -264,7 +266,7 @@ fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<
     if failed > 0 {
         bail!("{failed} of {} VM tests failed", results.len());
     }
-    Ok(())
+    Ok(results.len())
 }
 
 fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Result<Verdict> {
