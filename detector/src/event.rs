@@ -21,6 +21,16 @@ pub enum StreamItem {
     },
 }
 
+impl StreamItem {
+    /// When the item was observed (CLOCK_MONOTONIC ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            StreamItem::Event(e) => e.ts_ns,
+            StreamItem::Lost { ts_ns, .. } => *ts_ns,
+        }
+    }
+}
+
 /// Pin bias of a small folio's refcount (`GUP_PIN_COUNTING_BIAS`).
 pub const GUP_PIN_COUNTING_BIAS: i32 = 1024;
 /// `-EEXIST`.

@@ -414,10 +414,7 @@ pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
     w.write_all(b",\"traceEvents\":[\n")?;
     let mut sep = "";
     for (index, item) in items.into_iter().enumerate() {
-        let ts_ns = match &item {
-            StreamItem::Event(e) => e.ts_ns,
-            StreamItem::Lost { ts_ns, .. } => *ts_ns,
-        };
+        let ts_ns = item.ts_ns();
         let b = *base.get_or_insert(ts_ns);
         let ts = RelMicros(ts_ns as i128 - b as i128);
         match &item {

@@ -38,10 +38,7 @@ pub fn write_trace(sc: &Scenario, origin_path: &Path, out: &Path) -> anyhow::Res
     let end_ns = sc
         .items
         .last()
-        .map(|i| match i {
-            crate::event::StreamItem::Event(e) => e.ts_ns,
-            crate::event::StreamItem::Lost { ts_ns, .. } => *ts_ns,
-        })
+        .map(crate::event::StreamItem::ts_ns)
         .unwrap_or(scenario::BASE_NS);
     w.finish(TraceEnd::at(end_ns, "end of scenario"))
         .with_context(|| format!("cannot finish trace {}", out.display()))?;

@@ -136,13 +136,6 @@ impl ReplaySource {
     }
 }
 
-fn item_ts(item: &StreamItem) -> u64 {
-    match item {
-        StreamItem::Event(e) => e.ts_ns,
-        StreamItem::Lost { ts_ns, .. } => *ts_ns,
-    }
-}
-
 impl Source for ReplaySource {
     fn info(&self) -> SourceInfo {
         self.info.clone()
@@ -180,7 +173,7 @@ impl Source for ReplaySource {
                     None => break,
                 },
             };
-            if let Some(due) = self.due(item_ts(&next.1)) {
+            if let Some(due) = self.due(next.1.ts_ns()) {
                 let now = Instant::now();
                 if due > now {
                     self.pending = Some(next);
