@@ -273,7 +273,10 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
     let line = prep.kernel.line;
     let b = boot_dir(&vm_root(ws).join(line.as_str()).join(t.name))?;
     let ring = t.ring_size.unwrap_or(vm_tests::RING_BYTES);
-    let record = vec!["--ring-size".to_string(), ring.to_string()];
+    let mut record = vec!["--ring-size".to_string(), ring.to_string()];
+    if let Some(mode) = t.attach {
+        record.extend(["--attach".to_string(), mode.to_string()]);
+    }
     let run = GuestRun {
         swap: t.swap,
         memory_max: t.memory_max.to_string(),

@@ -414,6 +414,16 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         }
     };
     let plan = reader.header().plan.clone();
+    if t.attach == Some("kprobe") {
+        let fentry = plan.iter().filter(|p| p.mode == AttachMode::Fentry).count();
+        let kprobes = plan.iter().filter(|p| p.mode == AttachMode::Kprobe).count();
+        if fentry > 0 || kprobes < t.expect.probes.len() {
+            v.failures.push(format!(
+                "--attach kprobe gave {kprobes} kprobe and {fentry} fentry probes; \
+                 expected every function probe through kprobes"
+            ));
+        }
+    }
     let mut tally = Tally::default();
     // The same analyzer `detector replay` runs, fed in stream order.
     let mut analyzer = Analyzer::new(Config::default());

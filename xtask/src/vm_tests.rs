@@ -56,6 +56,9 @@ pub struct VmTest {
     pub workload: &'static [&'static str],
     /// `record --ring-size`; `None` uses [`RING_BYTES`].
     pub ring_size: Option<u64>,
+    /// `record --attach`: `Some("kprobe")` forces the fallback path where
+    /// fentry would work, and the check then requires a kprobe-only plan.
+    pub attach: Option<&'static str>,
     pub expect: Expect,
     /// Wall-clock limit for the whole boot.
     pub timeout_secs: u64,
@@ -103,6 +106,25 @@ pub const TESTS: &[VmTest] = &[
         memory_max: "64M",
         workload: &["swap-hog", "--mib", "160", "--passes", "2"],
         ring_size: None,
+        attach: None,
+        expect: Expect {
+            probes: SWAP_CORE,
+            lost: Lost::Zero,
+            pswpin_matches: true,
+            windows: REALLOC,
+        },
+        timeout_secs: 300,
+    },
+    VmTest {
+        name: "kprobe-fallback",
+        about: "the swap hog with --attach kprobe: every function probe through kprobe/kretprobe, same checks",
+        kernels: NEW,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "64M",
+        workload: &["swap-hog", "--mib", "96", "--passes", "1"],
+        ring_size: None,
+        attach: Some("kprobe"),
         expect: Expect {
             probes: SWAP_CORE,
             lost: Lost::Zero,
@@ -120,6 +142,7 @@ pub const TESTS: &[VmTest] = &[
         memory_max: "32M",
         workload: &["swap-hog", "--mib", "64", "--passes", "2"],
         ring_size: Some(4096),
+        attach: None,
         expect: Expect {
             probes: &[P::SwapCacheLookup, P::DoSwapPage],
             lost: Lost::Positive,
@@ -137,6 +160,7 @@ pub const TESTS: &[VmTest] = &[
         memory_max: "48M",
         workload: &["uffd-move-swap", "--mib", "8", "--iterations", "12", "--seconds", "90"],
         ring_size: None,
+        attach: None,
         expect: Expect {
             probes: &[
                 P::MovePages,
@@ -173,6 +197,7 @@ pub const TESTS: &[VmTest] = &[
             "madvfree-dio", "--device", "/dev/vdc", "--mib", "4", "--iterations", "1000", "--seconds", "90",
         ],
         ring_size: None,
+        attach: None,
         expect: Expect {
             probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
             lost: Lost::Zero,
@@ -192,6 +217,7 @@ pub const TESTS: &[VmTest] = &[
             "fork-pin-cow", "--device", "/dev/vdc", "--iterations", "800", "--seconds", "90",
         ],
         ring_size: None,
+        attach: None,
         expect: Expect {
             probes: &[P::GupGrabFast, P::GupPut, P::DoWpPage],
             lost: Lost::Zero,
@@ -209,6 +235,7 @@ pub const TESTS: &[VmTest] = &[
         memory_max: "max",
         workload: &["sync-swapin", "--mib", "8", "--threads", "4", "--iterations", "30", "--seconds", "90"],
         ring_size: None,
+        attach: None,
         expect: Expect {
             probes: &[P::SwapcachePrepare, P::SwapcacheClear, P::DoSwapPage, P::SwapRead],
             lost: Lost::Zero,
@@ -226,6 +253,7 @@ pub const TESTS: &[VmTest] = &[
         memory_max: "48M",
         workload: &["benign-soak", "--mib", "64", "--iterations", "3", "--seconds", "90"],
         ring_size: None,
+        attach: None,
         expect: Expect {
             probes: SWAP_CORE,
             lost: Lost::Zero,
