@@ -119,7 +119,11 @@ impl Capture {
         let before = out.len();
         let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
             Ok(g) => g?,
-            Err(_) => return Ok(0),
+            // The kernel only signals a ring buffer when the consumer has
+            // caught up with the producer; a wakeup lost between our last
+            // read and clear_ready would otherwise stall reading while the
+            // ring fills. Draining on every timeout bounds that to max_wait.
+            Err(_) => return Ok(self.drain(out)),
         };
         let ring = guard.get_inner_mut();
         while let Some(item) = ring.next() {
