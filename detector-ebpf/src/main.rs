@@ -30,9 +30,11 @@ use detector_common::{
     V_PIN, V_PTE, V_RET,
 };
 
-/// Resolved by userspace from the running kernel's BTF before load.
-#[no_mangle]
-static LAYOUT: Layout = Layout::EMPTY;
+/// Resolved by userspace from the running kernel's BTF, written before any
+/// probe attaches. A map rather than a global so programs read it in place
+/// through a map-value pointer instead of copying it onto the 512-byte stack.
+#[map]
+static LAYOUT: Array<Layout> = Array::with_max_entries(1, 0);
 
 /// Capture filters (zero = off), set by userspace before load.
 #[no_mangle]
@@ -49,10 +51,6 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Per-probe count of events dropped because the ring buffer was full.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
-
-/// Per-probe count of hits that passed the filters (emitted or lost).
-#[map]
-static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
 
 /// Per-probe argument positions, filled by userspace from BTF.
 #[map]
@@ -175,10 +173,8 @@ impl Args for Fixed {
 }
 
 #[inline(always)]
-fn layout() -> Layout {
-    // SAFETY: LAYOUT is a plain global; the volatile read stops the compiler
-    // from folding the load-time value to the compiled-in default.
-    unsafe { read_volatile(&LAYOUT) }
+fn layout() -> Option<&'static Layout> {
+    LAYOUT.get(0)
 }
 
 #[inline(always)]
@@ -256,21 +252,71 @@ fn pte_to_folio(pte: u64, l: &Layout) -> u64 {
     page_to_folio(vmemmap + pfn * l.page_size_of as u64, l)
 }
 
+/// The first struct page of a folio, where every small-folio field lives:
+/// one helper call instead of one per field.
+struct Head([u64; 8]);
+
+impl Head {
+    /// Word `i` of the block, selected among constant indices: the verifier
+    /// refuses a stack load at a computed offset.
+    #[inline(always)]
+    fn word(&self, i: u32) -> u64 {
+        let mut v = 0;
+        let mut k = 0;
+        while k < 8 {
+            if k == i {
+                v = self.0[k as usize];
+            }
+            k += 1;
+        }
+        v
+    }
+    #[inline(always)]
+    fn u64_at(&self, folio: u64, off: u32) -> Option<u64> {
+        if off < 64 && off % 8 == 0 {
+            Some(self.word(off / 8))
+        } else {
+            rd64(folio, off)
+        }
+    }
+    #[inline(always)]
+    fn i32_at(&self, folio: u64, off: u32) -> Option<i32> {
+        if off < 64 && off % 4 == 0 {
+            let w = self.word(off / 8);
+            Some(if off % 8 == 0 {
+                w as u32
+            } else {
+                (w >> 32) as u32
+            } as i32)
+        } else {
+            rd32(folio, off)
+        }
+    }
+}
+
 #[inline(always)]
 fn read_folio(e: &mut Event, folio: u64, l: &Layout) {
     e.folio = folio;
     e.valid |= V_FOLIO;
-    let flags = match rd64(folio, l.folio_flags) {
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    let head = match unsafe { bpf_probe_read_kernel(folio as *const [u64; 8]) } {
+        Ok(h) => Head(h),
+        Err(_) => return,
+    };
+    let flags = match head.u64_at(folio, l.folio_flags) {
         Some(f) => f,
         None => return,
     };
     e.f_flags = flags;
-    let mapping = rd64(folio, l.folio_mapping).unwrap_or(0);
+    let mapping = head.u64_at(folio, l.folio_mapping).unwrap_or(0);
     e.f_mapping = mapping;
-    e.f_index = rd64(folio, l.folio_index).unwrap_or(0);
-    e.f_swap = rd64(folio, l.folio_swap).unwrap_or(0);
-    e.f_refcount = rd32(folio, l.folio_refcount).unwrap_or(0);
-    e.f_mapcount = rd32(folio, l.folio_mapcount).map(|v| v + 1).unwrap_or(0);
+    e.f_index = head.u64_at(folio, l.folio_index).unwrap_or(0);
+    e.f_swap = head.u64_at(folio, l.folio_swap).unwrap_or(0);
+    e.f_refcount = head.i32_at(folio, l.folio_refcount).unwrap_or(0);
+    e.f_mapcount = head
+        .i32_at(folio, l.folio_mapcount)
+        .map(|v| v + 1)
+        .unwrap_or(0);
 
     let mut st = 0u32;
     if bit(flags, l.pg_locked) {
@@ -325,7 +371,14 @@ fn read_folio(e: &mut Event, folio: u64, l: &Layout) {
 }
 
 #[inline(always)]
-fn fill<A: Args>(e: &mut Event, a: &A, spec: &ArgSpec, probe: ProbeId, kind: EventKind) {
+fn fill<A: Args>(
+    e: &mut Event,
+    a: &A,
+    spec: &ArgSpec,
+    l: &Layout,
+    probe: ProbeId,
+    kind: EventKind,
+) {
     // SAFETY: helper has no preconditions.
     e.ts_ns = unsafe { bpf_ktime_get_ns() };
     let pt = bpf_get_current_pid_tgid();
@@ -338,7 +391,6 @@ fn fill<A: Args>(e: &mut Event, a: &A, spec: &ArgSpec, probe: ProbeId, kind: Eve
     }
     e.probe = probe as u16;
     e.kind = kind as u8;
-    let l = layout();
 
     let ret = a.ret();
     if spec.has_ret != 0 {
@@ -371,7 +423,7 @@ fn fill<A: Args>(e: &mut Event, a: &A, spec: &ArgSpec, probe: ProbeId, kind: Eve
             e.pte = pte;
             e.valid |= V_PTE;
             if spec.folio_from_pte != 0 {
-                folio = pte_to_folio(pte, &l);
+                folio = pte_to_folio(pte, l);
             }
         }
         if let Some(addr) = rd64(vmf, l.vmf_address) {
@@ -383,7 +435,7 @@ fn fill<A: Args>(e: &mut Event, a: &A, spec: &ArgSpec, probe: ProbeId, kind: Eve
         folio = f;
     } else if let Some(pg) = a.arg(spec.page) {
         if is_kptr(pg) {
-            folio = page_to_folio(pg, &l);
+            folio = page_to_folio(pg, l);
         }
     } else if spec.ret_folio != 0 {
         if let Some(r) = ret {
@@ -393,7 +445,7 @@ fn fill<A: Args>(e: &mut Event, a: &A, spec: &ArgSpec, probe: ProbeId, kind: Eve
         }
     }
     if is_kptr(folio) {
-        read_folio(e, folio, &l);
+        read_folio(e, folio, l);
     }
     if let Some(en) = a.arg(spec.entry) {
         e.entry = en;
@@ -423,10 +475,12 @@ fn emit<A: Args>(a: &A, probe: ProbeId, kind: EventKind) {
         Some(s) if s.enabled != 0 => *s,
         _ => return,
     };
+    let Some(l) = layout() else {
+        return;
+    };
     if !pass_filter() {
         return;
     }
-    bump(&HITS, p);
     let mut slot = match EVENTS.reserve::<Event>(0) {
         Some(s) => s,
         None => {
@@ -439,7 +493,7 @@ fn emit<A: Args>(a: &A, probe: ProbeId, kind: EventKind) {
     // of size_of::<Event>() bytes; zeroing makes every field initialized.
     unsafe { core::ptr::write_bytes(e, 0, 1) };
     // SAFETY: initialized just above; nothing else aliases the slot.
-    fill(unsafe { &mut *e }, a, &spec, probe, kind);
+    fill(unsafe { &mut *e }, a, &spec, l, probe, kind);
     slot.submit(0);
 }
 
@@ -460,7 +514,18 @@ fn stash(args: &Fixed, probe: ProbeId) {
         Some(s) if s.enabled != 0 => {}
         _ => return,
     }
-    let _ = STASH.insert(&stash_key(probe), &args.a, 0);
+    const BPF_NOEXIST: u64 = 1;
+    let key = stash_key(probe);
+    if STASH.insert(&key, &args.a, BPF_NOEXIST).is_ok() {
+        return;
+    }
+    // Either the previous call's kretprobe never ran (the kernel skipped it:
+    // instance pool exhausted, recursion) and its exit event is lost, or the
+    // map is full and this one's will be. Both are counted, never silent.
+    bump(&LOST, probe as u32);
+    if STASH.insert(&key, &args.a, 0).is_err() {
+        bump(&LOST, probe as u32);
+    }
 }
 
 /// kretprobe: the stashed arguments plus the return register.
@@ -468,7 +533,16 @@ fn stash(args: &Fixed, probe: ProbeId) {
 fn unstash(ctx: &RetProbeContext, probe: ProbeId) -> Option<Fixed> {
     let key = stash_key(probe);
     // SAFETY: the value is copied out before the entry is removed.
-    let a = unsafe { STASH.get(&key) }.copied()?;
+    let Some(a) = unsafe { STASH.get(&key) }.copied() else {
+        // The entry half never ran (the kernel skipped the kprobe, e.g.
+        // recursion protection) or could not stash: the event is lost.
+        if matches!(ARGS.get(probe as u32), Some(s) if s.enabled != 0)
+            && probe != ProbeId::MovePagesLookup
+        {
+            bump(&LOST, probe as u32);
+        }
+        return None;
+    };
     let _ = STASH.remove(&key);
     Some(Fixed {
         a,

@@ -47,7 +47,6 @@ pub struct Capture {
     loaded: Loaded,
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
-    hits: PerCpuArray<MapData, u64>,
     last_lost: [u64; MAX_PROBES as usize],
     /// Records of the wrong size (should never happen with a matching object).
     pub malformed: u64,
@@ -80,12 +79,6 @@ impl Capture {
             .ok_or(CaptureError::MissingMap("LOST"))?;
         let lost =
             PerCpuArray::try_from(lost).map_err(|e| CaptureError::Map("LOST", e.to_string()))?;
-        let hits = loaded
-            .ebpf
-            .take_map("HITS")
-            .ok_or(CaptureError::MissingMap("HITS"))?;
-        let hits =
-            PerCpuArray::try_from(hits).map_err(|e| CaptureError::Map("HITS", e.to_string()))?;
         // SAFETY: the ring buffer owns its map fd for as long as the RingBuf
         // lives, and the RingBuf moves into the AsyncFd, so the fd stays open
         // and unchanged for the AsyncFd's whole lifetime.
@@ -95,7 +88,6 @@ impl Capture {
             loaded,
             ring,
             lost,
-            hits,
             last_lost: [0; MAX_PROBES as usize],
             malformed: 0,
         })
@@ -176,11 +168,6 @@ impl Capture {
     /// Lost totals as last polled, indexed by probe id.
     pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
         &self.last_lost
-    }
-
-    /// Hits (emitted + lost) per probe, read now.
-    pub fn hits(&self, probe: u16) -> Result<u64, CaptureError> {
-        sum_percpu(&self.hits, probe as u32, "HITS")
     }
 }
 

@@ -313,12 +313,22 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     })?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
-        .override_global("LAYOUT", &layout, true)
         .override_global("FILTER", &opts.filter, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(BPF_OBJECT)
         .map_err(|e| LoadError::Object(short(&e)))?;
 
+    // Before any probe attaches: a probe that fires without a layout emits
+    // nothing rather than misreading struct folio.
+    {
+        let map = ebpf
+            .map_mut("LAYOUT")
+            .ok_or_else(|| LoadError::Object("the LAYOUT map is missing".into()))?;
+        let mut arr: Array<_, Layout> =
+            Array::try_from(map).map_err(|e| LoadError::Object(short(&e)))?;
+        arr.set(0, layout, 0)
+            .map_err(|e| LoadError::Object(short(&e)))?;
+    }
     let mut plan = Vec::with_capacity(ROLES.len());
     let mut functions_attached = 0usize;
     let mut move_pages_attached = false;

@@ -122,7 +122,9 @@ pub const TESTS: &[VmTest] = &[
         skips_on: &[],
         swap: Swap::Disk,
         memory_max: "64M",
-        workload: &["swap-hog", "--mib", "96", "--passes", "1"],
+        // Sized like swap-pressure: enough traffic for the allocator to wrap
+        // around the 256 MiB swap disk, so freed entries are reallocated.
+        workload: &["swap-hog", "--mib", "160", "--passes", "2"],
         ring_size: None,
         attach: Some("kprobe"),
         expect: Expect {
