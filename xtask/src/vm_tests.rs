@@ -23,6 +23,11 @@ pub enum Lost {
     Zero,
     /// A deliberately tiny ring buffer: losses must happen and be reported.
     Positive,
+    /// kprobe mode: the kernel may skip a kprobe or kretprobe (recursion
+    /// guard, kretprobe instance pool), which the programs count as lost.
+    /// A few are tolerated; every one must be in the stream and the footer,
+    /// and the other checks allow for them.
+    Counted,
 }
 
 /// A window histogram that must be non-empty on this test.
@@ -129,7 +134,7 @@ pub const TESTS: &[VmTest] = &[
         attach: Some("kprobe"),
         expect: Expect {
             probes: SWAP_CORE,
-            lost: Lost::Zero,
+            lost: Lost::Counted,
             pswpin_matches: true,
             windows: REALLOC,
         },

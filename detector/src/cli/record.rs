@@ -265,7 +265,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     }
     if lost_total > 0 {
         eprintln!(
-            "detector: events were lost because the ring buffer filled; a larger --ring-size or a --pid/--cgroup filter reduces loss"
+            "detector: events were lost (the ring buffer filled, or in kprobe mode the kernel skipped a probe); a larger --ring-size or a --pid/--cgroup filter reduces ring-buffer loss"
         );
     }
     if args.analyze {
