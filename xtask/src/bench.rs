@@ -1,7 +1,9 @@
 //! `cargo xtask bench-overhead`: what tracing costs the traced workload.
 //!
 //! One 6.12 guest boot runs the same swap-heavy workload (swap-hog in a
-//! 64 MiB memory cgroup) untraced, under `detector record`, and under
+//! 64 MiB memory cgroup) untraced, under `detector record` to a file on the
+//! results disk, under `detector record -o /dev/null` (probes, ring buffer
+//! and encoding without the disk writes), and under
 //! bpftrace attached to the same kernel functions with an in-kernel
 //! `count()` per probe (the cheapest thing bpftrace can do there; the
 //! detector does more per hit: the folio snapshot, a ring-buffer record,
@@ -50,9 +52,9 @@ tracepoint:vmscan:mm_vmscan_write_folio { @[probe] = count(); }
 
 fn guest_script(a: &Args) -> String {
     let tracers = if a.no_bpftrace {
-        "none detector"
+        "none detector devnull"
     } else {
-        "none detector bpftrace"
+        "none detector devnull bpftrace"
     };
     format!(
         r#"#!/bin/sh
@@ -73,6 +75,13 @@ for it in $(seq {n}); do
       kill -INT $T; wait $T
       echo "detector-log $(grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' /tmp/rec.log)"
       rm -f /out/bench.dtr;;
+    devnull)
+      detector record -o /dev/null --ring-size 64M --duration 3600s > /tmp/rec.log 2>&1 &
+      T=$!
+      waitfor /tmp/rec.log attached; sleep 1
+      echo "run devnull $(hog)"
+      kill -INT $T; wait $T
+      echo "devnull-log $(grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' /tmp/rec.log)";;
     bpftrace)
       bpftrace /bin/bench.bt > /tmp/bt.log 2>&1 &
       T=$!
@@ -142,7 +151,7 @@ pub fn run(a: &Args) -> Result<()> {
         initrd: &initrd,
         disks: vec![swap, out.clone(), data],
         memory: if a.no_bpftrace { "512M" } else { "1536M" },
-        timeout: Duration::from_secs(600 + 180 * u64::from(a.iterations) * 3),
+        timeout: Duration::from_secs(600 + 180 * u64::from(a.iterations) * 4),
         console_log: &console,
         echo: false,
         interactive: false,
@@ -176,7 +185,10 @@ fn report(log: &Path) -> Result<()> {
             }
             _ => {}
         }
-        if line.starts_with("detector-log") || line.starts_with("bpftrace-log") {
+        if ["detector-log", "devnull-log", "bpftrace-log"]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
             println!("{line}");
         }
     }
@@ -186,7 +198,7 @@ fn report(log: &Path) -> Result<()> {
         "{:<10} {:>6} {:>12} {:>10}  runs (s)",
         "config", "n", "median (s)", "slowdown"
     );
-    for cfg in ["none", "detector", "bpftrace"] {
+    for cfg in ["none", "detector", "devnull", "bpftrace"] {
         let Some(v) = runs.get(cfg) else { continue };
         let mut sorted = v.clone();
         let m = median(&mut sorted);
