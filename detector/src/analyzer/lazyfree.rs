@@ -88,6 +88,12 @@ impl Analyzer {
                 );
             }
         } else if e.ret == 0 && (pin.is_some() || extra_before > 0) {
+            // try_to_unmap_one keeps a lazyfree folio for one of two reasons:
+            // the refcount check (the seed-003 guard) or a write since
+            // MADV_FREE (the PTE's dirty bit is moved to the folio first).
+            // Dirty at exit means the write decided it, so the extra
+            // references were never put to the test.
+            let redirtied = exit.f_state & FS_DIRTY != 0;
             let mut chain = Vec::with_capacity(3);
             if let Some(g) = pin {
                 chain.push(g.with_note("FOLL_PIN taken (e.g. direct I/O) and not yet released"));
@@ -95,21 +101,29 @@ impl Analyzer {
             chain.push(enter.with_note(
                 "reclaim starts unmapping a clean lazyfree (MADV_FREE) folio with extra references",
             ));
-            chain.push(
-                exit.with_note("try_to_unmap_one kept the folio (refcount != 1 + mapcount check)"),
-            );
-            let msg = format!(
-                "reclaim tried to discard clean lazyfree folio {:#x} with refcount {} > 1 + mapcount {}; the kernel's \
-                 refcount check kept it mapped",
-                e.folio, enter.refcount, enter.mapcount
-            );
-            self.emit(
-                out,
-                RuleId::LazyfreeExtraRefs,
-                Severity::NearMiss,
-                msg,
-                &chain,
-            );
+            let (note, msg, severity) = if redirtied {
+                (
+                    "try_to_unmap_one kept the folio: it was written again after MADV_FREE",
+                    format!(
+                        "reclaim found lazyfree folio {:#x} (refcount {} > 1 + mapcount {}) written \
+                         again since MADV_FREE and kept it; the refcount guard was not what decided",
+                        e.folio, enter.refcount, enter.mapcount
+                    ),
+                    Severity::Info,
+                )
+            } else {
+                (
+                    "try_to_unmap_one kept the folio (refcount != 1 + mapcount check)",
+                    format!(
+                        "reclaim tried to discard clean lazyfree folio {:#x} with refcount {} > 1 + \
+                         mapcount {}; the kernel's refcount check kept it mapped",
+                        e.folio, enter.refcount, enter.mapcount
+                    ),
+                    Severity::NearMiss,
+                )
+            };
+            chain.push(exit.with_note(note));
+            self.emit(out, RuleId::LazyfreeExtraRefs, severity, msg, &chain);
         }
     }
 }
@@ -148,6 +162,30 @@ mod tests {
             t.kinds(),
             vec![(RuleId::LazyfreeExtraRefs, Severity::NearMiss)]
         );
+    }
+
+    #[test]
+    fn kept_because_written_again_is_info_not_a_near_miss() {
+        use detector_common::{EventKind, ProbeId, FS_DIRTY};
+        let mut t = T::new();
+        t.feed(with_folio(
+            ev(ProbeId::TryToUnmapOne, EventKind::Enter, 2),
+            0xa000,
+            LAZY,
+            3,
+            1,
+        ));
+        // The PTE was dirty: the kernel marks the folio dirty and
+        // swap-backed again and keeps it, whatever the refcount says.
+        let exit = with_folio(
+            ev(ProbeId::TryToUnmapOne, EventKind::Exit, 2),
+            0xa000,
+            LAZY | FS_SWAPBACKED | FS_DIRTY,
+            3,
+            1,
+        );
+        t.feed(with_ret(exit, 0));
+        assert_eq!(t.kinds(), vec![(RuleId::LazyfreeExtraRefs, Severity::Info)]);
     }
 
     #[test]
