@@ -69,12 +69,7 @@ fn records_tracepoint_events_into_a_replayable_file() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start detector record");
-    // Allocate, touch and free memory so pages are freed and put on LRUs.
-    for _ in 0..20 {
-        let v: Vec<u8> = vec![1u8; 16 << 20];
-        std::hint::black_box(&v);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    churn_memory();
     let out = child.wait_with_output().expect("wait for detector record");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "record failed: {stderr}");
@@ -119,4 +114,92 @@ fn records_tracepoint_events_into_a_replayable_file() {
     assert!(frees > 0, "no page frees seen in 3 s of allocation");
     assert!(lru > 0, "no LRU insertions seen in 3 s of allocation");
     assert!(header.kernel_release.len() > 1 && !header.boot_id.is_empty());
+}
+
+/// Allocates and frees memory for a while, so this process frees pages.
+fn churn_memory() {
+    for _ in 0..20 {
+        let v: Vec<u8> = vec![1u8; 16 << 20];
+        std::hint::black_box(&v);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn pid_filter_keeps_only_that_process() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pid.trace");
+    let me = std::process::id();
+    let child = detector()
+        .args(["record", "--attach", "tracepoint", "--duration", "3s"])
+        .args(["--pid", &me.to_string(), "-o"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start detector record");
+    churn_memory();
+    let out = child.wait_with_output().expect("wait for detector record");
+    assert!(
+        out.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, items, _) = read_all(&path).expect("read the trace back");
+    let pids: Vec<u32> = items
+        .iter()
+        .filter_map(|i| match i {
+            detector::event::StreamItem::Event(e) => Some(e.pid),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !pids.is_empty(),
+        "this process freed pages, yet no event was kept"
+    );
+    assert!(
+        pids.iter().all(|p| *p == me),
+        "events of other processes passed the filter"
+    );
+}
+
+#[test]
+fn rotation_keeps_n_replayable_segments() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rot.trace");
+    let child = detector()
+        .args(["record", "--attach", "tracepoint", "--duration", "3s"])
+        .args(["--rotate-size", "256K", "--rotate-keep", "2", "-o"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start detector record");
+    churn_memory();
+    let out = child.wait_with_output().expect("wait for detector record");
+    assert!(
+        out.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let segments = detector::trace::existing_segments(&path);
+    assert_eq!(
+        segments.len(),
+        2,
+        "keep 2 means two files on disk: {segments:?}"
+    );
+    for seg in &segments {
+        let (header, items, end) = read_all(seg).expect("each segment replays");
+        assert!(end.is_complete(), "{}: {end:?}", seg.display());
+        assert!(!items.is_empty());
+        assert!(header.plan.iter().any(|p| p.mode == AttachMode::Tracepoint));
+    }
+    // 3 s of page frees is far more than two 256 KiB segments: older ones
+    // were deleted, so the newest segment's index is past 1.
+    let (header, _, _) = read_all(&path).expect("newest segment");
+    assert!(header.segment >= 2, "segment index {}", header.segment);
 }
