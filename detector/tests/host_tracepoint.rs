@@ -63,16 +63,7 @@ fn records_tracepoint_events_into_a_replayable_file() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.trace");
-    let child = detector()
-        .args(["record", "--attach", "tracepoint", "--duration", "3s", "-o"])
-        .arg(&path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start detector record");
-    churn_memory();
-    let out = child.wait_with_output().expect("wait for detector record");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "record failed: {stderr}");
+    let stderr = record_while_churning(&[], &path);
     assert!(stderr.contains("DEGRADED MODE"), "{stderr}");
 
     let (header, items, end) = read_all(&path).expect("read the trace back");
@@ -125,6 +116,25 @@ fn churn_memory() {
     }
 }
 
+/// Runs `detector record --attach tracepoint --duration 3s <extra> -o path`
+/// while this process churns memory; returns its stderr after checking it
+/// succeeded.
+fn record_while_churning(extra: &[&str], path: &std::path::Path) -> String {
+    let child = detector()
+        .args(["record", "--attach", "tracepoint", "--duration", "3s"])
+        .args(extra)
+        .arg("-o")
+        .arg(path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start detector record");
+    churn_memory();
+    let out = child.wait_with_output().expect("wait for detector record");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "record failed: {stderr}");
+    stderr
+}
+
 #[test]
 fn pid_filter_keeps_only_that_process() {
     if !usable() {
@@ -133,20 +143,7 @@ fn pid_filter_keeps_only_that_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("pid.trace");
     let me = std::process::id();
-    let child = detector()
-        .args(["record", "--attach", "tracepoint", "--duration", "3s"])
-        .args(["--pid", &me.to_string(), "-o"])
-        .arg(&path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start detector record");
-    churn_memory();
-    let out = child.wait_with_output().expect("wait for detector record");
-    assert!(
-        out.status.success(),
-        "record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    record_while_churning(&["--pid", &me.to_string()], &path);
     let (_, items, _) = read_all(&path).expect("read the trace back");
     let pids: Vec<u32> = items
         .iter()
@@ -172,20 +169,7 @@ fn rotation_keeps_n_replayable_segments() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rot.trace");
-    let child = detector()
-        .args(["record", "--attach", "tracepoint", "--duration", "3s"])
-        .args(["--rotate-size", "256K", "--rotate-keep", "2", "-o"])
-        .arg(&path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start detector record");
-    churn_memory();
-    let out = child.wait_with_output().expect("wait for detector record");
-    assert!(
-        out.status.success(),
-        "record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    record_while_churning(&["--rotate-size", "256K", "--rotate-keep", "2"], &path);
     let segments = detector::trace::existing_segments(&path);
     assert_eq!(
         segments.len(),
