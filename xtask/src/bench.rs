@@ -16,10 +16,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::ebpf;
-use crate::vm::vm_image::{build_binaries, Stage};
-use crate::vm::vm_kernel::{fetch, KernelLine};
-use crate::vm::vm_qemu::{boot, extract_results, results_disk, sparse_disk, Boot};
-use crate::vm::vm_tests::{init_script, modules_for, GuestRun, Swap};
+use crate::vm::vm_image::build_binaries;
+use crate::vm::vm_kernel::KernelLine;
+use crate::vm::vm_qemu::{boot, extract_results, Boot};
+use crate::vm::vm_tests::{init_script, GuestRun, Swap};
+use crate::vm::{boot_dir, prepare, vm_root};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -110,8 +111,6 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn run(a: &Args) -> Result<()> {
     let root = ebpf::root();
-    let vm_root = root.join("target/vm");
-    let kernel = fetch(KernelLine::V6_12, &vm_root)?;
     let mut bins = build_binaries(&root)?;
     if !a.no_bpftrace {
         let bt = PathBuf::from("/usr/bin/bpftrace");
@@ -120,12 +119,9 @@ pub fn run(a: &Args) -> Result<()> {
         }
         bins.workloads.push(bt);
     }
-    let dir = vm_root.join("6.12/bench-overhead");
-    std::fs::create_dir_all(&dir)?;
-    let modules = kernel.modules(&modules_for(Swap::Disk))?;
-    let stage = Stage::create(&vm_root.join("6.12/stage-bench"), &bins, &modules)?;
-    std::fs::write(stage.root.join("bin/bench.bt"), BPFTRACE_SCRIPT)?;
-    std::fs::write(stage.root.join("bin/overhead.sh"), guest_script(a))?;
+    let prep = prepare(&root, KernelLine::V6_12, &bins)?;
+    std::fs::write(prep.stage.root.join("bin/bench.bt"), BPFTRACE_SCRIPT)?;
+    std::fs::write(prep.stage.root.join("bin/overhead.sh"), guest_script(a))?;
     let init = init_script(&GuestRun {
         swap: Swap::Disk,
         memory_max: "64M".into(),
@@ -133,23 +129,18 @@ pub fn run(a: &Args) -> Result<()> {
         workload: Some(vec!["sh".into(), "/bin/overhead.sh".into()]),
         foreground: None,
     });
-    let initrd = dir.join("initrd.cpio");
-    stage.pack(&init, &initrd)?;
-    let swap = dir.join("swap.img");
-    let data = dir.join("data.img");
-    let out = dir.join("out.img");
-    sparse_disk(&swap, 512)?;
-    sparse_disk(&data, 64)?;
-    results_disk(&out, 4096)?;
+    let b = boot_dir(&vm_root(&root).join("6.12/bench-overhead"))?;
+    prep.stage.pack(&init, &b.initrd)?;
+    let dir = &b.dir;
     let console = dir.join("console.log");
     println!(
         "booting 6.12 for {} iteration(s) per configuration…",
         a.iterations
     );
     let outcome = boot(&Boot {
-        vmlinuz: &kernel.vmlinuz,
-        initrd: &initrd,
-        disks: vec![swap, out.clone(), data],
+        vmlinuz: &prep.kernel.vmlinuz,
+        initrd: &b.initrd,
+        disks: b.disks.clone(),
         memory: if a.no_bpftrace { "512M" } else { "1536M" },
         timeout: Duration::from_secs(600 + 180 * u64::from(a.iterations) * 4),
         console_log: &console,
@@ -164,7 +155,7 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     let res = dir.join("out");
-    extract_results(&out, &res)?;
+    extract_results(&b.disks[1], &res)?;
     report(&res.join("workload.log"))
 }
 

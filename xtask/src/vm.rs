@@ -86,7 +86,7 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn vm_root(ws: &Path) -> PathBuf {
+pub(crate) fn vm_root(ws: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"))
@@ -114,12 +114,12 @@ fn binaries(ws: &Path, no_build: bool) -> Result<vm_image::Binaries> {
 }
 
 /// Boots one guest in `dir` and returns the outcome plus where its results are.
-struct Prepared {
-    stage: Stage,
-    kernel: vm_kernel::Kernel,
+pub(crate) struct Prepared {
+    pub(crate) stage: Stage,
+    pub(crate) kernel: vm_kernel::Kernel,
 }
 
-fn prepare(ws: &Path, line: KernelLine, bins: &vm_image::Binaries) -> Result<Prepared> {
+pub(crate) fn prepare(ws: &Path, line: KernelLine, bins: &vm_image::Binaries) -> Result<Prepared> {
     let root = vm_root(ws);
     let kernel = vm_kernel::fetch(line, &root)?;
     let modules = kernel.modules(&vm_tests::all_modules())?;
@@ -127,13 +127,14 @@ fn prepare(ws: &Path, line: KernelLine, bins: &vm_image::Binaries) -> Result<Pre
     Ok(Prepared { stage, kernel })
 }
 
-struct BootDir {
-    dir: PathBuf,
-    disks: Vec<PathBuf>,
-    initrd: PathBuf,
+pub(crate) struct BootDir {
+    pub(crate) dir: PathBuf,
+    /// swap (/dev/vda), results (/dev/vdb, ext2), data (/dev/vdc).
+    pub(crate) disks: Vec<PathBuf>,
+    pub(crate) initrd: PathBuf,
 }
 
-fn boot_dir(dir: &Path) -> Result<BootDir> {
+pub(crate) fn boot_dir(dir: &Path) -> Result<BootDir> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
