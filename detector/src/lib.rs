@@ -6,6 +6,7 @@
 //! [`Event`]: detector_common::Event
 
 pub mod analyzer;
+pub mod bpfstats;
 pub mod btf;
 pub mod capture;
 pub mod cli;
