@@ -9,87 +9,8 @@ use std::time::Instant;
 
 use detector::analyzer::{Analyzer, Config};
 use detector::event::StreamItem;
+use detector::synth::{Synth, DEFAULT_OBJECTS};
 use detector::trace::{TraceEnd, TraceHeader, TraceReader, TraceWriter};
-use detector_common::{
-    swp_entry, Event, EventKind, ProbeId, FS_ANON, FS_LOCKED, FS_SWAPBACKED, FS_SWAPCACHE, V_ENTRY,
-    V_FOLIO, V_FOLIO_STATE, V_PIN, V_RET,
-};
-
-/// A swap-heavy mix: swap-out, reclaim, sync swap-in, GUP-fast grab/drop.
-fn synth(n: usize) -> Vec<Event> {
-    let mut v = Vec::with_capacity(n);
-    let mut ts = 1_000_000_000u64;
-    let mut i = 0u64;
-    let sc = FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE;
-    while v.len() < n {
-        i += 1;
-        let entry = swp_entry(1, 1 + (i % 200_000));
-        let folio = 0xffff_ea00_0000_0000 + (i % 300_000) * 0x40;
-        let tid = 100 + (i % 8) as u32;
-        let mut mk = |probe: ProbeId, kind: EventKind, st: u32, r: i32| {
-            ts += 100;
-            let valid = if st == 0 {
-                V_ENTRY | V_RET
-            } else {
-                V_FOLIO | V_FOLIO_STATE | V_ENTRY | V_RET
-            };
-            Event {
-                ts_ns: ts,
-                folio,
-                entry,
-                ret: 0,
-                f_state: st,
-                f_refcount: r,
-                f_mapcount: 1,
-                f_swap: entry,
-                tid,
-                pid: tid,
-                nr: 1,
-                probe: probe as u16,
-                kind: kind as u8,
-                valid,
-                ..Default::default()
-            }
-        };
-        v.push(mk(
-            ProbeId::SwapEntryAlloc,
-            EventKind::Exit,
-            FS_ANON | FS_SWAPBACKED | FS_LOCKED,
-            2,
-        ));
-        v.push(mk(
-            ProbeId::SwapCacheInsert,
-            EventKind::Exit,
-            sc | FS_LOCKED,
-            3,
-        ));
-        v.push(mk(ProbeId::TryToUnmapOne, EventKind::Enter, sc, 3));
-        v.push(mk(ProbeId::TryToUnmapOne, EventKind::Exit, sc, 2));
-        v.push(mk(
-            ProbeId::SwapCacheDelete,
-            EventKind::Enter,
-            sc | FS_LOCKED,
-            2,
-        ));
-        v.push(mk(ProbeId::SwapcachePrepare, EventKind::Exit, 0, 0));
-        v.push(mk(
-            ProbeId::SwapRead,
-            EventKind::Enter,
-            FS_ANON | FS_SWAPBACKED | FS_LOCKED,
-            1,
-        ));
-        v.push(mk(ProbeId::SwapcacheClear, EventKind::Enter, 0, 0));
-        v.push(mk(ProbeId::SwapEntryFree, EventKind::Enter, 0, 0));
-        let mut g = mk(ProbeId::GupGrabFast, EventKind::Exit, FS_ANON, 1026);
-        g.valid |= V_PIN;
-        v.push(g);
-        let mut p = mk(ProbeId::GupPut, EventKind::Enter, FS_ANON, 1026);
-        p.valid |= V_PIN;
-        v.push(p);
-    }
-    v.truncate(n);
-    v
-}
 
 /// Analyzer alone, items already in memory.
 #[inline(never)]
@@ -150,15 +71,14 @@ fn main() {
         .iter()
         .find(|a| ["analyzer", "reader", "e2e", "bounded"].contains(&a.as_str()));
     let run = |phase: &str| only.is_none_or(|o| o == phase);
-    let events = synth(n);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.trace");
     let mut w = TraceWriter::create(&path, &TraceHeader::new("bench")).expect("create");
-    for e in &events {
-        w.write_event(e).expect("write");
+    // The swap-heavy mix of `detector::synth`, streamed to the file.
+    for e in Synth::new(DEFAULT_OBJECTS).take(n) {
+        w.write_event(&e).expect("write");
     }
     w.finish(TraceEnd::at(0, "bench")).expect("finish");
-    drop(events);
 
     if run("analyzer") {
         let items: Vec<StreamItem> = TraceReader::open(&path)

@@ -16,5 +16,6 @@ pub mod output;
 pub mod plan;
 pub mod report;
 pub mod scenario;
+pub mod synth;
 pub mod trace;
 pub mod tui;
