@@ -1,9 +1,15 @@
 //! `detector doctor`: what the running kernel lets the detector see.
 
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use detector_common::MAX_PROBES;
+
+use crate::bpfstats::{self, CostMeter};
 use crate::btf::KernelBtf;
-use crate::loader::{self, AttachPolicy, LoadOptions};
+use crate::loader::{self, AttachPolicy, LoadOptions, Loaded};
 use crate::plan::AttachMode;
 
 #[derive(clap::Args, Debug)]
@@ -14,6 +20,19 @@ pub struct Args {
     /// Also print the struct offsets and flag bits resolved from BTF.
     #[arg(long)]
     pub layout: bool,
+    /// Then measure what each attached probe costs per event (the kernel's
+    /// BPF run-time statistics) while the system runs.
+    #[arg(long)]
+    pub stats: bool,
+    /// How long `--stats` measures, in seconds.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 3,
+        requires = "stats",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub stats_seconds: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -75,5 +94,74 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = loader::degraded_statement(&loaded.plan) {
         println!("{s}");
     }
+    if args.stats {
+        println!();
+        measure(loaded, Duration::from_secs(args.stats_seconds))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sum of the per-CPU lost-event counters of every probe.
+fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
+    (0..MAX_PROBES)
+        .filter_map(|i| lost.get(&i, 0).ok())
+        .map(|v| v.iter().sum::<u64>())
+        .sum()
+}
+
+/// Lets the attached probes run for `span` with BPF statistics on, then
+/// prints what each cost.
+fn measure(mut loaded: Loaded, span: Duration) -> anyhow::Result<()> {
+    // Nobody else reads the ring here. Once full, every later run would
+    // take the cheap "no room, count it lost" path and the table would
+    // flatter the probes, so it is drained (and the events dropped).
+    let mut ring = loaded
+        .ebpf
+        .take_map("EVENTS")
+        .and_then(|m| RingBuf::try_from(m).ok());
+    let lost = loaded
+        .ebpf
+        .take_map("LOST")
+        .and_then(|m| PerCpuArray::<MapData, u64>::try_from(m).ok());
+    // What queued up since attaching is not part of the measured span.
+    if let Some(r) = ring.as_mut() {
+        while r.next().is_some() {}
+    }
+    let meter = CostMeter::start(&loaded);
+    let mut out = std::io::stdout().lock();
+    if meter.unavailable().is_some() {
+        bpfstats::write_probe_costs(&meter, &loaded, &mut out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "measuring probe run time for {}s while the system runs...",
+        span.as_secs()
+    )?;
+    out.flush()?;
+    let lost_before = lost.as_ref().map_or(0, lost_total);
+    let deadline = Instant::now() + span;
+    let mut delivered = 0u64;
+    loop {
+        if let Some(r) = ring.as_mut() {
+            while r.next().is_some() {
+                delivered += 1;
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+    }
+    bpfstats::write_probe_costs(&meter, &loaded, &mut out)?;
+    let dropped = lost
+        .as_ref()
+        .map_or(0, lost_total)
+        .saturating_sub(lost_before);
+    writeln!(
+        out,
+        "{delivered} events delivered during the measurement, {dropped} lost"
+    )?;
+    Ok(())
 }
