@@ -318,4 +318,20 @@ mod tests {
         assert!(n >= 2 * objects && n <= 2 * objects + 16, "{n}");
         assert_eq!(a.evictions(), 0);
     }
+
+    #[test]
+    fn bounded_analyzer_stays_under_its_limit_without_findings() {
+        // 6000 objects, ~3000 of them allocated entries: more than the
+        // bound even after dead objects go, so the LRU cut runs too.
+        let (a, out) = run(6000, 200_000, 2000);
+        assert!(out.is_empty(), "{out:#?}");
+        assert!(a.evictions() > 0);
+        assert!(
+            a.peak_tracked_objects() <= 2000,
+            "{}",
+            a.peak_tracked_objects()
+        );
+        assert!(a.peak_tracked_objects() >= a.tracked_objects());
+        assert!(a.peak_tracked_objects() > 1500);
+    }
 }

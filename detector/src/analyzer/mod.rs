@@ -140,6 +140,8 @@ pub struct Analyzer {
     seen_prepare: bool,
     next_id: u64,
     evictions: u64,
+    /// Highest `tracked_objects()` after any event (eviction included).
+    peak_tracked: usize,
     clock: u32,
     last_ts: u64,
 }
@@ -166,6 +168,7 @@ impl Analyzer {
             seen_prepare: false,
             next_id: 1,
             evictions: 0,
+            peak_tracked: 0,
             clock: 0,
             last_ts: 0,
         }
@@ -194,6 +197,13 @@ impl Analyzer {
             + self.storms.len()
             + self.deficits.len()
             + self.tasks.len()
+    }
+
+    /// Highest [`tracked_objects`](Self::tracked_objects) seen after an
+    /// event was processed: what `max_tracked` bounds (an event may add a
+    /// few objects before the eviction it triggers removes them).
+    pub fn peak_tracked_objects(&self) -> usize {
+        self.peak_tracked
     }
 
     /// Bytes held by the analyzer's object tables (capacity, not length:
@@ -340,9 +350,12 @@ impl Analyzer {
             ProbeId::TpWriteFolio if is(Tracepoint) => self.on_tp_write(e),
             _ => {}
         }
-        if self.tracked_objects() > self.cfg.max_tracked {
+        let mut tracked = self.tracked_objects();
+        if tracked > self.cfg.max_tracked {
             self.evict();
+            tracked = self.tracked_objects();
         }
+        self.peak_tracked = self.peak_tracked.max(tracked);
     }
 
     fn ev(&self, index: u64, e: &Event, note: &'static str) -> Ev {
