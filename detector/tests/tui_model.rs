@@ -8,11 +8,15 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use detector::analyzer::Config;
+use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
 use detector::event::StreamItem;
 use detector::tui::analysis::AnalyzerAnalysis;
+use detector::tui::model::Model;
 use detector::tui::model::SourceInfo;
 use detector::tui::plain::run_plain;
-use detector::tui::source::{ChannelSource, Pull, ReplaySource, Source, Speed, BATCH};
+use detector::tui::source::{ChannelSource, CostSlot, Pull, ReplaySource, Source, Speed, BATCH};
+use detector::tui::worker::{lock, Worker};
+use detector_common::ProbeId;
 
 fn drain(src: &mut dyn Source) -> (Vec<(u64, StreamItem)>, String) {
     let mut all = Vec::new();
@@ -140,4 +144,82 @@ fn plain_stream_lines_and_summary() {
         err.contains("207 items, 1 findings, 17 events lost; end of trace"),
         "{err}"
     );
+}
+
+fn tracepoint_cost(probe: ProbeId, run_cnt: u64, run_time_ns: u64) -> ProbeCost {
+    ProbeCost {
+        probe,
+        mode: detector::plan::AttachMode::Tracepoint,
+        entry: Some(ProgCost {
+            kind: ProgKind::Tracepoint,
+            stats: RunStats {
+                run_cnt,
+                run_time_ns,
+            },
+        }),
+        exit: None,
+    }
+}
+
+#[test]
+fn cost_slot_keeps_only_the_newest_unread_reading() {
+    let slot = CostSlot::default();
+    let mut out = CostUpdate::default();
+    assert!(!slot.take(&mut out), "nothing published yet");
+    let first = CostUpdate {
+        unavailable: Some("first".into()),
+        ..CostUpdate::default()
+    };
+    let second = CostUpdate {
+        total: vec![tracepoint_cost(ProbeId::TpPageFree, 4, 2000)],
+        recent: vec![tracepoint_cost(ProbeId::TpPageFree, 2, 600)],
+        unavailable: None,
+    };
+    slot.publish(&first);
+    slot.publish(&second);
+    assert!(slot.take(&mut out));
+    assert_eq!(out, second);
+    assert!(!slot.take(&mut out), "a reading is taken once");
+}
+
+#[test]
+fn live_costs_reach_the_model_through_the_worker() {
+    let (tx, rx) = mpsc::sync_channel(4);
+    let slot = Arc::new(CostSlot::default());
+    let src = ChannelSource::new(rx, SourceInfo::default(), Arc::new(AtomicBool::new(false)))
+        .with_costs(Arc::clone(&slot));
+    slot.publish(&CostUpdate {
+        total: vec![tracepoint_cost(ProbeId::TpPageFree, 1000, 500_000)],
+        recent: vec![tracepoint_cost(ProbeId::TpPageFree, 10, 3_000)],
+        unavailable: None,
+    });
+    tx.send(Ok(tui_support::stream(50))).unwrap();
+    drop(tx);
+    let model = Arc::new(std::sync::Mutex::new(Model::new(SourceInfo::default())));
+    Worker {
+        source: Box::new(src),
+        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        recorder: None,
+        model: Arc::clone(&model),
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+    .run();
+    let m = lock(&model);
+    assert_eq!(
+        m.probes[ProbeId::TpPageFree as usize].ns_per_event,
+        Some(300.0)
+    );
+    assert_eq!(
+        m.probes[ProbeId::SwapCacheLookup as usize].ns_per_event,
+        None
+    );
+}
+
+#[test]
+fn replays_have_no_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.dtr");
+    tui_support::write_trace(&path, &tui_support::stream(10));
+    let mut src = ReplaySource::open(&path, Speed::Max).unwrap();
+    assert!(!src.take_costs(&mut CostUpdate::default()));
 }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use detector::analyzer::Config;
+use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
+use detector::plan::AttachMode;
 use detector::tui::analysis::AnalyzerAnalysis;
 use detector::tui::app::{UiState, View};
 use detector::tui::draw_frame;
@@ -72,6 +74,31 @@ impl Fixture {
         }
     }
 
+    /// The text of the probes table's cell under `header` in the row
+    /// containing `needle` (cells are located by screen column, so a value
+    /// in the wrong column does not count).
+    fn probe_cell(&mut self, header: &str, needle: &str) -> String {
+        let screen = self.screen();
+        let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
+        let as_str = |l: &[char]| l.iter().collect::<String>();
+        let head = lines
+            .iter()
+            .find(|l| as_str(l).starts_with("probe "))
+            .unwrap_or_else(|| panic!("no probes header in\n{screen}"));
+        let hs = as_str(head);
+        let byte = hs.find(header).expect("header column");
+        let col = hs[..byte].chars().count();
+        let row = lines
+            .iter()
+            .find(|l| as_str(l).contains(needle))
+            .unwrap_or_else(|| panic!("no row with {needle:?} in\n{screen}"));
+        as_str(&row[col..])
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// The screen line containing `needle`.
     fn line_with(&mut self, needle: &str) -> String {
         let screen = self.screen();
@@ -117,6 +144,10 @@ fn overview_shows_plan_rates_and_losses() {
         del.contains("kprobe") && del.contains("fentry refused: EBUSY"),
         "{del}"
     );
+    // A replay has no run time to show.
+    assert!(s.contains("ns/ev"), "{s}");
+    assert_eq!(f.probe_cell("ns/ev", "swap_cache_get_folio"), "-");
+    assert_eq!(f.probe_cell("ns/ev", "__delete_from_swap_cache"), "-");
     let gup = f.line_with("no try_grab_folio_fast");
     assert!(
         gup.contains("unavailable") && gup.contains("no try_grab_folio_fast"),
@@ -136,6 +167,65 @@ fn overview_shows_plan_rates_and_losses() {
     let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
     let col = row.find(" 17 ").unwrap() + 1;
     assert_eq!(buf[(col as u16, y)].bg, Color::Red);
+}
+
+fn cost(probe: detector_common::ProbeId, kind: ProgKind, run_cnt: u64, ns: u64) -> ProbeCost {
+    let prog = ProgCost {
+        kind,
+        stats: RunStats {
+            run_cnt,
+            run_time_ns: ns,
+        },
+    };
+    let exit = matches!(kind, ProgKind::Fexit | ProgKind::Kretprobe);
+    ProbeCost {
+        probe,
+        mode: AttachMode::Fentry,
+        entry: (!exit).then_some(prog),
+        exit: exit.then_some(prog),
+    }
+}
+
+#[test]
+fn overview_shows_live_run_time_per_event() {
+    use detector_common::ProbeId;
+    let mut f = fixture(150, 36);
+    {
+        let mut m = lock(&f.model);
+        m.info.live = true;
+        m.apply_costs(&CostUpdate {
+            total: vec![
+                cost(ProbeId::SwapCacheLookup, ProgKind::Fexit, 10_000, 2_000_000),
+                cost(ProbeId::SwapCacheInsert, ProgKind::Fexit, 50, 21_120),
+            ],
+            recent: vec![
+                cost(ProbeId::SwapCacheLookup, ProgKind::Fexit, 1000, 152_600),
+                cost(ProbeId::SwapCacheInsert, ProgKind::Fexit, 0, 0),
+            ],
+            unavailable: None,
+        });
+    }
+    // The last interval's cost, not the average since the start (200).
+    assert_eq!(f.probe_cell("ns/ev", "swap_cache_get_folio"), "153");
+    // Idle in the last interval: the average since the start.
+    assert_eq!(f.probe_cell("ns/ev", "add_to_swap_cache"), "422");
+    // No reading for a probe: "-", never a made-up 0.
+    assert_eq!(f.probe_cell("ns/ev", "__delete_from_swap_cache"), "-");
+    assert!(!f.screen().contains("run time unavailable"));
+
+    lock(&f.model).apply_costs(&CostUpdate {
+        unavailable: Some("the kernel did not enable BPF run-time statistics: EINVAL".into()),
+        ..CostUpdate::default()
+    });
+    // Said where the column is, in the probes table's title.
+    let title = f.line_with("per-probe run time unavailable");
+    assert!(
+        title.starts_with(" probes ")
+            && title
+                .contains("unavailable: the kernel did not enable BPF run-time statistics: EINVAL"),
+        "{title}"
+    );
+    assert_eq!(f.probe_cell("ns/ev", "swap_cache_get_folio"), "-");
 }
 
 #[test]

@@ -8,12 +8,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bpfstats::LiveCosts;
 use crate::capture::{monotonic_ns, Capture};
 use crate::loader::{self, LoadOptions};
 use crate::trace::TraceHeader;
 
 use super::model::SourceInfo;
-use super::source::{CaptureMsg, ChannelSource};
+use super::source::{CaptureMsg, ChannelSource, CostSlot};
 
 /// Batches in flight between the capture thread and the worker. When the
 /// worker falls this far behind, the capture thread blocks, the ring buffer
@@ -38,9 +39,11 @@ pub fn start(opts: LoadOptions) -> Result<Live, String> {
     let (tx, rx) = mpsc::sync_channel::<CaptureMsg>(IN_FLIGHT);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_thread = Arc::clone(&stop);
+    let costs = Arc::new(CostSlot::default());
+    let costs_thread = Arc::clone(&costs);
     std::thread::Builder::new()
         .name("detector-capture".into())
-        .spawn(move || capture_thread(opts, ready_tx, tx, stop_thread))
+        .spawn(move || capture_thread(opts, ready_tx, tx, stop_thread, costs_thread))
         .map_err(|e| format!("cannot start the capture thread: {e}"))?;
     let header = ready_rx
         .recv()
@@ -53,7 +56,7 @@ pub fn start(opts: LoadOptions) -> Result<Live, String> {
         degraded: loader::degraded_statement(&header.plan),
     };
     Ok(Live {
-        source: ChannelSource::new(rx, info, stop),
+        source: ChannelSource::new(rx, info, stop).with_costs(costs),
         header,
     })
 }
@@ -63,6 +66,7 @@ fn capture_thread(
     ready: mpsc::Sender<Result<TraceHeader, String>>,
     tx: mpsc::SyncSender<CaptureMsg>,
     stop: Arc<AtomicBool>,
+    costs: Arc<CostSlot>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,6 +86,10 @@ fn capture_thread(
                 return;
             }
         };
+        // The capture thread owns the programs, so it reads their run time
+        // too: a handful of bpf syscalls once a second, never on the UI path.
+        let mut live_costs = LiveCosts::start(cap.loaded());
+        costs.publish(live_costs.initial());
         let l = cap.loaded();
         let header =
             TraceHeader::for_this_host("live", &l.layout, l.plan.clone(), u64::from(l.ring_bytes));
@@ -101,6 +109,9 @@ fn capture_thread(
                     let _ = tx.send(Err(e.to_string()));
                     return;
                 }
+            }
+            if let Some(u) = live_costs.poll(cap.loaded()) {
+                costs.publish(u);
             }
             if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
                 // The UI is gone; dropping the capture detaches the probes.

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use detector_common::MAX_PROBES;
 
+use crate::bpfstats::{CostUpdate, ProbeCost};
 use crate::event::StreamItem;
 use crate::plan::{AttachMode, PlanEntry};
 
@@ -80,6 +81,9 @@ pub struct ProbeStats {
     /// Latest running total of events the kernel could not deliver.
     pub lost: u64,
     pub rate: RateRing,
+    /// BPF run time per event from the kernel's statistics (live only;
+    /// `None` without a reading).
+    pub ns_per_event: Option<f64>,
 }
 
 /// Finding severity, as the UI colours it.
@@ -189,6 +193,8 @@ pub struct Model {
     /// A problem the user must see that does not stop the display (the
     /// recording failed).
     pub notice: Option<String>,
+    /// Why the live capture has no per-probe run time.
+    pub cost_note: Option<String>,
     /// Bumped on every change, so the UI redraws only when something moved.
     pub version: u64,
 }
@@ -218,6 +224,7 @@ impl Model {
             state: SourceState::Running,
             recording: None,
             notice: None,
+            cost_note: None,
             version: 0,
         }
     }
@@ -300,6 +307,30 @@ impl Model {
             self.findings.pop_front();
         }
         self.findings.push_back(f);
+        self.version += 1;
+    }
+
+    /// Takes a run-time reading from the live capture. Each probe shows its
+    /// cost over the last interval; one that did not run in it keeps its
+    /// average since the start, since a quiet second says nothing new about
+    /// what an event costs.
+    pub fn apply_costs(&mut self, u: &CostUpdate) {
+        for p in &mut self.probes {
+            p.ns_per_event = None;
+        }
+        for (i, total) in u.total.iter().enumerate() {
+            let recent = u
+                .recent
+                .get(i)
+                .filter(|r| r.probe == total.probe)
+                .and_then(ProbeCost::ns_per_event);
+            if let Some(p) = self.probes.get_mut(total.probe as usize) {
+                p.ns_per_event = recent.or_else(|| total.ns_per_event());
+            }
+        }
+        if self.cost_note != u.unavailable {
+            self.cost_note.clone_from(&u.unavailable);
+        }
         self.version += 1;
     }
 
@@ -418,6 +449,53 @@ mod tests {
         );
         assert_eq!(m.probes[p as usize].lost, 9);
         assert_eq!(m.lost, 9);
+    }
+
+    #[test]
+    fn costs_show_the_last_interval_or_the_average_when_quiet() {
+        use crate::bpfstats::{ProgCost, ProgKind, RunStats};
+        let row = |probe, run_cnt, run_time_ns| ProbeCost {
+            probe,
+            mode: AttachMode::Tracepoint,
+            entry: Some(ProgCost {
+                kind: ProgKind::Tracepoint,
+                stats: RunStats {
+                    run_cnt,
+                    run_time_ns,
+                },
+            }),
+            exit: None,
+        };
+        let mut m = Model::new(SourceInfo::default());
+        let v0 = m.version;
+        m.apply_costs(&CostUpdate {
+            total: vec![
+                row(ProbeId::TpPageFree, 1000, 500_000),
+                row(ProbeId::TpLruInsertion, 10, 4_000),
+            ],
+            recent: vec![
+                row(ProbeId::TpPageFree, 100, 30_000),
+                row(ProbeId::TpLruInsertion, 0, 0),
+            ],
+            unavailable: None,
+        });
+        assert!(m.version > v0);
+        assert_eq!(
+            m.probes[ProbeId::TpPageFree as usize].ns_per_event,
+            Some(300.0)
+        );
+        assert_eq!(
+            m.probes[ProbeId::TpLruInsertion as usize].ns_per_event,
+            Some(400.0)
+        );
+        assert_eq!(m.probes[ProbeId::GupGrab as usize].ns_per_event, None);
+        // A failed reading clears the numbers and says why.
+        m.apply_costs(&CostUpdate {
+            unavailable: Some("no BPF_ENABLE_STATS".into()),
+            ..CostUpdate::default()
+        });
+        assert_eq!(m.probes[ProbeId::TpPageFree as usize].ns_per_event, None);
+        assert_eq!(m.cost_note.as_deref(), Some("no BPF_ENABLE_STATS"));
     }
 
     #[test]

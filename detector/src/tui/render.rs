@@ -348,14 +348,25 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             .get(i)
             .is_some_and(|e| e.mode == AttachMode::Unavailable)
     });
-    // The sparkline gets what the fixed columns leave (the note keeps 10),
-    // so the newest seconds are never the ones cut off.
-    const FIXED: u16 = 22 + 18 + 24 + 7 + 9 + 7 + 10 + 7;
+    // The sparkline gets what the fixed columns leave (the note keeps 24,
+    // enough for a fallback reason's first words), so the newest seconds
+    // are never the ones cut off.
+    const FIXED: u16 = 22 + 18 + 24 + 7 + 8 + 7 + 7 + 24 + 8;
     let spark_w = usize::from(probes.width.saturating_sub(FIXED)).clamp(4, 30);
     let mut series = [0u64; 30];
     let spark_title = format!("last {spark_w}s");
     let inner_rows = probes.height.saturating_sub(3) as usize;
     let skip = ui.probe_scroll.min(order.len().saturating_sub(inner_rows));
+    let probes_title = match &m.cost_note {
+        Some(why) => Line::from(vec![
+            Span::raw(" probes "),
+            Span::styled(
+                format!(" per-probe run time unavailable: {why} "),
+                Style::new().fg(Color::Yellow),
+            ),
+        ]),
+        None => Line::from(" probes "),
+    };
     let rows: Vec<Row> = order
         .iter()
         .skip(skip)
@@ -386,6 +397,9 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             };
             let st = id.and_then(|id| m.probes.get(id));
             let (events, lost) = st.map_or((0, 0), |s| (s.events, s.lost));
+            // Replays carry no run time: the column stays "-" there.
+            let mut cost = String::new();
+            crate::bpfstats::fmt_ns_per_event(st.and_then(|s| s.ns_per_event), &mut cost);
             let rate = id.map_or(0, |id| m.rate(id));
             if let Some(id) = id {
                 m.series(id, &mut series);
@@ -403,6 +417,7 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
                 Cell::from(spark).style(Style::new().fg(Color::Cyan)),
                 Cell::from(fmt_count(events)),
                 Cell::from(fmt_count(lost)).style(lost_style(lost)),
+                Cell::from(cost),
                 Cell::from(note).style(Style::new().dim()),
             ])
         })
@@ -415,7 +430,8 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             Constraint::Length(24),
             Constraint::Length(7),
             Constraint::Length(spark_w as u16),
-            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(7),
             Constraint::Length(7),
             Constraint::Min(10),
         ],
@@ -429,11 +445,12 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             spark_title.as_str(),
             "events",
             "lost",
+            "ns/ev",
             "note",
         ])
         .style(Style::new().bold().underlined()),
     )
-    .block(Block::new().borders(Borders::TOP).title(" probes "));
+    .block(Block::new().borders(Borders::TOP).title(probes_title));
     frame.render_widget(table, probes);
 }
 

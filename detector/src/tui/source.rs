@@ -4,10 +4,12 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::bpfstats::CostUpdate;
 use crate::event::StreamItem;
 use crate::trace::{EndState, TraceError, TraceReader};
 
@@ -50,6 +52,39 @@ pub trait Source: Send {
     /// (a quiet live system). `None` for replays, whose clock is the trace.
     fn clock_ns(&self) -> Option<u64> {
         None
+    }
+    /// The newest per-probe run-time reading into `out`, when one arrived
+    /// since the last call. Replays have none: a trace records events, not
+    /// what the probes cost.
+    fn take_costs(&mut self, _out: &mut CostUpdate) -> bool {
+        false
+    }
+}
+
+/// The latest run-time reading, handed from the capture thread to the
+/// worker. A newer reading replaces an unread one: only the latest matters,
+/// and the capture thread must never wait for the UI.
+#[derive(Debug, Default)]
+pub struct CostSlot {
+    inner: Mutex<(bool, CostUpdate)>,
+}
+
+impl CostSlot {
+    pub fn publish(&self, u: &CostUpdate) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.clone_from(u);
+        g.0 = true;
+    }
+
+    /// Copies the reading into `out` if it was not taken yet.
+    pub fn take(&self, out: &mut CostUpdate) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.0 {
+            return false;
+        }
+        out.clone_from(&g.1);
+        g.0 = false;
+        true
     }
 }
 
@@ -208,6 +243,7 @@ pub struct ChannelSource {
     pending: Vec<StreamItem>,
     taken: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    costs: Option<Arc<CostSlot>>,
 }
 
 impl ChannelSource {
@@ -223,7 +259,14 @@ impl ChannelSource {
             pending: Vec::new(),
             taken: 0,
             stop,
+            costs: None,
         }
+    }
+
+    /// Per-probe run-time readings arrive through `slot`.
+    pub fn with_costs(mut self, slot: Arc<CostSlot>) -> Self {
+        self.costs = Some(slot);
+        self
     }
 
     /// Moves up to [`BATCH`] pending items into `buf`.
@@ -278,6 +321,10 @@ impl Source for ChannelSource {
 
     fn clock_ns(&self) -> Option<u64> {
         Some(monotonic_ns())
+    }
+
+    fn take_costs(&mut self, out: &mut CostUpdate) -> bool {
+        self.costs.as_ref().is_some_and(|s| s.take(out))
     }
 }
 

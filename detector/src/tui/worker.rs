@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::bpfstats::CostUpdate;
 use crate::event::StreamItem;
 
 use super::model::{FindingRow, Model, SourceState, WindowRow};
@@ -114,6 +115,9 @@ impl Worker {
         let mut meta = EventMeta::new(18);
         let mut stats = AnalysisStats::default();
         let mut last_stats = Instant::now() - WINDOWS_EVERY;
+        // Per-probe run time: read by the live capture about once a second,
+        // applied here so the render path only formats it.
+        let mut costs = CostUpdate::default();
         let end_state;
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -121,11 +125,20 @@ impl Worker {
                 break;
             }
             buf.clear();
-            match self.source.pull(&mut buf, PULL_WAIT) {
+            let pulled = self.source.pull(&mut buf, PULL_WAIT);
+            let new_costs = self.source.take_costs(&mut costs);
+            match pulled {
                 Ok(Pull::Items) => {}
                 Ok(Pull::Idle) => {
-                    if let Some(now) = self.source.clock_ns() {
-                        lock(&self.model).tick(now);
+                    let now = self.source.clock_ns();
+                    if now.is_some() || new_costs {
+                        let mut m = lock(&self.model);
+                        if let Some(now) = now {
+                            m.tick(now);
+                        }
+                        if new_costs {
+                            m.apply_costs(&costs);
+                        }
                     }
                     continue;
                 }
@@ -163,6 +176,9 @@ impl Worker {
             }
             for f in found.drain(..) {
                 m.add_finding(f);
+            }
+            if new_costs {
+                m.apply_costs(&costs);
             }
             if refresh {
                 m.windows.clone_from(&stats.windows);
