@@ -1,8 +1,14 @@
 //! `detector replay FILE`: analyze a trace file offline (no root, no BPF).
+//!
+//! `--stats` adds one line on standard error: how fast the file was
+//! replayed, the process's peak RSS and the analyzer's peak tracked objects
+//! against `--max-tracked`.
 
+use std::fmt;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -46,6 +52,10 @@ pub struct Args {
     /// swapcache_prepare -EEXIST answers per entry that make a storm.
     #[arg(long)]
     pub eexist_threshold: Option<u32>,
+    /// When done, print events per second, peak RSS and the analyzer's peak
+    /// tracked objects to standard error.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 impl Args {
@@ -65,6 +75,15 @@ impl Args {
 /// truncated or damaged file is not an error: what was read is analyzed and
 /// the report says where reading stopped.
 pub fn analyze_file(path: &std::path::Path, cfg: Config) -> anyhow::Result<Report> {
+    analyze_file_with_stats(path, cfg).map(|(report, _)| report)
+}
+
+/// As [`analyze_file`], also saying what the replay cost.
+pub fn analyze_file_with_stats(
+    path: &std::path::Path,
+    cfg: Config,
+) -> anyhow::Result<(Report, ReplayStats)> {
+    let start = Instant::now();
     let mut reader = TraceReader::open(path)?;
     let mut analyzer = Analyzer::new(cfg);
     let mut findings = Vec::new();
@@ -78,17 +97,95 @@ pub fn analyze_file(path: &std::path::Path, cfg: Config) -> anyhow::Result<Repor
         analyzer.process(index, item, &mut findings);
     }
     analyzer.finish(&mut findings);
+    let elapsed = start.elapsed();
     if first == u64::MAX {
         first = 0;
     }
-    Ok(Report::build(
+    let stats = ReplayStats {
+        events: analyzer.stats().events,
+        elapsed,
+        tracked: Some(TrackedPeak {
+            peak: analyzer.peak_tracked_objects(),
+            limit: analyzer.config().max_tracked,
+        }),
+    };
+    let report = Report::build(
         &path.display().to_string(),
         reader.header(),
         reader.end_state(),
         (first, last),
         &analyzer,
         findings,
-    ))
+    );
+    Ok((report, stats))
+}
+
+/// What a replay cost, for `--stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Event records read (lost-event records not included).
+    pub events: u64,
+    /// Opening, reading and analyzing the file (not printing the report).
+    pub elapsed: Duration,
+    /// `None` when nothing was analyzed (`--format text` or `jsonl`).
+    pub tracked: Option<TrackedPeak>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackedPeak {
+    /// [`Analyzer::peak_tracked_objects`].
+    pub peak: usize,
+    /// The `max_tracked` in effect.
+    pub limit: usize,
+}
+
+impl ReplayStats {
+    pub fn events_per_sec(&self) -> f64 {
+        // A zero duration (an empty file on a coarse clock) is not a rate.
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// `replayed N events in S s: R events/s; peak RSS M MiB; tracked objects
+/// peak P (limit L)`. The RSS is read when formatting: the process's peak
+/// so far.
+impl fmt::Display for ReplayStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} events in {:.2} s: {:.1}M events/s",
+            if self.tracked.is_some() {
+                "replayed"
+            } else {
+                "decoded"
+            },
+            self.events,
+            self.elapsed.as_secs_f64(),
+            self.events_per_sec() / 1e6
+        )?;
+        match peak_rss_bytes() {
+            Some(b) => write!(f, "; peak RSS {} MiB", (b + (1 << 19)) >> 20)?,
+            None => write!(f, "; peak RSS unknown")?,
+        }
+        match self.tracked {
+            Some(t) => write!(f, "; tracked objects peak {} (limit {})", t.peak, t.limit),
+            None => write!(f, "; not analyzed"),
+        }
+    }
+}
+
+/// Peak resident set size of this process so far, in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    // SAFETY: `rusage` is integers and `timeval`s of integers, for which
+    // all-zero bytes are a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live, writable `rusage`; getrusage only writes
+    // into it, and RUSAGE_SELF is always a valid target.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    // Linux reports kibibytes.
+    u64::try_from(ru.ru_maxrss).ok().map(|kib| kib * 1024)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -96,9 +193,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(stdout.lock());
     match args.format {
         Format::Text | Format::Jsonl => {
+            let start = Instant::now();
             let mut reader = TraceReader::open(&args.file)?;
             let base = reader.header().start_monotonic_ns;
+            let mut events = 0u64;
             while let Some((index, item)) = reader.next_item() {
+                events += u64::from(matches!(item, StreamItem::Event(_)));
                 let r = if args.format == Format::Text {
                     write_text(&mut out, base, index, &item)
                 } else {
@@ -115,10 +215,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(end) = reader.end_state().filter(|e| !e.is_complete()) {
                 eprintln!("detector: {}: {end}", args.file.display());
             }
+            if args.stats {
+                let stats = ReplayStats {
+                    events,
+                    elapsed: start.elapsed(),
+                    tracked: None,
+                };
+                eprintln!("detector: {stats}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Format::Report | Format::Json => {
-            let report = analyze_file(&args.file, args.config())?;
+            let (report, stats) = analyze_file_with_stats(&args.file, args.config())?;
             let r = if args.format == Format::Json {
                 serde_json::to_writer_pretty(&mut out, &report)
                     .map_err(io::Error::other)
@@ -131,6 +239,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     return Err(e).context("cannot write to standard output")
                 }
                 _ => {}
+            }
+            if args.stats {
+                eprintln!("detector: {stats}");
             }
             let failing = match args.fail_on {
                 FailOn::Violation => report.count(Severity::Violation),
