@@ -91,13 +91,15 @@ fn cli_simulate_synthetic_then_replay_stats() {
         "{line}"
     );
     assert!(line.contains(" events/s; peak RSS "), "{line}");
-    let tail = format!(" (limit {LIMIT})");
+    let limit_note = format!(" (limit {LIMIT})");
     let peak: usize = line
         .split("tracked objects peak ")
         .nth(1)
-        .and_then(|s| s.strip_suffix(&tail))
+        .and_then(|s| s.split(&limit_note).next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the tracked peak in {line:?}"));
+    assert!(line.contains(&limit_note), "{line}");
+    assert!(line.contains("; cpu "), "{line}");
     assert!(peak <= LIMIT, "{line}");
 
     // Without --stats the line is absent.

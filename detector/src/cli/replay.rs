@@ -1,8 +1,8 @@
 //! `detector replay FILE`: analyze a trace file offline (no root, no BPF).
 //!
 //! `--stats` adds one line on standard error: how fast the file was
-//! replayed, the process's peak RSS and the analyzer's peak tracked objects
-//! against `--max-tracked`.
+//! replayed, the process's peak RSS, the analyzer's peak tracked objects
+//! against `--max-tracked` and the CPU time spent.
 
 use std::fmt;
 use std::io::{self, BufWriter, Write};
@@ -52,8 +52,8 @@ pub struct Args {
     /// swapcache_prepare -EEXIST answers per entry that make a storm.
     #[arg(long)]
     pub eexist_threshold: Option<u32>,
-    /// When done, print events per second, peak RSS and the analyzer's peak
-    /// tracked objects to standard error.
+    /// When done, print events per second, peak RSS, the analyzer's peak
+    /// tracked objects and CPU time to standard error.
     #[arg(long)]
     pub stats: bool,
 }
@@ -147,8 +147,10 @@ impl ReplayStats {
 }
 
 /// `replayed N events in S s: R events/s; peak RSS M MiB; tracked objects
-/// peak P (limit L)`. The RSS is read when formatting: the process's peak
-/// so far.
+/// peak P (limit L); cpu U s user + K s sys`. RSS and CPU times are read
+/// when formatting: the process's so far. The CPU times tell a replay that
+/// waited for the disk or for another process (wall time well above user +
+/// sys) from one that computed.
 impl fmt::Display for ReplayStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -163,19 +165,37 @@ impl fmt::Display for ReplayStats {
             self.elapsed.as_secs_f64(),
             self.events_per_sec() / 1e6
         )?;
-        match peak_rss_bytes() {
-            Some(b) => write!(f, "; peak RSS {} MiB", (b + (1 << 19)) >> 20)?,
+        let usage = self_usage();
+        match usage {
+            Some(u) => write!(f, "; peak RSS {} MiB", (u.max_rss + (1 << 19)) >> 20)?,
             None => write!(f, "; peak RSS unknown")?,
         }
         match self.tracked {
-            Some(t) => write!(f, "; tracked objects peak {} (limit {})", t.peak, t.limit),
-            None => write!(f, "; not analyzed"),
+            Some(t) => write!(f, "; tracked objects peak {} (limit {})", t.peak, t.limit)?,
+            None => write!(f, "; not analyzed")?,
         }
+        if let Some(u) = usage {
+            write!(
+                f,
+                "; cpu {:.2} s user + {:.2} s sys",
+                u.user.as_secs_f64(),
+                u.sys.as_secs_f64()
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// Peak resident set size of this process so far, in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// Resources this process used so far (`getrusage(RUSAGE_SELF)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Peak resident set size, bytes.
+    pub max_rss: u64,
+    pub user: Duration,
+    pub sys: Duration,
+}
+
+pub fn self_usage() -> Option<Usage> {
     // SAFETY: `rusage` is integers and `timeval`s of integers, for which
     // all-zero bytes are a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -184,8 +204,18 @@ pub fn peak_rss_bytes() -> Option<u64> {
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return None;
     }
-    // Linux reports kibibytes.
-    u64::try_from(ru.ru_maxrss).ok().map(|kib| kib * 1024)
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Some(Usage {
+        // Linux reports kibibytes.
+        max_rss: u64::try_from(ru.ru_maxrss)
+            .unwrap_or(0)
+            .saturating_mul(1024),
+        user: time(ru.ru_utime),
+        sys: time(ru.ru_stime),
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
