@@ -46,6 +46,9 @@ use detector_common::{
 /// Slots when nothing else is asked for: about 400 000 tracked objects,
 /// well below the analyzer's default bound.
 pub const DEFAULT_OBJECTS: u64 = 200_000;
+/// Most slots: 2^30 folios are 4 TiB of memory, and every derived address
+/// (folio, user address, swap offset) stays in its range.
+pub const MAX_OBJECTS: u64 = 1 << 30;
 /// Time of the first event (a plausible CLOCK_MONOTONIC value).
 pub const START_NS: u64 = 1_000_000_000;
 /// Stream time between consecutive events.
@@ -53,8 +56,8 @@ const STEP_NS: u64 = 100;
 /// Slot `i`'s folio is `FOLIO_BASE + i * 64`: struct folio addresses in
 /// the vmemmap range.
 const FOLIO_BASE: u64 = 0xffff_ea00_0000_0000;
-/// Slot `i` is mapped at `ADDR_BASE + i * 4096`.
-const ADDR_BASE: u64 = 0x7f00_0000_0000;
+/// Slot `i` is mapped at `ADDR_BASE + i * 4096` (below 2^47 for every slot).
+const ADDR_BASE: u64 = 0x7000_0000_0000;
 /// Swap type of every entry.
 const SWAP_TYPE: u32 = 1;
 /// Reclaim runs on this tid (kswapd).
@@ -83,9 +86,9 @@ pub struct Synth {
 }
 
 impl Synth {
-    /// A stream over `objects` slots (at least one).
+    /// A stream over `objects` slots, clamped to `1..=MAX_OBJECTS`.
     pub fn new(objects: u64) -> Self {
-        let objects = objects.max(1);
+        let objects = objects.clamp(1, MAX_OBJECTS);
         Synth {
             objects,
             lag: objects / 2,
@@ -281,6 +284,15 @@ mod tests {
                 assert_eq!(a.stats().events, n as u64);
             }
         }
+    }
+
+    #[test]
+    fn object_count_is_clamped() {
+        assert_eq!(Synth::new(0).objects(), 1);
+        let mut huge = Synth::new(u64::MAX);
+        assert_eq!(huge.objects(), MAX_OBJECTS);
+        let last = huge.nth(100).unwrap_or_default();
+        assert!(last.addr < 1 << 47 || last.addr == 0);
     }
 
     #[test]

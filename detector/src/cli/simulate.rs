@@ -34,7 +34,7 @@ pub struct Args {
     // `conflicts_with`, not `requires = "synthetic"`: clap lets any member
     // of the `source` group satisfy a `requires` (clap-rs/clap#4707).
     #[arg(long, value_name = "K", conflicts_with = "script",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=synth::MAX_OBJECTS))]
     pub objects: Option<u64>,
     /// Trace file to write.
     #[arg(short, long)]
