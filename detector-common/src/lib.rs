@@ -322,8 +322,25 @@ pub struct ArgSpec {
     pub has_ret: u8,
     /// Nonzero when the spec has been filled in (probe is planned).
     pub enabled: u8,
-    pub _pad: u8,
+    /// In-kernel relevance filter (`REL_*`): calls no analyzer rule can
+    /// use are dropped before they cost a ring-buffer record. 0 = every call.
+    pub relevance: u8,
 }
+
+/// Entry: only folios that are anon and not swap-backed (lazyfree, after
+/// MADV_FREE); exit: only the calls whose entry passed. The lazyfree rules
+/// are the only consumers of `try_to_unmap_one`.
+pub const REL_LAZYFREE: u8 = 1;
+/// Only folios that may be DMA-pinned: refcount at least
+/// `GUP_PIN_COUNTING_BIAS`, or large (whose pins are counted apart), or
+/// not resolvable (kept, since nothing can be said). What `cow_of_pinned`
+/// needs of `do_wp_page`.
+pub const REL_MAYBE_PINNED: u8 = 2;
+/// Only calls that returned nonzero (an error): `swap_duplicate` succeeds
+/// on every fork of a swapped range, and no rule needs the successes.
+pub const REL_FAILED: u8 = 4;
+/// `GUP_PIN_COUNTING_BIAS` (include/linux/mm.h).
+pub const GUP_PIN_BIAS: i32 = 1024;
 
 impl ArgSpec {
     pub const NONE: ArgSpec = ArgSpec {
@@ -342,7 +359,7 @@ impl ArgSpec {
         folio_from_pte: 0,
         has_ret: 0,
         enabled: 0,
-        _pad: 0,
+        relevance: 0,
     };
 }
 

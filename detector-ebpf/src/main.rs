@@ -26,7 +26,8 @@ use aya_ebpf::{
 use detector_common::{
     ArgSpec, Event, EventKind, Filter, Layout, ProbeId, ABSENT, FS_ANON, FS_ANON_EXCLUSIVE,
     FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE,
-    FS_WRITEBACK, MAX_PROBES, NO_ARG, V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE,
+    FS_WRITEBACK, GUP_PIN_BIAS, MAX_PROBES, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED,
+    V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE,
     V_PIN, V_PTE, V_RET,
 };
 
@@ -43,6 +44,13 @@ static FILTER: Filter = Filter {
     _pad: 0,
     cgroup_id: 0,
 };
+
+/// Bytes of unread data at which a submit wakes the consumer. Below it
+/// records go in silently and userspace drains on its own timer, so a busy
+/// kernel path does not pay an irq_work and a consumer wakeup per event.
+/// Set by userspace before load; 0 wakes on every record.
+#[no_mangle]
+static WAKEUP_BYTES: u64 = 0;
 
 /// Resized by userspace (`--ring-size`) before load.
 #[map]
@@ -64,6 +72,12 @@ static IN_MOVE: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 /// keyed by `tid << 16 | probe`.
 #[map]
 static STASH: HashMap<u64, [u64; 6]> = HashMap::with_max_entries(16384, 0);
+
+/// Calls whose entry passed a `REL_LAZYFREE` filter, keyed by
+/// `tid << 16 | probe`, so their exit is kept even though the call changed
+/// the folio (try_to_unmap_one makes a re-dirtied folio swap-backed).
+#[map]
+static GATE: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 
 /// x86_64 `PTE_PFN_MASK` for 4-level and 5-level paging.
 const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -466,6 +480,57 @@ fn fill<A: Args>(
     }
 }
 
+/// The in-kernel relevance filter of a probe (`ArgSpec::relevance`): false
+/// drops the call before it costs a ring-buffer record. Runs on every call
+/// of a filtered probe, so it reads only the words it decides on.
+#[inline(always)]
+fn relevant<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: EventKind) -> bool {
+    let r = spec.relevance;
+    if r & REL_FAILED != 0 {
+        // The filtered functions return int: the low half is the result.
+        if let Some(v) = a.ret() {
+            if v as u32 == 0 {
+                return false;
+            }
+        }
+    }
+    if r & REL_LAZYFREE != 0 {
+        let key = ((current_tid() as u64) << 16) | probe as u64;
+        if kind == EventKind::Exit {
+            // SAFETY: only presence is checked; the value is not used.
+            if unsafe { GATE.get(&key) }.is_none() {
+                return false;
+            }
+            let _ = GATE.remove(&key);
+        } else {
+            let folio = a.arg(spec.folio).unwrap_or(0);
+            if !is_kptr(folio) {
+                return false;
+            }
+            let flags = rd64(folio, l.folio_flags).unwrap_or(0);
+            let mapping = rd64(folio, l.folio_mapping).unwrap_or(0);
+            if mapping & 1 == 0 || bit(flags, l.pg_swapbacked) {
+                return false;
+            }
+            let _ = GATE.insert(&key, &1, 0);
+        }
+    }
+    if r & REL_MAYBE_PINNED != 0 && spec.folio_from_pte != 0 {
+        let folio = match a.arg(spec.vmf).and_then(|vmf| rd64(vmf, l.vmf_orig_pte)) {
+            Some(pte) => pte_to_folio(pte, l),
+            None => 0,
+        };
+        if is_kptr(folio) {
+            let flags = rd64(folio, l.folio_flags).unwrap_or(0);
+            let refs = rd32(folio, l.folio_refcount).unwrap_or(0);
+            if !bit(flags, l.pg_head) && refs < GUP_PIN_BIAS {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// Looks up the probe's spec, applies the filters and writes one event.
 /// Ring-buffer exhaustion is counted per probe, never silent.
 #[inline(always)]
@@ -481,6 +546,9 @@ fn emit<A: Args>(a: &A, probe: ProbeId, kind: EventKind) {
     if !pass_filter() {
         return;
     }
+    if spec.relevance != 0 && !relevant(a, &spec, l, probe, kind) {
+        return;
+    }
     let mut slot = match EVENTS.reserve::<Event>(0) {
         Some(s) => s,
         None => {
@@ -494,7 +562,27 @@ fn emit<A: Args>(a: &A, probe: ProbeId, kind: EventKind) {
     unsafe { core::ptr::write_bytes(e, 0, 1) };
     // SAFETY: initialized just above; nothing else aliases the slot.
     fill(unsafe { &mut *e }, a, &spec, l, probe, kind);
-    slot.submit(0);
+    slot.submit(wakeup_flag());
+}
+
+/// `BPF_RB_NO_WAKEUP` while the unread backlog is under the threshold,
+/// `BPF_RB_FORCE_WAKEUP` past it (the default would wake only when this
+/// record is the first unread one, which a batching consumer never sees).
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    // SAFETY: a plain read of a global that userspace fixed before load.
+    let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 #[inline(always)]

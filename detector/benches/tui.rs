@@ -72,6 +72,7 @@ fn write_trace(path: &std::path::Path, n: u64) {
             entry: true,
             exit: true,
             note: String::new(),
+            filter: String::new(),
         })
         .collect();
     let mut w = TraceWriter::create(path, &h).unwrap();

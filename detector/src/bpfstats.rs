@@ -575,6 +575,7 @@ mod tests {
             entry,
             exit,
             note: String::new(),
+            filter: String::new(),
         }
     }
 

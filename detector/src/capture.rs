@@ -29,6 +29,12 @@ pub enum CaptureError {
     Poll(#[from] std::io::Error),
 }
 
+/// How often readers drain the ring buffer when the kernel has not woken
+/// them: the kernel wakes the reader only past a backlog threshold (see
+/// `LoadOptions::wakeup_bytes`), so this bounds how stale a quiet stream
+/// gets, and with it the latency from a kernel event to its finding.
+pub const DEFAULT_DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 /// Copies one ring-buffer record into an [`Event`]; `None` if the size is
 /// not the ABI's (a mismatched object), which the caller counts.
 pub fn event_from_bytes(b: &[u8]) -> Option<Event> {
@@ -111,10 +117,10 @@ impl Capture {
         let before = out.len();
         let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
             Ok(g) => g?,
-            // The kernel only signals a ring buffer when the consumer has
-            // caught up with the producer; a wakeup lost between our last
-            // read and clear_ready would otherwise stall reading while the
-            // ring fills. Draining on every timeout bounds that to max_wait.
+            // The kernel signals the ring buffer only past the wakeup
+            // backlog (and a wakeup can be lost between our last read and
+            // clear_ready): draining on every timeout is what keeps a quiet
+            // stream flowing, at most max_wait late.
             Err(_) => return Ok(self.drain(out)),
         };
         let ring = guard.get_inner_mut();

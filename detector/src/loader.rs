@@ -64,6 +64,13 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     pub filter: Filter,
     pub policy: AttachPolicy,
+    /// Unread bytes at which the kernel wakes the reader; `None` is a
+    /// quarter of the ring, `Some(0)` wakes on every record. Below the
+    /// threshold the reader drains on its own timer.
+    pub wakeup_bytes: Option<u64>,
+    /// Turn off the in-kernel relevance filters: every call of every probe
+    /// becomes an event (see `ArgSpec::relevance`).
+    pub unfiltered: bool,
 }
 
 impl Default for LoadOptions {
@@ -72,6 +79,8 @@ impl Default for LoadOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             filter: Filter::default(),
             policy: AttachPolicy::Auto,
+            wakeup_bytes: None,
+            unfiltered: false,
         }
     }
 }
@@ -293,6 +302,7 @@ fn entry(probe: ProbeId, target: &str, mode: AttachMode, hook: Hook, note: Strin
         entry: attached && matches!(hook, Hook::Enter | Hook::Both | Hook::Tracepoint),
         exit: attached && matches!(hook, Hook::Exit | Hook::Both),
         note,
+        filter: String::new(),
     }
 }
 
@@ -314,6 +324,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("FILTER", &opts.filter, true)
+        .override_global(
+            "WAKEUP_BYTES",
+            &opts.wakeup_bytes.unwrap_or(opts.ring_bytes as u64 / 4),
+            true,
+        )
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(BPF_OBJECT)
         .map_err(|e| LoadError::Object(short(&e)))?;
@@ -375,6 +390,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
                 "folio not resolved from the PTE: vmemmap_base is not in /proc/kallsyms".into(),
             );
         }
+        if opts.unfiltered {
+            resolved_spec.relevance = 0;
+        }
         if let Err(e) = set_spec(&mut ebpf, probe, &resolved_spec) {
             plan.push(entry(probe, sym, AttachMode::Unavailable, role.hook, e));
             continue;
@@ -402,7 +420,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
                 move_pages_attached = true;
             }
         }
-        plan.push(entry(probe, sym, mode, role.hook, notes.join("; ")));
+        let mut e = entry(probe, sym, mode, role.hook, notes.join("; "));
+        if mode != AttachMode::Unavailable {
+            e.filter = plan::relevance_text(resolved_spec.relevance);
+        }
+        plan.push(e);
     }
 
     let degraded = functions_attached == 0;

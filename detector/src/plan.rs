@@ -38,9 +38,27 @@ pub struct PlanEntry {
     pub exit: bool,
     /// Why this mode (fallback reason, or why unavailable).
     pub note: String,
+    /// The in-kernel relevance filter in effect (empty: every call).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
 }
 
-use detector_common::{ArgSpec, ProbeId, NO_ARG};
+use detector_common::{ArgSpec, ProbeId, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED};
+
+/// What a probe's in-kernel relevance filter keeps, for the plan and docs.
+pub fn relevance_text(relevance: u8) -> String {
+    let mut parts = Vec::new();
+    if relevance & REL_LAZYFREE != 0 {
+        parts.push("only lazyfree (anon, !swapbacked) folios");
+    }
+    if relevance & REL_MAYBE_PINNED != 0 {
+        parts.push("only maybe-pinned folios (refcount >= 1024 or large)");
+    }
+    if relevance & REL_FAILED != 0 {
+        parts.push("only failed calls");
+    }
+    parts.join(", ")
+}
 
 use crate::btf::{CType, KernelBtf, Proto};
 
@@ -281,6 +299,9 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
         | ProbeId::SwapcachePrepare
         | ProbeId::SwapcacheClear => {
             s.entry = need("swp_entry_t argument", entry)?;
+            if probe == ProbeId::SwapEntryDup {
+                s.relevance = REL_FAILED;
+            }
         }
         ProbeId::DoSwapPage => {
             s.vmf = need("vm_fault argument", vmf)?;
@@ -288,6 +309,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
         ProbeId::DoWpPage => {
             s.vmf = need("vm_fault argument", vmf)?;
             s.folio_from_pte = 1;
+            s.relevance = REL_MAYBE_PINNED;
         }
         ProbeId::FolioMoveAnonRmap
         | ProbeId::RemoveMapping
@@ -304,6 +326,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             }
             if probe == ProbeId::TryToUnmapOne {
                 s.addr = proto.find(|p| p.name == "address").unwrap_or(NO_ARG);
+                s.relevance = REL_LAZYFREE;
             }
         }
         ProbeId::MovePages => {
@@ -490,6 +513,36 @@ mod tests {
         assert_eq!((s.folio, s.nr, s.gup_flags), (0, 1, 2));
         let f = arg_spec(ProbeId::GupGrabFast, &fast).unwrap();
         assert_eq!((f.ret_folio, f.nr, f.gup_flags), (1, 1, 2));
+    }
+
+    #[test]
+    fn hot_probes_get_their_relevance_filter() {
+        let ttu = Proto {
+            params: vec![
+                p("folio", CType::PtrTo("folio".into())),
+                p("vma", CType::PtrTo("vm_area_struct".into())),
+                p("address", CType::Named("unsigned long".into())),
+                p("arg", CType::PtrTo("void".into())),
+            ],
+            ret: CType::Named("bool".into()),
+        };
+        let wp = Proto {
+            params: vec![p("vmf", CType::PtrTo("vm_fault".into()))],
+            ret: CType::Named("vm_fault_t".into()),
+        };
+        let dup = Proto {
+            params: vec![p("entry", CType::Named("swp_entry_t".into()))],
+            ret: CType::Named("int".into()),
+        };
+        let r = |probe, proto: &Proto| arg_spec(probe, proto).unwrap().relevance;
+        assert_eq!(r(ProbeId::TryToUnmapOne, &ttu), REL_LAZYFREE);
+        assert_eq!(r(ProbeId::DoWpPage, &wp), REL_MAYBE_PINNED);
+        assert_eq!(r(ProbeId::SwapEntryDup, &dup), REL_FAILED);
+        // The swap lifecycle itself is never filtered: every rule needs it.
+        assert_eq!(r(ProbeId::SwapEntryFree, &dup), 0);
+        assert_eq!(r(ProbeId::DoSwapPage, &wp), 0);
+        assert_eq!(relevance_text(0), "");
+        assert_eq!(relevance_text(REL_FAILED), "only failed calls");
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn header() -> TraceHeader {
             entry: true,
             exit: true,
             note: String::new(),
+            filter: String::new(),
         }],
         1 << 24,
     );

@@ -275,6 +275,9 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
     let b = boot_dir(&vm_root(ws).join(line.as_str()).join(t.name))?;
     let ring = t.ring_size.unwrap_or(vm_tests::RING_BYTES);
     let mut record = vec!["--ring-size".to_string(), ring.to_string()];
+    if t.unfiltered {
+        record.push("--unfiltered".to_string());
+    }
     if let Some(mode) = t.attach {
         record.extend(["--attach".to_string(), mode.to_string()]);
     }

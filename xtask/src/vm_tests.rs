@@ -64,6 +64,9 @@ pub struct VmTest {
     /// `record --attach`: `Some("kprobe")` forces the fallback path where
     /// fentry would work, and the check then requires a kprobe-only plan.
     pub attach: Option<&'static str>,
+    /// `record --unfiltered`: every call becomes an event, so a probe whose
+    /// relevance filter the workload would not pass is still seen firing.
+    pub unfiltered: bool,
     pub expect: Expect,
     /// Wall-clock limit for the whole boot.
     pub timeout_secs: u64,
@@ -87,7 +90,6 @@ const SWAP_CORE: &[ProbeId] = &[
     P::SwapcachePrepare,
     P::DoSwapPage,
     P::SwapRead,
-    P::TryToUnmapOne,
     P::RemoveMapping,
 ];
 
@@ -112,6 +114,7 @@ pub const TESTS: &[VmTest] = &[
         workload: &["swap-hog", "--mib", "160", "--passes", "2"],
         ring_size: None,
         attach: None,
+        unfiltered: false,
         expect: Expect {
             probes: SWAP_CORE,
             lost: Lost::Zero,
@@ -132,6 +135,7 @@ pub const TESTS: &[VmTest] = &[
         workload: &["swap-hog", "--mib", "160", "--passes", "2"],
         ring_size: None,
         attach: Some("kprobe"),
+        unfiltered: false,
         expect: Expect {
             probes: SWAP_CORE,
             lost: Lost::Counted,
@@ -150,6 +154,7 @@ pub const TESTS: &[VmTest] = &[
         workload: &["swap-hog", "--mib", "64", "--passes", "2"],
         ring_size: Some(4096),
         attach: None,
+        unfiltered: false,
         expect: Expect {
             probes: &[P::SwapCacheLookup, P::DoSwapPage],
             lost: Lost::Positive,
@@ -168,6 +173,7 @@ pub const TESTS: &[VmTest] = &[
         workload: &["uffd-move-swap", "--mib", "8", "--iterations", "12", "--seconds", "90"],
         ring_size: None,
         attach: None,
+        unfiltered: false,
         expect: Expect {
             probes: &[
                 P::MovePages,
@@ -205,6 +211,7 @@ pub const TESTS: &[VmTest] = &[
         ],
         ring_size: None,
         attach: None,
+        unfiltered: false,
         expect: Expect {
             probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
             lost: Lost::Zero,
@@ -225,6 +232,7 @@ pub const TESTS: &[VmTest] = &[
         ],
         ring_size: None,
         attach: None,
+        unfiltered: true,
         expect: Expect {
             probes: &[P::GupGrabFast, P::GupPut, P::DoWpPage],
             lost: Lost::Zero,
@@ -243,6 +251,7 @@ pub const TESTS: &[VmTest] = &[
         workload: &["sync-swapin", "--mib", "8", "--threads", "4", "--iterations", "30", "--seconds", "90"],
         ring_size: None,
         attach: None,
+        unfiltered: false,
         expect: Expect {
             probes: &[P::SwapcachePrepare, P::SwapcacheClear, P::DoSwapPage, P::SwapRead],
             lost: Lost::Zero,
@@ -261,6 +270,7 @@ pub const TESTS: &[VmTest] = &[
         workload: &["benign-soak", "--mib", "64", "--iterations", "3", "--seconds", "90"],
         ring_size: None,
         attach: None,
+        unfiltered: false,
         expect: Expect {
             probes: SWAP_CORE,
             lost: Lost::Zero,

@@ -73,12 +73,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (false, true) => "out",
             (false, false) => "-",
         };
+        let sep = if p.note.is_empty() || p.filter.is_empty() {
+            ""
+        } else {
+            "; "
+        };
         println!(
-            "{:<22} {:<12} {:<30} {:<6} {}",
+            "{:<22} {:<12} {:<30} {:<6} {}{sep}{}",
             p.probe,
             p.mode.as_str(),
             if p.target.is_empty() { "-" } else { &p.target },
             hooks,
+            p.filter,
             p.note
         );
     }

@@ -45,6 +45,9 @@ pub struct Args {
     /// Ring buffer size in bytes, power of two (live capture; e.g. 16M).
     #[arg(long, value_parser = crate::cli::record::parse_size, conflicts_with = "replay")]
     pub ring_size: Option<u64>,
+    /// Turn off the in-kernel relevance filters (docs/probes.md).
+    #[arg(long, conflicts_with = "replay")]
+    pub unfiltered: bool,
 }
 
 /// `--record` into a trace file.
@@ -91,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(path) = args.replay.as_deref() else {
         let mut opts = LoadOptions {
             policy: args.attach,
+            unfiltered: args.unfiltered,
             ..LoadOptions::default()
         };
         opts.filter.tgid = args.pid.unwrap_or(0);

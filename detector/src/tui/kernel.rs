@@ -22,7 +22,7 @@ use super::source::{CaptureMsg, ChannelSource, CostSlot};
 const IN_FLIGHT: usize = 64;
 /// How often the per-probe lost counters are read.
 const LOST_EVERY: Duration = Duration::from_millis(250);
-const READ_WAIT: Duration = Duration::from_millis(100);
+const READ_WAIT: Duration = crate::capture::DEFAULT_DRAIN_EVERY;
 
 /// A started live capture: the source, and the header a `--record` file
 /// gets (this host, the resolved layout and the plan).

@@ -32,6 +32,7 @@ fn plan_entry(probe: ProbeId, target: &str, mode: AttachMode, note: &str) -> Pla
         entry: mode != AttachMode::Unavailable,
         exit: matches!(mode, AttachMode::Fentry | AttachMode::Kprobe),
         note: note.to_string(),
+        filter: String::new(),
     }
 }
 
