@@ -11,6 +11,7 @@ use detector_common::{Filter, ProbeId};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::analyzer::{Analyzer, Config as AnalyzerConfig, Finding};
+use crate::bpfstats::{write_probe_costs, CostMeter};
 use crate::capture::{monotonic_ns, Capture};
 use crate::event::StreamItem;
 use crate::loader::{self, AttachPolicy, LoadOptions, DEFAULT_RING_BYTES};
@@ -43,10 +44,33 @@ pub struct Args {
     /// Attach modes to try.
     #[arg(long, value_enum, default_value_t = AttachPolicy::Auto)]
     pub attach: AttachPolicy,
+    /// Drain the ring buffer at least this often (bounds how late a quiet
+    /// stream reaches the file and the analyzer).
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+    pub drain_every: Duration,
+    /// Unread bytes at which the kernel wakes the reader early (default: a
+    /// quarter of the ring; 0 wakes on every record, which costs a wakeup
+    /// per event on a busy kernel).
+    #[arg(long, value_parser = parse_wakeup)]
+    pub wakeup_bytes: Option<u64>,
+    /// Turn off the in-kernel relevance filters (docs/probes.md): every call
+    /// of every probe becomes an event, including the ones no rule uses.
+    #[arg(long)]
+    pub unfiltered: bool,
     /// Run the analyzer while recording: findings are printed as they
     /// happen and summarized at the end (the same findings `replay` gives).
     #[arg(long)]
     pub analyze: bool,
+    /// With --analyze: measure, per event, the time from the kernel's
+    /// timestamp to the moment the analyzer has processed it (when any
+    /// finding it completes is available), and print percentiles at the end.
+    #[arg(long, requires = "analyze")]
+    pub latency: bool,
+    /// Turn on the kernel's BPF run-time statistics for the run and print
+    /// each probe's cost per event at the end (the kernel then times every
+    /// program run, which itself costs a little).
+    #[arg(long)]
+    pub stats: bool,
 }
 
 /// `30s`, `5m`, `1h`, `250ms` or plain seconds.
@@ -70,6 +94,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// This process's CPU time so far (user, system) in seconds: what the
+/// reader, the file and the analyzer cost, apart from the probes.
+fn cpu_times() -> Option<(f64, f64)> {
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is valid and writable for the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some((secs(ru.ru_utime), secs(ru.ru_stime)))
+}
+
+/// A size as [`parse_size`], or 0.
+fn parse_wakeup(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    parse_size(s)
 }
 
 /// `4096`, `64K`, `4M`, `1G` (binary units).
@@ -143,6 +188,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cgroup_id,
         },
         policy: args.attach,
+        wakeup_bytes: args.wakeup_bytes,
+        unfiltered: args.unfiltered,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,6 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     let mut cap = Capture::start(&opts)?;
+    let meter = args.stats.then(|| CostMeter::start(cap.loaded()));
     let plan = cap.plan().to_vec();
     let count = |m: AttachMode| plan.iter().filter(|p| p.mode == m).count();
     eprintln!(
@@ -202,6 +250,11 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
             .then(|| Analyzer::new(AnalyzerConfig::default())),
         findings: Vec::new(),
         printed: 0,
+        latency: if args.latency {
+            Some(Latency::new()?)
+        } else {
+            None
+        },
     };
     let mut last_lost_poll = Instant::now();
     let stop_reason;
@@ -211,7 +264,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
             _ = sigint.recv() => { stop_reason = "interrupted (SIGINT)"; break; }
             _ = sigterm.recv() => { stop_reason = "terminated (SIGTERM)"; break; }
             _ = &mut deadline => { stop_reason = "duration elapsed"; break; }
-            r = cap.read_batch(&mut batch, Duration::from_millis(200)) => { r?; }
+            r = cap.read_batch(&mut batch, args.drain_every) => { r?; }
         }
         if last_lost_poll.elapsed() >= Duration::from_millis(250) {
             cap.poll_lost(monotonic_ns(), &mut batch)?;
@@ -231,6 +284,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         per_probe,
         events,
         findings,
+        latency,
         ..
     } = sink;
     let lost: BTreeMap<&str, u64> = ProbeId::ALL
@@ -239,6 +293,11 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         .filter(|(_, v)| *v > 0)
         .collect();
     let malformed = cap.malformed;
+    let mut costs = Vec::new();
+    if let Some(m) = &meter {
+        let _ = write_probe_costs(m, cap.loaded(), &mut costs);
+    }
+    drop(meter);
     drop(cap);
     let summary = out
         .finish(TraceEnd::now(stop_reason))
@@ -253,6 +312,14 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         summary.files.len(),
         args.output.display()
     );
+    if let Some((user, sys)) = cpu_times() {
+        eprintln!(
+            "detector: CPU {:.2}s user + {:.2}s system ({:.2} µs per event)",
+            user,
+            sys,
+            (user + sys) * 1e6 / events.max(1) as f64
+        );
+    }
     for p in ProbeId::ALL {
         let n = per_probe[*p as usize];
         let l = lost.get(p.name()).copied().unwrap_or(0);
@@ -267,6 +334,12 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         eprintln!(
             "detector: events were lost (the ring buffer filled, or in kprobe mode the kernel skipped a probe); a larger --ring-size or a --pid/--cgroup filter reduces ring-buffer loss"
         );
+    }
+    if let Some(l) = &latency {
+        l.print();
+    }
+    if !costs.is_empty() {
+        eprint!("{}", String::from_utf8_lossy(&costs));
     }
     if args.analyze {
         eprintln!(
@@ -287,6 +360,44 @@ struct Sink {
     analyzer: Option<Analyzer>,
     findings: Vec<Finding>,
     printed: usize,
+    latency: Option<Latency>,
+}
+
+/// Kernel timestamp to analyzed, in microseconds, for every event and for
+/// the events that completed a finding.
+struct Latency {
+    events: hdrhistogram::Histogram<u64>,
+    findings: hdrhistogram::Histogram<u64>,
+}
+
+impl Latency {
+    fn new() -> anyhow::Result<Latency> {
+        // Microseconds, three significant digits, up to an hour.
+        let h = || {
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .context("creating the latency histogram")
+        };
+        Ok(Latency {
+            events: h()?,
+            findings: h()?,
+        })
+    }
+
+    fn print(&self) {
+        for (what, h) in [("events", &self.events), ("findings", &self.findings)] {
+            if h.is_empty() {
+                eprintln!("latency {what}: none");
+                continue;
+            }
+            eprintln!(
+                "latency {what}: n={} p50={:.2}ms p99={:.2}ms max={:.2}ms (kernel timestamp to analyzed)",
+                h.len(),
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+                h.max() as f64 / 1000.0
+            );
+        }
+    }
 }
 
 impl Sink {
@@ -307,6 +418,23 @@ impl Sink {
                 a.process(self.items, item, &mut self.findings);
             }
             self.items += 1;
+        }
+        if let Some(l) = self.latency.as_mut() {
+            // One clock read per batch: every event of the batch became
+            // analyzed (and its findings available) by now.
+            let now = monotonic_ns();
+            for item in batch.iter() {
+                if let StreamItem::Event(e) = item {
+                    l.events
+                        .saturating_record(now.saturating_sub(e.ts_ns) / 1000);
+                }
+            }
+            for f in &self.findings[self.printed..] {
+                if let Some(last) = f.evidence.iter().map(|e| e.ts_ns).max() {
+                    l.findings
+                        .saturating_record(now.saturating_sub(last) / 1000);
+                }
+            }
         }
         batch.clear();
         self.print_new();
