@@ -1,17 +1,34 @@
-//! `cargo xtask bench-overhead`: what tracing costs the traced workload.
+//! `cargo xtask bench`: what the detector costs and what it sustains.
 //!
-//! One 6.12 guest boot runs the same swap-heavy workload (swap-hog in a
-//! 64 MiB memory cgroup) untraced, under `detector record` to a file on the
-//! results disk, under `detector record -o /dev/null` (probes, ring buffer
-//! and encoding without the disk writes), and under
-//! bpftrace attached to the same kernel functions with an in-kernel
-//! `count()` per probe (the cheapest thing bpftrace can do there; the
-//! detector does more per hit: the folio snapshot, a ring-buffer record,
-//! the userspace write). Runs alternate so drift in the emulator hits all
-//! three alike. This is a benchmark: it reports, it asserts nothing.
+//! One 6.12 guest boot (QEMU TCG, the only place fentry runs here) measures,
+//! so the figures are comparable with each other:
+//!   1. overhead: the benign-soak workload's wall time untraced, under
+//!      `detector record`, and under bpftrace printing a comparable record
+//!      per hit from the same functions (`xtask/bench/comparable.bt`), runs
+//!      alternating so emulator drift hits all alike;
+//!   2. capacity: `probe-load` drives one probe at fixed rates under the
+//!      default `detector record`; events and losses per rate;
+//!   3. latency: `record --analyze --latency` during benign-soak, kernel
+//!      timestamp to the moment the analyzer has the event;
+//!   4. per-probe cost: the kernel's BPF run-time stats (`record --stats`)
+//!      during benign-soak, and the whole cost (trampoline, program, ring
+//!      buffer) as the per-call delta of a tight loop with and without the
+//!      probes attached.
+//!
+//! The host measures the analyzer replaying a large synthetic trace file
+//! through the real binary (events/s, peak RSS, with and without
+//! `--max-tracked`).
+//!
+//! Results go to `target/bench/results.md`; without `--quick` they also
+//! replace the generated part of `docs/performance.md`. A benchmark
+//! reports: nothing here asserts a timing. `--quick` is the CI smoke run
+//! (one repetition, small sizes) proving every phase still works.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -24,125 +41,237 @@ use crate::vm::{boot_dir, prepare, vm_root};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Workload runs per configuration.
-    #[arg(long, default_value_t = 3)]
+    /// Smoke run: one repetition and small sizes; docs are not rewritten.
+    #[arg(long)]
+    pub quick: bool,
+    /// Workload repetitions per tracer for the overhead figures.
+    #[arg(long, default_value_t = 5)]
     pub iterations: u32,
-    /// Leave bpftrace out (it needs ~200 MB of libraries in the guest).
+    /// Leave bpftrace out even if it is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
-    /// swap-hog working set in MiB (the cgroup allows 64).
-    #[arg(long, default_value_t = 160)]
-    pub mib: u32,
+    /// Run only these parts (comma-separated); docs are rewritten only
+    /// when all run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
+    pub phases: Vec<Phase>,
+    /// Investigation: run this guest script instead of the benchmark (in
+    /// the same guest, with the workloads and `detector` on PATH), leave
+    /// its files on the results disk and report nothing.
+    #[arg(long, hide = true)]
+    pub guest_script: Option<PathBuf>,
+    /// Investigation: extra host binaries (with their libraries) to put in
+    /// the guest, e.g. perf or strace.
+    #[arg(long, hide = true)]
+    pub extra_bin: Vec<PathBuf>,
 }
 
-/// The probe set of the detector's 6.12 plan, for bpftrace.
-const BPFTRACE_SCRIPT: &str = "\
-kretfunc:vmlinux:swap_cache_get_folio, kretfunc:vmlinux:add_to_swap_cache,
-kfunc:vmlinux:__delete_from_swap_cache, kretprobe:folio_alloc_swap,
-kretfunc:vmlinux:swap_duplicate, kfunc:vmlinux:swap_entry_range_free,
-kretfunc:vmlinux:swapcache_prepare, kfunc:vmlinux:swapcache_clear,
-kfunc:vmlinux:do_swap_page, kretfunc:vmlinux:do_swap_page,
-kfunc:vmlinux:folio_move_anon_rmap, kfunc:vmlinux:__remove_mapping,
-kretfunc:vmlinux:__remove_mapping, kfunc:vmlinux:try_to_unmap_one,
-kretfunc:vmlinux:try_to_unmap_one, kfunc:vmlinux:madvise_free_pte_range,
-kretfunc:vmlinux:try_grab_folio, kretfunc:vmlinux:try_grab_folio_fast,
-kfunc:vmlinux:gup_put_folio, kfunc:vmlinux:unpin_user_page,
-kfunc:vmlinux:do_wp_page, kfunc:vmlinux:swap_read_folio,
-tracepoint:vmscan:mm_vmscan_write_folio { @[probe] = count(); }
-";
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Phase {
+    /// benign-soak untraced / detector / bpftrace.
+    Overhead,
+    /// Latency and BPF run-time stats under benign-soak.
+    Stats,
+    /// Tight-loop cost per call with and without the probes.
+    Loop,
+    /// Events and losses at fixed event rates.
+    Capacity,
+    /// Host: analyzer replay of a large synthetic trace.
+    Replay,
+}
 
-fn guest_script(a: &Args) -> String {
-    let tracers = if a.no_bpftrace {
-        "none detector devnull"
+impl Phase {
+    const ALL: [Phase; 5] = [
+        Phase::Overhead,
+        Phase::Stats,
+        Phase::Loop,
+        Phase::Capacity,
+        Phase::Replay,
+    ];
+}
+
+/// The bpftrace side of the overhead comparison, kept in the repository.
+const COMPARABLE_BT: &str = include_str!("../bench/comparable.bt");
+
+const DOC: &str = "docs/performance.md";
+const BEGIN: &str =
+    "<!-- bench:begin (generated by `cargo xtask bench`; edits here are overwritten) -->";
+const END: &str = "<!-- bench:end -->";
+
+struct Plan {
+    iterations: u32,
+    soak: &'static str,
+    rates: &'static [u64],
+    load_secs: u32,
+    loop_secs: u32,
+    synth_events: u64,
+    bpftrace: bool,
+    phases: Vec<Phase>,
+}
+
+impl Plan {
+    fn new(a: &Args) -> Plan {
+        let bpftrace = !a.no_bpftrace && Path::new("/usr/bin/bpftrace").exists();
+        if a.quick {
+            Plan {
+                iterations: 1,
+                soak: "--mib 64 --iterations 1 --seconds 60",
+                rates: &[20_000, 0],
+                load_secs: 2,
+                loop_secs: 1,
+                synth_events: 2_000_000,
+                bpftrace,
+                phases: a.phases.clone(),
+            }
+        } else {
+            Plan {
+                iterations: a.iterations.max(1),
+                soak: "--mib 64 --iterations 3 --seconds 600",
+                rates: &[
+                    10_000, 25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 0,
+                ],
+                load_secs: 5,
+                loop_secs: 3,
+                synth_events: 100_000_000,
+                bpftrace,
+                phases: a.phases.clone(),
+            }
+        }
+    }
+}
+
+fn guest_script(p: &Plan) -> String {
+    let tracers = if p.bpftrace {
+        "none detector bpftrace"
     } else {
-        "none detector devnull bpftrace"
+        "none detector"
     };
+    let rates: Vec<String> = p.rates.iter().map(u64::to_string).collect();
+    let on = |ph: Phase| if p.phases.contains(&ph) { "1" } else { "0" };
     format!(
         r#"#!/bin/sh
-# Started inside the workload cgroup: leave it, so the 64 MiB limit (and the
-# memcg charge of BPF maps) applies to the workload only.
+# Started inside the workload cgroup: leave it, so its memory limit (and the
+# memcg charge of BPF maps) applies to the workloads only.
 echo $$ > /sys/fs/cgroup/cgroup.procs
-hog() {{ sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec swap-hog --mib {mib} --passes 2' > /tmp/hog.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/hog.log | cut -d= -f2; }}
-waitfor() {{ i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; }}
-for it in $(seq {n}); do
+B=/out/bench.log
+wl() {{ sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec "$@"' wl "$@"; }}
+soak() {{ wl benign-soak {soak} > /tmp/soak.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/soak.log | cut -d= -f2; }}
+waitfor() {{ i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
+# detector record in the background until `stop`; $1 = log, rest = flags.
+rec() {{ L=$1; shift; detector record --duration 3600s "$@" > $L 2>&1 & T=$!; waitfor $L attached; sleep 1; }}
+stop() {{ kill -INT $T; wait $T; }}
+summary() {{ grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' $1; }}
+echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal /proc/meminfo | tr -s ' ')" >> $B
+
+# 1. overhead
+[ {ov} = 1 ] && for it in $(seq {n}); do
   for t in {tracers}; do
     case $t in
-    none) echo "run none $(hog)";;
+    none) echo "run none $(soak)" >> $B;;
     detector)
-      detector record -o /out/bench.dtr --ring-size 64M --duration 3600s > /tmp/rec.log 2>&1 &
-      T=$!
-      i=0; while [ ! -s /out/bench.dtr ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; sleep 1
-      echo "run detector $(hog)"
-      kill -INT $T; wait $T
-      echo "detector-log $(grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' /tmp/rec.log)"
-      rm -f /out/bench.dtr;;
-    devnull)
-      detector record -o /dev/null --ring-size 64M --duration 3600s > /tmp/rec.log 2>&1 &
-      T=$!
-      waitfor /tmp/rec.log attached; sleep 1
-      echo "run devnull $(hog)"
-      kill -INT $T; wait $T
-      echo "devnull-log $(grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' /tmp/rec.log)";;
+      rec /tmp/rec.log -o /out/soak.dtr
+      echo "run detector $(soak)" >> $B
+      stop; echo "log detector $(summary /tmp/rec.log)" >> $B
+      grep '^detector: CPU' /tmp/rec.log | sed 's/^/log detector /' >> $B; rm -f /out/soak.dtr;;
     bpftrace)
-      bpftrace /bin/bench.bt > /tmp/bt.log 2>&1 &
-      T=$!
-      waitfor /tmp/bt.log Attaching; sleep 1
-      echo "run bpftrace $(hog)"
-      kill -INT $T; wait $T
-      echo "bpftrace-log $(grep -c '^@' /tmp/bt.log) probes counted, $(head -1 /tmp/bt.log)";;
+      bpftrace -B full -o /out/soak.bt /bin/comparable.bt > /tmp/bt.log 2>&1 & T=$!
+      waitfor /out/soak.bt Attaching; sleep 1
+      echo "run bpftrace $(soak)" >> $B
+      stop; echo "log bpftrace $(grep -c . /out/soak.bt) lines; $(grep -i 'lost' /out/soak.bt | head -3 | tr '\n' ' ')" >> $B
+      grep -i error /tmp/bt.log | head -3 | sed 's/^/log bpftrace-error /' >> $B; rm -f /out/soak.bt;;
     esac
   done
 done
+
+# 3 + 4a. latency and per-probe BPF run time, on the same load
+if [ {st} = 1 ]; then
+rec /tmp/stats.log -o /dev/null --analyze --latency --stats
+echo "run detector-stats $(soak)" >> $B
+stop; summary /tmp/stats.log | sed 's/^/log detector-stats /' >> $B
+sed -n '/^latency/p' /tmp/stats.log | sed 's/^/latency /' >> $B
+sed -n '/^per-probe BPF run time/,/^note:/p' /tmp/stats.log | sed 's/^/stats /' >> $B
+grep '^detector: CPU' /tmp/stats.log | sed 's/^/log detector-stats /' >> $B
+fi
+
+# 4b. whole per-call cost: tight loops with and without the probes
+[ {lp} = 1 ] && for m in gup madvise-free; do
+  echo "loop $m none $(probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
+  rec /tmp/loop.log -o /dev/null
+  echo "loop $m detector $(probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
+  stop
+done
+
+# 2. capacity: one probe at fixed rates, default configuration (file on disk)
+cap() {{ cfg=$1; r=$2; shift 2
+  rec /tmp/cap.log -o /out/cap.dtr "$@"
+  got=$(probe-load --mode gup --rate $r --threads 1 --seconds {load} | grep -o ' rate=[0-9]*' | cut -d= -f2)
+  sleep 0.5; stop
+  echo "cap $cfg $r $got $(summary /tmp/cap.log)" >> $B; rm -f /out/cap.dtr; }}
+if [ {cp} = 1 ]; then
+for r in {rates}; do cap default $r; done
+cap wake-every-record 0 --wakeup-bytes 0
+cap ring-64M 0 --ring-size 64M
+fi
+echo "done" >> $B
 "#,
-        mib = a.mib,
-        n = a.iterations,
-        tracers = tracers
+        soak = p.soak,
+        n = p.iterations,
+        tracers = tracers,
+        loop = p.loop_secs,
+        load = p.load_secs,
+        rates = rates.join(" "),
+        ov = on(Phase::Overhead),
+        st = on(Phase::Stats),
+        lp = on(Phase::Loop),
+        cp = on(Phase::Capacity),
     )
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 pub fn run(a: &Args) -> Result<()> {
+    let plan = Plan::new(a);
     let root = ebpf::root();
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
     let mut bins = build_binaries(&root)?;
-    if !a.no_bpftrace {
-        let bt = PathBuf::from("/usr/bin/bpftrace");
-        if !bt.exists() {
-            bail!("bpftrace is not installed; `apt-get install bpftrace` or pass --no-bpftrace");
-        }
-        bins.workloads.push(bt);
+    if !plan.bpftrace {
+        println!(
+            "bpftrace not used (not installed or --no-bpftrace): the comparison column stays empty"
+        );
+    } else {
+        bins.workloads.push(PathBuf::from("/usr/bin/bpftrace"));
     }
+
+    bins.workloads.extend(a.extra_bin.iter().cloned());
     let prep = prepare(&root, KernelLine::V6_12, &bins)?;
-    std::fs::write(prep.stage.root.join("bin/bench.bt"), BPFTRACE_SCRIPT)?;
-    std::fs::write(prep.stage.root.join("bin/overhead.sh"), guest_script(a))?;
+    std::fs::write(prep.stage.root.join("bin/comparable.bt"), COMPARABLE_BT)?;
+    let script = match &a.guest_script {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => guest_script(&plan),
+    };
+    std::fs::write(prep.stage.root.join("bin/bench.sh"), script)?;
     let init = init_script(&GuestRun {
         swap: Swap::Disk,
-        memory_max: "64M".into(),
+        memory_max: "48M".into(),
         record: None,
-        workload: Some(vec!["sh".into(), "/bin/overhead.sh".into()]),
+        workload: Some(vec!["sh".into(), "/bin/bench.sh".into()]),
         foreground: None,
     });
-    let b = boot_dir(&vm_root(&root).join("6.12/bench-overhead"))?;
+    let b = boot_dir(&vm_root(&root).join("6.12/bench"))?;
     prep.stage.pack(&init, &b.initrd)?;
-    let dir = &b.dir;
-    let console = dir.join("console.log");
+    let console = b.dir.join("console.log");
     println!(
-        "booting 6.12 for {} iteration(s) per configuration…",
-        a.iterations
+        "booting 6.12: {} repetition(s) per tracer, {} capacity rate(s)…",
+        plan.iterations,
+        plan.rates.len() + 2
     );
+    let started = Instant::now();
     let outcome = boot(&Boot {
         vmlinuz: &prep.kernel.vmlinuz,
         initrd: &b.initrd,
         disks: b.disks.clone(),
-        memory: if a.no_bpftrace { "512M" } else { "1536M" },
-        timeout: Duration::from_secs(600 + 180 * u64::from(a.iterations) * 4),
+        memory: if plan.bpftrace { "1536M" } else { "768M" },
+        timeout: Duration::from_secs(900 + 300 * u64::from(plan.iterations) * 3),
         console_log: &console,
         echo: false,
         interactive: false,
@@ -154,50 +283,343 @@ pub fn run(a: &Args) -> Result<()> {
             if outcome.timed_out { ": timed out" } else { "" }
         );
     }
-    let res = dir.join("out");
+    let res = b.dir.join("out");
     extract_results(&b.disks[1], &res)?;
-    report(&res.join("workload.log"))
-}
-
-fn report(log: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let mut runs: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    for line in text.lines() {
-        let mut w = line.split_whitespace();
-        match (w.next(), w.next(), w.next()) {
-            (Some("run"), Some(cfg), Some(secs)) => {
-                if let Ok(s) = secs.parse::<f64>() {
-                    runs.entry(cfg).or_default().push(s);
-                }
-            }
-            (Some("run"), Some(cfg), None) => {
-                println!("warning: run under {cfg} printed no time (workload failed?)");
-            }
-            _ => {}
-        }
-        if ["detector-log", "devnull-log", "bpftrace-log"]
-            .iter()
-            .any(|p| line.starts_with(p))
-        {
-            println!("{line}");
-        }
+    if a.guest_script.is_some() {
+        println!("guest script finished; its files: {}", res.display());
+        return Ok(());
     }
-    let mut base = runs.get("none").cloned().unwrap_or_default();
-    let base = median(&mut base);
-    println!(
-        "{:<10} {:>6} {:>12} {:>10}  runs (s)",
-        "config", "n", "median (s)", "slowdown"
-    );
-    for cfg in ["none", "detector", "devnull", "bpftrace"] {
-        let Some(v) = runs.get(cfg) else { continue };
-        let mut sorted = v.clone();
-        let m = median(&mut sorted);
-        println!(
-            "{cfg:<10} {:>6} {m:>12.2} {:>9.1}%  {v:?}",
-            v.len(),
-            (m / base - 1.0) * 100.0
+    let log = std::fs::read_to_string(res.join("bench.log"))
+        .with_context(|| format!("reading {}", res.join("bench.log").display()))?;
+    let guest = parse_guest(&log);
+    if !guest.done {
+        bail!(
+            "the guest benchmark stopped early (see {} and {})",
+            res.join("bench.log").display(),
+            console.display()
         );
     }
+    let took = started.elapsed();
+    let host = if plan.phases.contains(&Phase::Replay) {
+        host_replay(&root, &bins.detector, &out_dir, plan.synth_events)?
+    } else {
+        HostReplay {
+            cpu: "not run".into(),
+            rows: Vec::new(),
+        }
+    };
+    let md = render(&plan, &guest, &host, took);
+    let results = out_dir.join("results.md");
+    std::fs::write(&results, &md)?;
+    println!("{md}");
+    println!("results: {}", results.display());
+    if !a.quick && plan.phases.len() == Phase::ALL.len() {
+        splice_doc(&root.join(DOC), &md)?;
+        println!("updated {DOC}");
+    }
     Ok(())
+}
+
+/// Host side: a large synthetic trace replayed through the real binary.
+struct HostReplay {
+    cpu: String,
+    rows: Vec<(String, String)>,
+}
+
+fn host_replay(root: &Path, detector: &Path, out: &Path, events: u64) -> Result<HostReplay> {
+    let file = out.join("synthetic.dtr");
+    let st = Command::new(detector)
+        .args(["simulate", "--synthetic", &events.to_string(), "--objects"])
+        .arg("2000000")
+        .arg("-o")
+        .arg(&file)
+        .current_dir(root)
+        .status()
+        .context("running detector simulate --synthetic")?;
+    if !st.success() {
+        bail!("detector simulate --synthetic failed (see above)");
+    }
+    let mut rows = Vec::new();
+    for (label, extra) in [
+        ("default --max-tracked", None),
+        ("--max-tracked 100000", Some("100000")),
+    ] {
+        let mut c = Command::new(detector);
+        c.arg("replay")
+            .arg(&file)
+            .args(["--stats", "--fail-on", "never"]);
+        if let Some(n) = extra {
+            c.args(["--max-tracked", n]);
+        }
+        let o = c.output().context("running detector replay --stats")?;
+        if !o.status.success() {
+            bail!(
+                "detector replay --stats failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("replayed"))
+            .unwrap_or("no `replayed` line in the output")
+            .to_string();
+        rows.push((label.to_string(), line));
+    }
+    let _ = std::fs::remove_file(&file);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    Ok(HostReplay { cpu, rows })
+}
+
+#[derive(Default)]
+struct Guest {
+    header: String,
+    runs: BTreeMap<String, Vec<f64>>,
+    logs: Vec<String>,
+    latency: Vec<String>,
+    stats: Vec<String>,
+    loops: Vec<(String, String, String)>,
+    caps: Vec<Cap>,
+    done: bool,
+}
+
+struct Cap {
+    cfg: String,
+    target: u64,
+    achieved: u64,
+    events: u64,
+    secs: f64,
+    lost: u64,
+}
+
+fn parse_guest(log: &str) -> Guest {
+    let mut g = Guest::default();
+    for line in log.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "guest" => g.header = rest.to_string(),
+            "run" => {
+                let mut w = rest.split_whitespace();
+                if let (Some(cfg), Some(Ok(s))) = (w.next(), w.next().map(str::parse::<f64>)) {
+                    g.runs.entry(cfg.to_string()).or_default().push(s);
+                } else {
+                    g.logs
+                        .push(format!("no time for `{rest}` (workload failed?)"));
+                }
+            }
+            "log" => g.logs.push(rest.to_string()),
+            "latency" => g.latency.push(rest.to_string()),
+            "stats" => g.stats.push(rest.to_string()),
+            "loop" => {
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if w.len() == 3 {
+                    g.loops
+                        .push((w[0].to_string(), w[1].to_string(), w[2].to_string()));
+                }
+            }
+            "cap" => {
+                if let Some(c) = parse_cap(rest) {
+                    g.caps.push(c);
+                }
+            }
+            "done" => g.done = true,
+            _ => {}
+        }
+    }
+    g
+}
+
+/// `default 50000 49870 250123 events in 6.1s (41003 events/s), lost 0`
+fn parse_cap(s: &str) -> Option<Cap> {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    if w.len() < 10 {
+        return None;
+    }
+    Some(Cap {
+        cfg: w[0].to_string(),
+        target: w[1].parse().ok()?,
+        achieved: w[2].parse().ok()?,
+        events: w[3].parse().ok()?,
+        secs: w[6].trim_end_matches('s').parse().ok()?,
+        lost: w.last()?.parse().ok()?,
+    })
+}
+
+fn quantiles(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let med = match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    };
+    (
+        s.first().copied().unwrap_or(f64::NAN),
+        med,
+        s.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Run: `cargo xtask bench{}`, guest {}, {} repetition(s), {:.0} s in the guest.\n",
+        if p.iterations == 1 { " --quick" } else { "" },
+        g.header,
+        p.iterations,
+        took.as_secs_f64()
+    );
+    let _ = writeln!(s, "### 1. Overhead on benign-soak\n");
+    let _ = writeln!(
+        s,
+        "| tracer | runs | min (s) | median (s) | max (s) | ratio to untraced (min / median / max) |\n|---|---|---|---|---|---|"
+    );
+    let base = g
+        .runs
+        .get("none")
+        .map(|v| quantiles(v).1)
+        .unwrap_or(f64::NAN);
+    for cfg in ["none", "detector", "bpftrace"] {
+        let Some(v) = g.runs.get(cfg) else {
+            let _ = writeln!(s, "| {cfg} | 0 | – | – | – | not run |");
+            continue;
+        };
+        let (lo, med, hi) = quantiles(v);
+        let _ = writeln!(
+            s,
+            "| {cfg} | {} | {lo:.2} | {med:.2} | {hi:.2} | {:.3} / {:.3} / {:.3} |",
+            v.len(),
+            lo / base,
+            med / base,
+            hi / base
+        );
+    }
+    s.push('\n');
+    for l in &g.logs {
+        let _ = writeln!(s, "- {l}");
+    }
+    let _ = writeln!(
+        s,
+        "\n### 2. Capacity (one probe, `gup`, default `detector record` to a file)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| configuration | target calls/s | achieved calls/s | events | events/s | lost | lost % |\n|---|---|---|---|---|---|---|"
+    );
+    for c in &g.caps {
+        let total = c.events + c.lost;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {} | {:.2} |",
+            c.cfg,
+            if c.target == 0 {
+                "max".to_string()
+            } else {
+                c.target.to_string()
+            },
+            c.achieved,
+            c.events,
+            c.events as f64 / c.secs.max(1e-9),
+            c.lost,
+            if total == 0 {
+                0.0
+            } else {
+                100.0 * c.lost as f64 / total as f64
+            }
+        );
+    }
+    let _ = writeln!(s, "\n### 3. Analyzer throughput (host, {})\n", h.cpu);
+    for (label, line) in &h.rows {
+        let _ = writeln!(s, "- {label}: {line}");
+    }
+    let _ = writeln!(
+        s,
+        "\n### 4. Latency, kernel event to analyzed (live, benign-soak)\n"
+    );
+    for l in &g.latency {
+        let _ = writeln!(s, "- {l}");
+    }
+    let _ = writeln!(s, "\n### 5. Per-event cost\n\nBPF run-time stats during benign-soak (program body only):\n\n```");
+    for l in &g.stats {
+        let _ = writeln!(s, "{l}");
+    }
+    let _ = writeln!(
+        s,
+        "```\n\nWhole cost per call of a tight loop hitting one probe:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| path | untraced ns/call | traced ns/call | cost per event (ns) |\n|---|---|---|---|"
+    );
+    let mut modes: Vec<&str> = g.loops.iter().map(|l| l.0.as_str()).collect();
+    modes.dedup();
+    for m in modes {
+        let get = |t: &str| {
+            g.loops
+                .iter()
+                .find(|l| l.0 == m && l.1 == t)
+                .and_then(|l| l.2.parse::<f64>().ok())
+        };
+        let (a, b) = (get("none"), get("detector"));
+        let d = match (a, b) {
+            (Some(a), Some(b)) => format!("{:.0}", b - a),
+            _ => "–".into(),
+        };
+        let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(s, "| {m} | {} | {} | {d} |", f(a), f(b));
+    }
+    s
+}
+
+/// Replaces the generated block of the performance doc, keeping the prose.
+fn splice_doc(path: &Path, md: &str) -> Result<()> {
+    let doc =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+        bail!("{} lacks the generated-results markers", path.display());
+    };
+    let mut out = String::with_capacity(doc.len() + md.len());
+    out.push_str(&doc[..b + BEGIN.len()]);
+    out.push('\n');
+    out.push_str(md);
+    out.push_str(&doc[e..]);
+    std::fs::write(path, out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capacity_and_runs() {
+        let g = parse_guest(
+            "guest 6.12 2 cpus\nrun none 10.5\nrun detector\n\
+             cap default 50000 49870 250123 events in 6.1s (41003 events/s), lost 7\ndone\n",
+        );
+        assert!(g.done);
+        assert_eq!(g.runs["none"], vec![10.5]);
+        assert_eq!(g.logs.len(), 1, "a run without a time is reported");
+        let c = &g.caps[0];
+        assert_eq!(
+            (c.target, c.achieved, c.events, c.lost),
+            (50000, 49870, 250123, 7)
+        );
+        assert!((c.secs - 6.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn quantiles_of_even_and_odd() {
+        assert_eq!(quantiles(&[3.0, 1.0, 2.0]), (1.0, 2.0, 3.0));
+        assert_eq!(quantiles(&[4.0, 1.0, 2.0, 3.0]), (1.0, 2.5, 4.0));
+    }
 }

@@ -25,8 +25,8 @@ enum Command {
     Vm(vm::RunArgs),
     /// Run every test tier: lint, unit/scenario/property, host, real-kernel VM.
     Test(test::Args),
-    /// Measure the slowdown tracing causes a swap-heavy workload in the guest.
-    BenchOverhead(bench::Args),
+    /// Benchmarks: overhead vs bpftrace, capacity, latency, per-probe cost, replay throughput.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -35,6 +35,6 @@ fn main() -> Result<()> {
         Command::VmTest(a) => vm::test(a).map(|_| ()),
         Command::Vm(a) => vm::run(a),
         Command::Test(a) => test::run(&a),
-        Command::BenchOverhead(a) => bench::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
