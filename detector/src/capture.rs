@@ -134,6 +134,30 @@ impl Capture {
         Ok(out.len() - before)
     }
 
+    /// Waits like [`read_batch`](Self::read_batch), then hands every event
+    /// available to `f` as the bytes of its `Event`, straight from the ring
+    /// buffer's memory: no copy, no decoding. On a little-endian host these
+    /// are the trace file's event bytes. Returns the number handed over.
+    pub async fn read_raw(
+        &mut self,
+        max_wait: Duration,
+        f: &mut dyn FnMut(&[u8; EVENT_SIZE]),
+    ) -> Result<usize, CaptureError> {
+        let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
+            Ok(g) => g?,
+            // As in read_batch: a quiet stream is drained on the timer.
+            Err(_) => return Ok(self.drain_raw(f)),
+        };
+        let n = drain_ring(guard.get_inner_mut(), &mut self.malformed, f);
+        guard.clear_ready();
+        Ok(n)
+    }
+
+    /// [`drain`](Self::drain) in the form of [`read_raw`](Self::read_raw).
+    pub fn drain_raw(&mut self, f: &mut dyn FnMut(&[u8; EVENT_SIZE])) -> usize {
+        drain_ring(self.ring.get_mut(), &mut self.malformed, f)
+    }
+
     /// Drains whatever is in the ring buffer right now without waiting
     /// (used at shutdown so nothing already captured is dropped).
     pub fn drain(&mut self, out: &mut Vec<StreamItem>) -> usize {
@@ -175,6 +199,24 @@ impl Capture {
     pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
         &self.last_lost
     }
+}
+
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    malformed: &mut u64,
+    f: &mut dyn FnMut(&[u8; EVENT_SIZE]),
+) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        match <&[u8; EVENT_SIZE]>::try_from(&*item) {
+            Ok(b) => {
+                f(b);
+                n += 1;
+            }
+            Err(_) => *malformed += 1,
+        }
+    }
+    n
 }
 
 /// CLOCK_MONOTONIC now, the clock `bpf_ktime_get_ns` reads.

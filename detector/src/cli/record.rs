@@ -264,7 +264,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
             _ = sigint.recv() => { stop_reason = "interrupted (SIGINT)"; break; }
             _ = sigterm.recv() => { stop_reason = "terminated (SIGTERM)"; break; }
             _ = &mut deadline => { stop_reason = "duration elapsed"; break; }
-            r = cap.read_batch(&mut batch, args.drain_every) => { r?; }
+            r = read(&mut cap, &mut sink, &mut out, &mut batch, args.drain_every) => { r?; }
         }
         if last_lost_poll.elapsed() >= Duration::from_millis(250) {
             cap.poll_lost(monotonic_ns(), &mut batch)?;
@@ -273,7 +273,15 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         sink.write_batch(&mut out, &mut batch)?;
     }
     // Everything the kernel already handed over goes into the file.
-    cap.drain(&mut batch);
+    if sink.raw() {
+        let mut failed = None;
+        cap.drain_raw(&mut |b| sink.raw_event(&mut out, b, &mut failed));
+        if let Some(e) = failed {
+            return Err(e).context("writing the trace file");
+        }
+    } else {
+        cap.drain(&mut batch);
+    }
     cap.poll_lost(monotonic_ns(), &mut batch)?;
     sink.write_batch(&mut out, &mut batch)?;
     if let Some(a) = sink.analyzer.as_mut() {
@@ -400,7 +408,59 @@ impl Latency {
     }
 }
 
+/// One read of the ring buffer into the sink. When nothing needs decoded
+/// events (no analyzer, no latency), events go from the ring buffer's
+/// memory into the file's buffer without being copied out first: on a busy
+/// kernel the reader's per-event work is most of what recording costs.
+async fn read(
+    cap: &mut Capture,
+    sink: &mut Sink,
+    out: &mut RotatingWriter,
+    batch: &mut Vec<StreamItem>,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    if !sink.raw() {
+        cap.read_batch(batch, wait).await?;
+        return Ok(());
+    }
+    let mut failed = None;
+    cap.read_raw(wait, &mut |b| sink.raw_event(out, b, &mut failed))
+        .await?;
+    match failed {
+        Some(e) => Err(e).context("writing the trace file"),
+        None => Ok(()),
+    }
+}
+
 impl Sink {
+    /// Whether events can skip decoding (see [`read`]). The ring buffer
+    /// holds native-endian events and the file little-endian ones.
+    fn raw(&self) -> bool {
+        cfg!(target_endian = "little") && self.analyzer.is_none() && self.latency.is_none()
+    }
+
+    fn raw_event(
+        &mut self,
+        out: &mut RotatingWriter,
+        b: &[u8; detector_common::EVENT_SIZE],
+        failed: &mut Option<crate::trace::TraceError>,
+    ) {
+        if failed.is_some() {
+            return;
+        }
+        self.events += 1;
+        if let Some(c) = self
+            .per_probe
+            .get_mut(usize::from(crate::trace::event_probe(b)))
+        {
+            *c += 1;
+        }
+        self.items += 1;
+        if let Err(e) = out.write_event_bytes(b) {
+            *failed = Some(e);
+        }
+    }
+
     fn write_batch(
         &mut self,
         out: &mut RotatingWriter,

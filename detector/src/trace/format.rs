@@ -98,6 +98,21 @@ fn encode_fields(ev: &Event, out: &mut [u8; EVENT_SIZE]) {
     out[COMM_OFFSET..COMM_OFFSET + 16].copy_from_slice(&ev.comm);
 }
 
+/// `Event::ts_ns` of an event's on-disk bytes, without decoding the rest.
+#[inline]
+pub fn event_ts(b: &[u8; EVENT_SIZE]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// `Event::probe` of an event's on-disk bytes, without decoding the rest.
+#[inline]
+pub fn event_probe(b: &[u8; EVENT_SIZE]) -> u16 {
+    const OFF: usize = std::mem::offset_of!(Event, probe);
+    u16::from_le_bytes([b[OFF], b[OFF + 1]])
+}
+
 /// Reads an event back from its 152 on-disk bytes. Every byte pattern is a
 /// valid event, so this cannot fail.
 #[inline]

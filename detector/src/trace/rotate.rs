@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use detector_common::Event;
+use detector_common::{Event, EVENT_SIZE};
 
 use super::error::TraceError;
 use super::header::TraceHeader;
@@ -158,6 +158,13 @@ impl RotatingWriter {
     pub fn write_event(&mut self, ev: &Event) -> Result<(), TraceError> {
         self.maybe_rotate(ev.ts_ns)?;
         self.writer()?.write_event(ev)
+    }
+
+    /// As [`write_event`](Self::write_event), from the event's on-disk bytes.
+    #[inline]
+    pub fn write_event_bytes(&mut self, payload: &[u8; EVENT_SIZE]) -> Result<(), TraceError> {
+        self.maybe_rotate(super::format::event_ts(payload))?;
+        self.writer()?.write_event_bytes(payload)
     }
 
     pub fn write_lost(&mut self, ts_ns: u64, probe: u16, total: u64) -> Result<(), TraceError> {

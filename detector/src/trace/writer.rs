@@ -9,9 +9,9 @@ use detector_common::{Event, ProbeId, EVENT_SIZE, MAX_PROBES};
 
 use super::error::TraceError;
 use super::format::{
-    encode_event, encode_lost, record_crc, EVENT_RECORD_LEN, FORMAT_VERSION, LOST_PAYLOAD_LEN,
-    MAGIC, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN,
-    RECORD_LOST,
+    encode_event, encode_lost, event_probe, event_ts, record_crc, EVENT_RECORD_LEN, FORMAT_VERSION,
+    LOST_PAYLOAD_LEN, MAGIC, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER,
+    RECORD_HEADER_LEN, RECORD_LOST,
 };
 use super::header::{clock_ns, TraceFooter, TraceHeader};
 use crate::event::StreamItem;
@@ -91,14 +91,19 @@ impl Counts {
 
     #[inline]
     fn event(&mut self, ev: &Event) {
+        self.event_at(ev.probe, ev.ts_ns);
+    }
+
+    #[inline]
+    fn event_at(&mut self, probe: u16, ts_ns: u64) {
         self.records += 1;
         self.events += 1;
-        match self.per_probe.get_mut(usize::from(ev.probe)) {
+        match self.per_probe.get_mut(usize::from(probe)) {
             Some(n) => *n += 1,
-            None => *self.per_probe_other.entry(ev.probe).or_default() += 1,
+            None => *self.per_probe_other.entry(probe).or_default() += 1,
         }
-        self.first_ns = self.first_ns.min(ev.ts_ns);
-        self.last_ns = self.last_ns.max(ev.ts_ns);
+        self.first_ns = self.first_ns.min(ts_ns);
+        self.last_ns = self.last_ns.max(ts_ns);
     }
 
     /// Adds another file's counts (rotation totals); lost totals are running
@@ -288,6 +293,28 @@ impl<W: Write> TraceWriter<W> {
         Ok(())
     }
 
+    /// As [`write_event`](Self::write_event), from the event's on-disk
+    /// bytes (on a little-endian host, the ring buffer's bytes): framed
+    /// straight into the output buffer, no `Event` in between. The capture
+    /// path that only writes a file uses it.
+    #[inline]
+    pub fn write_event_bytes(&mut self, payload: &[u8; EVENT_SIZE]) -> Result<(), TraceError> {
+        if self.buf.len() + EVENT_RECORD_LEN > self.buf.capacity() {
+            self.flush_buf()?;
+        }
+        let start = self.buf.len();
+        let mut frame = [0u8; RECORD_HEADER_LEN];
+        frame[0..4].copy_from_slice(&(EVENT_SIZE as u32).to_le_bytes());
+        frame[4..6].copy_from_slice(&RECORD_EVENT.to_le_bytes());
+        self.buf.extend_from_slice(&frame);
+        self.buf.extend_from_slice(payload);
+        let crc = record_crc(&self.buf[start..]);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.counts
+            .event_at(event_probe(payload), event_ts(payload));
+        Ok(())
+    }
+
     /// A running total of events `probe` could not emit, read at `ts_ns`.
     pub fn write_lost(&mut self, ts_ns: u64, probe: u16, total: u64) -> Result<(), TraceError> {
         let payload = encode_lost(ts_ns, probe, total);
@@ -409,6 +436,42 @@ impl<W: Write> TraceWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_bytes_write_the_same_file_as_events() {
+        let header = TraceHeader::new("test");
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut wa = TraceWriter::new(&mut a, &header).unwrap();
+        let mut wb = TraceWriter::new(&mut b, &header).unwrap();
+        for i in 0..5000u64 {
+            let ev = Event {
+                ts_ns: 1_000 + i * 7,
+                folio: 0xffff_ea00_0000_0000 + i * 64,
+                probe: (i % 23) as u16,
+                f_refcount: i as i32,
+                comm: *b"swap-hog\0\0\0\0\0\0\0\0",
+                ..Event::default()
+            };
+            wa.write_event(&ev).unwrap();
+            let mut bytes = [0u8; EVENT_SIZE];
+            encode_event(&ev, &mut bytes);
+            assert_eq!(
+                (event_ts(&bytes), event_probe(&bytes)),
+                (ev.ts_ns, ev.probe)
+            );
+            wb.write_event_bytes(&bytes).unwrap();
+        }
+        let end = TraceEnd::at(99_999, "test done");
+        let sa = wa.finish(end.clone()).unwrap();
+        let sb = wb.finish(end).unwrap();
+        assert_eq!(sa.totals.events_per_probe, sb.totals.events_per_probe);
+        let first_diff = a.iter().zip(&b).position(|(x, y)| x != y);
+        assert_eq!(
+            (a.len(), first_diff),
+            (b.len(), None),
+            "both paths must produce identical files"
+        );
+    }
 
     #[test]
     fn finish_counts_events_and_lost() {
