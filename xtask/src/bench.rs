@@ -80,7 +80,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 5] = [
         Phase::Overhead,
         Phase::Stats,
         Phase::Loop,
@@ -131,7 +131,7 @@ impl Plan {
                 ],
                 load_secs: 5,
                 loop_secs: 3,
-                synth_events: 100_000_000,
+                synth_events: 30_000_000,
                 bpftrace,
                 phases: a.phases.clone(),
             }
@@ -173,10 +173,12 @@ echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal
       stop; echo "log detector $(summary /tmp/rec.log)" >> $B
       grep '^detector: CPU' /tmp/rec.log | sed 's/^/log detector /' >> $B; rm -f /out/soak.dtr;;
     bpftrace)
-      bpftrace -B full -o /out/soak.bt /bin/comparable.bt > /tmp/bt.log 2>&1 & T=$!
+      # A perf buffer large enough that bpftrace, like the detector, keeps
+      # (nearly) everything: a tracer that drops does less work.
+      BPFTRACE_PERF_RB_PAGES=1024 bpftrace -B full -o /out/soak.bt /bin/comparable.bt > /tmp/bt.log 2>&1 & T=$!
       waitfor /out/soak.bt Attaching; sleep 1
       echo "run bpftrace $(soak)" >> $B
-      stop; echo "log bpftrace $(grep -c . /out/soak.bt) lines; $(grep -i 'lost' /out/soak.bt | head -3 | tr '\n' ' ')" >> $B
+      stop; echo "log bpftrace $(grep -c . /out/soak.bt) lines, lost $(awk '/^Lost [0-9]+ events/ {{s+=$2}} END {{print s+0}}' /out/soak.bt) events" >> $B
       grep -i error /tmp/bt.log | head -3 | sed 's/^/log bpftrace-error /' >> $B; rm -f /out/soak.bt;;
     esac
   done
@@ -187,6 +189,7 @@ if [ {st} = 1 ]; then
 rec /tmp/stats.log -o /dev/null --analyze --latency --stats
 echo "run detector-stats $(soak)" >> $B
 stop; summary /tmp/stats.log | sed 's/^/log detector-stats /' >> $B
+grep -E '^  [a-z_]+ +[0-9]+ events' /tmp/stats.log | sed 's/^/perprobe /' >> $B
 sed -n '/^latency/p' /tmp/stats.log | sed 's/^/latency /' >> $B
 sed -n '/^per-probe BPF run time/,/^note:/p' /tmp/stats.log | sed 's/^/stats /' >> $B
 grep '^detector: CPU' /tmp/stats.log | sed 's/^/log detector-stats /' >> $B
@@ -203,7 +206,7 @@ done
 # 2. capacity: one probe at fixed rates, default configuration (file on disk)
 cap() {{ cfg=$1; r=$2; shift 2
   rec /tmp/cap.log -o /out/cap.dtr "$@"
-  got=$(probe-load --mode gup --rate $r --threads 1 --seconds {load} | grep -o ' rate=[0-9]*' | cut -d= -f2)
+  got=$(probe-load --mode gup --rate $r --threads 2 --seconds {load} | grep -o ' rate=[0-9]*' | cut -d= -f2)
   sleep 0.5; stop
   echo "cap $cfg $r $got $(summary /tmp/cap.log)" >> $B; rm -f /out/cap.dtr; }}
 if [ {cp} = 1 ]; then
@@ -313,6 +316,7 @@ pub fn run(a: &Args) -> Result<()> {
     std::fs::write(&results, &md)?;
     println!("{md}");
     println!("results: {}", results.display());
+    complete(&plan, &guest, &host)?;
     if !a.quick && plan.phases.len() == Phase::ALL.len() {
         splice_doc(&root.join(DOC), &md)?;
         println!("updated {DOC}");
@@ -361,7 +365,7 @@ fn host_replay(root: &Path, detector: &Path, out: &Path, events: u64) -> Result<
         let err = String::from_utf8_lossy(&o.stderr);
         let line = err
             .lines()
-            .find(|l| l.starts_with("replayed"))
+            .find_map(|l| l.find("replayed").map(|i| &l[i..]))
             .unwrap_or("no `replayed` line in the output")
             .to_string();
         rows.push((label.to_string(), line));
@@ -386,6 +390,7 @@ struct Guest {
     logs: Vec<String>,
     latency: Vec<String>,
     stats: Vec<String>,
+    per_probe: Vec<String>,
     loops: Vec<(String, String, String)>,
     caps: Vec<Cap>,
     done: bool,
@@ -418,6 +423,7 @@ fn parse_guest(log: &str) -> Guest {
             "log" => g.logs.push(rest.to_string()),
             "latency" => g.latency.push(rest.to_string()),
             "stats" => g.stats.push(rest.to_string()),
+            "perprobe" => g.per_probe.push(rest.to_string()),
             "loop" => {
                 let w: Vec<&str> = rest.split_whitespace().collect();
                 if w.len() == 3 {
@@ -451,6 +457,63 @@ fn parse_cap(s: &str) -> Option<Cap> {
         secs: w[6].trim_end_matches('s').parse().ok()?,
         lost: w.last()?.parse().ok()?,
     })
+}
+
+/// The smoke check: every phase asked for produced its numbers. Values are
+/// never judged, only their presence (a benchmark asserts no timing).
+fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
+    let mut missing = Vec::new();
+    let on = |ph: Phase| p.phases.contains(&ph);
+    if on(Phase::Overhead) {
+        let mut tracers = vec!["none", "detector"];
+        if p.bpftrace {
+            tracers.push("bpftrace");
+        }
+        for t in tracers {
+            if g.runs.get(t).map_or(0, Vec::len) < p.iterations as usize {
+                missing.push(format!("a timed benign-soak run under {t}"));
+            }
+        }
+        if let Some(e) = g
+            .logs
+            .iter()
+            .find(|l| l.contains("error") || l.starts_with("no time"))
+        {
+            missing.push(format!("a clean run ({e})"));
+        }
+    }
+    if on(Phase::Stats) {
+        if g.latency.iter().all(|l| !l.contains("p50=")) {
+            missing.push("latency percentiles".into());
+        }
+        if g.stats.iter().all(|l| !l.contains("ns/event")) {
+            missing.push("the per-probe BPF run-time table".into());
+        }
+    }
+    if on(Phase::Loop)
+        && g.loops
+            .iter()
+            .filter(|l| l.2.parse::<f64>().is_ok())
+            .count()
+            < 4
+    {
+        missing.push("tight-loop ns/call with and without the probes".into());
+    }
+    if on(Phase::Capacity) && g.caps.len() < p.rates.len() + 2 {
+        missing.push(format!(
+            "{} capacity rows (got {})",
+            p.rates.len() + 2,
+            g.caps.len()
+        ));
+    }
+    if on(Phase::Replay) && (h.rows.len() < 2 || h.rows.iter().any(|r| !r.1.contains("events/s"))) {
+        missing.push("the replay --stats lines".into());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        bail!("the benchmark is missing: {}", missing.join("; "))
+    }
 }
 
 fn quantiles(v: &[f64]) -> (f64, f64, f64) {

@@ -103,6 +103,18 @@ pub fn run(a: &Args) -> Result<()> {
             keep: false,
             no_build: true,
         })? as u64;
+        // The benchmark's smoke run: every phase still produces its numbers
+        // (none is judged; a benchmark asserts no timing).
+        println!("==> cargo xtask bench --quick");
+        crate::bench::run(&crate::bench::Args {
+            quick: true,
+            iterations: 1,
+            no_bpftrace: false,
+            phases: crate::bench::Phase::ALL.to_vec(),
+            guest_script: None,
+            extra_bin: Vec::new(),
+        })?;
+        totals.passed += 1;
     }
     println!(
         "{} passed, {} failed, {} skipped",
