@@ -77,15 +77,18 @@ pub enum Phase {
     Capacity,
     /// Host: analyzer replay of a large synthetic trace.
     Replay,
+    /// Host: `detector record` in this kernel's own attach mode, natively.
+    Host,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Overhead,
         Phase::Stats,
         Phase::Loop,
         Phase::Capacity,
         Phase::Replay,
+        Phase::Host,
     ];
 }
 
@@ -244,13 +247,67 @@ pub fn run(a: &Args) -> Result<()> {
     }
 
     bins.workloads.extend(a.extra_bin.iter().cloned());
-    let prep = prepare(&root, KernelLine::V6_12, &bins)?;
+    let guest_phases = [Phase::Overhead, Phase::Stats, Phase::Loop, Phase::Capacity];
+    let (guest, took) =
+        if a.guest_script.is_some() || plan.phases.iter().any(|p| guest_phases.contains(p)) {
+            match boot_guest(a, &plan, &root, &bins)? {
+                Some(g) => g,
+                None => return Ok(()),
+            }
+        } else {
+            (
+                Guest {
+                    done: true,
+                    ..Guest::default()
+                },
+                Duration::ZERO,
+            )
+        };
+    let host = if plan.phases.contains(&Phase::Replay) {
+        host_replay(&root, &bins.detector, &out_dir, plan.synth_events)?
+    } else {
+        HostReplay {
+            cpu: "not run".into(),
+            rows: Vec::new(),
+            record: Vec::new(),
+        }
+    };
+    let mut host = host;
+    if plan.phases.contains(&Phase::Host) {
+        let probe_load = bins
+            .workloads
+            .iter()
+            .find(|p| p.ends_with("probe-load"))
+            .context("probe-load was not built")?;
+        host.record = host_record(&bins.detector, probe_load, &out_dir, plan.loop_secs + 2)?;
+    }
+    let md = render(&plan, &guest, &host, took);
+    let results = out_dir.join("results.md");
+    std::fs::write(&results, &md)?;
+    println!("{md}");
+    println!("results: {}", results.display());
+    complete(&plan, &guest, &host)?;
+    if !a.quick && plan.phases.len() == Phase::ALL.len() {
+        splice_doc(&root.join(DOC), &md)?;
+        println!("updated {DOC}");
+    }
+    Ok(())
+}
+
+/// Boots the guest and runs the guest phases; `None` in investigation mode.
+fn boot_guest(
+    a: &Args,
+    plan: &Plan,
+    root: &Path,
+    bins: &crate::vm::vm_image::Binaries,
+) -> Result<Option<(Guest, Duration)>> {
+    let prep = prepare(root, KernelLine::V6_12, bins)?;
     std::fs::write(prep.stage.root.join("bin/comparable.bt"), COMPARABLE_BT)?;
     let script = match &a.guest_script {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
-        None => guest_script(&plan),
+        None => guest_script(plan),
     };
     std::fs::write(prep.stage.root.join("bin/bench.sh"), script)?;
     let init = init_script(&GuestRun {
@@ -260,7 +317,7 @@ pub fn run(a: &Args) -> Result<()> {
         workload: Some(vec!["sh".into(), "/bin/bench.sh".into()]),
         foreground: None,
     });
-    let b = boot_dir(&vm_root(&root).join("6.12/bench"))?;
+    let b = boot_dir(&vm_root(root).join("6.12/bench"))?;
     prep.stage.pack(&init, &b.initrd)?;
     let console = b.dir.join("console.log");
     println!(
@@ -290,7 +347,7 @@ pub fn run(a: &Args) -> Result<()> {
     extract_results(&b.disks[1], &res)?;
     if a.guest_script.is_some() {
         println!("guest script finished; its files: {}", res.display());
-        return Ok(());
+        return Ok(None);
     }
     let log = std::fs::read_to_string(res.join("bench.log"))
         .with_context(|| format!("reading {}", res.join("bench.log").display()))?;
@@ -302,32 +359,70 @@ pub fn run(a: &Args) -> Result<()> {
             console.display()
         );
     }
-    let took = started.elapsed();
-    let host = if plan.phases.contains(&Phase::Replay) {
-        host_replay(&root, &bins.detector, &out_dir, plan.synth_events)?
-    } else {
-        HostReplay {
-            cpu: "not run".into(),
-            rows: Vec::new(),
-        }
-    };
-    let md = render(&plan, &guest, &host, took);
-    let results = out_dir.join("results.md");
-    std::fs::write(&results, &md)?;
-    println!("{md}");
-    println!("results: {}", results.display());
-    complete(&plan, &guest, &host)?;
-    if !a.quick && plan.phases.len() == Phase::ALL.len() {
-        splice_doc(&root.join(DOC), &md)?;
-        println!("updated {DOC}");
-    }
-    Ok(())
+    Ok(Some((guest, started.elapsed())))
 }
 
 /// Host side: a large synthetic trace replayed through the real binary.
 struct HostReplay {
     cpu: String,
     rows: Vec<(String, String)>,
+    /// `detector record` on the host itself: summary, CPU and stats lines.
+    record: Vec<String>,
+}
+
+/// The reader's cost per event without emulation: `detector record` on the
+/// host (whatever attach mode its kernel allows; tracepoints where function
+/// tracing is refused) while `probe-load --mode fault` maps, touches and
+/// unmaps pages.
+fn host_record(detector: &Path, probe_load: &Path, out: &Path, secs: u32) -> Result<Vec<String>> {
+    let untraced = Command::new(probe_load)
+        .args(["--mode", "fault", "--seconds", &secs.to_string()])
+        .output()
+        .context("running probe-load on the host")?;
+    let file = out.join("host.dtr");
+    let rec = Command::new(detector)
+        .args(["record", "--stats", "--duration"])
+        .arg(format!("{}s", secs + 3))
+        .arg("-o")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting detector record on the host")?;
+    // Attaching takes well under this; the load starts on attached probes.
+    std::thread::sleep(Duration::from_millis(1500));
+    let load = Command::new(probe_load)
+        .args(["--mode", "fault", "--seconds", &secs.to_string()])
+        .output()
+        .context("running probe-load on the host")?;
+    let o = rec
+        .wait_with_output()
+        .context("waiting for detector record")?;
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        bail!("detector record on the host failed: {}", err.trim());
+    }
+    let mut lines = vec![
+        format!(
+            "untraced: {}",
+            String::from_utf8_lossy(&untraced.stdout).trim()
+        ),
+        format!("traced:   {}", String::from_utf8_lossy(&load.stdout).trim()),
+    ];
+    let mut in_table = false;
+    for l in err.lines() {
+        if l.starts_with("per-probe BPF run time") {
+            in_table = true;
+        }
+        if in_table || l.contains("events in") || l.contains("CPU") || l.contains("attached") {
+            lines.push(l.to_string());
+        }
+        if l.starts_with("note:") {
+            in_table = false;
+        }
+    }
+    Ok(lines)
 }
 
 fn host_replay(root: &Path, detector: &Path, out: &Path, events: u64) -> Result<HostReplay> {
@@ -380,7 +475,11 @@ fn host_replay(root: &Path, detector: &Path, out: &Path, events: u64) -> Result<
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    Ok(HostReplay { cpu, rows })
+    Ok(HostReplay {
+        cpu,
+        rows,
+        record: Vec::new(),
+    })
 }
 
 #[derive(Default)]
@@ -509,6 +608,9 @@ fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
     if on(Phase::Replay) && (h.rows.len() < 2 || h.rows.iter().any(|r| !r.1.contains("events/s"))) {
         missing.push("the replay --stats lines".into());
     }
+    if on(Phase::Host) && h.record.iter().all(|l| !l.contains("events in")) {
+        missing.push("the host record summary".into());
+    }
     if missing.is_empty() {
         Ok(())
     } else {
@@ -604,6 +706,14 @@ fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> String {
     for (label, line) in &h.rows {
         let _ = writeln!(s, "- {label}: {line}");
     }
+    let _ = writeln!(
+        s,
+        "\n`detector record` on the host itself, natively (its kernel's attach mode), under `probe-load --mode fault` (two events per call), and the same load untraced:\n\n```"
+    );
+    for l in &h.record {
+        let _ = writeln!(s, "{l}");
+    }
+    let _ = writeln!(s, "```");
     let _ = writeln!(
         s,
         "\n### 4. Latency, kernel event to analyzed (live, benign-soak)\n"

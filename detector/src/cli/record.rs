@@ -240,6 +240,9 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     tokio::pin!(deadline);
 
     let started = Instant::now();
+    // Loading and verifying the programs costs seconds of system time on a
+    // slow machine; the per-event figure is the reader's, from here on.
+    let cpu_at_attach = cpu_times();
     let mut batch: Vec<StreamItem> = Vec::with_capacity(8192);
     let mut sink = Sink {
         per_probe: [0; detector_common::MAX_PROBES as usize],
@@ -320,9 +323,10 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         summary.files.len(),
         args.output.display()
     );
-    if let Some((user, sys)) = cpu_times() {
+    if let (Some((u0, s0)), Some((u1, s1))) = (cpu_at_attach, cpu_times()) {
+        let (user, sys) = (u1 - u0, s1 - s0);
         eprintln!(
-            "detector: CPU {:.2}s user + {:.2}s system ({:.2} µs per event)",
+            "detector: CPU since attach {:.2}s user + {:.2}s system ({:.2} µs per event)",
             user,
             sys,
             (user + sys) * 1e6 / events.max(1) as f64

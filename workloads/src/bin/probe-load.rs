@@ -6,7 +6,10 @@
 //!     kernel serves through slow GUP (`try_grab_folio`, the `gup_grab`
 //!     probe) on the page that backs it;
 //!   - `madvise-free`: `MADV_FREE` of one present page, one
-//!     `madvise_free_pte_range` walk (the `madvise_free` probe).
+//!     `madvise_free_pte_range` walk (the `madvise_free` probe);
+//!   - `fault`: touch one page of a fresh anonymous mapping and unmap it:
+//!     one LRU insertion and one page free, the two events of the degraded
+//!     tracepoint mode (where function probes are refused).
 //!
 //! With `--rate 0` the calls run back to back and the cost per call is the
 //! number to compare with and without the probe attached.
@@ -23,6 +26,7 @@ use workloads::Mapping;
 enum Mode {
     Gup,
     MadviseFree,
+    Fault,
 }
 
 /// Hit one traced path at a fixed rate.
@@ -75,6 +79,11 @@ fn worker(a: &Args, per_thread_rate: f64, calls: &AtomicU64) -> anyhow::Result<(
                 Mode::MadviseFree => {
                     page.madvise(0, 1, libc::MADV_FREE)?;
                 }
+                Mode::Fault => {
+                    let fresh = Mapping::anon(4096)?;
+                    // SAFETY: our own freshly mapped page; unmapped on drop.
+                    unsafe { fresh.page_ptr(0).write_volatile(1) };
+                }
             }
         }
         n += CHUNK;
@@ -115,6 +124,7 @@ fn run(a: &Args) -> anyhow::Result<()> {
         match a.mode {
             Mode::Gup => "gup",
             Mode::MadviseFree => "madvise-free",
+            Mode::Fault => "fault",
         },
         a.rate,
         n as f64 / secs,
