@@ -327,9 +327,10 @@ pub struct ArgSpec {
     pub relevance: u8,
 }
 
-/// Entry: only folios that are anon and not swap-backed (lazyfree, after
-/// MADV_FREE); exit: only the calls whose entry passed. The lazyfree rules
-/// are the only consumers of `try_to_unmap_one`.
+/// Entry: only clean lazyfree folios (anon, not swap-backed, not dirty:
+/// after MADV_FREE) holding references beyond 1 + mapcount (large folios
+/// kept); exit: only the calls whose entry passed. Exactly what the lazyfree
+/// rules, the only consumers of `try_to_unmap_one`, start from.
 pub const REL_LAZYFREE: u8 = 1;
 /// Only folios that may be DMA-pinned: refcount at least
 /// `GUP_PIN_COUNTING_BIAS`, or large (whose pins are counted apart), or

@@ -507,10 +507,27 @@ fn relevant<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: Ev
             if !is_kptr(folio) {
                 return false;
             }
-            let flags = rd64(folio, l.folio_flags).unwrap_or(0);
-            let mapping = rd64(folio, l.folio_mapping).unwrap_or(0);
-            if mapping & 1 == 0 || bit(flags, l.pg_swapbacked) {
+            // SAFETY: bpf_probe_read_kernel copes with any address.
+            let head = match unsafe { bpf_probe_read_kernel(folio as *const [u64; 8]) } {
+                Ok(h) => Head(h),
+                Err(_) => return false,
+            };
+            let flags = head.u64_at(folio, l.folio_flags).unwrap_or(0);
+            let mapping = head.u64_at(folio, l.folio_mapping).unwrap_or(0);
+            // The lazyfree rules start from a clean lazyfree folio (anon, not
+            // swap-backed, not dirty) ...
+            if mapping & 1 == 0 || bit(flags, l.pg_swapbacked) || bit(flags, l.pg_dirty) {
                 return false;
+            }
+            // ... holding references beyond its mappings and the reclaim
+            // isolation (refcount > 1 + mapcount; a FOLL_PIN adds 1024).
+            // A large folio's mappings are not in its first page: kept.
+            if !bit(flags, l.pg_head) {
+                let refs = head.i32_at(folio, l.folio_refcount).unwrap_or(0);
+                let mapcount = head.i32_at(folio, l.folio_mapcount).unwrap_or(0) + 1;
+                if refs <= 1 + mapcount {
+                    return false;
+                }
             }
             let _ = GATE.insert(&key, &1, 0);
         }

@@ -49,7 +49,7 @@ use detector_common::{ArgSpec, ProbeId, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MA
 pub fn relevance_text(relevance: u8) -> String {
     let mut parts = Vec::new();
     if relevance & REL_LAZYFREE != 0 {
-        parts.push("only lazyfree (anon, !swapbacked) folios");
+        parts.push("only clean lazyfree folios with extra references");
     }
     if relevance & REL_MAYBE_PINNED != 0 {
         parts.push("only maybe-pinned folios (refcount >= 1024 or large)");
