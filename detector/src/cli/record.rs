@@ -175,6 +175,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.rotate_keep == 0 {
         bail!("--rotate-keep must be at least 1");
     }
+    if args
+        .wakeup_bytes
+        .is_some_and(|w| w >= u64::from(ring_bytes))
+    {
+        bail!(
+            "--wakeup-bytes must be smaller than the ring buffer ({ring_bytes} bytes): a ring that fills before the threshold never wakes the reader early; lower it or raise --ring-size"
+        );
+    }
     let cgroup_id = match &args.cgroup {
         Some(p) => cgroup_id(p)?,
         None => 0,
