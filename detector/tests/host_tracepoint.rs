@@ -187,3 +187,47 @@ fn rotation_keeps_n_replayable_segments() {
     let (header, _, _) = read_all(&path).expect("newest segment");
     assert!(header.segment >= 2, "segment index {}", header.segment);
 }
+
+#[test]
+fn stats_and_latency_report_per_probe_cost_and_percentiles() {
+    if !usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stats.trace");
+    let stderr = record_while_churning(&["--stats", "--analyze", "--latency"], &path);
+    // The kernel's own run-time statistics, per probe, with a cost per event
+    // for the probes that fired (page frees always do under churn).
+    assert!(stderr.contains("per-probe BPF run time"), "{stderr}");
+    let free_row = stderr
+        .lines()
+        .find(|l| l.starts_with("tp_page_free"))
+        .unwrap_or_else(|| panic!("no tp_page_free row: {stderr}"));
+    let ns: u64 = free_row
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ns/event in `{free_row}`"));
+    assert!(ns > 0, "{free_row}");
+    assert!(
+        stderr.contains("latency events: n=") && stderr.contains("p99="),
+        "{stderr}"
+    );
+    assert!(stderr.contains("CPU since attach"), "{stderr}");
+}
+
+#[test]
+fn wakeup_threshold_at_or_above_the_ring_is_refused() {
+    // Checked before anything is loaded: no root needed.
+    let out = detector()
+        .args(["record", "-o", "/nonexistent/x", "--ring-size", "64K"])
+        .args(["--wakeup-bytes", "64K"])
+        .output()
+        .expect("run detector record");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--wakeup-bytes must be smaller than the ring buffer"),
+        "{stderr}"
+    );
+}
