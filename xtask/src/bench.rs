@@ -157,11 +157,18 @@ fn guest_script(p: &Plan) -> String {
 echo $$ > /sys/fs/cgroup/cgroup.procs
 B=/out/bench.log
 wl() {{ sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec "$@"' wl "$@"; }}
-soak() {{ wl benign-soak {soak} > /tmp/soak.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/soak.log | cut -d= -f2; }}
+# Every step is bounded: a step that hangs is reported (with the blocked
+# tasks' kernel stacks) and the run goes on, instead of stalling the boot.
+diag() {{ echo "log hung: $1" >> $B; for p in $(ls /proc | grep '^[0-9]'); do
+  st=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null); case "$st" in D|R)
+  echo "log hung-task $p $(cat /proc/$p/comm) $st $(tr '\n' ' ' < /proc/$p/stack 2>/dev/null | cut -c1-300)" >> $B;; esac; done; }}
+bounded() {{ timeout -s KILL {bound} "$@" || echo "log step exited $?: $*" >> $B; }}
+soak() {{ bounded sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec benign-soak {soak}' > /tmp/soak.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/soak.log | cut -d= -f2; }}
 waitfor() {{ i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
 # detector record in the background until `stop`; $1 = log, rest = flags.
 rec() {{ L=$1; shift; detector record --duration 3600s "$@" > $L 2>&1 & T=$!; waitfor $L attached; sleep 1; }}
-stop() {{ kill -INT $T; wait $T; }}
+stop() {{ kill -INT $T; i=0; while kill -0 $T 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+  if kill -0 $T 2>/dev/null; then diag "pid $T did not exit 60 s after SIGINT"; kill -KILL $T; fi; wait $T; }}
 summary() {{ grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' $1; }}
 echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal /proc/meminfo | tr -s ' ')" >> $B
 
@@ -200,16 +207,16 @@ fi
 
 # 4b. whole per-call cost: tight loops with and without the probes
 [ {lp} = 1 ] && for m in gup madvise-free; do
-  echo "loop $m none $(probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
+  echo "loop $m none $(bounded probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
   rec /tmp/loop.log -o /dev/null
-  echo "loop $m detector $(probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
+  echo "loop $m detector $(bounded probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
   stop
 done
 
 # 2. capacity: one probe at fixed rates, default configuration (file on disk)
 cap() {{ cfg=$1; r=$2; shift 2
   rec /tmp/cap.log -o /out/cap.dtr "$@"
-  got=$(probe-load --mode gup --rate $r --threads 2 --seconds {load} | grep -o ' rate=[0-9]*' | cut -d= -f2)
+  got=$(bounded probe-load --mode gup --rate $r --threads 2 --seconds {load} | grep -o ' rate=[0-9]*' | cut -d= -f2)
   sleep 0.5; stop
   echo "cap $cfg $r $got $(summary /tmp/cap.log)" >> $B; rm -f /out/cap.dtr; }}
 if [ {cp} = 1 ]; then
@@ -225,6 +232,7 @@ echo "done" >> $B
         loop = p.loop_secs,
         load = p.load_secs,
         rates = rates.join(" "),
+        bound = if p.iterations == 1 && p.load_secs <= 2 { 240 } else { 600 },
         ov = on(Phase::Overhead),
         st = on(Phase::Stats),
         lp = on(Phase::Loop),
@@ -580,6 +588,15 @@ fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
         {
             missing.push(format!("a clean run ({e})"));
         }
+    }
+    if let Some(e) = g
+        .logs
+        .iter()
+        .find(|l| l.starts_with("hung") || l.starts_with("step exited"))
+    {
+        missing.push(format!(
+            "a run without a stuck step ({e}; see the hung-task lines)"
+        ));
     }
     if on(Phase::Stats) {
         if g.latency.iter().all(|l| !l.contains("p50=")) {
