@@ -27,8 +27,7 @@ use detector_common::{
     ArgSpec, Event, EventKind, Filter, Layout, ProbeId, ABSENT, FS_ANON, FS_ANON_EXCLUSIVE,
     FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE,
     FS_WRITEBACK, GUP_PIN_BIAS, MAX_PROBES, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED,
-    V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE,
-    V_PIN, V_PTE, V_RET,
+    V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
 };
 
 /// Resolved by userspace from the running kernel's BTF, written before any
@@ -73,8 +72,8 @@ static IN_MOVE: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 #[map]
 static STASH: HashMap<u64, [u64; 6]> = HashMap::with_max_entries(16384, 0);
 
-/// Calls whose entry passed a `REL_LAZYFREE` filter, keyed by
-/// `tid << 16 | probe`, so their exit is kept even though the call changed
+/// Calls whose entry passed a `REL_LAZYFREE` filter, keyed like `STASH`,
+/// so their exit is kept even though the call changed
 /// the folio (try_to_unmap_one makes a re-dirtied folio swap-backed).
 #[map]
 static GATE: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
@@ -271,6 +270,15 @@ fn pte_to_folio(pte: u64, l: &Layout) -> u64 {
 struct Head([u64; 8]);
 
 impl Head {
+    /// The folio's first 64 bytes, in one helper call.
+    #[inline(always)]
+    fn read(folio: u64) -> Option<Head> {
+        // SAFETY: bpf_probe_read_kernel copes with any address.
+        unsafe { bpf_probe_read_kernel(folio as *const [u64; 8]) }
+            .ok()
+            .map(Head)
+    }
+
     /// Word `i` of the block, selected among constant indices: the verifier
     /// refuses a stack load at a computed offset.
     #[inline(always)]
@@ -312,10 +320,8 @@ impl Head {
 fn read_folio(e: &mut Event, folio: u64, l: &Layout) {
     e.folio = folio;
     e.valid |= V_FOLIO;
-    // SAFETY: bpf_probe_read_kernel copes with any address.
-    let head = match unsafe { bpf_probe_read_kernel(folio as *const [u64; 8]) } {
-        Ok(h) => Head(h),
-        Err(_) => return,
+    let Some(head) = Head::read(folio) else {
+        return;
     };
     let flags = match head.u64_at(folio, l.folio_flags) {
         Some(f) => f,
@@ -495,7 +501,7 @@ fn relevant<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: Ev
         }
     }
     if r & REL_LAZYFREE != 0 {
-        let key = ((current_tid() as u64) << 16) | probe as u64;
+        let key = tid_probe_key(probe);
         if kind == EventKind::Exit {
             // SAFETY: only presence is checked; the value is not used.
             if unsafe { GATE.get(&key) }.is_none() {
@@ -507,10 +513,8 @@ fn relevant<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: Ev
             if !is_kptr(folio) {
                 return false;
             }
-            // SAFETY: bpf_probe_read_kernel copes with any address.
-            let head = match unsafe { bpf_probe_read_kernel(folio as *const [u64; 8]) } {
-                Ok(h) => Head(h),
-                Err(_) => return false,
+            let Some(head) = Head::read(folio) else {
+                return false;
             };
             let flags = head.u64_at(folio, l.folio_flags).unwrap_or(0);
             let mapping = head.u64_at(folio, l.folio_mapping).unwrap_or(0);
@@ -538,8 +542,15 @@ fn relevant<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: Ev
             None => 0,
         };
         if is_kptr(folio) {
-            let flags = rd64(folio, l.folio_flags).unwrap_or(0);
-            let refs = rd32(folio, l.folio_refcount).unwrap_or(0);
+            let head = Head::read(folio);
+            let flags = head
+                .as_ref()
+                .and_then(|h| h.u64_at(folio, l.folio_flags))
+                .unwrap_or(0);
+            let refs = head
+                .as_ref()
+                .and_then(|h| h.i32_at(folio, l.folio_refcount))
+                .unwrap_or(0);
             if !bit(flags, l.pg_head) && refs < GUP_PIN_BIAS {
                 return false;
             }
@@ -607,8 +618,9 @@ fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
+/// Key of per-call state (`STASH`, `GATE`): the task and the probe.
 #[inline(always)]
-fn stash_key(probe: ProbeId) -> u64 {
+fn tid_probe_key(probe: ProbeId) -> u64 {
     ((current_tid() as u64) << 16) | probe as u64
 }
 
@@ -620,7 +632,7 @@ fn stash(args: &Fixed, probe: ProbeId) {
         _ => return,
     }
     const BPF_NOEXIST: u64 = 1;
-    let key = stash_key(probe);
+    let key = tid_probe_key(probe);
     if STASH.insert(&key, &args.a, BPF_NOEXIST).is_ok() {
         return;
     }
@@ -636,7 +648,7 @@ fn stash(args: &Fixed, probe: ProbeId) {
 /// kretprobe: the stashed arguments plus the return register.
 #[inline(always)]
 fn unstash(ctx: &RetProbeContext, probe: ProbeId) -> Option<Fixed> {
-    let key = stash_key(probe);
+    let key = tid_probe_key(probe);
     // SAFETY: the value is copied out before the entry is removed.
     let Some(a) = unsafe { STASH.get(&key) }.copied() else {
         // The entry half never ran (the kernel skipped the kprobe, e.g.
