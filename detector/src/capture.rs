@@ -114,24 +114,7 @@ impl Capture {
         out: &mut Vec<StreamItem>,
         max_wait: Duration,
     ) -> Result<usize, CaptureError> {
-        let before = out.len();
-        let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
-            Ok(g) => g?,
-            // The kernel signals the ring buffer only past the wakeup
-            // backlog (and a wakeup can be lost between our last read and
-            // clear_ready): draining on every timeout is what keeps a quiet
-            // stream flowing, at most max_wait late.
-            Err(_) => return Ok(self.drain(out)),
-        };
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            match event_from_bytes(&item) {
-                Some(ev) => out.push(StreamItem::Event(ev)),
-                None => self.malformed += 1,
-            }
-        }
-        guard.clear_ready();
-        Ok(out.len() - before)
+        self.read_raw(max_wait, &mut |b| push_event(out, b)).await
     }
 
     /// Waits like [`read_batch`](Self::read_batch), then hands every event
@@ -145,7 +128,10 @@ impl Capture {
     ) -> Result<usize, CaptureError> {
         let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
             Ok(g) => g?,
-            // As in read_batch: a quiet stream is drained on the timer.
+            // The kernel signals the ring buffer only past the wakeup
+            // backlog (and a wakeup can be lost between our last read and
+            // clear_ready): draining on every timeout is what keeps a quiet
+            // stream flowing, at most max_wait late.
             Err(_) => return Ok(self.drain_raw(f)),
         };
         let n = drain_ring(guard.get_inner_mut(), &mut self.malformed, f);
@@ -161,15 +147,7 @@ impl Capture {
     /// Drains whatever is in the ring buffer right now without waiting
     /// (used at shutdown so nothing already captured is dropped).
     pub fn drain(&mut self, out: &mut Vec<StreamItem>) -> usize {
-        let before = out.len();
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            match event_from_bytes(&item) {
-                Some(ev) => out.push(StreamItem::Event(ev)),
-                None => self.malformed += 1,
-            }
-        }
-        out.len() - before
+        self.drain_raw(&mut |b| push_event(out, b))
     }
 
     /// Appends a `Lost` item for every probe whose total grew since the
@@ -198,6 +176,13 @@ impl Capture {
     /// Lost totals as last polled, indexed by probe id.
     pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
         &self.last_lost
+    }
+}
+
+/// Decodes one ring-buffer event into the stream.
+fn push_event(out: &mut Vec<StreamItem>, b: &[u8; EVENT_SIZE]) {
+    if let Some(ev) = event_from_bytes(b) {
+        out.push(StreamItem::Event(ev));
     }
 }
 
