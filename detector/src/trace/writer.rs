@@ -10,8 +10,8 @@ use detector_common::{Event, ProbeId, EVENT_SIZE, MAX_PROBES};
 use super::error::TraceError;
 use super::format::{
     encode_event, encode_lost, event_probe, event_ts, record_crc, EVENT_RECORD_LEN, FORMAT_VERSION,
-    LOST_PAYLOAD_LEN, MAGIC, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER,
-    RECORD_HEADER_LEN, RECORD_LOST,
+    LOST_PAYLOAD_LEN, MAGIC, PREAMBLE_LEN, RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN,
+    RECORD_LOST,
 };
 use super::header::{clock_ns, TraceFooter, TraceHeader};
 use crate::event::StreamItem;
@@ -90,12 +90,7 @@ impl Counts {
     }
 
     #[inline]
-    fn event(&mut self, ev: &Event) {
-        self.event_at(ev.probe, ev.ts_ns);
-    }
-
-    #[inline]
-    fn event_at(&mut self, probe: u16, ts_ns: u64) {
+    fn event(&mut self, probe: u16, ts_ns: u64) {
         self.records += 1;
         self.events += 1;
         match self.per_probe.get_mut(usize::from(probe)) {
@@ -277,20 +272,9 @@ impl<W: Write> TraceWriter<W> {
 
     #[inline]
     pub fn write_event(&mut self, ev: &Event) -> Result<(), TraceError> {
-        let mut rec = [0u8; EVENT_RECORD_LEN];
-        rec[0..4].copy_from_slice(&(EVENT_SIZE as u32).to_le_bytes());
-        rec[4..6].copy_from_slice(&RECORD_EVENT.to_le_bytes());
-        // Constant bounds: the conversion cannot fail.
-        if let Ok(payload) =
-            <&mut [u8; EVENT_SIZE]>::try_from(&mut rec[RECORD_HEADER_LEN..][..EVENT_SIZE])
-        {
-            encode_event(ev, payload);
-        }
-        let crc = record_crc(&rec[..EVENT_RECORD_LEN - RECORD_CRC_LEN]);
-        rec[EVENT_RECORD_LEN - RECORD_CRC_LEN..].copy_from_slice(&crc.to_le_bytes());
-        self.push(&rec)?;
-        self.counts.event(ev);
-        Ok(())
+        let mut payload = [0u8; EVENT_SIZE];
+        encode_event(ev, &mut payload);
+        self.write_event_bytes(&payload)
     }
 
     /// As [`write_event`](Self::write_event), from the event's on-disk
@@ -310,8 +294,7 @@ impl<W: Write> TraceWriter<W> {
         self.buf.extend_from_slice(payload);
         let crc = record_crc(&self.buf[start..]);
         self.buf.extend_from_slice(&crc.to_le_bytes());
-        self.counts
-            .event_at(event_probe(payload), event_ts(payload));
+        self.counts.event(event_probe(payload), event_ts(payload));
         Ok(())
     }
 
