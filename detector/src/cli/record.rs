@@ -287,9 +287,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     if sink.raw() {
         let mut failed = None;
         cap.drain_raw(&mut |b| sink.raw_event(&mut out, b, &mut failed));
-        if let Some(e) = failed {
-            return Err(e).context("writing the trace file");
-        }
+        written(failed)?;
     } else {
         cap.drain(&mut batch);
     }
@@ -438,6 +436,12 @@ async fn read(
     let mut failed = None;
     cap.read_raw(wait, &mut |b| sink.raw_event(out, b, &mut failed))
         .await?;
+    written(failed)
+}
+
+/// The outcome of a raw read, whose per-event callback keeps the first
+/// write error instead of returning it.
+fn written(failed: Option<crate::trace::TraceError>) -> anyhow::Result<()> {
     match failed {
         Some(e) => Err(e).context("writing the trace file"),
         None => Ok(()),
@@ -451,6 +455,13 @@ impl Sink {
         cfg!(target_endian = "little") && self.analyzer.is_none() && self.latency.is_none()
     }
 
+    fn count(&mut self, probe: u16) {
+        self.events += 1;
+        if let Some(c) = self.per_probe.get_mut(usize::from(probe)) {
+            *c += 1;
+        }
+    }
+
     fn raw_event(
         &mut self,
         out: &mut RotatingWriter,
@@ -460,13 +471,7 @@ impl Sink {
         if failed.is_some() {
             return;
         }
-        self.events += 1;
-        if let Some(c) = self
-            .per_probe
-            .get_mut(usize::from(crate::trace::event_probe(b)))
-        {
-            *c += 1;
-        }
+        self.count(crate::trace::event_probe(b));
         self.items += 1;
         if let Err(e) = out.write_event_bytes(b) {
             *failed = Some(e);
@@ -480,10 +485,7 @@ impl Sink {
     ) -> anyhow::Result<()> {
         for item in batch.iter() {
             if let StreamItem::Event(e) = item {
-                self.events += 1;
-                if let Some(c) = self.per_probe.get_mut(e.probe as usize) {
-                    *c += 1;
-                }
+                self.count(e.probe);
             }
             out.write_item(item).context("writing the trace file")?;
             if let Some(a) = self.analyzer.as_mut() {
