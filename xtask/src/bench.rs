@@ -383,10 +383,15 @@ struct HostReplay {
 /// tracing is refused) while `probe-load --mode fault` maps, touches and
 /// unmaps pages.
 fn host_record(detector: &Path, probe_load: &Path, out: &Path, secs: u32) -> Result<Vec<String>> {
-    let untraced = Command::new(probe_load)
-        .args(["--mode", "fault", "--seconds", &secs.to_string()])
-        .output()
-        .context("running probe-load on the host")?;
+    // probe-load's one result line.
+    let load = || -> Result<String> {
+        let o = Command::new(probe_load)
+            .args(["--mode", "fault", "--seconds", &secs.to_string()])
+            .output()
+            .context("running probe-load on the host")?;
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let untraced = load()?;
     let file = out.join("host.dtr");
     let rec = Command::new(detector)
         .args(["record", "--stats", "--duration"])
@@ -399,10 +404,7 @@ fn host_record(detector: &Path, probe_load: &Path, out: &Path, secs: u32) -> Res
         .context("starting detector record on the host")?;
     // Attaching takes well under this; the load starts on attached probes.
     std::thread::sleep(Duration::from_millis(1500));
-    let load = Command::new(probe_load)
-        .args(["--mode", "fault", "--seconds", &secs.to_string()])
-        .output()
-        .context("running probe-load on the host")?;
+    let traced = load()?;
     let o = rec
         .wait_with_output()
         .context("waiting for detector record")?;
@@ -412,11 +414,8 @@ fn host_record(detector: &Path, probe_load: &Path, out: &Path, secs: u32) -> Res
         bail!("detector record on the host failed: {}", err.trim());
     }
     let mut lines = vec![
-        format!(
-            "untraced: {}",
-            String::from_utf8_lossy(&untraced.stdout).trim()
-        ),
-        format!("traced:   {}", String::from_utf8_lossy(&load.stdout).trim()),
+        format!("untraced: {untraced}"),
+        format!("traced:   {traced}"),
     ];
     let mut in_table = false;
     for l in err.lines() {
