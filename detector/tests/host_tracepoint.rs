@@ -98,6 +98,13 @@ fn records_tracepoint_events_into_a_replayable_file() {
                     // LRU list has a reference.
                     assert!(e.f_refcount >= 1, "{e:?}");
                 }
+                // Reclaim writing an anonymous folio to swap: seen only
+                // when the machine is under memory pressure while the test
+                // runs, so it may or may not appear.
+                Some(ProbeId::TpWriteFolio) => {
+                    assert!(tp.contains(&"tp_vmscan_write_folio"), "{tp:?}");
+                    assert!(e.folio != 0, "{e:?}");
+                }
                 other => panic!("unexpected probe {other:?} in tracepoint mode"),
             }
         }
