@@ -117,6 +117,12 @@ struct Plan {
 }
 
 impl Plan {
+    /// Rows the capacity phase writes: the default ring at every rate, the
+    /// two top-rate variants, and every small ring at every loss rate.
+    fn capacity_rows(&self) -> usize {
+        self.rates.len() + 2 + self.loss_rings.len() * self.loss_rates.len()
+    }
+
     fn new(a: &Args) -> Plan {
         let bpftrace = !a.no_bpftrace && Path::new("/usr/bin/bpftrace").exists();
         if a.quick {
@@ -342,9 +348,9 @@ fn boot_guest(
     prep.stage.pack(&init, &b.initrd)?;
     let console = b.dir.join("console.log");
     println!(
-        "booting 6.12: {} repetition(s) per tracer, {} capacity rate(s)…",
+        "booting 6.12: {} repetition(s) per tracer, {} capacity row(s)…",
         plan.iterations,
-        plan.rates.len() + 2
+        plan.capacity_rows()
     );
     let started = Instant::now();
     let outcome = boot(&Boot {
@@ -625,7 +631,7 @@ fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
     {
         missing.push("tight-loop ns/call with and without the probes".into());
     }
-    let cap_rows = p.rates.len() + 2 + p.loss_rings.len() * p.loss_rates.len();
+    let cap_rows = p.capacity_rows();
     if on(Phase::Capacity) && g.caps.len() < cap_rows {
         missing.push(format!("{cap_rows} capacity rows (got {})", g.caps.len()));
     }
