@@ -776,6 +776,9 @@ fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> String {
         };
         let (a, b) = (get("none"), get("detector"));
         let d = match (a, b) {
+            // A short loop on a shared emulator can come out faster traced
+            // than untraced: say so rather than print a negative cost bare.
+            (Some(a), Some(b)) if b <= a => format!("{:.0} (within the noise)", b - a),
             (Some(a), Some(b)) => format!("{:.0}", b - a),
             _ => "–".into(),
         };
