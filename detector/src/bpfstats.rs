@@ -288,23 +288,15 @@ fn read_program(ebpf: &Ebpf, name: &str) -> Result<RunStats, StatsError> {
     let prog = ebpf
         .program(name)
         .ok_or_else(|| fail("not in the loaded object".into()))?;
-    let info = prog.info().map_err(|e| fail(error_chain(&e)))?;
+    let info = prog
+        .info()
+        .map_err(|e| fail(crate::loader::error_chain(&e)))?;
     Ok(RunStats {
         run_cnt: info.run_count(),
         // Duration holds the kernel's u64 nanoseconds exactly; the
         // conversion back cannot exceed u64 but saturate anyway.
         run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let _ = write!(s, ": {inner}");
-        src = inner.source();
-    }
-    s
 }
 
 /// Statistics switched on for one measured span (a `doctor --stats` wait, a

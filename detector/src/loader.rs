@@ -158,14 +158,20 @@ fn reason(kind: &str, e: &str) -> String {
     }
 }
 
-/// One line for an error chain, capped: verifier logs can be megabytes.
-fn short(e: &dyn std::error::Error) -> String {
+/// An error and its sources, joined with `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
         let _ = write!(s, ": {inner}");
         src = inner.source();
     }
+    s
+}
+
+/// One line for an error chain, capped: verifier logs can be megabytes.
+fn short(e: &dyn std::error::Error) -> String {
+    let s = error_chain(e);
     // DETECTOR_VERBOSE=1 keeps whole verifier logs for debugging a refusal.
     if std::env::var_os("DETECTOR_VERBOSE").is_some() {
         return s;

@@ -725,7 +725,7 @@ fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> String {
             c.events,
             // Over the load's own seconds: the recording also spans its
             // start-up and drain, when nothing is generated.
-            (c.events + c.lost) as f64 / f64::from(p.load_secs.max(1)),
+            total as f64 / f64::from(p.load_secs.max(1)),
             c.lost,
             if total == 0 {
                 0.0
