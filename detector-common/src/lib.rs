@@ -7,7 +7,11 @@
 #![no_std]
 
 /// Version of the [`Event`] layout and of the probe/kind numbering below.
-pub const ABI_VERSION: u32 = 1;
+/// v2 kept v1's layout and gave its reserved tail word a meaning
+/// ([`Event::task_start`]) and added probes, so v1 files still decode.
+pub const ABI_VERSION: u32 = 2;
+/// Oldest ABI version whose events this code still decodes.
+pub const ABI_VERSION_MIN: u32 = 1;
 
 /// Marks an offset or bit number the running kernel does not have.
 pub const ABSENT: u32 = u32::MAX;
@@ -70,14 +74,17 @@ pub struct Event {
     pub valid: u8,
     /// `current->comm`.
     pub comm: [u8; 16],
-    pub _reserved: u32,
+    /// Low 32 bits of the current task's `start_time` (ns since boot): with
+    /// `pid` it tells a task from a later one that was given the same tid.
+    /// 0 when unknown (ABI v1 files, or the field could not be read).
+    pub task_start: u32,
 }
 
 /// Size of one event on the wire and in the ring buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(EVENT_SIZE.is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<Layout>() == 104);
+const _: () = assert!(core::mem::size_of::<Layout>() == 112);
 
 // `valid` bits.
 pub const V_FOLIO: u8 = 1 << 0;
@@ -199,6 +206,17 @@ probes! {
     DoWpPage = 19, "do_wp_page";
     /// Swap read of a folio (`swap_read_folio`).
     SwapRead = 20, "swap_read";
+    /// Tracepoint `sched:sched_process_exit`: a task (thread) exits; its
+    /// windows close with it, and its tid may be given to a new task.
+    TaskExit = 21, "task_exit";
+    /// The present-PTE path of UFFDIO_MOVE: `ptep_clear_flush` returning
+    /// the source PTE of a mapped folio inside a `move_pages` window (only
+    /// emitted in the window). The swap-PTE path calls no such function
+    /// before `folio_move_anon_rmap`, which is how the two are told apart.
+    MovePresent = 22, "move_present";
+    /// `folio_mark_lazyfree` (`mark_page_lazyfree` on 6.1): MADV_FREE made
+    /// the folio lazyfree (where the seed-003 story starts).
+    LazyfreeMark = 23, "lazyfree_mark";
     /// Tracepoint `vmscan:mm_vmscan_write_folio` (degraded mode: swap-out).
     TpWriteFolio = 32, "tp_vmscan_write_folio";
     /// Tracepoint `kmem:mm_page_free` (degraded mode: folio freed).
@@ -247,6 +265,9 @@ pub struct Layout {
     pub page_size_of: u32,
     /// `struct page.compound_head` (bit 0 set on tail pages).
     pub page_compound_head: u32,
+    /// `struct task_struct.start_time` (ns since boot, monotonic).
+    pub task_start_time: u32,
+    pub _pad: u32,
     /// Address of the `vmemmap_base` variable (0: use the fixed default).
     pub vmemmap_base_sym: u64,
 }
@@ -277,6 +298,8 @@ impl Layout {
         foll_pin: 0,
         page_size_of: ABSENT,
         page_compound_head: ABSENT,
+        task_start_time: ABSENT,
+        _pad: 0,
         vmemmap_base_sym: 0,
     };
 }
@@ -325,6 +348,17 @@ pub struct ArgSpec {
     /// In-kernel relevance filter (`REL_*`): calls no analyzer rule can
     /// use are dropped before they cost a ring-buffer record. 0 = every call.
     pub relevance: u8,
+    /// The return value is a `pte_t` (stored in `Event::pte`); the folio it
+    /// maps is resolved through the vmemmap.
+    pub ret_pte: u8,
+    /// With `entry_from_folio` and an `index` argument: the entry asked for
+    /// is `folio->swap` with its low `entry_index_bits` bits replaced by the
+    /// index (a swap address space covers 2^bits entries). A large folio's
+    /// `folio->swap` is its first entry, not the one looked up.
+    pub entry_index_bits: u8,
+    /// The function concerns the whole folio and takes no count: `nr` is
+    /// the folio's page count (a large folio covers `nr` swap entries).
+    pub nr_from_folio: u8,
 }
 
 /// Entry: only clean lazyfree folios (anon, not swap-backed, not dirty:
@@ -361,6 +395,9 @@ impl ArgSpec {
         has_ret: 0,
         enabled: 0,
         relevance: 0,
+        ret_pte: 0,
+        entry_index_bits: 0,
+        nr_from_folio: 0,
     };
 }
 

@@ -15,7 +15,7 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_func_arg, bpf_get_func_ret},
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
@@ -231,6 +231,15 @@ fn rd32(base: u64, off: u32) -> Option<i32> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const i32) }.ok()
 }
 
+/// Low 32 bits of the current task's `start_time`, 0 when unreadable.
+#[inline(always)]
+fn task_start(l: &Layout) -> u32 {
+    // SAFETY: helper has no preconditions; the result is only used as an
+    // address for bpf_probe_read_kernel.
+    let task = unsafe { bpf_get_current_task() };
+    rd64(task, l.task_start_time).map_or(0, |v| v as u32)
+}
+
 #[inline(always)]
 fn bit(word: u64, b: u32) -> bool {
     b < 64 && (word >> b) & 1 != 0
@@ -409,6 +418,7 @@ fn fill<A: Args>(
     if let Ok(c) = bpf_get_current_comm() {
         e.comm = c;
     }
+    e.task_start = task_start(l);
     e.probe = probe as u16;
     e.kind = kind as u8;
 
@@ -463,9 +473,18 @@ fn fill<A: Args>(
                 folio = r;
             }
         }
+    } else if spec.ret_pte != 0 {
+        if let Some(r) = ret {
+            e.pte = r;
+            e.valid |= V_PTE;
+            folio = pte_to_folio(r, l);
+        }
     }
     if is_kptr(folio) {
         read_folio(e, folio, l);
+        if spec.nr_from_folio != 0 && spec.nr == NO_ARG && e.valid & V_FOLIO_STATE != 0 {
+            e.nr = e.f_nr_pages.max(1);
+        }
     }
     if let Some(en) = a.arg(spec.entry) {
         e.entry = en;
@@ -479,6 +498,14 @@ fn fill<A: Args>(
         }
     } else if spec.entry_from_folio != 0 && e.valid & V_FOLIO_STATE != 0 && e.f_swap != 0 {
         e.entry = e.f_swap;
+        // A lookup by index in a swap address space asked for one entry of
+        // the folio, not necessarily its first.
+        if spec.entry_index_bits != 0 && spec.entry_index_bits < 32 {
+            if let Some(ix) = a.arg(spec.index) {
+                let mask = (1u64 << spec.entry_index_bits) - 1;
+                e.entry = (e.entry & !mask) | (ix & mask);
+            }
+        }
         e.valid |= V_ENTRY;
     } else if let Some(ix) = a.arg(spec.index) {
         e.entry = ix;
@@ -624,6 +651,13 @@ fn tid_probe_key(probe: ProbeId) -> u64 {
     ((current_tid() as u64) << 16) | probe as u64
 }
 
+/// Probes that only stash inside a `move_pages` window: their kretprobe
+/// finds no stash on every other call, which is not a loss.
+#[inline(always)]
+fn in_window_only(probe: ProbeId) -> bool {
+    matches!(probe, ProbeId::MovePagesLookup | ProbeId::MovePresent)
+}
+
 /// kprobe half of an exit probe: keep the arguments for the kretprobe.
 #[inline(always)]
 fn stash(args: &Fixed, probe: ProbeId) {
@@ -653,9 +687,7 @@ fn unstash(ctx: &RetProbeContext, probe: ProbeId) -> Option<Fixed> {
     let Some(a) = unsafe { STASH.get(&key) }.copied() else {
         // The entry half never ran (the kernel skipped the kprobe, e.g.
         // recursion protection) or could not stash: the event is lost.
-        if matches!(ARGS.get(probe as u32), Some(s) if s.enabled != 0)
-            && probe != ProbeId::MovePagesLookup
-        {
+        if matches!(ARGS.get(probe as u32), Some(s) if s.enabled != 0) && !in_window_only(probe) {
             bump(&LOST, probe as u32);
         }
         return None;
@@ -867,6 +899,11 @@ enter_probe!(
 );
 enter_probe!(fentry_do_wp_page, kprobe_do_wp_page, ProbeId::DoWpPage);
 enter_probe!(fentry_swap_read, kprobe_swap_read, ProbeId::SwapRead);
+enter_probe!(
+    fentry_lazyfree_mark,
+    kprobe_lazyfree_mark,
+    ProbeId::LazyfreeMark
+);
 
 // move_pages opens and closes the per-thread UFFDIO_MOVE window that gates
 // the `__filemap_get_folio` probe below.
@@ -964,6 +1001,55 @@ pub fn kretprobe_move_pages_lookup(ctx: RetProbeContext) -> u32 {
     if let Some(a) = unstash(&ctx, ProbeId::MovePagesLookup) {
         emit(&a, ProbeId::MovePagesLookup, EventKind::Exit);
     }
+    0
+}
+
+// `ptep_clear_flush` runs on every COW, migration and reclaim unmap; only
+// calls inside a move window (the present-PTE path of UFFDIO_MOVE, just
+// before `folio_move_anon_rmap`) are recorded.
+
+#[fexit]
+pub fn fexit_move_present(ctx: FExitContext) -> u32 {
+    if in_move_window() {
+        emit(
+            &Tramp {
+                ctx: ctx.as_ptr(),
+                exit: true,
+            },
+            ProbeId::MovePresent,
+            EventKind::Exit,
+        );
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_move_present(ctx: ProbeContext) -> u32 {
+    if in_move_window() {
+        stash(&regs(&ctx), ProbeId::MovePresent);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_move_present(ctx: RetProbeContext) -> u32 {
+    if let Some(a) = unstash(&ctx, ProbeId::MovePresent) {
+        emit(&a, ProbeId::MovePresent, EventKind::Exit);
+    }
+    0
+}
+
+// A task exits: tracepoints work everywhere, the host's degraded mode
+// included. Everything the event needs is `current`'s.
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn tp_task_exit(_ctx: BtfTracePointContext) -> u32 {
+    let a = Fixed {
+        a: [0; 6],
+        n: 0,
+        ret: None,
+    };
+    emit(&a, ProbeId::TaskExit, EventKind::Tracepoint);
     0
 }
 

@@ -305,6 +305,9 @@ impl KernelBtf {
             .member_offset("page", "compound_head")
             .unwrap_or(ABSENT);
         l.page_size_of = self.struct_size("page").unwrap_or(ABSENT);
+        l.task_start_time = self
+            .member_offset("task_struct", "start_time")
+            .unwrap_or(ABSENT);
 
         let pg = |name: &str| {
             self.enum_value("pageflags", name)

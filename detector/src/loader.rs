@@ -368,7 +368,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             ));
             continue;
         }
-        if probe == ProbeId::MovePagesLookup && !move_pages_attached {
+        if matches!(probe, ProbeId::MovePagesLookup | ProbeId::MovePresent) && !move_pages_attached
+        {
             plan.push(entry(
                 probe,
                 "",

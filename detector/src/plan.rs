@@ -62,6 +62,11 @@ pub fn relevance_text(relevance: u8) -> String {
 
 use crate::btf::{CType, KernelBtf, Proto};
 
+/// `SWAP_ADDRESS_SPACE_SHIFT` (mm/swap.h): one swap `address_space` per
+/// 2^14 entries, indexed by the entry's offset within it. A macro, so not
+/// in BTF; unchanged since swap address spaces were split in 4.9.
+const SWAP_ADDRESS_SPACE_SHIFT: u8 = 14;
+
 /// How a role is observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -220,6 +225,24 @@ pub const ROLES: &[Role] = &[
         degraded_only: false,
     },
     Role {
+        probe: ProbeId::MovePresent,
+        hook: Hook::Exit,
+        candidates: &["ptep_clear_flush"],
+        degraded_only: false,
+    },
+    Role {
+        probe: ProbeId::LazyfreeMark,
+        hook: Hook::Enter,
+        candidates: &["folio_mark_lazyfree", "mark_page_lazyfree"],
+        degraded_only: false,
+    },
+    Role {
+        probe: ProbeId::TaskExit,
+        hook: Hook::Tracepoint,
+        candidates: &["sched:sched_process_exit"],
+        degraded_only: false,
+    },
+    Role {
         probe: ProbeId::TpWriteFolio,
         hook: Hook::Tracepoint,
         candidates: &["vmscan:mm_vmscan_write_folio"],
@@ -247,6 +270,7 @@ pub fn program_base(probe: ProbeId) -> &'static str {
         ProbeId::TpWriteFolio => "tp_vmscan_write_folio",
         ProbeId::TpPageFree => "tp_page_free",
         ProbeId::TpLruInsertion => "tp_lru_insertion",
+        ProbeId::TaskExit => "tp_task_exit",
         other => other.name(),
     }
 }
@@ -282,6 +306,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
                 Some(e) => s.entry = e,
                 None => s.entry_from_folio = 1,
             }
+            s.nr_from_folio = 1;
         }
         ProbeId::SwapEntryAlloc => {
             s.folio = need("folio argument", folio)?;
@@ -293,6 +318,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             } else {
                 s.entry_from_folio = 1;
             }
+            s.nr_from_folio = 1;
         }
         ProbeId::SwapEntryDup
         | ProbeId::SwapEntryFree
@@ -323,6 +349,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             }
             if probe == ProbeId::SwapRead {
                 s.entry_from_folio = 1;
+                s.nr_from_folio = 1;
             }
             if probe == ProbeId::TryToUnmapOne {
                 s.addr = proto.find(|p| p.name == "address").unwrap_or(NO_ARG);
@@ -344,7 +371,20 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             }
             s.ret_folio = 1;
             s.entry_from_folio = 1;
+            s.entry_index_bits = SWAP_ADDRESS_SPACE_SHIFT;
         }
+        ProbeId::MovePresent => {
+            if proto.ret != CType::Named("pte_t".into()) {
+                return Err("does not return a pte_t".into());
+            }
+            s.ret_pte = 1;
+            s.addr = need("address argument", proto.find(|p| p.name == "address"))?;
+        }
+        ProbeId::LazyfreeMark => match (folio, page) {
+            (Some(f), _) => s.folio = f,
+            (None, Some(p)) => s.page = p,
+            _ => return Err("prototype has no folio or page argument".into()),
+        },
         ProbeId::MadviseFree => {
             s.addr = need("addr argument", proto.find(|p| p.name == "addr"))?;
         }
@@ -373,7 +413,10 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             s.folio = need("folio argument", folio)?;
             s.gup_flags = need("flags argument", proto.find(|p| p.name == "flags"))?;
         }
-        ProbeId::TpWriteFolio | ProbeId::TpLruInsertion | ProbeId::TpPageFree => {
+        ProbeId::TpWriteFolio
+        | ProbeId::TpLruInsertion
+        | ProbeId::TpPageFree
+        | ProbeId::TaskExit => {
             return Err("tracepoints have fixed arguments".into());
         }
     }
@@ -390,6 +433,8 @@ pub fn tracepoint_spec(probe: ProbeId) -> ArgSpec {
             s.nr = 1;
             s.nr_is_order = 1;
         }
+        // Everything a task exit says is the current task's.
+        ProbeId::TaskExit => {}
         _ => {
             s.folio = 0;
             s.entry_from_folio = 1;

@@ -63,7 +63,7 @@ fn records_tracepoint_events_into_a_replayable_file() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("host.trace");
-    let stderr = record_while_churning(&[], &path);
+    let (stderr, exited) = record_while_churning_threads(&[], &path);
     assert!(stderr.contains("DEGRADED MODE"), "{stderr}");
 
     let (header, items, end) = read_all(&path).expect("read the trace back");
@@ -83,8 +83,10 @@ fn records_tracepoint_events_into_a_replayable_file() {
         .iter()
         .all(|p| !matches!(p.mode, AttachMode::Fentry | AttachMode::Kprobe)));
 
+    assert!(tp.contains(&"task_exit"), "{tp:?}");
     let mut frees = 0u64;
     let mut lru = 0u64;
+    let mut our_exits = 0u64;
     for item in &items {
         if let detector::event::StreamItem::Event(e) = item {
             match ProbeId::from_u16(e.probe) {
@@ -105,41 +107,90 @@ fn records_tracepoint_events_into_a_replayable_file() {
                     assert!(tp.contains(&"tp_vmscan_write_folio"), "{tp:?}");
                     assert!(e.folio != 0, "{e:?}");
                 }
+                // Any task on the host may exit; the threads this test ran
+                // must be among them, with the start time the analyzer uses
+                // to tell a recycled tid from its first owner.
+                Some(ProbeId::TaskExit) => {
+                    assert!(e.tid != 0 && e.pid != 0, "{e:?}");
+                    if exited.contains(&e.tid) && e.pid == std::process::id() {
+                        assert!(e.task_start != 0, "{e:?}");
+                        our_exits += 1;
+                    }
+                }
                 other => panic!("unexpected probe {other:?} in tracepoint mode"),
             }
         }
     }
     assert!(frees > 0, "no page frees seen in 3 s of allocation");
+    assert!(
+        our_exits > 0,
+        "none of the {} threads that exited during the capture was seen exiting",
+        exited.len()
+    );
     assert!(lru > 0, "no LRU insertions seen in 3 s of allocation");
     assert!(header.kernel_release.len() > 1 && !header.boot_id.is_empty());
 }
 
 /// Allocates and frees memory for a while, so this process frees pages.
 fn churn_memory() {
-    for _ in 0..20 {
-        let v: Vec<u8> = vec![1u8; 16 << 20];
-        std::hint::black_box(&v);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    churn_memory_for(20);
 }
 
-/// Runs `detector record --attach tracepoint --duration 3s <extra> -o path`
-/// while this process churns memory; returns its stderr after checking it
-/// succeeded.
-fn record_while_churning(extra: &[&str], path: &std::path::Path) -> String {
+/// Like [`record_while_churning`], but the churn runs in short-lived
+/// threads; returns their tids too.
+fn record_while_churning_threads(extra: &[&str], path: &std::path::Path) -> (String, Vec<u32>) {
+    let mut tids = Vec::new();
+    let stderr = record_while(extra, path, || {
+        for _ in 0..5 {
+            let t = std::thread::spawn(|| {
+                churn_memory_for(4);
+                // SAFETY: gettid has no preconditions.
+                unsafe { libc::gettid() as u32 }
+            });
+            tids.push(t.join().expect("churn thread"));
+        }
+    });
+    (stderr, tids)
+}
+
+/// Runs `detector record --attach tracepoint --duration 4s <extra> -o path`
+/// and, once its probes are attached, `load`; returns the recorder's stderr
+/// after checking it succeeded.
+fn record_while(extra: &[&str], path: &std::path::Path, load: impl FnOnce()) -> String {
     let child = detector()
-        .args(["record", "--attach", "tracepoint", "--duration", "3s"])
+        .args(["record", "--attach", "tracepoint", "--duration", "4s"])
         .args(extra)
         .arg("-o")
         .arg(path)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start detector record");
-    churn_memory();
+    // The header is written once the probes are attached (loading them can
+    // take seconds on a busy machine): only then is the load seen.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(path).map_or(true, |m| m.len() == 0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    load();
     let out = child.wait_with_output().expect("wait for detector record");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "record failed: {stderr}");
     stderr
+}
+
+fn churn_memory_for(rounds: usize) {
+    for _ in 0..rounds {
+        let v: Vec<u8> = vec![1u8; 16 << 20];
+        std::hint::black_box(&v);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// [`record_while`] with this thread allocating and freeing memory.
+fn record_while_churning(extra: &[&str], path: &std::path::Path) -> String {
+    record_while(extra, path, churn_memory)
 }
 
 #[test]

@@ -270,19 +270,17 @@ fn a_hand_written_file_following_the_docs_is_read() {
 
 #[test]
 fn another_event_abi_is_refused() {
-    let v = hand_made(r#"{"format_version":1,"abi_version":2,"event_size":160}"#);
-    let e = open_file(&v);
-    assert!(
-        matches!(
-            e,
-            TraceError::AbiMismatch {
-                found: 2,
-                size: 160,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    // A newer ABI, and a known one with another event size.
+    for (abi, size) in [(detector_common::ABI_VERSION + 1, 152), (2, 160), (0, 152)] {
+        let v = hand_made(&format!(
+            r#"{{"format_version":1,"abi_version":{abi},"event_size":{size}}}"#
+        ));
+        let e = open_file(&v);
+        assert!(
+            matches!(e, TraceError::AbiMismatch { found, size: s, .. } if found == abi && s == size),
+            "{e}"
+        );
+    }
     let v = hand_made("not json");
     assert!(matches!(open_file(&v), TraceError::CorruptHeader { .. }));
 }

@@ -37,7 +37,7 @@ fn event(i: u64) -> Event {
         kind: (i % 3) as u8,
         valid: (i % 256) as u8,
         comm,
-        _reserved: 0,
+        task_start: 0,
     }
 }
 

@@ -22,13 +22,7 @@ pub(super) enum Happened {
     Realloc,
     Insert,
     Delete,
-    /// A swap-in fault on the entry by the moving task's own process.
-    SwapInHere,
 }
-
-/// `VM_FAULT_ERROR` bits of `vm_fault_t` (OOM, SIGBUS, SIGSEGV, HWPOISON*,
-/// FALLBACK excluded): a fault with any of them did not map the page.
-const VM_FAULT_ERROR: i64 = 0x0001 | 0x0002 | 0x0040 | 0x0010 | 0x0020 | 0x0800;
 
 impl Analyzer {
     pub(super) fn on_alloc(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
@@ -139,42 +133,12 @@ impl Analyzer {
         }
     }
 
-    /// `do_swap_page` exit: a successful swap-in by the moving process of an
-    /// entry it looked up means a later move of that folio may be the
-    /// legitimate present-PTE path of a retried `move_pages_pte`.
-    pub(super) fn on_swap_fault_exit(&mut self, index: u64, e: &Event) {
-        if self.open_windows.is_empty() {
-            return;
-        }
-        let Some(ent) = crate::event::EventExt::swap_entry(e) else {
-            return;
-        };
-        if e.valid & V_RET != 0 && e.ret & VM_FAULT_ERROR != 0 {
-            return;
-        }
-        if self.entries.get(&ent).is_some_and(|s| s.watchers > 0) {
-            let ev = self.ev(index, e, "swap-in fault on the entry mapped a folio");
-            self.notify_from(ent, ev, Happened::SwapInHere, Some(e));
-        }
-    }
-
     fn notify(&mut self, ent: u64, ev: Ev, what: Happened) {
-        self.notify_from(ent, ev, what, None);
-    }
-
-    fn notify_from(&mut self, ent: u64, ev: Ev, what: Happened, fault: Option<&Event>) {
         let mut resolved = 0usize;
         for &tid in &self.open_windows {
             let Some(w) = self.tasks.get_mut(&tid).and_then(|t| t.window.as_mut()) else {
                 continue;
             };
-            if let Some(f) = fault {
-                // Only the moving process's own faults inside the moved range.
-                if f.pid != w.open.folio as u32 || (f.valid & V_ADDR != 0 && f.addr < w.open.f_swap)
-                {
-                    continue;
-                }
-            }
             for l in w.lookups[..w.active].iter_mut() {
                 if l.entry == 0 && l.space != 0 {
                     if let Some(m) = self.spaces.get(&l.space) {
@@ -200,7 +164,6 @@ impl Analyzer {
                         }
                     }
                     Happened::Delete => {}
-                    Happened::SwapInHere => l.swapped_in_here = true,
                 }
                 if l.chain.len() < CHAIN_MAX {
                     l.chain.push(ev);
@@ -221,18 +184,16 @@ impl Analyzer {
             // claiming anything about its end.
             self.close_window(e.tid, None, out);
         }
-        let mut open = self.ev(index, e, "move_pages (UFFDIO_MOVE) starts");
-        // Reuse two fields of the opening record to remember the process
-        // and the source start, which fault filtering needs.
-        open.folio = e.pid as u64;
-        open.f_swap = if e.valid & V_ADDR != 0 { e.addr } else { 0 };
-        let t = self.task(e.tid, e.ts_ns);
+        let open = self.ev(index, e, "move_pages (UFFDIO_MOVE) starts");
+        let t = self.task(e);
         let lookups = std::mem::take(&mut t.pool);
         t.window = Some(MoveWindow {
             open,
             lookups,
             active: 0,
             next: 0,
+            present: None,
+            latest: usize::MAX,
         });
         self.open_windows.push(e.tid);
     }
@@ -301,8 +262,11 @@ impl Analyzer {
             l.reused = false;
             l.inserted = false;
             l.moved = false;
-            l.swapped_in_here = false;
             l.chain.clear();
+            // A swap-PTE move acts on this lookup; a present-PTE signal seen
+            // before it concerned an earlier page.
+            w.latest = slot;
+            w.present = None;
         }
         if let Some((old, ts)) = retired {
             self.unwatch(old);
@@ -319,65 +283,111 @@ impl Analyzer {
         }
     }
 
+    /// `ptep_clear_flush` inside the task's window: the present-PTE path is
+    /// about to move the folio that PTE mapped.
+    pub(super) fn on_move_present(&mut self, index: u64, e: &Event) {
+        if self.tasks.get(&e.tid).is_none_or(|t| t.window.is_none()) {
+            return;
+        }
+        let ev = self.ev(
+            index,
+            e,
+            "move_pages cleared a present source PTE (present-page path)",
+        );
+        if let Some(w) = self.tasks.get_mut(&e.tid).and_then(|t| t.window.as_mut()) {
+            w.present = Some(ev);
+        }
+    }
+
     /// `folio_move_anon_rmap` by a task inside its window.
+    ///
+    /// Which folio the kernel moves depends on the path it took for this
+    /// PTE. The present-PTE path moves the folio mapped at the source address
+    /// (announced by the `move_present` event just before; the PTE was
+    /// re-read under both PTLs, so a folio a sibling swapped in, out and in
+    /// again is moved correctly). The swap-PTE path moves the folio its
+    /// latest swap-cache lookup returned, with nothing but the lookup's own
+    /// guard between that lookup and the move: only that path can move a
+    /// stale folio.
     pub(super) fn on_move(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
         if e.valid & V_FOLIO == 0 || e.folio == 0 {
             return;
         }
+        let path_probe = self.is_attached(ProbeId::MovePresent);
         let Some(w) = self.tasks.get_mut(&e.tid).and_then(|t| t.window.as_mut()) else {
             return;
         };
-        // The most recent lookup that returned this folio.
-        let Some(i) = (0..w.active)
-            .filter(|&i| w.lookups[i].folio == e.folio)
-            .max_by_key(|&i| w.lookups[i].ev.index)
-        else {
+        if let Some(p) = w.present.take() {
+            if p.folio == e.folio || p.folio == 0 {
+                return;
+            }
+        }
+        let latest =
+            (w.latest < w.active && w.lookups[w.latest].folio == e.folio).then_some(w.latest);
+        let Some(i) = latest.or_else(|| {
+            (0..w.active)
+                .filter(|&i| w.lookups[i].folio == e.folio)
+                .max_by_key(|&i| w.lookups[i].ev.index)
+        }) else {
             return;
         };
         w.lookups[i].moved = true;
         let l = w.lookups[i].clone();
+        let open = w.open;
+        // The swap path is known only when the present path could have been
+        // seen and this is the lookup a swap-PTE move acts on.
+        let swap_path = path_probe && latest.is_some();
         let move_ev = Ev::new(
             index,
             e,
             self.stats.lost,
-            "folio_move_anon_rmap moves the looked-up folio",
+            if swap_path {
+                "folio_move_anon_rmap moves the looked-up folio (swap-PTE path)"
+            } else {
+                "folio_move_anon_rmap moves a folio this window looked up (path not observed)"
+            },
         );
         let cur = self.entries.get(&l.entry).copied().unwrap_or_default();
         let reused = l.entry != 0 && (l.reused || cur.gen != l.gen);
-        if reused {
-            let mut chain = Vec::with_capacity(l.chain.len() + 2);
-            chain.push(l.ev);
-            chain.extend_from_slice(&l.chain);
-            chain.push(move_ev);
-            let snapshot_ok = super::stale_move::folio_still_names(e, l.entry);
-            if snapshot_ok {
-                let msg = format!(
-                    "swap entry {} was freed and allocated again while move_pages held its lookup, \
-                     but the moved folio {:#x} is again the swap-cache folio of that entry: the move is consistent",
-                    crate::event::fmt_entry(l.entry),
-                    e.folio
-                );
-                self.emit(out, RuleId::SwapEntryAba, Severity::Info, msg, &chain);
-            } else if l.swapped_in_here {
-                // A present-PTE retry of move_pages_pte moving the folio the
-                // same process faulted in: legitimate.
-            } else {
-                let msg = format!(
-                    "move_pages looked up swap entry {} and got folio {:#x}; the entry was then freed and \
-                     allocated again (generation changed) and the stale folio was still moved by \
-                     folio_move_anon_rmap: the PTE recheck passed on a reused entry",
-                    crate::event::fmt_entry(l.entry),
-                    e.folio
-                );
-                self.emit(out, RuleId::SwapEntryAba, Severity::Violation, msg, &chain);
-            }
-            return;
+        let consistent = super::stale_move::folio_still_names(e, l.entry);
+        let mut chain = Vec::with_capacity(l.chain.len() + 3);
+        chain.push(open);
+        chain.push(l.ev);
+        chain.extend_from_slice(&l.chain);
+        chain.push(move_ev);
+        let entry = crate::event::fmt_entry(l.entry);
+        if reused && consistent {
+            let msg = format!(
+                "swap entry {entry} was freed and allocated again while move_pages held its lookup, \
+                 but the moved folio {:#x} is again the swap-cache folio of that entry: the move is consistent",
+                e.folio
+            );
+            self.emit(out, RuleId::SwapEntryAba, Severity::Info, msg, &chain);
+        } else if reused && swap_path {
+            let msg = format!(
+                "move_pages looked up swap entry {entry} and got folio {:#x}; the entry was then freed and \
+                 allocated again (generation changed) and the stale folio was still moved by \
+                 folio_move_anon_rmap on the swap-PTE path: the PTE recheck passed on a reused entry",
+                e.folio
+            );
+            self.emit(out, RuleId::SwapEntryAba, Severity::Violation, msg, &chain);
+        } else if reused {
+            let msg = format!(
+                "move_pages looked up swap entry {entry} and got folio {:#x}; the entry was freed and \
+                 allocated again before folio_move_anon_rmap moved that folio, but this kernel does not \
+                 show which path the move took (the present-PTE path moving a folio mapped at the \
+                 source again is correct), so this is not proof of a stale move",
+                e.folio
+            );
+            self.emit(out, RuleId::SwapEntryAba, Severity::NearMiss, msg, &chain);
+        } else if !consistent {
+            self.check_stale_move(&l, &chain, e, swap_path, out);
         }
-        self.check_stale_move(&l, move_ev, e, out);
     }
 
     /// Closes `tid`'s window: `close` is the `move_pages` exit, or `None`
-    /// when the exit was lost or the trace ended.
+    /// when the exit was lost or the trace ended. Several lookups of one
+    /// entry in one call (the kernel retrying a page) make one finding.
     pub(super) fn close_window(&mut self, tid: u32, close: Option<Ev>, out: &mut Vec<Finding>) {
         let Some(t) = self.tasks.get_mut(&tid) else {
             return;
@@ -385,51 +395,82 @@ impl Analyzer {
         let Some(mut w) = t.window.take() else { return };
         self.open_windows.retain(|&x| x != tid);
         let end_ts = close.map(|c| c.ts).unwrap_or(self.last_ts);
+        let ending = |first: Ev| match close {
+            Some(c) => c.with_note(if c.ret < 0 {
+                "move_pages returned an error: the move of this page did not complete"
+            } else {
+                "move_pages returned"
+            }),
+            None => {
+                first.with_note("trace ended (or the move_pages exit was lost) inside the window")
+            }
+        };
+        // (rule, entry, lookups in window order); a window holds at most
+        // `lookups_per_window` lookups, so this stays small.
+        let mut groups: Vec<(RuleId, u64, Vec<usize>)> = Vec::new();
         for i in 0..w.active {
             let l = &w.lookups[i];
             self.windows
                 .record(WindowKind::MoveLookupToClose, l.ev.ts, end_ts);
             let cur_gen = self.entries.get(&l.entry).map(|s| s.gen).unwrap_or(l.gen);
             let reused = l.entry != 0 && (l.reused || cur_gen != l.gen);
-            let mut chain: Vec<Ev> = Vec::new();
-            let ending = match close {
-                Some(c) => c.with_note(if c.ret < 0 {
-                    "move_pages returned an error: the move of this page did not complete"
-                } else {
-                    "move_pages returned"
-                }),
-                None => l
-                    .ev
-                    .with_note("trace ended (or the move_pages exit was lost) inside the window"),
-            };
-            if l.folio != 0 && reused && !l.moved {
-                chain.push(l.ev);
-                chain.extend_from_slice(&l.chain);
-                chain.push(ending);
-                let msg = format!(
-                    "swap entry {} was freed and allocated again while move_pages held its lookup of folio {:#x}; \
-                     the stale folio was not moved (a recheck or an error path caught it)",
-                    crate::event::fmt_entry(l.entry),
-                    l.folio
-                );
-                self.emit(out, RuleId::SwapEntryAba, Severity::NearMiss, msg, &chain);
+            let rule = if l.folio != 0 && reused && !l.moved {
+                RuleId::SwapEntryAba
             } else if l.folio == 0 && l.inserted {
-                chain.push(l.ev);
-                chain.extend_from_slice(&l.chain);
-                chain.push(ending);
+                RuleId::MissedSwapcacheLookup
+            } else {
+                continue;
+            };
+            match groups.iter_mut().find(|g| g.0 == rule && g.1 == l.entry) {
+                Some(g) => g.2.push(i),
+                None => groups.push((rule, l.entry, vec![i])),
+            }
+        }
+        // Report in the order the races began.
+        groups.sort_by_key(|g| w.lookups[g.2[0]].ev.index);
+        for (rule, entry, idx) in groups {
+            let first = w.lookups[idx[0]].ev;
+            let mut chain: Vec<Ev> = vec![w.open];
+            for &i in &idx {
+                let l = &w.lookups[i];
+                for ev in std::iter::once(&l.ev).chain(l.chain.iter()) {
+                    if chain.len() < 4 * CHAIN_MAX && !chain.iter().any(|c| c.index == ev.index) {
+                        chain.push(*ev);
+                    }
+                }
+            }
+            chain.push(ending(first));
+            let ent = crate::event::fmt_entry(entry);
+            let n = idx.len();
+            let times = if n > 1 {
+                format!(" ({n} lookups of it in this call)")
+            } else {
+                String::new()
+            };
+            if rule == RuleId::SwapEntryAba {
+                let folios: Vec<String> = idx
+                    .iter()
+                    .map(|&i| format!("{:#x}", w.lookups[i].folio))
+                    .fold(Vec::new(), |mut v, f| {
+                        if !v.contains(&f) {
+                            v.push(f);
+                        }
+                        v
+                    });
                 let msg = format!(
-                    "move_pages found no swap-cache folio for entry {}, but a folio was added to the swap cache \
-                     for it before the call returned: the move decided on a stale miss (kernels with the \
-                     SWAP_HAS_CACHE recheck retry; the per-page outcome is not visible)",
-                    crate::event::fmt_entry(l.entry)
+                    "swap entry {ent} was freed and allocated again while move_pages held its lookup{times} \
+                     of folio {}; the stale folio was not moved (the kernel's recheck or an error path \
+                     caught it, and a retry took the page's current state)",
+                    folios.join(", ")
                 );
-                self.emit(
-                    out,
-                    RuleId::MissedSwapcacheLookup,
-                    Severity::NearMiss,
-                    msg,
-                    &chain,
+                self.emit(out, rule, Severity::NearMiss, msg, &chain);
+            } else {
+                let msg = format!(
+                    "move_pages found no swap-cache folio for entry {ent}{times}, but a folio was added to the \
+                     swap cache for it before the call returned: the move decided on a stale miss (kernels \
+                     with the SWAP_HAS_CACHE recheck retry; the per-page outcome is not visible)"
                 );
+                self.emit(out, rule, Severity::NearMiss, msg, &chain);
             }
         }
         let entries: Vec<u64> = w.lookups[..w.active].iter().map(|l| l.entry).collect();
@@ -445,15 +486,17 @@ impl Analyzer {
     }
 
     /// A task that went away with a window open: forget it, no findings.
-    pub(super) fn abandon_window(&mut self, tid: u32) {
+    /// Returns whether there was a window.
+    pub(super) fn abandon_window(&mut self, tid: u32) -> bool {
         let Some(w) = self.tasks.get_mut(&tid).and_then(|t| t.window.take()) else {
-            return;
+            return false;
         };
         self.open_windows.retain(|&x| x != tid);
         for l in &w.lookups[..w.active] {
             let ent = l.entry;
             self.unwatch(ent);
         }
+        true
     }
 }
 
@@ -461,6 +504,8 @@ impl Analyzer {
 mod tests {
     use super::super::testutil::*;
     use super::super::{RuleId, Severity};
+    #[allow(unused_imports)]
+    use detector_common::V_ADDR;
     use detector_common::{swp_entry, FS_ANON, FS_LOCKED, FS_SWAPBACKED, FS_SWAPCACHE};
 
     const SC: u32 = FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE;
@@ -511,7 +556,10 @@ mod tests {
     }
 
     #[test]
-    fn own_process_swap_in_then_present_move_is_benign() {
+    fn retried_move_of_the_present_page_is_a_near_miss_not_a_violation() {
+        // The mover looked up S and got F; a sibling swapped F in and S was
+        // freed and given to another folio; the retry found the page
+        // present and moved it on the present-PTE path.
         let mut t = T::new();
         let s = swp_entry(1, 0x40);
         t.move_enter(1);
@@ -520,9 +568,226 @@ mod tests {
         t.delete(4, s, 0xb0);
         t.free(4, s);
         t.alloc(3, s, 0xa0);
+        t.move_present(1, 0xb0);
         t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
         t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::NearMiss)]);
+        assert!(t.out[0].explanation.contains("not moved"));
+    }
+
+    #[test]
+    fn a_siblings_swap_in_does_not_hide_a_real_reuse() {
+        // Another thread of the mover's process faults S in, but the move
+        // that follows is on the swap-PTE path: the stale folio is moved.
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        t.swap_fault_exit(4, 1, s);
+        t.delete(4, s, 0xb0);
+        t.free(4, s);
+        t.alloc(3, s, 0xa0);
+        t.insert(3, s, 0xa0);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::Violation)]);
+        let f = &t.out[0];
+        assert_eq!(f.objects.entries[0], "1:0x40");
+        assert!(f.objects.folios.contains(&"0xb0".to_string()));
+        assert_eq!(
+            f.evidence.first().map(|e| e.probe.as_str()),
+            Some("move_pages")
+        );
+    }
+
+    #[test]
+    fn a_present_signal_for_another_folio_does_not_excuse_the_move() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        reuse_after_lookup(&mut t, s);
+        t.move_present(1, 0xc0);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::Violation)]);
+    }
+
+    fn reuse_after_lookup(t: &mut T, s: u64) {
+        t.delete(2, s, 0xb0);
+        t.free(2, s);
+        t.alloc(3, s, 0xa0);
+        t.insert(3, s, 0xa0);
+    }
+
+    #[test]
+    fn without_the_present_path_probe_a_reuse_is_only_a_near_miss() {
+        let mut t = T::new();
+        t.a.set_attached(
+            detector_common::ProbeId::ALL
+                .iter()
+                .copied()
+                .filter(|p| *p != detector_common::ProbeId::MovePresent),
+        );
+        let s = swp_entry(1, 0x40);
+        t.move_enter(1);
+        reuse(&mut t, s);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::NearMiss)]);
+        assert!(t.out[0].explanation.contains("does not show which path"));
+    }
+
+    #[test]
+    fn repeated_lookups_of_one_entry_make_one_finding() {
+        let mut t = T::new();
+        let s = swp_entry(1, 0x40);
+        let other = swp_entry(1, 0x41);
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        t.lookup(1, s, 0xb0, SC);
+        t.lookup(1, other, 0, 0);
+        t.lookup(1, other, 0, 0);
+        t.lookup(1, s, 0xb0, SC);
+        reuse_after_lookup(&mut t, s);
+        t.insert(5, other, 0xd0);
+        t.move_exit(1, -11);
+        assert_eq!(
+            t.kinds(),
+            vec![
+                (RuleId::SwapEntryAba, Severity::NearMiss),
+                (RuleId::MissedSwapcacheLookup, Severity::NearMiss)
+            ]
+        );
+        assert!(t.out[0].explanation.contains("3 lookups"));
+        assert!(t.out[1].explanation.contains("2 lookups"));
+        assert_eq!(t.out[1].objects.entries, vec!["1:0x41".to_string()]);
+    }
+
+    #[test]
+    fn reuse_of_a_sub_entry_of_a_large_folio_names_that_entry() {
+        use detector_common::{EventKind, ProbeId, FS_LARGE};
+        let mut t = T::new();
+        let base = swp_entry(1, 0x80);
+        let sub = base + 2;
+        t.move_enter(1);
+        // The lookup asked for S+2 and found the 4-page folio at S.
+        let mut l = with_entry(ev(ProbeId::MovePagesLookup, EventKind::Exit, 1), sub);
+        l = with_folio(l, 0xb0, SC | FS_LARGE, 6, 0);
+        l.f_swap = base;
+        l.f_nr_pages = 4;
+        t.feed(l);
+        // The whole folio leaves the swap cache and its four entries are
+        // freed at once; only S+2 is allocated again, for another folio.
+        let mut del = with_folio(
+            ev(ProbeId::SwapCacheDelete, EventKind::Enter, 2),
+            0xb0,
+            SC | FS_LARGE,
+            5,
+            0,
+        );
+        del.f_swap = base;
+        del.f_nr_pages = 4;
+        t.feed(with_entry(del, base));
+        let mut free = with_entry(ev(ProbeId::SwapEntryFree, EventKind::Enter, 2), base);
+        free.nr = 4;
+        t.feed(free);
+        t.alloc(3, sub, 0xa0);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED | FS_LARGE, 0);
+        t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::Violation)]);
+        assert_eq!(t.out[0].objects.entries[0], "1:0x82");
+    }
+
+    #[test]
+    fn reuse_of_another_sub_entry_than_the_one_looked_up_is_nothing() {
+        use detector_common::{EventKind, ProbeId, FS_LARGE};
+        let mut t = T::new();
+        let base = swp_entry(1, 0x80);
+        t.move_enter(1);
+        let mut l = with_entry(ev(ProbeId::MovePagesLookup, EventKind::Exit, 1), base + 2);
+        l = with_folio(l, 0xb0, SC | FS_LARGE, 6, 0);
+        l.f_swap = base;
+        l.f_nr_pages = 4;
+        t.feed(l);
+        t.free(2, base + 3);
+        t.alloc(3, base + 3, 0xa0);
+        let mut mv = with_folio(
+            ev(ProbeId::FolioMoveAnonRmap, EventKind::Enter, 1),
+            0xb0,
+            SC | FS_LOCKED | FS_LARGE,
+            6,
+            0,
+        );
+        mv.f_swap = base;
+        mv.f_nr_pages = 4;
+        t.feed(mv);
+        t.move_exit(1, 4096);
         assert!(t.kinds().is_empty());
+    }
+
+    #[test]
+    fn a_recycled_tid_does_not_inherit_a_window() {
+        // The first mover exits inside its window (exit seen), a new task
+        // gets the same tid and moves a folio an old lookup returned.
+        let s = swp_entry(1, 0x40);
+        for exit_seen in [true, false] {
+            let mut t = T::new();
+            t.set_start(1, 100);
+            t.move_enter(1);
+            t.lookup(1, s, 0xb0, SC);
+            if exit_seen {
+                t.task_exit(1);
+            } else {
+                t.lost(detector_common::ProbeId::TaskExit, 1);
+            }
+            reuse_after_lookup(&mut t, s);
+            t.set_start(1, 200);
+            t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+            t.move_exit(1, 4096);
+            assert!(t.kinds().is_empty(), "exit seen: {exit_seen}");
+            assert_eq!(t.a.windows_abandoned(), 1);
+            assert_eq!(t.a.open_windows(), 0);
+        }
+    }
+
+    #[test]
+    fn a_thread_of_another_process_with_the_tid_is_another_task() {
+        let s = swp_entry(1, 0x40);
+        let mut t = T::new();
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        reuse_after_lookup(&mut t, s);
+        let mut mv = with_folio(
+            ev(
+                detector_common::ProbeId::FolioMoveAnonRmap,
+                detector_common::EventKind::Enter,
+                1,
+            ),
+            0xb0,
+            FS_ANON | FS_SWAPBACKED | FS_LOCKED,
+            2,
+            0,
+        );
+        mv.pid = 77;
+        t.feed(mv);
+        assert!(t.kinds().is_empty());
+    }
+
+    #[test]
+    fn an_idle_window_ends_without_a_finding() {
+        let s = swp_entry(1, 0x40);
+        let mut t = T::with(super::super::Config {
+            task_idle_ns: 1_000_000,
+            ..Default::default()
+        });
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        t.sleep(5_000_000);
+        reuse_after_lookup(&mut t, s);
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        assert!(t.kinds().is_empty());
+        assert_eq!(t.a.windows_abandoned(), 1);
     }
 
     #[test]

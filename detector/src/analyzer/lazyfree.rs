@@ -31,6 +31,16 @@ pub(super) fn extra_refs(ev: &Ev) -> i32 {
 }
 
 impl Analyzer {
+    /// MADV_FREE marked a folio lazyfree: kept as the first link of any
+    /// lazyfree finding on it.
+    pub(super) fn on_lazyfree_mark(&mut self, index: u64, e: &Event) {
+        if e.folio == 0 || e.valid & detector_common::V_FOLIO == 0 {
+            return;
+        }
+        let ev = self.ev(index, e, "MADV_FREE marked the folio lazyfree");
+        self.lazyfree_marks.insert(e.folio, ev);
+    }
+
     pub(super) fn on_unmap_exit(&mut self, index: u64, e: &Event, out: &mut Vec<Finding>) {
         let Some(t) = self.tasks.get_mut(&e.tid) else {
             return;
@@ -48,17 +58,24 @@ impl Analyzer {
             return;
         }
         let exit = self.ev(index, e, "");
-        let pin = self
-            .pins
-            .get(&e.folio)
-            .filter(|p| p.confirmed)
-            .map(|p| p.grab);
+        // The story starts where MADV_FREE made the folio lazyfree.
+        let mark = self
+            .lazyfree_marks
+            .remove(&e.folio)
+            .map(|m| m.with_note("MADV_FREE marked the folio lazyfree"));
+        // Any outstanding pin, confirmed or not (a DIO reader sleeps with its
+        // pin held); one whose release may have been lost is not proof.
+        let (pin, pin_trusted) = match self.pins.get(&e.folio) {
+            Some(p) => (Some(p.grab), p.epoch == self.pin_epoch),
+            None => (None, true),
+        };
         let extra_before = extra_refs(&enter);
         let unmapped = e.ret == 1 && exit.mapcount < enter.mapcount;
         if unmapped && is_lazyfree(exit.f_state) && exit.f_state & FS_DIRTY == 0 {
             let extra_after = extra_refs(&exit);
             if pin.is_some() || (extra_before > 0 && extra_after > 0) {
-                let mut chain = Vec::with_capacity(3);
+                let mut chain = Vec::with_capacity(4);
+                chain.extend(mark);
                 if let Some(g) = pin {
                     chain
                         .push(g.with_note("FOLL_PIN taken (e.g. direct I/O) and not yet released"));
@@ -74,18 +91,25 @@ impl Analyzer {
                         enter.refcount, enter.mapcount, exit.refcount, exit.mapcount
                     ),
                 };
+                let proof = pin_trusted || extra_before > 0 && extra_after > 0;
+                let (severity, tail) = if proof {
+                    (
+                        Severity::Violation,
+                        "a direct-I/O read into it completes into an unmapped page and userspace reads zeroes",
+                    )
+                } else {
+                    (
+                        Severity::NearMiss,
+                        "but pin-release events were lost since the pin was taken, so it may have been \
+                         released unseen",
+                    )
+                };
                 let msg = format!(
                     "reclaim discarded the PTE of clean lazyfree folio {:#x} while it held extra references ({why}): \
-                     a direct-I/O read into it completes into an unmapped page and userspace reads zeroes",
+                     {tail}",
                     e.folio
                 );
-                self.emit(
-                    out,
-                    RuleId::LazyfreeExtraRefs,
-                    Severity::Violation,
-                    msg,
-                    &chain,
-                );
+                self.emit(out, RuleId::LazyfreeExtraRefs, severity, msg, &chain);
             }
         } else if e.ret == 0 && (pin.is_some() || extra_before > 0) {
             // try_to_unmap_one keeps a lazyfree folio for one of two reasons:
@@ -94,7 +118,8 @@ impl Analyzer {
             // Dirty at exit means the write decided it, so the extra
             // references were never put to the test.
             let redirtied = exit.f_state & FS_DIRTY != 0;
-            let mut chain = Vec::with_capacity(3);
+            let mut chain = Vec::with_capacity(4);
+            chain.extend(mark);
             if let Some(g) = pin {
                 chain.push(g.with_note("FOLL_PIN taken (e.g. direct I/O) and not yet released"));
             }
@@ -151,6 +176,63 @@ mod tests {
         assert_eq!(
             t.kinds(),
             vec![(RuleId::LazyfreeExtraRefs, Severity::Violation)]
+        );
+    }
+
+    #[test]
+    fn the_seed_003_chain_starts_where_madv_free_marked_the_folio() {
+        use detector_common::{EventKind, ProbeId};
+        let mut t = T::new();
+        t.feed(with_folio(
+            ev(ProbeId::LazyfreeMark, EventKind::Enter, 1),
+            0xa000,
+            FS_ANON | FS_SWAPBACKED,
+            1,
+            1,
+        ));
+        // The direct-I/O reader pins the page with GUP-fast and sleeps.
+        t.gup_grab(
+            1,
+            0xa000,
+            LAZY | detector_common::FS_ANON_EXCLUSIVE,
+            1025,
+            1,
+            false,
+        );
+        t.ttu(7, 0xa000, LAZY, (1026, 1), (1025, 0), 1);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::LazyfreeExtraRefs, Severity::Violation)]
+        );
+        let probes: Vec<&str> = t.out[0].evidence.iter().map(|e| e.probe.as_str()).collect();
+        assert_eq!(
+            probes,
+            [
+                "lazyfree_mark",
+                "gup_grab_fast",
+                "try_to_unmap_one",
+                "try_to_unmap_one"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pin_whose_release_may_be_lost_is_a_near_miss() {
+        let mut t = T::new();
+        t.gup_grab(
+            1,
+            0xa000,
+            LAZY | detector_common::FS_ANON_EXCLUSIVE,
+            1025,
+            1,
+            false,
+        );
+        t.lost(detector_common::ProbeId::UnpinUserPage, 1);
+        // Only one snapshot shows extra references: the pin is the evidence.
+        t.ttu(7, 0xa000, LAZY, (2, 1), (1, 0), 1);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::LazyfreeExtraRefs, Severity::NearMiss)]
         );
     }
 

@@ -46,7 +46,10 @@ pub struct Config {
     /// Lookups remembered per `move_pages` window (the oldest is dropped).
     pub lookups_per_window: usize,
     /// A task with an open window and no event for this long (stream time)
-    /// is considered gone; its windows are closed without findings.
+    /// is considered gone; its windows are closed without findings. Applied
+    /// all along the stream, not only under memory pressure: a task whose
+    /// exit was lost (or fell outside a trace segment) must not keep a window
+    /// that a later task with the same tid could inherit.
     pub task_idle_ns: u64,
 }
 
@@ -130,6 +133,21 @@ pub struct Analyzer {
     open_windows: Vec<u32>,
     /// Tasks with a GUP-fast pin awaiting its re-check.
     pending_fast: usize,
+    /// Folio -> the `lazyfree_mark` that made it lazyfree (MADV_FREE): the
+    /// first link of a lazyfree finding's evidence.
+    lazyfree_marks: HashMap<u64, Ev>,
+    /// Bumped whenever pin-release events are lost: pins recorded before
+    /// may have been released unseen.
+    pin_epoch: u32,
+    /// Probes the stream's source attached (bit per `ProbeId`). All by
+    /// default; a rule that needs an unattached probe says what it cannot
+    /// tell instead of guessing.
+    attached: u64,
+    /// Stream time of the last sweep for idle tasks.
+    last_sweep_ts: u64,
+    /// Windows closed because their task exited, went idle, or its tid was
+    /// taken by another task (no findings are drawn from them).
+    windows_abandoned: u64,
     /// Open lookups known only as (address space, index).
     unresolved: usize,
     alloc_seq: u64,
@@ -162,6 +180,11 @@ impl Analyzer {
             spaces: HashMap::new(),
             open_windows: Vec::new(),
             pending_fast: 0,
+            lazyfree_marks: HashMap::new(),
+            pin_epoch: 0,
+            attached: u64::MAX,
+            last_sweep_ts: 0,
+            windows_abandoned: 0,
             unresolved: 0,
             alloc_seq: 0,
             holder_epoch: 0,
@@ -190,6 +213,32 @@ impl Analyzer {
         self.evictions
     }
 
+    /// Tells the analyzer which probes the source attached (the trace
+    /// header's plan, or the live loader's). Rules that depend on an
+    /// unattached probe report what they cannot decide instead of guessing.
+    /// Without a call every probe counts as attached (scenario streams).
+    pub fn set_attached(&mut self, probes: impl IntoIterator<Item = ProbeId>) {
+        self.attached = probes
+            .into_iter()
+            .fold(0, |m, p| m | 1u64 << (p as u32 & 63));
+    }
+
+    fn is_attached(&self, p: ProbeId) -> bool {
+        self.attached & (1u64 << (p as u32 & 63)) != 0
+    }
+
+    /// Windows closed without findings because their task exited, went idle
+    /// past `task_idle_ns`, or its tid now belongs to another task.
+    pub fn windows_abandoned(&self) -> u64 {
+        self.windows_abandoned
+    }
+
+    /// `move_pages` windows still open (tasks inside UFFDIO_MOVE now, or
+    /// whose end has not been seen yet).
+    pub fn open_windows(&self) -> usize {
+        self.open_windows.len()
+    }
+
     pub fn tracked_objects(&self) -> usize {
         self.entries.len()
             + self.folios.len()
@@ -197,6 +246,7 @@ impl Analyzer {
             + self.storms.len()
             + self.deficits.len()
             + self.tasks.len()
+            + self.lazyfree_marks.len()
     }
 
     /// Highest [`tracked_objects`](Self::tracked_objects) seen after an
@@ -232,6 +282,7 @@ impl Analyzer {
             + table(&self.pins)
             + table(&self.storms)
             + table(&self.deficits)
+            + table(&self.lazyfree_marks)
             + self.tasks.bytes()
             + table(&self.spaces)
             + lookups
@@ -278,18 +329,19 @@ impl Analyzer {
         }
         self.stats.lost_per_probe[i] = total;
         self.stats.lost += total - prev;
-        if matches!(
-            ProbeId::from_u16(probe),
+        match ProbeId::from_u16(probe) {
             Some(
                 ProbeId::SwapcachePrepare
-                    | ProbeId::SwapcacheClear
-                    | ProbeId::SwapEntryAlloc
-                    | ProbeId::SwapEntryFree
-                    | ProbeId::SwapCacheInsert
-                    | ProbeId::SwapCacheDelete
-            )
-        ) {
-            self.holder_epoch = self.holder_epoch.wrapping_add(1);
+                | ProbeId::SwapcacheClear
+                | ProbeId::SwapEntryAlloc
+                | ProbeId::SwapEntryFree
+                | ProbeId::SwapCacheInsert
+                | ProbeId::SwapCacheDelete,
+            ) => self.holder_epoch = self.holder_epoch.wrapping_add(1),
+            Some(ProbeId::GupPut | ProbeId::UnpinUserPage) => {
+                self.pin_epoch = self.pin_epoch.wrapping_add(1)
+            }
+            _ => {}
         }
     }
 
@@ -303,6 +355,16 @@ impl Analyzer {
         };
         if let Some(c) = self.stats.events_per_probe.get_mut(e.probe as usize) {
             *c += 1;
+        }
+        if !self.tasks.is_empty() {
+            self.check_identity(e, out);
+            if e.ts_ns
+                >= self
+                    .last_sweep_ts
+                    .saturating_add(self.cfg.task_idle_ns / 4 + 1)
+            {
+                self.sweep_idle(out);
+            }
         }
         if self.pending_fast > 0 {
             self.check_pending_fast(index, e, probe, out);
@@ -320,7 +382,6 @@ impl Analyzer {
             ProbeId::SwapCacheDelete if !is(Exit) => self.on_delete(index, e, out),
             ProbeId::SwapcachePrepare if is(Exit) => self.on_prepare(index, e, out),
             ProbeId::SwapcacheClear if !is(Exit) => self.on_clear(index, e),
-            ProbeId::DoSwapPage if is(Exit) => self.on_swap_fault_exit(index, e),
             ProbeId::SwapRead if !is(Exit) => self.on_swap_read(index, e, out),
             ProbeId::MovePages if is(Enter) => self.open_window(index, e, out),
             ProbeId::MovePages if is(Exit) => {
@@ -331,14 +392,17 @@ impl Analyzer {
                 self.on_lookup(index, e)
             }
             ProbeId::FolioMoveAnonRmap if !is(Exit) => self.on_move(index, e, out),
+            ProbeId::MovePresent if is(Exit) => self.on_move_present(index, e),
+            ProbeId::LazyfreeMark if !is(Exit) => self.on_lazyfree_mark(index, e),
+            ProbeId::TaskExit => self.on_task_exit(e, out),
             ProbeId::TryToUnmapOne if is(Enter) => {
                 let ev = self.ev(index, e, "reclaim starts unmapping the folio");
-                self.task(e.tid, e.ts_ns).ttu_enter = Some(ev);
+                self.task(e).ttu_enter = Some(ev);
             }
             ProbeId::TryToUnmapOne if is(Exit) => self.on_unmap_exit(index, e, out),
             ProbeId::RemoveMapping if is(Enter) => {
                 let ev = self.ev(index, e, "__remove_mapping starts");
-                self.task(e.tid, e.ts_ns).rm_enter = Some(ev);
+                self.task(e).rm_enter = Some(ev);
             }
             ProbeId::RemoveMapping if is(Exit) => self.on_remove_mapping_exit(index, e, out),
             ProbeId::GupGrab if is(Exit) => self.on_grab(index, e, false, out),
@@ -362,10 +426,64 @@ impl Analyzer {
         Ev::new(index, e, self.stats.lost, note)
     }
 
-    fn task(&mut self, tid: u32, ts: u64) -> &mut TaskState {
-        let t = self.tasks.get_or_default(tid);
-        t.last_ts = ts;
+    /// The state of the task that produced `e`, created (and stamped with
+    /// its identity) if absent. `check_identity` already dropped the state
+    /// of an earlier task that had the same tid.
+    fn task(&mut self, e: &Event) -> &mut TaskState {
+        let t = self.tasks.get_or_default(e.tid);
+        t.touch(e);
         t
+    }
+
+    /// A tid names a new task when the thread group or the start time
+    /// differs from the state's owner: whatever the old task left open (its
+    /// exit lost, or outside this trace) is dropped without findings, so the
+    /// new task can neither join nor close the old one's windows.
+    fn check_identity(&mut self, e: &Event, out: &mut Vec<Finding>) {
+        let Some(t) = self.tasks.get(&e.tid) else {
+            return;
+        };
+        let other_group = t.pid != 0 && e.pid != 0 && t.pid != e.pid;
+        let other_start = t.start != 0 && e.task_start != 0 && t.start != e.task_start;
+        if other_group || other_start {
+            self.forget_task(e.tid, out);
+        }
+    }
+
+    /// The task is gone (exited, idle past `task_idle_ns`, or its tid reused):
+    /// its open windows end without findings; a GUP-fast pin it kept is
+    /// resolved as kept, as at the end of a trace.
+    fn forget_task(&mut self, tid: u32, out: &mut Vec<Finding>) {
+        self.resolve_pending_fast(tid, None, out);
+        if self.abandon_window(tid) {
+            self.windows_abandoned += 1;
+        }
+        self.tasks.remove(&tid);
+    }
+
+    fn on_task_exit(&mut self, e: &Event, out: &mut Vec<Finding>) {
+        if self.tasks.get(&e.tid).is_some() {
+            self.forget_task(e.tid, out);
+        }
+    }
+
+    /// Applies `task_idle_ns` along the stream. Only tasks with something
+    /// open are in the table, so the scan is short.
+    fn sweep_idle(&mut self, out: &mut Vec<Finding>) {
+        let now = self.last_ts;
+        self.last_sweep_ts = now;
+        let idle = self.cfg.task_idle_ns;
+        let mut stale: Vec<(u64, u32)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| now.saturating_sub(t.last_ts) > idle)
+            .map(|(k, t)| (t.last_ts, *k))
+            .collect();
+        // Table order differs between two analyzers; findings must not.
+        stale.sort_unstable();
+        for (_, tid) in stale {
+            self.forget_task(tid, out);
+        }
     }
 
     fn drop_task_if_idle(&mut self, tid: u32) {
@@ -392,9 +510,16 @@ impl Analyzer {
     }
 
     /// Entries `entry .. entry + nr` (nr of at least one), bounded so a
-    /// corrupt `nr` cannot stall the analyzer.
+    /// corrupt `nr` cannot stall the analyzer. A large folio covers one
+    /// entry per page: events recorded before probes reported the folio's
+    /// page count (ABI v1) still name the whole range through its state.
     fn range(e: &Event) -> impl Iterator<Item = u64> {
-        let nr = e.nr.clamp(1, 512) as u64;
+        let pages = if e.valid & V_FOLIO_STATE != 0 && e.f_state & detector_common::FS_LARGE != 0 {
+            e.f_nr_pages
+        } else {
+            1
+        };
+        let nr = e.nr.max(pages).clamp(1, 512) as u64;
         let base = e.entry;
         (0..nr).map(move |i| base + i)
     }
@@ -415,6 +540,7 @@ impl Analyzer {
         self.folio_present = 0;
         self.pins.remove(&folio);
         self.deficits.remove(&folio);
+        self.lazyfree_marks.remove(&folio);
     }
 
     fn on_tp_write(&mut self, e: &Event) {
@@ -505,7 +631,9 @@ impl Analyzer {
             .map(|(k, _)| *k)
             .collect();
         for tid in stale {
-            self.abandon_window(tid);
+            if self.abandon_window(tid) {
+                self.windows_abandoned += 1;
+            }
             if let Some(t) = self.tasks.get(&tid) {
                 if t.pending_fast.is_some() {
                     self.pending_fast = self.pending_fast.saturating_sub(1);
@@ -529,6 +657,7 @@ impl Analyzer {
                     .retain(|_, s| s.watchers > 0 || s.last_seen > cut);
             }
             self.deficits.clear();
+            self.lazyfree_marks.clear();
             self.storms.retain(|_, s| !s.reported);
         }
         if self.tracked_objects() > target && self.pins.len() > self.cfg.max_tracked / 4 {

@@ -89,15 +89,17 @@ impl Analyzer {
         let f = self.folios.entry(e.folio).or_default();
         f.pins = f.pins.saturating_add(nr);
         self.folio_present = e.folio;
+        let epoch = self.pin_epoch;
         let rec = self.pins.entry(e.folio).or_insert(PinRecord {
             grab: ev,
             confirmed: !fast,
+            epoch,
         });
         if !fast {
             rec.confirmed = true;
         }
         if fast {
-            let t = self.task(e.tid, e.ts_ns);
+            let t = self.task(e);
             if t.pending_fast.replace(ev).is_none() {
                 self.pending_fast += 1;
             }
@@ -177,7 +179,7 @@ impl Analyzer {
         // every GUP event).
         let task = if unpin {
             let t = self.tasks.get_or_default(tid);
-            t.last_ts = e.ts_ns;
+            t.touch(e);
             t.unpin_folio = folio;
             Some(t)
         } else {
@@ -273,28 +275,36 @@ impl Analyzer {
             e,
             "__remove_mapping freed the folio (refcount frozen)",
         );
-        let pin = self
-            .pins
-            .get(&e.folio)
-            .filter(|p| p.confirmed)
-            .map(|p| p.grab);
+        // Any outstanding pin counts, confirmed or not: a GUP-fast grab that
+        // its re-check drops releases it with gup_put_folio before anything
+        // could free the folio (the grab holds a reference), and a reader
+        // asleep in direct I/O never produces the event that would confirm it.
+        let pin = self.pins.get(&e.folio).map(|p| (p.grab, p.epoch));
         let enter = enter.filter(|x| x.folio == e.folio);
-        if let Some(g) = pin {
+        if let Some((g, epoch)) = pin {
             let mut chain = vec![g.with_note("FOLL_PIN taken and not released")];
             chain.extend(enter);
             chain.push(exit);
-            let msg = format!(
-                "__remove_mapping freed folio {:#x} while a FOLL_PIN taken on it was still outstanding: the pin \
-                 holder keeps using freed memory",
-                e.folio
-            );
-            self.emit(
-                out,
-                RuleId::RemoveMappingPinned,
-                Severity::Violation,
-                msg,
-                &chain,
-            );
+            let (severity, msg) = if epoch == self.pin_epoch {
+                (
+                    Severity::Violation,
+                    format!(
+                        "__remove_mapping freed folio {:#x} while a FOLL_PIN taken on it was still outstanding: \
+                         the pin holder keeps using freed memory",
+                        e.folio
+                    ),
+                )
+            } else {
+                (
+                    Severity::NearMiss,
+                    format!(
+                        "__remove_mapping freed folio {:#x} while a FOLL_PIN taken on it looked outstanding, but \
+                         pin-release events were lost since the grab: the release may have gone unseen",
+                        e.folio
+                    ),
+                )
+            };
+            self.emit(out, RuleId::RemoveMappingPinned, severity, msg, &chain);
         } else if let Some(en) = enter.filter(|x| x.has_state() && maybe_pinned(x)) {
             let msg = format!(
                 "__remove_mapping freed folio {:#x} whose refcount {} looked pinned when it started; no unpin was \
@@ -441,6 +451,60 @@ mod tests {
         assert_eq!(
             t.kinds(),
             vec![(RuleId::RefcountBelowMapcount, Severity::Violation)]
+        );
+    }
+
+    fn remove_mapping(t: &mut T, tid: u32, folio: u64) {
+        t.feed(with_folio(
+            ev(ProbeId::RemoveMapping, EventKind::Enter, tid),
+            folio,
+            FS_ANON,
+            1026,
+            0,
+        ));
+        let e = with_folio(
+            ev(ProbeId::RemoveMapping, EventKind::Exit, tid),
+            folio,
+            FS_ANON,
+            0,
+            0,
+        );
+        t.feed(with_ret(e, 1));
+    }
+
+    #[test]
+    fn a_sleeping_direct_io_pin_is_outstanding() {
+        // A GUP-fast FOLL_PIN by a reader that then sleeps in I/O: it never
+        // produces another event, so the pin is never "confirmed", yet it is
+        // outstanding until its own release.
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, false);
+        remove_mapping(&mut t, 9, 0xf0);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::RemoveMappingPinned, Severity::Violation)]
+        );
+        assert_eq!(t.out[0].evidence[0].probe, "gup_grab_fast");
+    }
+
+    #[test]
+    fn a_released_pin_or_a_lost_release_is_not_proof() {
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, false);
+        t.gup_put(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1);
+        remove_mapping(&mut t, 9, 0xf0);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::RemoveMappingPinned, Severity::Info)]
+        );
+
+        let mut t = T::new();
+        t.gup_grab(1, 0xf0, FS_ANON | FS_ANON_EXCLUSIVE, 1025, 1, false);
+        t.lost(ProbeId::GupPut, 2);
+        remove_mapping(&mut t, 9, 0xf0);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::RemoveMappingPinned, Severity::NearMiss)]
         );
     }
 

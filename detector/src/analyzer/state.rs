@@ -54,14 +54,22 @@ pub(crate) struct FolioState {
     pub pins: u32,
 }
 
-/// First FOLL_PIN grab of a folio that is still outstanding.
+/// First FOLL_PIN grab of a folio that is still outstanding. A pin is
+/// outstanding from its grab until its own release (`unpin_user_page`, or
+/// `gup_put_folio` with FOLL_PIN), however long its holder sleeps: a
+/// direct-I/O reader waits in I/O with its pins held.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PinRecord {
     pub grab: Ev,
     /// GUP-fast grabs are only confirmed once the grabbing task moved on
     /// without dropping them (the fast path re-checks the PTE and the
-    /// anon-exclusive bit *after* grabbing, then drops).
+    /// anon-exclusive bit *after* grabbing, then drops). Only the rules
+    /// about *what* was pinned (COW of a pinned folio) wait for this; a
+    /// folio freed or discarded under any outstanding pin is a violation.
     pub confirmed: bool,
+    /// `pin_epoch` of the analyzer at the grab: a different value means
+    /// release events may have been lost since, so the pin may be gone.
+    pub epoch: u32,
 }
 
 /// A lookup made inside a `move_pages` window.
@@ -80,10 +88,9 @@ pub(crate) struct Lookup {
     pub reused: bool,
     /// A folio was added to the swap cache for the entry after the lookup.
     pub inserted: bool,
-    /// The looked-up folio was passed to `folio_move_anon_rmap`.
+    /// The looked-up folio was passed to `folio_move_anon_rmap` on the
+    /// swap-PTE path (the path that moves what the lookup returned).
     pub moved: bool,
-    /// The moving process itself faulted the entry in after the lookup.
-    pub swapped_in_here: bool,
     /// Events that happened to the entry while the lookup was open.
     pub chain: Vec<Ev>,
 }
@@ -101,7 +108,6 @@ impl Lookup {
             reused: false,
             inserted: false,
             moved: false,
-            swapped_in_here: false,
             chain: Vec::new(),
         }
     }
@@ -119,11 +125,24 @@ pub(crate) struct MoveWindow {
     pub active: usize,
     /// Next slot to overwrite once `active` reached the configured bound.
     pub next: usize,
+    /// The source PTE the present-PTE path just cleared in this window
+    /// (`move_present` with the folio it mapped), consumed by the
+    /// `folio_move_anon_rmap` that follows it.
+    pub present: Option<Ev>,
+    /// Index of the latest lookup of this window (the one a swap-PTE move
+    /// acts on), `usize::MAX` when none.
+    pub latest: usize,
 }
 
 /// Per-task state; a task is only tracked while something is open for it.
 #[derive(Debug, Default)]
 pub(crate) struct TaskState {
+    /// Who the state belongs to: a tid is given to a new task after the old
+    /// one exits, and the new one must not inherit anything. `pid` is the
+    /// thread group, `start` the low bits of the task's start time (0 when
+    /// the trace does not carry it).
+    pub pid: u32,
+    pub start: u32,
     pub last_ts: u64,
     pub window: Option<MoveWindow>,
     /// Pooled lookup slots of a closed window, reused by the next one.
@@ -140,6 +159,17 @@ pub(crate) struct TaskState {
 }
 
 impl TaskState {
+    /// Marks the state as the event's task's (identity on first use) and
+    /// records the time it was last active.
+    #[inline]
+    pub fn touch(&mut self, e: &detector_common::Event) {
+        if self.pid == 0 && self.start == 0 {
+            self.pid = e.pid;
+            self.start = e.task_start;
+        }
+        self.last_ts = e.ts_ns;
+    }
+
     pub fn is_idle(&self) -> bool {
         self.window.is_none()
             && self.pending_fast.is_none()
@@ -186,6 +216,11 @@ impl Tasks {
     }
 
     #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    #[inline]
     pub fn get(&self, tid: &u32) -> Option<&TaskState> {
         self.map.get(tid).map(|b| &**b)
     }
@@ -211,8 +246,11 @@ impl Tasks {
                 return;
             }
             if t.is_idle() && t.pool.capacity() == 0 {
-                // The common case: only the timestamp differs from default.
+                // The common case: only the identity and timestamp differ
+                // from default.
                 t.last_ts = 0;
+                t.pid = 0;
+                t.start = 0;
             } else {
                 *t = TaskState::default();
             }
@@ -243,7 +281,7 @@ mod tests {
     use detector_common::Event;
 
     fn fresh(t: &TaskState) -> bool {
-        t.is_removable() && t.last_ts == 0 && t.pool.capacity() == 0
+        t.is_removable() && t.last_ts == 0 && t.pool.capacity() == 0 && t.pid == 0 && t.start == 0
     }
 
     #[test]
@@ -251,7 +289,10 @@ mod tests {
         let ev = Ev::new(1, &Event::default(), 0, "x");
         let mut tasks = Tasks::default();
         // Idle task: only the timestamp is set.
-        tasks.get_or_default(1).last_ts = 5;
+        let t = tasks.get_or_default(1);
+        t.last_ts = 5;
+        t.pid = 1;
+        t.start = 77;
         tasks.remove(&1);
         assert_eq!(tasks.len(), 0);
         assert!(fresh(tasks.get_or_default(2)));

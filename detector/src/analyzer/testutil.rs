@@ -12,6 +12,8 @@ pub struct T {
     pub out: Vec<Finding>,
     pub index: u64,
     pub ts: u64,
+    /// Task start times stamped on the events of each tid (0: none).
+    pub starts: std::collections::HashMap<u32, u32>,
 }
 
 pub fn ev(probe: ProbeId, kind: EventKind, tid: u32) -> Event {
@@ -59,12 +61,26 @@ impl T {
             out: Vec::new(),
             index: 0,
             ts: 1_000,
+            starts: Default::default(),
         }
+    }
+
+    /// From now on, events of `tid` come from a task started at `start`.
+    pub fn set_start(&mut self, tid: u32, start: u32) {
+        self.starts.insert(tid, start);
+    }
+
+    /// Lets stream time pass without events.
+    pub fn sleep(&mut self, ns: u64) {
+        self.ts += ns;
     }
 
     pub fn feed(&mut self, mut e: Event) {
         self.ts += 1_000;
         e.ts_ns = self.ts;
+        if e.task_start == 0 {
+            e.task_start = self.starts.get(&e.tid).copied().unwrap_or(0);
+        }
         self.a
             .process(self.index, &StreamItem::Event(e), &mut self.out);
         self.index += 1;
@@ -246,6 +262,26 @@ impl T {
             0,
         );
         self.feed(with_entry(e, entry));
+    }
+
+    /// The present-PTE path of a move: `ptep_clear_flush` in the window
+    /// returned the PTE mapping `folio`.
+    pub fn move_present(&mut self, tid: u32, folio: u64) {
+        let mut e = with_folio(
+            ev(ProbeId::MovePresent, EventKind::Exit, tid),
+            folio,
+            detector_common::FS_ANON | detector_common::FS_SWAPBACKED,
+            2,
+            1,
+        );
+        e.pte = 0x8000_0000_0123_4867;
+        e.addr = 0x7000_0000;
+        e.valid |= V_PTE | V_ADDR | V_RET;
+        self.feed(e);
+    }
+
+    pub fn task_exit(&mut self, tid: u32) {
+        self.feed(ev(ProbeId::TaskExit, EventKind::Tracepoint, tid));
     }
 
     pub fn swap_fault_exit(&mut self, tid: u32, pid: u32, entry: u64) {

@@ -42,7 +42,7 @@ pub enum TraceError {
     CorruptHeader { name: String, reason: String },
     #[error(
         "{name} was recorded with event ABI v{found} ({size}-byte events), but this detector \
-         decodes ABI v{supported}; use a matching detector version"
+         decodes ABI v1 to v{supported}; use a matching detector version"
     )]
     AbiMismatch {
         name: String,

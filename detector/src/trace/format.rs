@@ -67,7 +67,7 @@ macro_rules! event_fields {
         $m!(probe, u16, 128);
         $m!(kind, u8, 130);
         $m!(valid, u8, 131);
-        $m!(_reserved, u32, 148);
+        $m!(task_start, u32, 148);
     };
 }
 const COMM_OFFSET: usize = 132;
@@ -189,7 +189,7 @@ fn decode_fields(b: &[u8; EVENT_SIZE]) -> Event {
         kind: get!(kind, u8, 130),
         valid: get!(valid, u8, 131),
         comm,
-        _reserved: get!(_reserved, u32, 148),
+        task_start: get!(task_start, u32, 148),
     }
 }
 
@@ -265,7 +265,7 @@ mod tests {
             kind: 1,
             valid: 0xff,
             comm,
-            _reserved: 0xdead_beef,
+            task_start: 0xdead_beef,
         }
     }
 

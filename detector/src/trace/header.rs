@@ -185,7 +185,8 @@ macro_rules! layout_fields {
             pg_uptodate,
             foll_pin,
             page_size_of,
-            page_compound_head;
+            page_compound_head,
+            task_start_time;
             vmemmap_base_sym
         )
     };
@@ -238,7 +239,8 @@ mod tests {
         // Every byte of the struct must be covered by a named field, so a
         // field added to `Layout` without being added here fails this test.
         let u64_fields = 1;
-        let padding = 0;
+        // `Layout::_pad`, which keeps the u64 aligned without a hole.
+        let padding = 4;
         assert_eq!(
             (m.len() - u64_fields) * 4 + u64_fields * 8 + padding,
             std::mem::size_of::<Layout>()

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use detector_common::{Event, ABI_VERSION, EVENT_SIZE};
+use detector_common::{Event, ABI_VERSION, ABI_VERSION_MIN, EVENT_SIZE};
 
 use super::error::TraceError;
 use super::format::{
@@ -280,7 +280,9 @@ impl<R: Read> TraceReader<R> {
                     reason: format!("header is not valid JSON: {e}"),
                 }
             })?;
-        if header.abi_version != ABI_VERSION || header.event_size as usize != EVENT_SIZE {
+        if !(ABI_VERSION_MIN..=ABI_VERSION).contains(&header.abi_version)
+            || header.event_size as usize != EVENT_SIZE
+        {
             return Err(TraceError::AbiMismatch {
                 name,
                 found: header.abi_version,
