@@ -45,6 +45,21 @@ pub struct PlanEntry {
 
 use detector_common::{ArgSpec, ProbeId, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED};
 
+/// The probes a plan attached, for `Analyzer::set_attached`. `None` when
+/// the plan is empty (a simulated stream that records no plan): then the
+/// analyzer assumes every probe, as the scenario was written for.
+pub fn attached_probes(plan: &[PlanEntry]) -> Option<Vec<ProbeId>> {
+    if plan.is_empty() {
+        return None;
+    }
+    Some(
+        plan.iter()
+            .filter(|p| p.mode != AttachMode::Unavailable)
+            .filter_map(|p| ProbeId::from_name(&p.probe))
+            .collect(),
+    )
+}
+
 /// What a probe's in-kernel relevance filter keeps, for the plan and docs.
 pub fn relevance_text(relevance: u8) -> String {
     let mut parts = Vec::new();

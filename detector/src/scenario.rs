@@ -5,7 +5,7 @@
 //! ```text
 //! name aba_reuse_moved
 //! seed 000
-//! task mover tid=101 pid=100 comm=uffd_mover
+//! task mover tid=101 pid=100 comm=uffd_mover start=5000
 //! 10 mover move_pages enter addr=0x7f0000000000
 //! 12 mover move_pages_lookup exit entry=1:0x40 folio=B state=anon|swapbacked|swapcache swap=1:0x40 ref=3
 //! expect swap_entry_aba violation
@@ -56,6 +56,8 @@ pub struct Scenario {
 struct Task {
     tid: u32,
     pid: u32,
+    /// Low bits of the task's start time (0: not recorded, as in ABI v1).
+    start: u32,
     comm: [u8; 16],
 }
 
@@ -122,6 +124,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                 let mut t = Task {
                     tid: 0,
                     pid: 0,
+                    start: 0,
                     comm: [0; 16],
                 };
                 let mut comm = name.to_string();
@@ -132,6 +135,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                     match k {
                         "tid" => t.tid = num(v).map_err(&err)? as u32,
                         "pid" => t.pid = num(v).map_err(&err)? as u32,
+                        "start" => t.start = num(v).map_err(&err)? as u32,
                         "comm" => comm = v.to_string(),
                         _ => return Err(err(format!("unknown task attribute `{k}`"))),
                     }
@@ -308,6 +312,7 @@ impl Parser {
             tid: t.tid,
             cpu: t.tid % 2,
             comm: t.comm,
+            task_start: t.start,
             probe: probe as u16,
             kind: kind as u8,
             nr: 1,
@@ -345,6 +350,10 @@ impl Parser {
                 }
                 "pincount" => {
                     e.f_pincount = num(v)? as i32;
+                    e.valid |= V_FOLIO_STATE;
+                }
+                "pages" => {
+                    e.f_nr_pages = num(v)? as u32;
                     e.valid |= V_FOLIO_STATE;
                 }
                 "swap" => {

@@ -440,6 +440,9 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     let mut tally = Tally::default();
     // The same analyzer `detector replay` runs, fed in stream order.
     let mut analyzer = Analyzer::new(Config::default());
+    if let Some(p) = detector::plan::attached_probes(&plan) {
+        analyzer.set_attached(p);
+    }
     let mut findings: Vec<Finding> = Vec::new();
     for (index, item) in reader.by_ref() {
         analyzer.process(index, &item, &mut findings);

@@ -154,7 +154,11 @@ fn drive(
     rec: Option<Box<dyn Recorder>>,
     plain: bool,
 ) -> anyhow::Result<ExitCode> {
-    let analysis = Box::new(AnalyzerAnalysis::new(analyzer::Config::default()));
+    let mut analysis = AnalyzerAnalysis::new(analyzer::Config::default());
+    if let Some(p) = crate::plan::attached_probes(&source.info().plan) {
+        analysis.set_attached(p);
+    }
+    let analysis = Box::new(analysis);
     if plain {
         catch_sigint();
         let sum = crate::tui::plain::run_plain(

@@ -256,9 +256,13 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         per_probe: [0; detector_common::MAX_PROBES as usize],
         events: 0,
         items: 0,
-        analyzer: args
-            .analyze
-            .then(|| Analyzer::new(AnalyzerConfig::default())),
+        analyzer: args.analyze.then(|| {
+            let mut a = Analyzer::new(AnalyzerConfig::default());
+            if let Some(p) = crate::plan::attached_probes(&header.plan) {
+                a.set_attached(p);
+            }
+            a
+        }),
         findings: Vec::new(),
         printed: 0,
         latency: if args.latency {

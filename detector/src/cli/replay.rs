@@ -86,6 +86,9 @@ pub fn analyze_file_with_stats(
     let start = Instant::now();
     let mut reader = TraceReader::open(path)?;
     let mut analyzer = Analyzer::new(cfg);
+    if let Some(p) = crate::plan::attached_probes(&reader.header().plan) {
+        analyzer.set_attached(p);
+    }
     let mut findings = Vec::new();
     let (mut first, mut last) = (u64::MAX, 0u64);
     // Borrowed from the reader's decode slot: one copy per event, not two.

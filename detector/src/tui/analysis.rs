@@ -22,6 +22,11 @@ impl AnalyzerAnalysis {
         }
     }
 
+    /// See [`Analyzer::set_attached`].
+    pub fn set_attached(&mut self, probes: Vec<detector_common::ProbeId>) {
+        self.analyzer.set_attached(probes);
+    }
+
     fn drain(&mut self, meta: &EventMeta, out: &mut Vec<FindingRow>) {
         for f in self.scratch.drain(..) {
             out.push(finding_row(&f, meta));

@@ -51,6 +51,7 @@ pub fn plan() -> Vec<PlanEntry> {
         plan_entry(ProbeId::SwapEntryFree, "swap_entry_range_free", Fentry, ""),
         plan_entry(ProbeId::MovePages, "move_pages", Fentry, ""),
         plan_entry(ProbeId::MovePagesLookup, "__filemap_get_folio", Fentry, ""),
+        plan_entry(ProbeId::MovePresent, "ptep_clear_flush", Fentry, ""),
         plan_entry(
             ProbeId::FolioMoveAnonRmap,
             "folio_move_anon_rmap",
