@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use detector::analyzer::Config;
 use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
+use detector::groups::GroupInput;
 use detector::plan::AttachMode;
 use detector::tui::analysis::AnalyzerAnalysis;
 use detector::tui::app::{UiState, View};
@@ -262,7 +263,9 @@ fn findings_list_and_evidence_drill_down() {
     );
 
     f.key(KeyCode::Esc);
-    assert!(f.screen().contains("findings: 1, newest first"));
+    assert!(f
+        .screen()
+        .contains("findings: 1 in 1 group(s), newest first"));
 }
 
 #[test]
@@ -358,17 +361,34 @@ fn help_pause_and_view_switching() {
     // the model but not on screen until the display resumes.
     {
         let mut m = lock(&f.model);
-        let mut extra = m.findings[0].clone();
+        let g = m.findings.groups()[0].clone();
+        let mut extra = g.examples[0].clone();
         extra.seq = 2;
-        m.add_finding(extra);
+        m.add_finding(
+            GroupInput {
+                rule: g.rule,
+                severity: g.severity,
+                tid: g.tid,
+                comm: &g.comm,
+                cause: &g.cause,
+                id: 2,
+                ts_ns: g.span.last_ns,
+            },
+            || extra,
+        );
         m.state = SourceState::Running;
     }
     f.key(KeyCode::Char('2'));
     let s = f.screen();
-    assert!(s.contains("findings: 1,"), "{s}");
+    assert!(s.contains("findings: 1 in 1 group(s),"), "{s}");
     f.key(KeyCode::Char('p'));
     let s = f.screen();
-    assert!(s.contains("findings: 2,") && !s.contains("PAUSED"), "{s}");
+    assert!(
+        s.contains("findings: 2 in 1 group(s),") && !s.contains("PAUSED"),
+        "{s}"
+    );
+    // The second finding of the same kind joined the first one's group.
+    assert!(f.line_with("swap_entry_aba").contains("×2"), "{s}");
 }
 
 #[test]

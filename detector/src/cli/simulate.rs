@@ -52,6 +52,9 @@ pub fn write_trace(sc: &Scenario, origin_path: &Path, out: &Path) -> anyhow::Res
     let mut header = TraceHeader::new(format!("simulate:{}", origin_path.display()));
     header.start_monotonic_ns = scenario::BASE_NS;
     header.kernel_release = "simulated".to_string();
+    // The scenario's `config` lines: replay analyzes with them, so it
+    // gives the findings the scenario declares.
+    header.analyzer_config = Some(sc.config.clone());
     let mut w = TraceWriter::create(out, &header)
         .with_context(|| format!("cannot create trace {}", out.display()))?;
     for item in &sc.items {
