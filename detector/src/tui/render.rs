@@ -632,15 +632,15 @@ fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, g
             1,
             Line::styled(
                 format!(
-                    " group: {} findings by {}/{}{cause}, #{}..#{}, at {} .. {} (stream time); \
-                     example {} of {} (n/N: next/previous)",
+                    " group: {} findings by {}/{}{cause}, #{}..#{}, the first at {} (stream \
+                     time), the last {} later; example {} of {} (n/N: next/previous)",
                     g.span.count,
                     g.comm,
                     g.tid,
                     g.span.first_id,
                     g.span.last_id,
                     fmt_ns(g.span.first_ns.saturating_sub(first)),
-                    fmt_ns(g.span.last_ns.saturating_sub(first)),
+                    fmt_ns(g.span.last_ns.saturating_sub(g.span.first_ns)),
                     ui.example.min(g.examples.len() - 1) + 1,
                     g.examples.len()
                 ),
