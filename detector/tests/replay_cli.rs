@@ -166,7 +166,10 @@ fn live_plain_prints_the_first_findings_of_a_group_then_counts() {
             l.contains(&format!(" #{} violation swapin_without_cache_pin [", i + 1)),
             "{l}"
         );
-        assert!(l.contains(" task=stress/700 "), "{l}");
+        assert!(
+            l.contains(" task=stress/700 cause=not_held tid 700 read"),
+            "{l}"
+        );
     }
     assert!(
         lines[3].contains(

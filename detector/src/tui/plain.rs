@@ -30,20 +30,27 @@ pub struct PlainSummary {
     pub record_error: Option<String>,
 }
 
-/// One finding as a line: stream time, severity, rule, objects, task and
-/// the explanation, tab-free so `cut -d' '` and grep work.
+/// One finding as a line: stream time, severity, rule, objects, task, the
+/// cause when the rule gives one, and the explanation, tab-free so
+/// `cut -d' '` and grep work.
 pub fn finding_line(f: &FindingRow, first_ts: u64) -> String {
     let task = f
         .task()
         .map_or_else(String::new, |e| format!(" task={}/{}", e.comm, e.tid));
+    let cause = if f.cause.is_empty() {
+        String::new()
+    } else {
+        format!(" cause={}", f.cause)
+    };
     format!(
-        "{:.6} #{} {} {} [{}]{} {}",
+        "{:.6} #{} {} {} [{}]{}{} {}",
         f.ts_ns.saturating_sub(first_ts) as f64 / 1e9,
         f.seq,
         f.severity.as_str(),
         f.rule,
         f.objects,
         task,
+        cause,
         f.explanation
     )
 }
