@@ -11,6 +11,7 @@ pub mod btf;
 pub mod capture;
 pub mod cli;
 pub mod event;
+pub mod groups;
 pub mod loader;
 pub mod output;
 pub mod plan;

@@ -18,7 +18,7 @@ use detector_common::{
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
 
-use crate::event::{EventExt, StreamItem};
+use crate::event::{EventExt, RetFmt, StreamItem};
 use crate::trace::TraceHeader;
 
 /// `FS_*` bits and the names used for them in text and JSON.
@@ -36,39 +36,7 @@ pub const FOLIO_STATE_NAMES: &[(u32, &str)] = &[
     (FS_UPTODATE, "uptodate"),
 ];
 
-/// Errno names for the values memory-management paths return.
-const ERRNO_NAMES: &[(i64, &str)] = &[
-    (1, "EPERM"),
-    (2, "ENOENT"),
-    (4, "EINTR"),
-    (5, "EIO"),
-    (11, "EAGAIN"),
-    (12, "ENOMEM"),
-    (14, "EFAULT"),
-    (16, "EBUSY"),
-    (17, "EEXIST"),
-    (22, "EINVAL"),
-    (28, "ENOSPC"),
-    (34, "ERANGE"),
-    (38, "ENOSYS"),
-    (95, "EOPNOTSUPP"),
-    (512, "ERESTARTSYS"),
-    (516, "EIOCBQUEUED"),
-];
-
-/// Name of a negative errno return (`-17` -> `EEXIST`).
-pub fn errno_name(ret: i64) -> Option<&'static str> {
-    ERRNO_NAMES
-        .iter()
-        .find(|(n, _)| -n == ret)
-        .map(|(_, name)| *name)
-}
-
-/// Values in `-4095..=-1` are errnos (`IS_ERR_VALUE`).
-fn is_errno(ret: i64) -> bool {
-    (-4095..=-1).contains(&ret)
-}
-
+pub use crate::event::errno_name;
 /// `type:offset` exactly as [`crate::event::fmt_entry`] prints it, without
 /// allocating.
 pub struct Entry(pub u64);
@@ -76,19 +44,6 @@ pub struct Entry(pub u64);
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{:#x}", swp_type(self.0), swp_offset(self.0))
-    }
-}
-
-/// A return value: errno by name, pointers in hex, small numbers as is.
-struct Ret(i64);
-
-impl fmt::Display for Ret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match errno_name(self.0) {
-            Some(name) => write!(f, "-{name}"),
-            None if is_errno(self.0) || self.0.unsigned_abs() < 1 << 32 => write!(f, "{}", self.0),
-            None => write!(f, "{:#x}", self.0 as u64),
-        }
     }
 }
 
@@ -230,7 +185,14 @@ pub fn write_text<W: Write + ?Sized>(
                 w.write_all(b" pin")?;
             }
             if e.valid & V_RET != 0 {
-                write!(w, " ret={}", Ret(e.ret))?;
+                write!(
+                    w,
+                    " ret={}",
+                    RetFmt {
+                        probe: e.probe_id(),
+                        ret: e.ret
+                    }
+                )?;
             }
             if e.valid & V_FOLIO_STATE != 0 {
                 write!(
@@ -264,6 +226,15 @@ struct Hex(u64);
 impl Serialize for Hex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+/// Any `Display` value as a JSON string, without an intermediate `String`.
+struct DisplayStr<T>(T);
+
+impl<T: fmt::Display> Serialize for DisplayStr<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
@@ -342,7 +313,7 @@ impl Serialize for JsonItem<'_> {
             StreamItem::Event(e) => e,
         };
         let opt = |bit: u8, v: u64| (e.valid & bit != 0).then_some(Hex(v));
-        let mut m = s.serialize_map(Some(24))?;
+        let mut m = s.serialize_map(Some(25))?;
         m.serialize_entry("index", &self.index)?;
         m.serialize_entry("type", "event")?;
         m.serialize_entry("ts_ns", &e.ts_ns)?;
@@ -371,6 +342,17 @@ impl Serialize for JsonItem<'_> {
         m.serialize_entry(
             "folio_state",
             &(e.valid & V_FOLIO_STATE != 0).then_some(FolioState(e)),
+        )?;
+        // Last, so readers that take the keys in order see the old ones
+        // where they were.
+        m.serialize_entry(
+            "ret_text",
+            &(e.valid & V_RET != 0).then(|| {
+                DisplayStr(RetFmt {
+                    probe: e.probe_id(),
+                    ret: e.ret,
+                })
+            }),
         )?;
         m.end()
     }
@@ -546,14 +528,30 @@ mod tests {
     }
 
     #[test]
-    fn returns_print_as_errno_pointer_or_number() {
-        assert_eq!(Ret(-17).to_string(), "-EEXIST");
-        assert_eq!(Ret(-4000).to_string(), "-4000");
-        assert_eq!(Ret(0).to_string(), "0");
-        assert_eq!(
-            Ret(0xffff_ea00_0000_0040u64 as i64).to_string(),
-            "0xffffea0000000040"
-        );
+    fn pointer_returns_print_as_folio_null_or_err() {
+        let line = |ret: i64| {
+            let mut e = sample();
+            e.probe = ProbeId::SwapCacheLookup as u16;
+            e.ret = ret;
+            let mut out = Vec::new();
+            write_text(&mut out, 0, 1, &StreamItem::Event(e)).unwrap();
+            let mut j = Vec::new();
+            write_jsonl(&mut j, 1, &StreamItem::Event(e)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+            (String::from_utf8(out).unwrap(), v)
+        };
+        let (text, v) = line(0xffff_ea00_04d3_c0c0u64 as i64);
+        assert!(text.contains(" ret=0xffffea0004d3c0c0 "), "{text}");
+        assert_eq!(v["ret_text"], "0xffffea0004d3c0c0");
+        // The number stays for machines.
+        assert_eq!(v["ret"], 0xffff_ea00_04d3_c0c0u64 as i64);
+        let (text, v) = line(0);
+        assert!(text.contains(" ret=NULL "), "{text}");
+        assert_eq!(v["ret_text"], "NULL");
+        let (text, v) = line(-2);
+        assert!(text.contains(" ret=ERR(-ENOENT) "), "{text}");
+        assert_eq!(v["ret_text"], "ERR(-ENOENT)");
+        assert_eq!(v["errno"], "ENOENT");
     }
 
     #[test]
@@ -570,6 +568,7 @@ mod tests {
         assert_eq!(v["entry"], "1:0x1f3");
         assert_eq!(v["ret"], -17);
         assert_eq!(v["errno"], "EEXIST");
+        assert_eq!(v["ret_text"], "-EEXIST");
         assert_eq!(v["pte"], serde_json::Value::Null);
         assert_eq!(v["comm"], "stress");
         let fs = &v["folio_state"];

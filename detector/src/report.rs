@@ -4,7 +4,9 @@ use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::{Analyzer, Finding, Severity, WindowSummary};
+use crate::analyzer::{Analyzer, Config, Finding, Severity, WindowSummary};
+use crate::cli::analysis::{cause_suffix, describe_config, secs};
+use crate::groups::{Group, Groups, Overflow, SeverityCounts};
 use crate::trace::{EndState, TraceHeader};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,9 +16,16 @@ pub struct ProbeCount {
     pub lost: u64,
 }
 
+/// Version of the JSON document `detector replay --format json` prints.
+/// 1 (no `report_version` key) listed every finding under `findings`; 2
+/// lists groups, and every finding only with `--all`.
+pub const REPORT_VERSION: u32 = 2;
+
 /// Everything `detector replay` says about a trace, in one document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    #[serde(default = "v1")]
+    pub report_version: u32,
     pub source: String,
     pub kernel_release: String,
     pub origin: String,
@@ -31,11 +40,41 @@ pub struct Report {
     /// How the file ended (`complete`, or where reading stopped and why).
     pub end: String,
     pub complete: bool,
-    pub findings: Vec<Finding>,
+    /// The analyzer configuration used, and where it came from.
+    #[serde(default)]
+    pub config: Config,
+    #[serde(default)]
+    pub config_source: String,
+    /// Every finding, counted by severity.
+    #[serde(default)]
+    pub by_severity: SeverityCounts,
+    /// One group per (rule, severity, task, cause), in the order their
+    /// first finding arrived, with complete examples.
+    #[serde(default)]
+    pub groups: Vec<Group<Finding>>,
+    /// Findings of kinds first seen after the group limit was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_overflow: Option<Overflow<Finding>>,
+    /// Every finding, in order: only with `--all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<Vec<Finding>>,
     pub windows: Vec<WindowSummary>,
     pub tracked_objects: u64,
     pub evictions: u64,
     pub state_bytes: u64,
+}
+
+fn v1() -> u32 {
+    1
+}
+
+/// What an analysis found, for [`Report::build`].
+pub struct Analysis {
+    pub config: Config,
+    pub config_source: String,
+    pub groups: Groups<Finding>,
+    /// Every finding, when they were kept.
+    pub all: Option<Vec<Finding>>,
 }
 
 impl Report {
@@ -45,7 +84,7 @@ impl Report {
         end: Option<&EndState>,
         span: (u64, u64),
         analyzer: &Analyzer,
-        findings: Vec<Finding>,
+        analysis: Analysis,
     ) -> Report {
         let st = analyzer.stats();
         let plan = header
@@ -60,7 +99,9 @@ impl Report {
                 )
             })
             .collect();
+        let (groups, groups_overflow, by_severity) = analysis.groups.into_parts();
         Report {
+            report_version: REPORT_VERSION,
             source: source.to_string(),
             kernel_release: header.kernel_release.clone(),
             origin: header.origin.clone(),
@@ -82,7 +123,12 @@ impl Report {
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             complete: end.is_some_and(EndState::is_complete),
-            findings,
+            config: analysis.config,
+            config_source: analysis.config_source,
+            by_severity,
+            groups,
+            groups_overflow,
+            findings: analysis.all,
             windows: analyzer.windows().summaries().collect(),
             tracked_objects: analyzer.tracked_objects() as u64,
             evictions: analyzer.evictions(),
@@ -90,11 +136,9 @@ impl Report {
         }
     }
 
-    pub fn count(&self, at_least: Severity) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity >= at_least)
-            .count()
+    /// Findings at or above a severity.
+    pub fn count(&self, at_least: Severity) -> u64 {
+        self.by_severity.at_least(at_least)
     }
 
     /// The human-readable report.
@@ -118,34 +162,86 @@ impl Report {
         if !self.plan.is_empty() {
             writeln!(w, "plan       {} probe(s)", self.plan.len())?;
         }
+        writeln!(
+            w,
+            "config     {}: {}",
+            self.config_source,
+            describe_config(&self.config)
+        )?;
         writeln!(w)?;
         writeln!(w, "{:<24} {:>12} {:>10}", "probe", "events", "lost")?;
         for p in &self.probes {
             writeln!(w, "{:<24} {:>12} {:>10}", p.probe, p.events, p.lost)?;
         }
         writeln!(w)?;
-        let v = self
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Violation)
-            .count();
-        let n = self
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::NearMiss)
-            .count();
-        let i = self
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Info)
-            .count();
-        writeln!(
+        let t = &self.by_severity;
+        let overflow = self.groups_overflow.as_ref().map_or(0, |o| o.span.count);
+        write!(
             w,
-            "findings   {v} violation(s), {n} near miss(es), {i} info"
+            "findings   {} violation(s), {} near miss(es), {} info",
+            t.violation, t.near_miss, t.info
         )?;
-        for f in &self.findings {
-            render_finding(w, f)?;
+        if t.total() > 0 {
+            write!(w, " in {} group(s)", self.groups.len())?;
+            if overflow > 0 {
+                write!(w, " and {overflow} beyond the group limit")?;
+            }
         }
+        writeln!(w)?;
+        // Violations first: they are what a reader acts on.
+        let mut order: Vec<&Group<Finding>> = self.groups.iter().collect();
+        order.sort_by_key(|g| (std::cmp::Reverse(g.severity), g.span.first_id));
+        if let Some(all) = &self.findings {
+            for g in order {
+                writeln!(w, "  {}", group_line(g, self.first_event_ns))?;
+            }
+            if let Some(o) = &self.groups_overflow {
+                writeln!(
+                    w,
+                    "  {} x findings of kinds beyond the group limit: #{}..#{}",
+                    o.span.count, o.span.first_id, o.span.last_id
+                )?;
+            }
+            for f in all {
+                render_finding(w, f)?;
+            }
+            return self.render_tail(w);
+        }
+        let mut hidden = false;
+        for g in order {
+            hidden |= render_group(w, g, self.first_event_ns)?;
+        }
+        if let Some(o) = &self.groups_overflow {
+            writeln!(w)?;
+            writeln!(
+                w,
+                "== {} finding(s) of kinds beyond the group limit: {} violation(s), {} near miss(es), \
+                 {} info; #{}..#{}",
+                o.span.count,
+                o.by_severity.violation,
+                o.by_severity.near_miss,
+                o.by_severity.info,
+                o.span.first_id,
+                o.span.last_id
+            )?;
+            for f in &o.examples {
+                render_finding(w, f)?;
+            }
+            hidden |= o.span.count > o.examples.len() as u64;
+        }
+        if hidden && self.findings.is_none() {
+            writeln!(
+                w,
+                "\n(only the first {} findings of each group are shown; `--all` lists every \
+                 finding)",
+                crate::groups::MAX_EXAMPLES
+            )?;
+        }
+        self.render_tail(w)
+    }
+
+    /// Window histograms and the analyzer's state, after the findings.
+    fn render_tail(&self, w: &mut dyn Write) -> io::Result<()> {
         writeln!(w)?;
         writeln!(
             w,
@@ -172,6 +268,38 @@ impl Report {
         )?;
         Ok(())
     }
+}
+
+/// A group: its header line when it holds more than one finding, then its
+/// examples in full. Returns whether findings were left out.
+pub fn render_group(w: &mut dyn Write, g: &Group<Finding>, base_ns: u64) -> io::Result<bool> {
+    let shown = g.examples.len() as u64;
+    if g.span.count > 1 {
+        writeln!(w)?;
+        writeln!(w, "== {}; {} shown", group_line(g, base_ns), shown)?;
+    }
+    for f in &g.examples {
+        render_finding(w, f)?;
+    }
+    Ok(g.span.count > shown)
+}
+
+/// `COUNT x [SEVERITY] RULE task COMM/TID cause C: findings #A..#B, from
+/// T1 to T2` (times in seconds since `base_ns`).
+pub fn group_line<T>(g: &Group<T>, base_ns: u64) -> String {
+    format!(
+        "{} x [{}] {} task {}/{}{}: findings #{}..#{}, from {} to {}",
+        g.span.count,
+        g.severity,
+        g.rule,
+        g.comm,
+        g.tid,
+        cause_suffix(&g.cause),
+        g.span.first_id,
+        g.span.last_id,
+        secs(g.span.first_ns, base_ns),
+        secs(g.span.last_ns, base_ns),
+    )
 }
 
 pub fn render_finding(w: &mut dyn Write, f: &Finding) -> io::Result<()> {
@@ -208,7 +336,7 @@ pub fn render_finding(w: &mut dyn Write, f: &Finding) -> io::Result<()> {
         if let Some(x) = &s.folio_swap {
             st.push_str(&format!(" swap={x}"));
         }
-        if let Some(x) = s.ret {
+        if let Some(x) = e.ret_display() {
             st.push_str(&format!(" ret={x}"));
         }
         writeln!(

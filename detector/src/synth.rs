@@ -28,7 +28,15 @@
 //! allocated): an `objects` above `--max-tracked` drives eviction, down to
 //! the allocated entries it cannot drop for free.
 //!
-//! The stream is race-free by construction, so the analyzer must report no
+//! [`Synth::storm`] is the same workload on a kernel whose synchronous
+//! swap-in skips `swapcache_prepare()`: after the first swap-in (which takes
+//! the pin, so the probe is known to work), swap-ins read without
+//! SWAP_HAS_CACHE and without `swapcache_clear`, all on one worker thread.
+//! Each one is a `swapin_without_cache_pin` violation with the same task
+//! and cause: a finding storm, one finding per 9 events, to measure what a
+//! storm costs the pipeline.
+//!
+//! The plain stream is race-free by construction, so the analyzer must report no
 //! violation (in fact no finding at all), whatever `objects` and wherever
 //! the stream is cut: an entry is freed `objects / 2` rounds after its
 //! allocation and allocated again only `objects + 1` rounds after it (entry
@@ -83,6 +91,8 @@ pub struct Synth {
     buf: [Event; ROUND_MAX],
     len: usize,
     pos: usize,
+    /// Swap-ins skip the pin ([`Synth::storm`]).
+    storm: bool,
 }
 
 impl Synth {
@@ -97,6 +107,17 @@ impl Synth {
             buf: [Event::default(); ROUND_MAX],
             len: 0,
             pos: 0,
+            storm: false,
+        }
+    }
+
+    /// The same stream on a kernel that skips the swap-in pin: one
+    /// `swapin_without_cache_pin` violation per swap-in but the first (see
+    /// the module documentation).
+    pub fn storm(objects: u64) -> Self {
+        Synth {
+            storm: true,
+            ..Synth::new(objects)
         }
     }
 
@@ -191,14 +212,23 @@ impl Synth {
         let slot = then % self.objects;
         let folio = Self::folio(slot);
         let ent = self.entry(then);
-        let tid = Self::worker(slot);
-        let e = self.push(ProbeId::SwapcachePrepare, EventKind::Exit, tid, ent);
-        set_ret(e, 0);
+        let pinned = !self.storm || then == 0;
+        let tid = if self.storm {
+            WORKER_TID
+        } else {
+            Self::worker(slot)
+        };
+        if pinned {
+            let e = self.push(ProbeId::SwapcachePrepare, EventKind::Exit, tid, ent);
+            set_ret(e, 0);
+        }
         // A fresh folio, locked and charged, not in the swap cache: the sync
         // path reads straight into it with folio->swap set to the entry.
         let e = self.push(ProbeId::SwapRead, EventKind::Enter, tid, ent);
         set_folio(e, folio, anon | FS_LOCKED, 1, 0, ent);
-        self.push(ProbeId::SwapcacheClear, EventKind::Enter, tid, ent);
+        if pinned {
+            self.push(ProbeId::SwapcacheClear, EventKind::Enter, tid, ent);
+        }
         self.push(ProbeId::SwapEntryFree, EventKind::Enter, tid, ent);
         // do_swap_page maps it exclusive (the sync path is for entries with
         // a single user), so the pin needs no unshare.
@@ -284,6 +314,28 @@ mod tests {
                 assert_eq!(a.stats().events, n as u64);
             }
         }
+    }
+
+    #[test]
+    fn storm_is_one_violation_per_unpinned_swap_in_of_one_kind() {
+        use crate::analyzer::{RuleId, Severity};
+        let objects = 100;
+        let n = 20_000;
+        let mut a = Analyzer::new(Config::default());
+        let mut out = Vec::new();
+        let mut reads = 0;
+        for (i, e) in Synth::storm(objects).take(n).enumerate() {
+            reads += u64::from(e.probe == ProbeId::SwapRead as u16);
+            a.process(i as u64, &StreamItem::Event(e), &mut out);
+        }
+        a.finish(&mut out);
+        // Every swap-in but the first, pinned one.
+        assert_eq!(out.len() as u64, reads - 1);
+        assert!(out.len() > 2000);
+        assert!(out.iter().all(|f| f.rule == RuleId::SwapinWithoutCachePin
+            && f.severity == Severity::Violation
+            && f.cause == "not_held"
+            && f.evidence.last().map(|e| e.tid) == Some(WORKER_TID)));
     }
 
     #[test]

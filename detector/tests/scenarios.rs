@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use detector::analyzer::{Analyzer, ConfidenceLevel, RuleId, Severity};
-use detector::cli::replay::analyze_file;
+use detector::analyzer::{Analyzer, ConfidenceLevel, Config, RuleId, Severity};
+use detector::cli::analysis::AnalyzerArgs;
+use detector::cli::replay::{analyze_file, analyze_file_with_stats, ConfigChoice};
 use detector::cli::simulate::{load, write_trace};
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -48,18 +49,16 @@ fn every_scenario_produces_exactly_its_findings_through_a_trace_file() {
         assert!(report.complete, "{}: {}", sc.name, report.end);
         assert!(report.origin.starts_with("simulate:"));
         assert_eq!(report.items, sc.items.len() as u64, "{}", sc.name);
-        let mut got: Vec<(RuleId, Severity)> = report
-            .findings
-            .iter()
-            .map(|f| (f.rule, f.severity))
-            .collect();
+        let findings = report.findings.clone().unwrap_or_default();
+        let mut got: Vec<(RuleId, Severity)> =
+            findings.iter().map(|f| (f.rule, f.severity)).collect();
         let mut want = sc.expect.clone();
         got.sort();
         want.sort();
         if got != want {
             failures.push(format!("{}: expected {:?}, got {:?}", sc.name, want, got));
         }
-        for finding in &report.findings {
+        for finding in &findings {
             assert!(
                 !finding.evidence.is_empty(),
                 "{}: finding without evidence",
@@ -75,6 +74,52 @@ fn every_scenario_produces_exactly_its_findings_through_a_trace_file() {
             );
         }
     }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// What `detector replay FILE` does with no flag: the configuration comes
+/// from the trace header, so a scenario's `config` lines hold on replay.
+#[test]
+fn every_scenario_replays_to_its_findings_with_the_config_its_trace_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut non_default = 0;
+    for f in scenario_files() {
+        let sc = load(&f).unwrap();
+        let out = dir.path().join(format!("{}.trace", sc.name));
+        write_trace(&sc, &f, &out).unwrap();
+        let (report, _) =
+            analyze_file_with_stats(&out, ConfigChoice::FromTrace(AnalyzerArgs::default()), true)
+                .unwrap();
+        assert_eq!(report.config, sc.config, "{}", sc.name);
+        assert_eq!(report.config_source, "from the trace header", "{}", sc.name);
+        let mut got: Vec<(RuleId, Severity)> = report
+            .findings
+            .unwrap_or_default()
+            .iter()
+            .map(|f| (f.rule, f.severity))
+            .collect();
+        let mut want = sc.expect.clone();
+        got.sort();
+        want.sort();
+        if got != want {
+            failures.push(format!("{}: expected {:?}, got {:?}", sc.name, want, got));
+        }
+        if sc.config != Config::default() {
+            non_default += 1;
+            // Without the header's config the same file would disagree:
+            // what made replay and `cargo test` differ before.
+            let defaults = analyze_file(&out, Config::default()).unwrap();
+            let n = defaults.findings.unwrap_or_default().len();
+            assert_ne!(
+                n,
+                sc.expect.len(),
+                "{}: the config changes nothing",
+                sc.name
+            );
+        }
+    }
+    assert!(non_default > 0, "no scenario has a config line");
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 

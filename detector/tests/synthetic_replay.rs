@@ -5,7 +5,8 @@
 use std::process::Command;
 
 use detector::analyzer::{Config, Severity};
-use detector::cli::replay::analyze_file_with_stats;
+use detector::cli::analysis::AnalyzerArgs;
+use detector::cli::replay::{analyze_file_with_stats, ConfigChoice};
 use detector::cli::simulate::write_synthetic;
 
 const EVENTS: u64 = 200_000;
@@ -25,17 +26,13 @@ fn bounded_replay_of_a_synthetic_trace() {
         max_tracked: LIMIT,
         ..Config::default()
     };
-    let (report, stats) = analyze_file_with_stats(&path, cfg).unwrap();
+    let (report, stats) = analyze_file_with_stats(&path, ConfigChoice::Given(cfg), false).unwrap();
     assert!(report.complete, "{}", report.end);
     assert_eq!(report.origin, "synthetic");
-    assert_eq!(
-        report.count(Severity::Violation),
-        0,
-        "{:#?}",
-        report.findings
-    );
+    assert_eq!(report.count(Severity::Violation), 0, "{:#?}", report.groups);
     // Race-free by construction: not even a near miss or an info.
-    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    assert!(report.groups.is_empty(), "{:#?}", report.groups);
+    assert_eq!(report.by_severity.total(), 0);
     assert_eq!(stats.events, EVENTS);
     assert_eq!(report.events, EVENTS);
     let tracked = stats.tracked.unwrap();
@@ -46,8 +43,14 @@ fn bounded_replay_of_a_synthetic_trace() {
     assert!(tracked.peak > LIMIT / 2, "peak {}", tracked.peak);
 
     // Unbounded, the same file needs far more than LIMIT objects.
-    let (report, stats) = analyze_file_with_stats(&path, Config::default()).unwrap();
-    assert!(report.findings.is_empty());
+    let (report, stats) = analyze_file_with_stats(
+        &path,
+        ConfigChoice::FromTrace(AnalyzerArgs::default()),
+        false,
+    )
+    .unwrap();
+    assert!(report.groups.is_empty());
+    assert_eq!(report.config, Config::default());
     assert_eq!(report.evictions, 0);
     assert!(stats.tracked.unwrap().peak as u64 >= 2 * OBJECTS);
 }

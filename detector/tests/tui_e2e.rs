@@ -149,7 +149,7 @@ fn replay_in_tmux_switch_views_drill_filter_quit() {
 
     // Findings list, then the evidence chain.
     t.keys(&["2"]);
-    let s = t.wait_for("findings: 1, newest first");
+    let s = t.wait_for("findings: 1 in 1 group(s), newest first");
     assert!(
         s.contains("swap_entry_aba") && s.contains("uffd-mover/4242"),
         "{s}"
@@ -160,7 +160,7 @@ fn replay_in_tmux_switch_views_drill_filter_quit() {
     assert!(s.contains("PTE recheck passed on a reused entry"), "{s}");
     assert!(s.contains("kswapd0/77"), "{s}");
     t.keys(&["Escape"]);
-    t.wait_for("findings: 1, newest first");
+    t.wait_for("findings: 1 in 1 group(s), newest first");
 
     // A filter that matches nothing, then one that matches.
     t.keys(&["/"]);
@@ -170,16 +170,16 @@ fn replay_in_tmux_switch_views_drill_filter_quit() {
     // Each Escape is followed by a wait for its effect: an Escape and the
     // next key in one read would be taken for an Alt chord.
     t.keys(&["Escape"]);
-    t.wait_for("findings: 1, newest first");
+    t.wait_for("findings: 1 in 1 group(s), newest first");
     t.keys(&["/"]);
     t.text("comm:uffd");
     t.keys(&["Enter"]);
-    let s = t.wait_for("findings matching `comm:uffd`: 1 of 1");
+    let s = t.wait_for("groups matching `comm:uffd`: 1 of 1");
     assert!(s.contains("swap_entry_aba"), "{s}");
 
     // Objects: look up the reused entry.
     t.keys(&["Escape"]);
-    t.wait_for("findings: 1, newest first");
+    t.wait_for("findings: 1 in 1 group(s), newest first");
     t.keys(&["3"]);
     t.wait_for("recent objects");
     t.keys(&["/"]);

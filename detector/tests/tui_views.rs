@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use detector::analyzer::Config;
 use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
+use detector::groups::GroupInput;
 use detector::plan::AttachMode;
 use detector::tui::analysis::AnalyzerAnalysis;
 use detector::tui::app::{UiState, View};
@@ -30,9 +31,14 @@ struct Fixture {
 }
 
 fn fixture(w: u16, h: u16) -> Fixture {
+    fixture_with(w, h, tui_support::stream(3000))
+}
+
+fn fixture_with(w: u16, h: u16, items: Vec<detector::event::StreamItem>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.dtr");
-    tui_support::write_trace(&path, &tui_support::stream(3000));
+    let n = items.len() as u64;
+    tui_support::write_trace(&path, &items);
     let source = ReplaySource::open(&path, Speed::Max).unwrap();
     let model = Arc::new(Mutex::new(Model::new(source.info())));
     let report = Worker {
@@ -43,7 +49,7 @@ fn fixture(w: u16, h: u16) -> Fixture {
         stop: Arc::new(AtomicBool::new(false)),
     }
     .run();
-    assert_eq!(report.items, 3000 + 6 + 1);
+    assert_eq!(report.items, n);
     Fixture {
         model,
         ui: UiState::default(),
@@ -265,7 +271,70 @@ fn findings_list_and_evidence_drill_down() {
     );
 
     f.key(KeyCode::Esc);
-    assert!(f.screen().contains("findings: 1, newest first"));
+    assert!(f
+        .screen()
+        .contains("findings: 1 in 1 group(s), newest first"));
+}
+
+#[test]
+fn a_storm_is_one_group_whose_examples_drill_down() {
+    let mut items = tui_support::stream(3000);
+    let end = items.last().map_or(0, |i| i.ts_ns());
+    tui_support::storm(&mut items, end + 1_000, 500);
+    let mut f = fixture_with(150, 36, items);
+    {
+        let m = lock(&f.model);
+        // 500 findings, 3 rows kept.
+        let g = m.findings.groups().last().unwrap();
+        assert_eq!(g.span.count, 500);
+        assert_eq!(g.examples.len(), 3);
+        assert_eq!(m.findings_total, 501);
+    }
+    f.key(KeyCode::Char('2'));
+    let s = f.screen();
+    assert!(
+        s.contains("findings: 501 in 2 group(s), newest first"),
+        "{s}"
+    );
+    let row = f.line_with("swapin_without_cache_pin");
+    assert!(row.contains("×500"), "{row}");
+    assert!(row.contains("#2 "), "{row}");
+    assert!(row.contains("stress/700"), "{row}");
+    // The ABA stays its own group of one.
+    assert!(!f.line_with("swap_entry_aba").contains('×'));
+
+    // The newest group is selected: drill into its first example.
+    f.key(KeyCode::Enter);
+    let s = f.screen();
+    assert!(s.contains("finding #2 "), "{s}");
+    assert!(
+        s.contains("group: 500 findings by stress/700, cause not_held, #2..#501"),
+        "{s}"
+    );
+    assert!(s.contains("example 1 of 3"), "{s}");
+    assert!(s.contains("swap_read enter"), "{s}");
+    f.key(KeyCode::Char('n'));
+    let s = f.screen();
+    assert!(
+        s.contains("finding #3 ") && s.contains("example 2 of 3"),
+        "{s}"
+    );
+    f.key(KeyCode::Char('N'));
+    f.key(KeyCode::Char('N'));
+    let s = f.screen();
+    assert!(
+        s.contains("finding #4 ") && s.contains("example 3 of 3"),
+        "{s}"
+    );
+    f.key(KeyCode::Esc);
+    assert!(f.screen().contains("newest first"));
+
+    // Filters see the group through its task and its examples.
+    f.key(KeyCode::Char('/'));
+    f.type_text("pid:700");
+    f.key(KeyCode::Enter);
+    let s = f.screen();
+    assert!(s.contains("groups matching `pid:700`: 1 of 2"), "{s}");
 }
 
 #[test]
@@ -361,17 +430,34 @@ fn help_pause_and_view_switching() {
     // the model but not on screen until the display resumes.
     {
         let mut m = lock(&f.model);
-        let mut extra = m.findings[0].clone();
+        let g = m.findings.groups()[0].clone();
+        let mut extra = g.examples[0].clone();
         extra.seq = 2;
-        m.add_finding(extra);
+        m.add_finding(
+            GroupInput {
+                rule: g.rule,
+                severity: g.severity,
+                tid: g.tid,
+                comm: &g.comm,
+                cause: &g.cause,
+                id: 2,
+                ts_ns: g.span.last_ns,
+            },
+            || extra,
+        );
         m.state = SourceState::Running;
     }
     f.key(KeyCode::Char('2'));
     let s = f.screen();
-    assert!(s.contains("findings: 1,"), "{s}");
+    assert!(s.contains("findings: 1 in 1 group(s),"), "{s}");
     f.key(KeyCode::Char('p'));
     let s = f.screen();
-    assert!(s.contains("findings: 2,") && !s.contains("PAUSED"), "{s}");
+    assert!(
+        s.contains("findings: 2 in 1 group(s),") && !s.contains("PAUSED"),
+        "{s}"
+    );
+    // The second finding of the same kind joined the first one's group.
+    assert!(f.line_with("swap_entry_aba").contains("×2"), "{s}");
 }
 
 #[test]

@@ -703,7 +703,7 @@ fn format_finding(f: &Finding) -> String {
         if let Some(x) = &st.flags {
             let _ = write!(s, " flags={x}");
         }
-        if let Some(x) = st.ret {
+        if let Some(x) = e.ret_display() {
             let _ = write!(s, " ret={x}");
         }
     }

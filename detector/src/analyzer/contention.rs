@@ -113,14 +113,17 @@ impl Analyzer {
             e,
             "synchronous swap-in reads the entry into a folio outside the swap cache",
         );
-        let who = if s.holder != 0 {
-            format!("tid {} holds it", s.holder)
+        let (who, cause) = if s.holder != 0 {
+            (format!("tid {} holds it", s.holder), "held_by_other_task")
         } else if s.flags & eflags::HAS_CACHE != 0 && s.folio != 0 {
-            format!("swap-cache folio {:#x} holds it", s.folio)
+            (
+                format!("swap-cache folio {:#x} holds it", s.folio),
+                "held_by_swapcache_folio",
+            )
         } else if s.flags & eflags::FREE != 0 {
-            "the entry is free".to_string()
+            ("the entry is free".to_string(), "entry_free")
         } else {
-            "nobody holds it".to_string()
+            ("nobody holds it".to_string(), "not_held")
         };
         let msg = format!(
             "tid {} read swap entry {} synchronously without holding SWAP_HAS_CACHE ({who}): the read is not \
@@ -135,6 +138,9 @@ impl Analyzer {
             msg,
             &[ev],
         );
+        if let Some(f) = out.last_mut() {
+            f.cause = cause.to_string();
+        }
     }
 }
 
@@ -177,6 +183,12 @@ mod tests {
             t.kinds(),
             vec![(RuleId::SwapinWithoutCachePin, Severity::Violation)]
         );
+        assert_eq!(t.out[0].cause, "not_held");
+
+        let mut t = T::new();
+        t.prepare(1, s, 0);
+        t.swap_read(2, s, 0xd0, FS_ANON | FS_SWAPBACKED);
+        assert_eq!(t.out[0].cause, "held_by_other_task");
 
         let mut t = T::new();
         t.prepare(2, s, 0);

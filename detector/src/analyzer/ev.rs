@@ -11,7 +11,7 @@ use detector_common::{
 };
 
 use super::finding::{Evidence, StateSnapshot};
-use crate::event::{fmt_entry, EventExt};
+use crate::event::{fmt_entry, EventExt, RetFmt};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ev {
@@ -102,6 +102,13 @@ impl Ev {
             pincount: (st && self.f_state & FS_LARGE != 0).then_some(self.pincount),
             flags: st.then(|| flags_string(self.f_state)),
             ret: (self.valid & V_RET != 0).then_some(self.ret),
+            ret_text: (self.valid & V_RET != 0).then(|| {
+                RetFmt {
+                    probe: ProbeId::from_u16(self.probe),
+                    ret: self.ret,
+                }
+                .to_string()
+            }),
         };
         let mut note = self.note.to_string();
         if partial {

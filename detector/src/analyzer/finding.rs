@@ -143,6 +143,12 @@ pub struct StateSnapshot {
     pub flags: Option<String>,
     /// Return value of an exit probe.
     pub ret: Option<i64>,
+    /// `ret` as a person reads it: a folio address, `NULL` or
+    /// `ERR(-ENOENT)` for probes that return a pointer, `-EEXIST` for a
+    /// known errno, decimal otherwise ([`crate::event::RetFmt`]). Absent in
+    /// findings written before it existed.
+    #[serde(default)]
+    pub ret_text: Option<String>,
 }
 
 /// One step of the ordered chain that proves a finding.
@@ -158,6 +164,24 @@ pub struct Evidence {
     pub comm: String,
     pub note: String,
     pub state: StateSnapshot,
+}
+
+impl Evidence {
+    /// The return value formatted for people: `state.ret_text` when the
+    /// finding carries it, else formatted here from the probe name.
+    pub fn ret_display(&self) -> Option<String> {
+        match (&self.state.ret_text, self.state.ret) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(r)) => Some(
+                crate::event::RetFmt {
+                    probe: detector_common::ProbeId::from_name(&self.probe),
+                    ret: r,
+                }
+                .to_string(),
+            ),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,4 +239,9 @@ pub struct Finding {
     pub explanation: String,
     pub evidence: Vec<Evidence>,
     pub confidence: Confidence,
+    /// Why, in a few stable words (`not_held`, ...), for grouping repeated
+    /// findings ([`crate::groups`]): findings of one rule, severity and task
+    /// with the same cause are one group. Empty when the rule does not say.
+    #[serde(default)]
+    pub cause: String,
 }

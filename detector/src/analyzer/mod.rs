@@ -593,6 +593,7 @@ impl Analyzer {
             explanation,
             evidence,
             confidence: Confidence::from_lost(self.stats.lost - min_lost),
+            cause: String::new(),
         });
     }
 

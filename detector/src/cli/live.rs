@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
-use crate::analyzer;
+use crate::cli::analysis::{AnalyzerArgs, Base};
 use crate::event::StreamItem;
 use crate::loader::{AttachPolicy, LoadOptions};
 use crate::trace::{TraceEnd, TraceHeader, TraceWriter};
@@ -48,6 +48,10 @@ pub struct Args {
     /// Turn off the in-kernel relevance filters (docs/probes.md).
     #[arg(long, conflicts_with = "replay")]
     pub unfiltered: bool,
+    /// Analyzer settings; each one given overrides the replayed trace's
+    /// (or the default, live).
+    #[command(flatten)]
+    pub analyzer: AnalyzerArgs,
 }
 
 /// `--record` into a trace file.
@@ -105,24 +109,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             opts.ring_bytes = crate::cli::record::ring_bytes(bytes)?;
         }
         let live = crate::tui::kernel::start(opts).map_err(anyhow::Error::msg)?;
+        let (cfg, note) = args.analyzer.resolve(Base::Defaults);
         let rec = match &args.record {
-            Some(out) => Some(recorder(out, &live.header)?),
+            Some(out) => {
+                let mut header = live.header.clone();
+                header.analyzer_config = Some(cfg.clone());
+                Some(recorder(out, &header)?)
+            }
             None => None,
         };
-        return drive(Box::new(live.source), rec, args.plain);
+        let analysis = AnalyzerAnalysis::with_note(cfg, note);
+        return drive(Box::new(live.source), analysis, rec, args.plain);
     };
     let source = ReplaySource::open(path, args.speed)
         .with_context(|| format!("cannot replay {}", path.display()))?;
+    let (cfg, note) = args
+        .analyzer
+        .resolve(Base::Trace(source.header().analyzer_config.as_ref()));
     let rec = match &args.record {
         Some(out) => {
             let mut header = source.header().clone();
             header.origin = format!("live --replay {}", path.display());
             header.command_line = std::env::args().collect();
+            header.analyzer_config = Some(cfg.clone());
             Some(recorder(out, &header)?)
         }
         None => None,
     };
-    drive(Box::new(source), rec, args.plain)
+    let analysis = AnalyzerAnalysis::with_note(cfg, note);
+    drive(Box::new(source), analysis, rec, args.plain)
 }
 
 /// Set by SIGINT in `--plain` mode (the UI reads Ctrl-C as a key instead).
@@ -151,10 +166,10 @@ fn catch_sigint() {
 /// Runs the plain stream or the UI over any source.
 fn drive(
     source: Box<dyn Source>,
+    mut analysis: AnalyzerAnalysis,
     rec: Option<Box<dyn Recorder>>,
     plain: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut analysis = AnalyzerAnalysis::new(analyzer::Config::default());
     if let Some(p) = crate::plan::attached_probes(&source.info().plan) {
         analysis.set_attached(p);
     }

@@ -1,6 +1,7 @@
 //! `detector record`: capture kernel events into a trace file.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +11,10 @@ use anyhow::{bail, Context};
 use detector_common::{Filter, ProbeId};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::analyzer::{Analyzer, Config as AnalyzerConfig, Finding};
+use crate::analyzer::{Analyzer, Finding};
 use crate::bpfstats::{write_probe_costs, CostMeter};
 use crate::capture::{monotonic_ns, Capture};
+use crate::cli::analysis::{describe_config, AnalyzerArgs, Base, FindingStream};
 use crate::event::StreamItem;
 use crate::loader::{self, AttachPolicy, LoadOptions, DEFAULT_RING_BYTES};
 use crate::plan::AttachMode;
@@ -61,6 +63,10 @@ pub struct Args {
     /// happen and summarized at the end (the same findings `replay` gives).
     #[arg(long)]
     pub analyze: bool,
+    /// Analyzer settings (with --analyze; written into the trace header
+    /// either way, so `replay` analyzes the file with the same ones).
+    #[command(flatten)]
+    pub analyzer: AnalyzerArgs,
     /// With --analyze: measure, per event, the time from the kernel's
     /// timestamp to the moment the analyzer has processed it (when any
     /// finding it completes is available), and print percentiles at the end.
@@ -224,8 +230,18 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         eprintln!("detector: {s}");
     }
 
-    let header =
+    let mut header =
         TraceHeader::for_this_host("live", &cap.loaded().layout, plan, opts.ring_bytes as u64);
+    // Recorded with or without --analyze: a later replay then analyzes
+    // with what this run did (or would have).
+    let (cfg, cfg_source) = args.analyzer.resolve(Base::Defaults);
+    header.analyzer_config = Some(cfg.clone());
+    if args.analyze {
+        eprintln!(
+            "detector: analyzer config {cfg_source}: {}",
+            describe_config(&cfg)
+        );
+    }
     let policy = RotationPolicy {
         max_bytes: args.rotate_size.unwrap_or(u64::MAX),
         keep: if args.rotate_size.is_some() {
@@ -257,14 +273,14 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         events: 0,
         items: 0,
         analyzer: args.analyze.then(|| {
-            let mut a = Analyzer::new(AnalyzerConfig::default());
+            let mut a = Analyzer::new(cfg);
             if let Some(p) = crate::plan::attached_probes(&header.plan) {
                 a.set_attached(p);
             }
             a
         }),
-        findings: Vec::new(),
-        printed: 0,
+        found: Vec::new(),
+        stream: FindingStream::default(),
         latency: if args.latency {
             Some(Latency::new()?)
         } else {
@@ -298,13 +314,13 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     cap.poll_lost(monotonic_ns(), &mut batch)?;
     sink.write_batch(&mut out, &mut batch)?;
     if let Some(a) = sink.analyzer.as_mut() {
-        a.finish(&mut sink.findings);
+        a.finish(&mut sink.found);
         sink.print_new();
     }
     let Sink {
         per_probe,
         events,
-        findings,
+        stream,
         latency,
         ..
     } = sink;
@@ -364,9 +380,12 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         eprint!("{}", String::from_utf8_lossy(&costs));
     }
     if args.analyze {
-        eprintln!(
-            "detector: analysis: {} finding(s); `detector replay {}` gives the full report",
-            findings.len(),
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "detector: analysis: ");
+        let _ = stream.summary(&mut err, header.start_monotonic_ns);
+        let _ = writeln!(
+            err,
+            "detector: `detector replay {}` gives the full report",
             args.output.display()
         );
     }
@@ -380,8 +399,10 @@ struct Sink {
     events: u64,
     items: u64,
     analyzer: Option<Analyzer>,
-    findings: Vec<Finding>,
-    printed: usize,
+    /// Findings of the current batch, printed and dropped after it.
+    found: Vec<Finding>,
+    /// Grouped printing: a storm costs a line per decade, not per finding.
+    stream: FindingStream,
     latency: Option<Latency>,
 }
 
@@ -493,7 +514,7 @@ impl Sink {
             }
             out.write_item(item).context("writing the trace file")?;
             if let Some(a) = self.analyzer.as_mut() {
-                a.process(self.items, item, &mut self.findings);
+                a.process(self.items, item, &mut self.found);
             }
             self.items += 1;
         }
@@ -507,7 +528,7 @@ impl Sink {
                         .saturating_record(now.saturating_sub(e.ts_ns) / 1000);
                 }
             }
-            for f in &self.findings[self.printed..] {
+            for f in &self.found {
                 if let Some(last) = f.evidence.iter().map(|e| e.ts_ns).max() {
                     l.findings
                         .saturating_record(now.saturating_sub(last) / 1000);
@@ -520,11 +541,13 @@ impl Sink {
     }
 
     fn print_new(&mut self) {
-        let mut err = std::io::stderr().lock();
-        for f in &self.findings[self.printed..] {
-            let _ = crate::report::render_finding(&mut err, f);
+        if self.found.is_empty() {
+            return;
         }
-        self.printed = self.findings.len();
+        let mut err = std::io::stderr().lock();
+        for f in self.found.drain(..) {
+            let _ = self.stream.push(&mut err, &f);
+        }
     }
 }
 

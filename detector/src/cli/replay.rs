@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::analyzer::{Analyzer, Config, Severity};
+use crate::analyzer::{Analyzer, Config, Finding, Severity};
+use crate::cli::analysis::{AnalyzerArgs, Base};
 use crate::event::StreamItem;
+use crate::groups::{GroupInput, Groups};
 use crate::output::{write_jsonl, write_text};
-use crate::report::Report;
+use crate::report::{Analysis, Report};
 use crate::trace::TraceReader;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,60 +48,82 @@ pub struct Args {
     /// Exit with status 1 when a finding at or above this severity exists.
     #[arg(long, value_enum, default_value_t = FailOn::Violation)]
     pub fail_on: FailOn,
-    /// Most objects the analyzer tracks before evicting dead ones.
+    /// List every finding (JSON: under `findings`, besides the groups;
+    /// report: all of them in order), not only the first few of each group.
     #[arg(long)]
-    pub max_tracked: Option<usize>,
-    /// swapcache_prepare -EEXIST answers per entry that make a storm.
-    #[arg(long)]
-    pub eexist_threshold: Option<u32>,
+    pub all: bool,
+    /// Analyzer settings; each one given overrides the trace header's.
+    #[command(flatten)]
+    pub analyzer: AnalyzerArgs,
     /// When done, print events per second, peak RSS, the analyzer's peak
     /// tracked objects and CPU time to standard error.
     #[arg(long)]
     pub stats: bool,
 }
 
-impl Args {
-    pub fn config(&self) -> Config {
-        let mut c = Config::default();
-        if let Some(n) = self.max_tracked {
-            c.max_tracked = n.max(16);
-        }
-        if let Some(n) = self.eexist_threshold {
-            c.eexist_threshold = n.max(1);
-        }
-        c
-    }
+/// Which analyzer configuration a replay uses.
+#[derive(Clone, Debug)]
+pub enum ConfigChoice {
+    /// The trace header's (the defaults when it records none), with these
+    /// flags over it: what `detector replay` does.
+    FromTrace(AnalyzerArgs),
+    /// Exactly this one, whatever the trace says.
+    Given(Config),
 }
 
-/// Runs the analyzer over a whole trace file and builds the report. A
-/// truncated or damaged file is not an error: what was read is analyzed and
-/// the report says where reading stopped.
+/// Runs the analyzer over a whole trace file with exactly `cfg` and builds
+/// the report, with every finding kept. A truncated or damaged file is not
+/// an error: what was read is analyzed and the report says where reading
+/// stopped.
 pub fn analyze_file(path: &std::path::Path, cfg: Config) -> anyhow::Result<Report> {
-    analyze_file_with_stats(path, cfg).map(|(report, _)| report)
+    analyze_file_with_stats(path, ConfigChoice::Given(cfg), true).map(|(report, _)| report)
 }
 
-/// As [`analyze_file`], also saying what the replay cost.
+/// Analyzes a file the way `detector replay` does: with the configuration
+/// its header records unless flags override it. `keep_all` keeps every
+/// finding besides the groups (memory grows with the findings).
 pub fn analyze_file_with_stats(
     path: &std::path::Path,
-    cfg: Config,
+    choice: ConfigChoice,
+    keep_all: bool,
 ) -> anyhow::Result<(Report, ReplayStats)> {
     let start = Instant::now();
     let mut reader = TraceReader::open(path)?;
-    let mut analyzer = Analyzer::new(cfg);
+    let (cfg, config_source) = match choice {
+        ConfigChoice::FromTrace(flags) => {
+            flags.resolve(Base::Trace(reader.header().analyzer_config.as_ref()))
+        }
+        ConfigChoice::Given(c) => (c, String::from("given by the caller")),
+    };
+    let mut analyzer = Analyzer::new(cfg.clone());
     if let Some(p) = crate::plan::attached_probes(&reader.header().plan) {
         analyzer.set_attached(p);
     }
-    let mut findings = Vec::new();
+    let mut groups: Groups<Finding> = Groups::default();
+    let mut all = keep_all.then(Vec::new);
+    let mut found = Vec::new();
     let (mut first, mut last) = (u64::MAX, 0u64);
+    let mut take = |found: &mut Vec<Finding>| {
+        for f in found.drain(..) {
+            groups.add(GroupInput::of(&f), || f.clone());
+            if let Some(all) = all.as_mut() {
+                all.push(f);
+            }
+        }
+    };
     // Borrowed from the reader's decode slot: one copy per event, not two.
     while let Some((index, item)) = reader.next_ref() {
         if let StreamItem::Event(e) = item {
             first = first.min(e.ts_ns);
             last = last.max(e.ts_ns);
         }
-        analyzer.process(index, item, &mut findings);
+        analyzer.process(index, item, &mut found);
+        if !found.is_empty() {
+            take(&mut found);
+        }
     }
-    analyzer.finish(&mut findings);
+    analyzer.finish(&mut found);
+    take(&mut found);
     let elapsed = start.elapsed();
     if first == u64::MAX {
         first = 0;
@@ -118,7 +142,12 @@ pub fn analyze_file_with_stats(
         reader.end_state(),
         (first, last),
         &analyzer,
-        findings,
+        Analysis {
+            config: cfg,
+            config_source,
+            groups,
+            all,
+        },
     );
     Ok((report, stats))
 }
@@ -259,7 +288,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Format::Report | Format::Json => {
-            let (report, stats) = analyze_file_with_stats(&args.file, args.config())?;
+            let (report, stats) = analyze_file_with_stats(
+                &args.file,
+                ConfigChoice::FromTrace(args.analyzer.clone()),
+                args.all,
+            )?;
             let r = if args.format == Format::Json {
                 serde_json::to_writer_pretty(&mut out, &report)
                     .map_err(io::Error::other)

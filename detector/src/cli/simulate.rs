@@ -1,9 +1,10 @@
 //! `detector simulate SCRIPT -o FILE`: compile a scenario script into a
 //! real trace file (origin `simulate:<path>`), replayable like a capture.
 //!
-//! `detector simulate --synthetic N -o FILE [--objects K]`: write N events
-//! of the race-free swap-heavy mix of [`crate::synth`] instead (origin
-//! `synthetic`), streamed, for throughput and memory runs of `replay`.
+//! `detector simulate --synthetic N -o FILE [--objects K] [--storm]`: write
+//! N events of the race-free swap-heavy mix of [`crate::synth`] instead
+//! (origin `synthetic`), streamed, for throughput and memory runs of
+//! `replay`; `--storm` makes every swap-in skip the pin (a finding storm).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +37,11 @@ pub struct Args {
     #[arg(long, value_name = "K", conflicts_with = "script",
           value_parser = clap::value_parser!(u64).range(1..=synth::MAX_OBJECTS))]
     pub objects: Option<u64>,
+    /// With --synthetic: swap-ins skip the SWAP_HAS_CACHE pin, as on a
+    /// kernel without it: one swapin_without_cache_pin violation per
+    /// swap-in, all by one task (a finding storm).
+    #[arg(long, conflicts_with = "script")]
+    pub storm: bool,
     /// Trace file to write.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -52,6 +58,9 @@ pub fn write_trace(sc: &Scenario, origin_path: &Path, out: &Path) -> anyhow::Res
     let mut header = TraceHeader::new(format!("simulate:{}", origin_path.display()));
     header.start_monotonic_ns = scenario::BASE_NS;
     header.kernel_release = "simulated".to_string();
+    // The scenario's `config` lines: replay analyzes with them, so it
+    // gives the findings the scenario declares.
+    header.analyzer_config = Some(sc.config.clone());
     let mut w = TraceWriter::create(out, &header)
         .with_context(|| format!("cannot create trace {}", out.display()))?;
     for item in &sc.items {
@@ -71,6 +80,16 @@ pub fn write_trace(sc: &Scenario, origin_path: &Path, out: &Path) -> anyhow::Res
 /// Streams `events` synthetic events over `objects` folios to `out` (see
 /// [`crate::synth`]); nothing proportional to `events` is held in memory.
 pub fn write_synthetic(out: &Path, events: u64, objects: u64) -> anyhow::Result<TraceSummary> {
+    write_synthetic_stream(out, events, objects, false)
+}
+
+/// As [`write_synthetic`]; `storm` selects [`Synth::storm`].
+pub fn write_synthetic_stream(
+    out: &Path,
+    events: u64,
+    objects: u64,
+    storm: bool,
+) -> anyhow::Result<TraceSummary> {
     let mut header = TraceHeader::new("synthetic");
     header.start_monotonic_ns = synth::START_NS;
     header.kernel_release = "simulated".to_string();
@@ -85,9 +104,16 @@ pub fn write_synthetic(out: &Path, events: u64, objects: u64) -> anyhow::Result<
     ]
     .map(String::from)
     .to_vec();
+    if storm {
+        header.command_line.push("--storm".into());
+    }
     let mut w = TraceWriter::create(out, &header)
         .with_context(|| format!("cannot create trace {}", out.display()))?;
-    let mut gen = Synth::new(objects);
+    let mut gen = if storm {
+        Synth::storm(objects)
+    } else {
+        Synth::new(objects)
+    };
     for e in gen
         .by_ref()
         .take(usize::try_from(events).unwrap_or(usize::MAX))
@@ -105,7 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(n)) => {
             let t = Instant::now();
             let objects = args.objects.unwrap_or(synth::DEFAULT_OBJECTS);
-            let s = write_synthetic(&args.output, n, objects)?;
+            let s = write_synthetic_stream(&args.output, n, objects, args.storm)?;
             eprintln!(
                 "detector: wrote {} synthetic event(s) over {} folio(s) to {} ({:.1} MiB in {:.2} s)",
                 s.totals.events,

@@ -7,6 +7,7 @@ use detector_common::{Layout, ABI_VERSION, EVENT_SIZE};
 use serde::{Deserialize, Serialize};
 
 use super::format::FORMAT_VERSION;
+use crate::analyzer::Config as AnalyzerConfig;
 use crate::plan::PlanEntry;
 
 /// Everything needed to interpret a trace away from the machine that
@@ -45,6 +46,41 @@ pub struct TraceHeader {
     pub origin: String,
     /// 0 for the first file of a capture; +1 for each rotated segment.
     pub segment: u32,
+    /// The analyzer configuration this capture is meant to be analyzed
+    /// with (a scenario's `config` lines, the settings of `record` and
+    /// `live`), so a replay reproduces those findings exactly. `None` in
+    /// files written before it existed and in synthetic streams. Keys this
+    /// build does not know are ignored and keys it misses (or cannot read)
+    /// keep their defaults, so the field never makes a header unreadable.
+    #[serde(deserialize_with = "config_over_defaults")]
+    pub analyzer_config: Option<AnalyzerConfig>,
+}
+
+/// Reads `analyzer_config` key by key over [`AnalyzerConfig::default`].
+fn config_over_defaults<'de, D>(d: D) -> Result<Option<AnalyzerConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde_json::Value;
+    let Some(Value::Object(given)) = Option::<Value>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let defaults = AnalyzerConfig::default();
+    let Ok(Value::Object(mut merged)) = serde_json::to_value(&defaults) else {
+        return Ok(Some(defaults));
+    };
+    for (k, v) in given {
+        if let Some(slot) = merged.get_mut(&k) {
+            let old = std::mem::replace(slot, v);
+            // A value this build cannot read keeps the default.
+            if serde_json::from_value::<AnalyzerConfig>(Value::Object(merged.clone())).is_err() {
+                merged.insert(k, old);
+            }
+        }
+    }
+    Ok(Some(
+        serde_json::from_value(Value::Object(merged)).unwrap_or(defaults),
+    ))
 }
 
 impl Default for TraceHeader {
@@ -65,6 +101,7 @@ impl Default for TraceHeader {
             command_line: Vec::new(),
             origin: String::new(),
             segment: 0,
+            analyzer_config: None,
         }
     }
 }
@@ -255,5 +292,37 @@ mod tests {
             serde_json::from_str(r#"{"origin":"live","future_field":[1,2]}"#).unwrap();
         assert_eq!(h.origin, "live");
         assert_eq!(h.clock, "CLOCK_MONOTONIC");
+        assert_eq!(h.analyzer_config, None);
+    }
+
+    #[test]
+    fn analyzer_config_round_trips_and_reads_over_defaults() {
+        let mut h = TraceHeader::new("simulate:x.scn");
+        let cfg = AnalyzerConfig {
+            eexist_threshold: 4,
+            task_idle_ns: 5,
+            ..AnalyzerConfig::default()
+        };
+        h.analyzer_config = Some(cfg.clone());
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(json.contains(r#""analyzer_config":{"#), "{json}");
+        let back: TraceHeader = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.analyzer_config, Some(cfg));
+
+        // Written by another version: a key this build lacks, one missing,
+        // one of the wrong type. The header still reads.
+        let h: TraceHeader = serde_json::from_str(
+            r#"{"analyzer_config":{"eexist_threshold":9,"future_knob":true,"max_tracked":"many"}}"#,
+        )
+        .unwrap();
+        let c = h.analyzer_config.unwrap();
+        assert_eq!(c.eexist_threshold, 9);
+        assert_eq!(c.max_tracked, AnalyzerConfig::default().max_tracked);
+        assert_eq!(
+            c.lookups_per_window,
+            AnalyzerConfig::default().lookups_per_window
+        );
+        let h: TraceHeader = serde_json::from_str(r#"{"analyzer_config":null}"#).unwrap();
+        assert_eq!(h.analyzer_config, None);
     }
 }

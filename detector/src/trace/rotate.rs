@@ -288,7 +288,13 @@ mod tests {
             max_bytes: 4096,
             keep: 3,
         };
-        let mut w = RotatingWriter::create(&base, &TraceHeader::new("test"), policy).unwrap();
+        let mut header = TraceHeader::new("test");
+        let cfg = crate::analyzer::Config {
+            eexist_threshold: 5,
+            ..crate::analyzer::Config::default()
+        };
+        header.analyzer_config = Some(cfg.clone());
+        let mut w = RotatingWriter::create(&base, &header, policy).unwrap();
         let n = 500u64;
         for i in 0..n {
             w.write_event(&ev(i)).unwrap();
@@ -313,6 +319,8 @@ mod tests {
         for (expect_segment, f) in (s.segments - 3..).zip(&s.files) {
             let (h, items, end) = read_all(f).unwrap();
             assert_eq!(h.segment, expect_segment);
+            // Every segment replays with the capture's analyzer settings.
+            assert_eq!(h.analyzer_config.as_ref(), Some(&cfg));
             let footer = match end {
                 EndState::Complete { footer } => footer,
                 other => panic!("{}: {other:?}", f.display()),

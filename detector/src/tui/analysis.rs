@@ -8,17 +8,19 @@ use crate::event::StreamItem;
 
 use super::model::{EvidenceRow, FindingRow, Severity, WindowRow};
 use super::worker::{Analysis, AnalysisStats, EventMeta};
+use crate::cli::analysis::describe_config;
 
 pub struct AnalyzerAnalysis {
     analyzer: Analyzer,
-    scratch: Vec<Finding>,
+    /// Where the configuration came from, for the overview and `--plain`.
+    note: String,
 }
 
 impl AnalyzerAnalysis {
     pub fn new(cfg: analyzer::Config) -> Self {
         AnalyzerAnalysis {
             analyzer: Analyzer::new(cfg),
-            scratch: Vec::new(),
+            note: String::new(),
         }
     }
 
@@ -27,31 +29,32 @@ impl AnalyzerAnalysis {
         self.analyzer.set_attached(probes);
     }
 
-    fn drain(&mut self, meta: &EventMeta, out: &mut Vec<FindingRow>) {
-        for f in self.scratch.drain(..) {
-            out.push(finding_row(&f, meta));
+    /// As [`new`](Self::new), saying where `cfg` came from.
+    pub fn with_note(cfg: analyzer::Config, note: String) -> Self {
+        AnalyzerAnalysis {
+            analyzer: Analyzer::new(cfg),
+            note,
         }
     }
 }
 
 impl Analysis for AnalyzerAnalysis {
     #[inline]
-    fn process(
-        &mut self,
-        index: u64,
-        item: &StreamItem,
-        meta: &EventMeta,
-        out: &mut Vec<FindingRow>,
-    ) {
-        self.analyzer.process(index, item, &mut self.scratch);
-        if !self.scratch.is_empty() {
-            self.drain(meta, out);
-        }
+    fn process(&mut self, index: u64, item: &StreamItem, out: &mut Vec<Finding>) {
+        self.analyzer.process(index, item, out);
     }
 
-    fn finish(&mut self, meta: &EventMeta, out: &mut Vec<FindingRow>) {
-        self.analyzer.finish(&mut self.scratch);
-        self.drain(meta, out);
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        self.analyzer.finish(out);
+    }
+
+    fn describe(&self) -> String {
+        let c = describe_config(self.analyzer.config());
+        if self.note.is_empty() {
+            c
+        } else {
+            format!("{}: {c}", self.note)
+        }
     }
 
     fn stats(&self, out: &mut AnalysisStats) {
@@ -129,12 +132,13 @@ pub fn finding_row(f: &Finding, meta: &EventMeta) -> FindingRow {
                 cpu: m.map(|(cpu, _)| cpu),
                 comm: e.comm.clone(),
                 note: e.note.clone(),
-                state: state_text(&e.state),
+                state: state_text(&e.state, e.ret_display()),
             }
         })
         .collect::<Vec<_>>();
     FindingRow {
         seq: f.id,
+        cause: f.cause.clone(),
         rule: f.rule.name().to_owned(),
         severity: severity(f.severity),
         objects,
@@ -152,8 +156,11 @@ fn sep(s: &mut String) {
 }
 
 /// `folio F entry E swap S [flags] ref R map M pin P ret V`, fields left
-/// out when the step did not see them.
-pub fn state_text(s: &StateSnapshot) -> String {
+/// out when the step did not see them; `ret` as [`Evidence::ret_display`]
+/// gives it.
+///
+/// [`Evidence::ret_display`]: crate::analyzer::Evidence::ret_display
+pub fn state_text(s: &StateSnapshot, ret: Option<String>) -> String {
     let mut t = String::with_capacity(64);
     if let Some(f) = &s.folio {
         let _ = write!(t, "folio {f} ");
@@ -176,7 +183,7 @@ pub fn state_text(s: &StateSnapshot) -> String {
     if let Some(p) = s.pincount.filter(|&p| p != 0) {
         let _ = write!(t, "pin {p} ");
     }
-    if let Some(r) = s.ret {
+    if let Some(r) = ret {
         let _ = write!(t, "ret {r} ");
     }
     t.truncate(t.trim_end().len());

@@ -5,6 +5,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::model::{FindingRow, Model};
 use super::objects::{ObjHistory, ObjKey, ObjRecord};
+use crate::groups::Group;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -71,19 +72,20 @@ impl Filter {
             && self.words.is_empty()
     }
 
-    pub fn matches_finding(&self, f: &FindingRow) -> bool {
+    /// A group matches when its task or any step of its examples does.
+    pub fn matches_group(&self, g: &Group<FindingRow>) -> bool {
+        let steps = || g.examples.iter().flat_map(|f| f.evidence.iter());
+        let comm_has = |c: &str| g.comm.contains(c) || steps().any(|e| e.comm.contains(c));
+        let rule = g.rule.name();
         self.pids
             .iter()
-            .all(|&p| f.evidence.iter().any(|e| e.pid == p || e.tid == p))
+            .all(|&p| g.tid == p || steps().any(|e| e.pid == p || e.tid == p))
+            && self.comms.iter().all(|c| comm_has(c))
+            && self.rules.iter().all(|r| rule.contains(r.as_str()))
             && self
-                .comms
+                .words
                 .iter()
-                .all(|c| f.evidence.iter().any(|e| e.comm.contains(c.as_str())))
-            && self.rules.iter().all(|r| f.rule.contains(r.as_str()))
-            && self.words.iter().all(|w| {
-                f.rule.contains(w.as_str())
-                    || f.evidence.iter().any(|e| e.comm.contains(w.as_str()))
-            })
+                .all(|w| rule.contains(w.as_str()) || comm_has(w))
     }
 
     pub fn matches_record(&self, r: &ObjRecord) -> bool {
@@ -103,10 +105,13 @@ impl Filter {
 #[derive(Debug, Default)]
 pub struct UiState {
     pub view_index: usize,
-    /// Selected finding by arrival number; `None` follows the newest.
-    pub finding_sel: Option<u64>,
-    /// Finding being drilled into.
-    pub finding_detail: Option<u64>,
+    /// Selected finding group (index in the model's groups); `None`
+    /// follows the newest.
+    pub finding_sel: Option<usize>,
+    /// Group being drilled into.
+    pub finding_detail: Option<usize>,
+    /// Which of that group's examples is shown.
+    pub example: usize,
     pub detail_scroll: usize,
     /// Selected object; `None` follows the most recent.
     pub object_sel: Option<ObjKey>,
@@ -195,6 +200,8 @@ impl UiState {
             }
             KeyCode::Char(c @ '1'..='4') => self.view_index = usize::from(c as u8 - b'1'),
             KeyCode::Char('/') => self.prompt = Some(String::new()),
+            KeyCode::Char('n' | ']') => self.next_example(model, 1),
+            KeyCode::Char('N' | '[') => self.next_example(model, -1),
             KeyCode::Esc => self.back(),
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => self.drill(model),
             KeyCode::Left | KeyCode::Char('h') => self.back(),
@@ -250,11 +257,30 @@ impl UiState {
         self.detail_scroll = 0;
     }
 
+    /// In a group's drill-down: the next (or previous) example, wrapping.
+    fn next_example(&mut self, model: &Model, delta: isize) {
+        if self.view() != View::Findings {
+            return;
+        }
+        let Some(n) = self
+            .finding_detail
+            .and_then(|i| model.findings.get(i))
+            .map(|g| g.examples.len())
+            .filter(|&n| n > 0)
+        else {
+            return;
+        };
+        let cur = self.example.min(n - 1) as isize;
+        self.example = (cur + delta).rem_euclid(n as isize) as usize;
+        self.detail_scroll = 0;
+    }
+
     fn drill(&mut self, model: &Model) {
         match self.view() {
             View::Findings if self.finding_detail.is_none() => {
-                let seq = self.selected_finding(model).map(|(_, f)| f.seq);
-                self.finding_detail = seq;
+                let group = self.selected_finding(model).map(|(_, i, _)| i);
+                self.finding_detail = group;
+                self.example = 0;
                 self.detail_scroll = 0;
             }
             View::Objects if self.object_detail.is_none() => {
@@ -284,10 +310,10 @@ impl UiState {
             }
             View::Findings => {
                 let len = self.filtered_findings(model).count();
-                let pos = self.selected_finding(model).map_or(0, |(i, _)| i);
+                let pos = self.selected_finding(model).map_or(0, |(p, _, _)| p);
                 let new = step(pos, len);
-                let seq = self.filtered_findings(model).nth(new).map(|f| f.seq);
-                self.finding_sel = seq;
+                let group = self.filtered_findings(model).nth(new).map(|(i, _)| i);
+                self.finding_sel = group;
             }
             View::Objects => {
                 let len = self.filtered_objects(model).count();
@@ -303,30 +329,35 @@ impl UiState {
         }
     }
 
-    /// Findings that pass the filter, newest first.
+    /// Finding groups that pass the filter, with their index in the
+    /// model, newest group first (groups keep their place as they grow).
     pub fn filtered_findings<'a>(
         &'a self,
         m: &'a Model,
-    ) -> impl Iterator<Item = &'a FindingRow> + 'a {
+    ) -> impl Iterator<Item = (usize, &'a Group<FindingRow>)> + 'a {
         m.findings
+            .groups()
             .iter()
+            .enumerate()
             .rev()
-            .filter(move |f| self.filter.matches_finding(f))
+            .filter(move |(_, g)| self.filter.matches_group(g))
     }
 
-    /// The selected finding and its position in the filtered list; follows
-    /// the newest when nothing was chosen or the choice was dropped.
-    pub fn selected_finding<'a>(&'a self, m: &'a Model) -> Option<(usize, &'a FindingRow)> {
-        let mut it = m
-            .findings
-            .iter()
-            .rev()
-            .filter(|f| self.filter.matches_finding(f))
-            .enumerate();
+    /// The selected group: its position in the filtered list, its index
+    /// and the group; follows the newest when nothing was chosen or the
+    /// choice is filtered out.
+    pub fn selected_finding<'a>(
+        &'a self,
+        m: &'a Model,
+    ) -> Option<(usize, usize, &'a Group<FindingRow>)> {
+        let mut it = self
+            .filtered_findings(m)
+            .enumerate()
+            .map(|(p, (i, g))| (p, i, g));
         match self.finding_sel {
-            Some(seq) => it
-                .find(|(_, f)| f.seq == seq)
-                .or_else(|| self.filtered_findings(m).next().map(|f| (0, f))),
+            Some(sel) => it
+                .find(|(_, i, _)| *i == sel)
+                .or_else(|| self.filtered_findings(m).next().map(|(i, g)| (0, i, g))),
             None => it.next(),
         }
     }

@@ -1,21 +1,19 @@
 //! What the UI shows, kept up to date by the worker from the stream and the
 //! analyzer. Everything here is bounded; the render path only reads it.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use detector_common::MAX_PROBES;
 
 use crate::bpfstats::{CostUpdate, ProbeCost};
 use crate::event::StreamItem;
+use crate::groups::{GroupInput, Groups};
 use crate::plan::{AttachMode, PlanEntry};
 
 use super::objects::ObjectIndex;
 
 /// Seconds of per-probe rate history (sparklines).
 pub const RATE_SECS: usize = 120;
-/// Findings kept for the list; older ones are dropped (and counted).
-pub const MAX_FINDINGS: usize = 10_000;
 pub const MAX_OBJECTS: usize = 8192;
 pub const HISTORY_PER_OBJECT: usize = 32;
 
@@ -127,6 +125,8 @@ pub struct EvidenceRow {
 pub struct FindingRow {
     /// Arrival order, 1-based.
     pub seq: u64,
+    /// The rule's short cause (`not_held`, ...), empty when it gives none.
+    pub cause: String,
     pub rule: String,
     pub severity: Severity,
     /// Objects, formatted (`entry 0:0x40, folio 0xffff...`).
@@ -139,9 +139,10 @@ pub struct FindingRow {
 }
 
 impl FindingRow {
-    /// The task the finding is mostly about: the first evidence step's.
+    /// The task the finding is about: the one whose event completed it
+    /// (the last evidence step), as findings are grouped.
     pub fn task(&self) -> Option<&EvidenceRow> {
-        self.evidence.first()
+        self.evidence.iter().max_by_key(|e| e.index)
     }
 }
 
@@ -179,9 +180,13 @@ pub struct Model {
     pub first_ts: Option<u64>,
     pub last_ts: u64,
     pub started: Instant,
-    pub findings: VecDeque<FindingRow>,
+    /// Findings grouped by (rule, severity, task, cause): counts, times and
+    /// the first few of each as formatted rows. Bounded whatever the rate.
+    pub findings: Groups<FindingRow>,
     pub findings_total: u64,
     pub by_severity: [u64; 3],
+    /// The analyzer configuration and where it came from.
+    pub analysis_note: String,
     pub objects: ObjectIndex,
     pub windows: Vec<WindowRow>,
     /// Objects the analyzer tracks right now, and how many it had to drop.
@@ -214,9 +219,10 @@ impl Model {
             first_ts: None,
             last_ts: 0,
             started: Instant::now(),
-            findings: VecDeque::new(),
+            findings: Groups::default(),
             findings_total: 0,
             by_severity: [0; 3],
+            analysis_note: String::new(),
             objects: ObjectIndex::new(objects, per_object),
             windows: Vec::new(),
             tracked_objects: 0,
@@ -300,13 +306,12 @@ impl Model {
         }
     }
 
-    pub fn add_finding(&mut self, f: FindingRow) {
-        self.by_severity[f.severity as usize] += 1;
+    /// Counts a finding into its group; `row` formats it, and is called
+    /// only when the finding is kept as one of the group's examples.
+    pub fn add_finding(&mut self, g: GroupInput<'_>, row: impl FnOnce() -> FindingRow) {
+        self.by_severity[super::analysis::severity(g.severity) as usize] += 1;
         self.findings_total += 1;
-        if self.findings.len() >= MAX_FINDINGS {
-            self.findings.pop_front();
-        }
-        self.findings.push_back(f);
+        self.findings.add(g, row);
         self.version += 1;
     }
 

@@ -1,6 +1,9 @@
 //! `detector live --plain`: one line per finding on stdout, no terminal
-//! needed. Lost-event changes and the end of the stream go to stderr so
-//! stdout stays a clean list of findings.
+//! needed. Findings are grouped (`crate::groups`): the first few of each
+//! group get their line, then one `group` line each time the group's count
+//! reaches 10, 100, 1000, ..., so a storm cannot flood the output. Lost-event
+//! changes and the end of the stream (with every group's count) go to
+//! stderr so stdout stays a clean list of findings.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +11,11 @@ use std::time::Duration;
 
 use detector_common::{ProbeId, MAX_PROBES};
 
+use crate::analyzer::Finding;
 use crate::event::StreamItem;
+use crate::groups::{is_decade, GroupInput, Groups, Placed, MAX_EXAMPLES};
 
+use super::analysis::finding_row;
 use super::model::FindingRow;
 use super::source::{Pull, Source};
 use super::worker::{Analysis, EventMeta, Recorder};
@@ -24,21 +30,57 @@ pub struct PlainSummary {
     pub record_error: Option<String>,
 }
 
-/// One finding as a line: stream time, severity, rule, objects, task and
-/// the explanation, tab-free so `cut -d' '` and grep work.
+/// One finding as a line: stream time, severity, rule, objects, task, the
+/// cause when the rule gives one, and the explanation, tab-free so
+/// `cut -d' '` and grep work.
 pub fn finding_line(f: &FindingRow, first_ts: u64) -> String {
     let task = f
         .task()
         .map_or_else(String::new, |e| format!(" task={}/{}", e.comm, e.tid));
+    let cause = if f.cause.is_empty() {
+        String::new()
+    } else {
+        format!(" cause={}", f.cause)
+    };
     format!(
-        "{:.6} #{} {} {} [{}]{} {}",
+        "{:.6} #{} {} {} [{}]{}{} {}",
         f.ts_ns.saturating_sub(first_ts) as f64 / 1e9,
         f.seq,
         f.severity.as_str(),
         f.rule,
         f.objects,
         task,
+        cause,
         f.explanation
+    )
+}
+
+/// A group's count reached 10, 100, 1000, ...: one line saying the
+/// storm goes on, instead of one per finding. Starts with `group` where a
+/// finding line has `#ID`, so the two never mix up.
+pub fn group_line(g: &GroupInput<'_>, placed: &Placed, first_id: u64, first_ts: u64) -> String {
+    let what = match placed.group {
+        Some(_) => format!(
+            "{} {} task={}/{}{}",
+            super::analysis::severity(g.severity).as_str(),
+            g.rule,
+            g.comm,
+            g.tid,
+            if g.cause.is_empty() {
+                String::new()
+            } else {
+                format!(" cause={}", g.cause)
+            }
+        ),
+        None => String::from("other kinds beyond the group limit"),
+    };
+    format!(
+        "{:.6} group {what} count={} first=#{first_id} latest=#{}: the first {} were printed, \
+         the rest are counted",
+        g.ts_ns.saturating_sub(first_ts) as f64 / 1e9,
+        placed.count,
+        g.id,
+        MAX_EXAMPLES
     )
 }
 
@@ -53,9 +95,14 @@ pub fn run_plain(
     let mut sum = PlainSummary::default();
     let mut buf = Vec::with_capacity(super::source::BATCH);
     let mut found = Vec::new();
+    let mut groups: Groups<()> = Groups::default();
     let mut meta = EventMeta::new(16);
     let mut lost = vec![0u64; MAX_PROBES as usize];
     let mut first_ts = None;
+    let note = analysis.describe();
+    if !note.is_empty() {
+        writeln!(err, "detector: analyzer config {note}")?;
+    }
     loop {
         if stop.load(Ordering::Relaxed) {
             sum.end = String::from("interrupted");
@@ -76,7 +123,7 @@ pub fn run_plain(
         }
         for (index, item) in &buf {
             meta.record(*index, item);
-            analysis.process(*index, item, &meta, &mut found);
+            analysis.process(*index, item, &mut found);
             if let Some(rec) = recorder.as_mut() {
                 if let Err(e) = rec.write(item) {
                     writeln!(err, "detector: recording stopped: {e}")?;
@@ -99,19 +146,17 @@ pub fn run_plain(
                     }
                 }
             }
+            // Printed as they arrive (a batch can be long), while the
+            // evidence's CPU and pid are still in `meta`.
+            if !found.is_empty() {
+                emit(&mut found, &mut groups, &meta, first_ts, out, &mut sum)?;
+            }
         }
         sum.items += buf.len() as u64;
-        for f in found.drain(..) {
-            sum.findings += 1;
-            writeln!(out, "{}", finding_line(&f, first_ts.unwrap_or(0)))?;
-        }
         out.flush()?;
     }
-    analysis.finish(&meta, &mut found);
-    for f in found.drain(..) {
-        sum.findings += 1;
-        writeln!(out, "{}", finding_line(&f, first_ts.unwrap_or(0)))?;
-    }
+    analysis.finish(&mut found);
+    emit(&mut found, &mut groups, &meta, first_ts, out, &mut sum)?;
     out.flush()?;
     if let Some(rec) = recorder.take() {
         if let Err(e) = rec.finish(&sum.end) {
@@ -123,5 +168,49 @@ pub fn run_plain(
         "detector: {} items, {} findings, {} events lost; {}",
         sum.items, sum.findings, sum.lost, sum.end
     )?;
+    let base = first_ts.unwrap_or(0);
+    for g in groups.groups().iter().filter(|g| g.span.count > 1) {
+        writeln!(
+            err,
+            "detector: group: {}",
+            crate::report::group_line(g, base)
+        )?;
+    }
+    let o = groups.overflow();
+    if o.span.count > 0 {
+        writeln!(
+            err,
+            "detector: {} findings of kinds beyond the group limit: #{}..#{}",
+            o.span.count, o.span.first_id, o.span.last_id
+        )?;
+    }
     Ok(sum)
+}
+
+/// Prints the first findings of each group in full and a line per decade
+/// of each group's count; the rest are only counted.
+fn emit(
+    found: &mut Vec<Finding>,
+    groups: &mut Groups<()>,
+    meta: &EventMeta,
+    first_ts: Option<u64>,
+    out: &mut dyn Write,
+    sum: &mut PlainSummary,
+) -> std::io::Result<()> {
+    let base = first_ts.unwrap_or(0);
+    for f in found.drain(..) {
+        sum.findings += 1;
+        let g = GroupInput::of(&f);
+        let placed = groups.add(g, || ());
+        if placed.example {
+            writeln!(out, "{}", finding_line(&finding_row(&f, meta), base))?;
+        } else if is_decade(placed.count) {
+            let first = match placed.group.and_then(|i| groups.get(i)) {
+                Some(grp) => grp.span.first_id,
+                None => groups.overflow().span.first_id,
+            };
+            writeln!(out, "{}", group_line(&g, &placed, first, base))?;
+        }
+    }
+    Ok(())
 }

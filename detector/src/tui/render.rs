@@ -13,7 +13,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
-use crate::event::fmt_entry;
+use crate::event::{fmt_entry, RetFmt};
 use crate::plan::AttachMode;
 
 use super::app::{UiState, View};
@@ -54,7 +54,7 @@ pub fn draw(frame: &mut Frame, ui: &UiState, live: &Model) {
     match ui.view() {
         View::Overview => draw_overview(frame, body, ui, model),
         View::Findings => match ui.finding_detail {
-            Some(seq) => draw_finding_detail(frame, body, ui, model, seq),
+            Some(group) => draw_finding_detail(frame, body, ui, model, group),
             None => draw_findings(frame, body, ui, model),
         },
         View::Objects => match ui.object_detail {
@@ -160,7 +160,7 @@ fn draw_footer(frame: &mut Frame, area: Rect, ui: &UiState) {
         Line::from(Span::styled(msg.as_str(), Style::new().fg(Color::Yellow)))
     } else {
         let hint = match ui.view() {
-            View::Findings if ui.finding_detail.is_some() => "↑↓ scroll  Esc back",
+            View::Findings if ui.finding_detail.is_some() => "↑↓ scroll  n/N example  Esc back",
             View::Objects if ui.object_detail.is_some() => "↑↓ scroll  Esc back",
             View::Findings | View::Objects => "↑↓/jk move  Enter details  / filter",
             View::Windows => "↑↓ choose window",
@@ -181,6 +181,7 @@ fn draw_help(frame: &mut Frame, area: Rect) {
         ("1 2 3 4", "Overview, Findings, Objects, Windows"),
         ("↑ ↓, j k", "move (PgUp/PgDn, g/G: jump)"),
         ("Enter", "drill down (finding evidence, object history)"),
+        ("n N, ] [", "next / previous example of a finding group"),
         ("Esc", "back out; clears the filter at top level"),
         ("/", "filter: pid:N comm:S rule:S or a word"),
         (
@@ -237,8 +238,9 @@ fn lost_style(lost: u64) -> Style {
 
 fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     let banner_h = if m.info.degraded.is_some() { 4 } else { 0 };
+    let summary_h = if m.analysis_note.is_empty() { 4 } else { 5 };
     let [summary, banner, probes] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(summary_h),
         Constraint::Length(banner_h),
         Constraint::Min(0),
     ])
@@ -311,7 +313,11 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
                 format!("{} near-miss", m.by_severity[Severity::NearMiss as usize]),
                 sev_style(Severity::NearMiss),
             ),
-            Span::raw(format!(", {} info", m.by_severity[Severity::Info as usize])),
+            Span::raw(format!(
+                ", {} info in {} group(s)",
+                m.by_severity[Severity::Info as usize],
+                m.findings.len()
+            )),
         ]),
         Line::from(format!(
             " analyzer: tracked objects {}, evictions {}   history index: {} objects ({} dropped)",
@@ -320,8 +326,15 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             m.objects.len(),
             m.objects.dropped
         )),
-        Line::from(plan_line),
     ];
+    let mut lines = lines;
+    if !m.analysis_note.is_empty() {
+        lines.push(Line::styled(
+            format!(" analyzer config {}", m.analysis_note),
+            Style::new().dim(),
+        ));
+    }
+    lines.push(Line::from(plan_line));
     frame.render_widget(Paragraph::new(lines), summary);
 
     // One row per plan entry, then any probe that sent events without being
@@ -478,7 +491,7 @@ fn sev_style(s: Severity) -> Style {
 
 fn draw_findings(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     let total = ui.filtered_findings(m).count();
-    let sel = ui.selected_finding(m).map(|(i, _)| i);
+    let sel = ui.selected_finding(m).map(|(p, _, _)| p);
     let visible = area.height.saturating_sub(3) as usize;
     let offset = sel.map_or(0, |s| s.saturating_sub(visible.saturating_sub(1)));
     let now = m.last_ts;
@@ -486,43 +499,57 @@ fn draw_findings(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
         .filtered_findings(m)
         .skip(offset)
         .take(visible)
-        .map(|f| {
-            let task = f
-                .task()
-                .map_or_else(String::new, |e| format!("{}/{}", e.comm, e.tid));
+        .map(|(_, g)| {
+            let sev = super::analysis::severity(g.severity);
+            let objects = g.examples.first().map_or("", |f| f.objects.as_str());
             Row::new(vec![
-                Cell::from(format!("#{}", f.seq)),
-                Cell::from(fmt_ns(now.saturating_sub(f.ts_ns))),
-                Cell::from(f.severity.as_str()).style(sev_style(f.severity)),
-                Cell::from(f.rule.as_str()),
-                Cell::from(f.objects.as_str()),
-                Cell::from(task),
+                Cell::from(format!("#{}", g.span.first_id)),
+                Cell::from(if g.span.count > 1 {
+                    format!("×{}", fmt_count(g.span.count))
+                } else {
+                    String::new()
+                }),
+                Cell::from(fmt_ns(now.saturating_sub(g.span.last_ns))),
+                Cell::from(sev.as_str()).style(sev_style(sev)),
+                Cell::from(g.rule.name()),
+                Cell::from(objects),
+                Cell::from(format!("{}/{}", g.comm, g.tid)),
             ])
         })
         .collect();
     let mut state = TableState::default().with_selected(sel.map(|s| s - offset));
-    let title = if ui.filter.is_empty() {
-        format!(" findings: {total}, newest first ")
+    let overflow = m.findings.overflow().span.count;
+    let mut title = if ui.filter.is_empty() {
+        format!(
+            " findings: {} in {} group(s), newest first",
+            m.findings_total,
+            m.findings.len()
+        )
     } else {
         format!(
-            " findings matching `{}`: {total} of {} ",
+            " groups matching `{}`: {total} of {}",
             ui.filter_text,
             m.findings.len()
         )
     };
+    if overflow > 0 {
+        let _ = write!(title, "; {overflow} more beyond the group limit");
+    }
+    title.push(' ');
     let table = Table::new(
         rows,
         [
-            Constraint::Length(6),
+            Constraint::Length(7),
+            Constraint::Length(7),
             Constraint::Length(9),
             Constraint::Length(10),
-            Constraint::Length(28),
+            Constraint::Length(25),
             Constraint::Min(20),
             Constraint::Length(22),
         ],
     )
     .header(
-        Row::new(["#", "age", "severity", "rule", "objects", "task"])
+        Row::new(["#", "count", "age", "severity", "rule", "objects", "task"])
             .style(Style::new().bold().underlined()),
     )
     .row_highlight_style(Style::new().reversed())
@@ -540,17 +567,31 @@ fn draw_findings(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     }
 }
 
-fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, seq: u64) {
-    let Some(f) = m.findings.iter().find(|f| f.seq == seq) else {
+fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, group: usize) {
+    let Some(g) = m.findings.get(group) else {
         frame.render_widget(
-            Paragraph::new(" this finding was dropped from the list (Esc goes back)"),
+            Paragraph::new(" this finding group is not in the list (Esc goes back)"),
             area,
         );
         return;
     };
-    let [head, timeline] =
-        Layout::vertical([Constraint::Length(5), Constraint::Min(0)]).areas(area);
-    let lines = vec![
+    let Some(f) = g
+        .examples
+        .get(ui.example.min(g.examples.len().saturating_sub(1)))
+    else {
+        frame.render_widget(
+            Paragraph::new(" this group keeps no example (Esc goes back)"),
+            area,
+        );
+        return;
+    };
+    let grouped = g.span.count > 1;
+    let [head, timeline] = Layout::vertical([
+        Constraint::Length(if grouped { 6 } else { 5 }),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    let mut lines = vec![
         Line::from(vec![
             Span::styled(format!(" finding #{} ", f.seq), Style::new().bold()),
             Span::styled(f.severity.as_str().to_uppercase(), sev_style(f.severity)),
@@ -580,6 +621,33 @@ fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, s
             )
         )),
     ];
+    if grouped {
+        let first = m.first_ts.unwrap_or(0);
+        let cause = if g.cause.is_empty() {
+            String::new()
+        } else {
+            format!(", cause {}", g.cause)
+        };
+        lines.insert(
+            1,
+            Line::styled(
+                format!(
+                    " group: {} findings by {}/{}{cause}, #{}..#{}, the first at {} (stream \
+                     time), the last {} later; example {} of {} (n/N: next/previous)",
+                    g.span.count,
+                    g.comm,
+                    g.tid,
+                    g.span.first_id,
+                    g.span.last_id,
+                    fmt_ns(g.span.first_ns.saturating_sub(first)),
+                    fmt_ns(g.span.last_ns.saturating_sub(g.span.first_ns)),
+                    ui.example.min(g.examples.len() - 1) + 1,
+                    g.examples.len()
+                ),
+                Style::new().fg(Color::Magenta),
+            ),
+        );
+    }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), head);
     let t0 = f.evidence.first().map_or(0, |e| e.ts_ns);
     // Two lines per step: what happened, then the state seen.
@@ -755,7 +823,11 @@ fn draw_object_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, ke
                 _ => "tp",
             };
             let ret = if r.has_ret() {
-                fmt_ret(r.ret)
+                RetFmt {
+                    probe: ProbeId::from_u16(r.probe),
+                    ret: r.ret,
+                }
+                .to_string()
             } else {
                 String::new()
             };
@@ -795,7 +867,7 @@ fn draw_object_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, ke
             Constraint::Length(19),
             Constraint::Length(12),
             Constraint::Min(16),
-            Constraint::Length(12),
+            Constraint::Length(18),
         ],
     )
     .header(
@@ -934,14 +1006,6 @@ pub fn fmt_folio_state(f_state: u32, refcount: i32, mapcount: i32) -> String {
     }
     let _ = write!(s, "ref {refcount} map {mapcount}");
     s
-}
-
-fn fmt_ret(v: i64) -> String {
-    if detector_common::is_kernel_ptr(v as u64) {
-        format!("{:#x}", v as u64)
-    } else {
-        v.to_string()
-    }
 }
 
 /// Human duration: ns, µs, ms or s with three significant digits.

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use crate::bpfstats::CostUpdate;
 use crate::event::StreamItem;
 
-use super::model::{FindingRow, Model, SourceState, WindowRow};
+use super::analysis::finding_row;
+use super::model::{Model, SourceState, WindowRow};
 use super::source::{Pull, Source};
+use crate::analyzer::Finding;
+use crate::groups::GroupInput;
 
 /// How often the analyzer's window histograms are copied into the model.
 const WINDOWS_EVERY: Duration = Duration::from_millis(250);
@@ -54,19 +57,17 @@ pub struct AnalysisStats {
     pub evictions: u64,
 }
 
-/// The analysis the worker runs: the analyzer, seen through the rows the
-/// UI keeps.
+/// The analysis the worker runs: the analyzer, behind a trait so the
+/// worker can be driven without one.
 pub trait Analysis: Send {
-    fn process(
-        &mut self,
-        index: u64,
-        item: &StreamItem,
-        meta: &EventMeta,
-        out: &mut Vec<FindingRow>,
-    );
+    fn process(&mut self, index: u64, item: &StreamItem, out: &mut Vec<Finding>);
     /// End of stream: windows still open are closed, late findings emitted.
-    fn finish(&mut self, meta: &EventMeta, out: &mut Vec<FindingRow>);
+    fn finish(&mut self, out: &mut Vec<Finding>);
     fn stats(&self, out: &mut AnalysisStats);
+    /// The configuration in use and where it came from (one line).
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 /// Something `--record` writes into (the trace writer).
@@ -111,13 +112,17 @@ impl Worker {
     pub fn run(mut self) -> WorkerReport {
         let mut report = WorkerReport::default();
         let mut buf: Vec<(u64, StreamItem)> = Vec::with_capacity(super::source::BATCH);
-        let mut found: Vec<FindingRow> = Vec::new();
+        // Findings of the current batch; only the first few of each group
+        // are turned into rows (under the lock, when applied), the rest
+        // are counted and dropped.
+        let mut found: Vec<Finding> = Vec::new();
         let mut meta = EventMeta::new(18);
         let mut stats = AnalysisStats::default();
         let mut last_stats = Instant::now() - WINDOWS_EVERY;
         // Per-probe run time: read by the live capture about once a second,
         // applied here so the render path only formats it.
         let mut costs = CostUpdate::default();
+        lock(&self.model).analysis_note = self.analysis.describe();
         let end_state;
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -154,7 +159,7 @@ impl Worker {
             found.clear();
             for (index, item) in &buf {
                 meta.record(*index, item);
-                self.analysis.process(*index, item, &meta, &mut found);
+                self.analysis.process(*index, item, &mut found);
                 if let Some(rec) = self.recorder.as_mut() {
                     if let Err(e) = rec.write(item) {
                         // The display goes on; the recording is over and
@@ -175,7 +180,7 @@ impl Worker {
                 m.ingest(*index, item);
             }
             for f in found.drain(..) {
-                m.add_finding(f);
+                m.add_finding(GroupInput::of(&f), || finding_row(&f, &meta));
             }
             if new_costs {
                 m.apply_costs(&costs);
@@ -193,7 +198,7 @@ impl Worker {
             }
         }
         found.clear();
-        self.analysis.finish(&meta, &mut found);
+        self.analysis.finish(&mut found);
         self.analysis.stats(&mut stats);
         if let Some(rec) = self.recorder.take() {
             let reason = match &end_state {
@@ -206,7 +211,7 @@ impl Worker {
         }
         let mut m = lock(&self.model);
         for f in found.drain(..) {
-            m.add_finding(f);
+            m.add_finding(GroupInput::of(&f), || finding_row(&f, &meta));
         }
         m.windows = std::mem::take(&mut stats.windows);
         m.tracked_objects = stats.tracked_objects;

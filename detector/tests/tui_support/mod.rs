@@ -274,3 +274,79 @@ pub fn write_trace(path: &Path, items: &[StreamItem]) {
     };
     w.finish(TraceEnd::at(end, "test")).unwrap();
 }
+
+pub const STORM_TID: u32 = 700;
+
+/// A kernel that skips the swap-in pin: after one pinned swap-in shows the
+/// prepare probe works, task `stress` reads `n` swapped-out entries without
+/// SWAP_HAS_CACHE, one `swapin_without_cache_pin` finding each, all with
+/// cause `not_held`. Starts at `t`, 1 µs per swap-in.
+pub fn storm(items: &mut Vec<StreamItem>, t: u64, n: u64) {
+    use detector_common::FS_LOCKED;
+    let other = 601;
+    let s0 = swp_entry(2, 0x20);
+    items.push(StreamItem::Event(ret(
+        entry(
+            ev(
+                t,
+                ProbeId::SwapcachePrepare,
+                EventKind::Exit,
+                other,
+                b"fault_b",
+            ),
+            s0,
+        ),
+        0,
+    )));
+    items.push(StreamItem::Event(entry(
+        ev(
+            t + 100,
+            ProbeId::SwapcacheClear,
+            EventKind::Enter,
+            other,
+            b"fault_b",
+        ),
+        s0,
+    )));
+    let anon = FS_ANON | FS_SWAPBACKED;
+    for i in 0..n {
+        let ts = t + 1_000 + i * 1_000;
+        let s = swp_entry(2, 0x1000 + i);
+        let f = 0xffff_ea00_0200_0000 + i * 0x40;
+        let g = 0xffff_ea00_0300_0000 + i * 0x40;
+        let k = |dt, probe, kind| ev(ts + dt, probe, kind, RECLAIM_TID, b"kswapd0");
+        items.push(StreamItem::Event(folio(
+            entry(k(0, ProbeId::SwapEntryAlloc, EventKind::Exit), s),
+            f,
+            anon | FS_LOCKED,
+            2,
+            1,
+            s,
+        )));
+        items.push(StreamItem::Event(folio(
+            entry(k(100, ProbeId::SwapCacheDelete, EventKind::Enter), s),
+            f,
+            anon | FS_SWAPCACHE | FS_LOCKED,
+            0,
+            0,
+            s,
+        )));
+        items.push(StreamItem::Event(folio(
+            entry(
+                ev(
+                    ts + 500,
+                    ProbeId::SwapRead,
+                    EventKind::Enter,
+                    STORM_TID,
+                    b"stress",
+                ),
+                s,
+            ),
+            g,
+            anon | FS_LOCKED,
+            1,
+            0,
+            s,
+        )));
+    }
+}
