@@ -362,7 +362,14 @@ impl Analyzer {
                  but the moved folio {:#x} is again the swap-cache folio of that entry: the move is consistent",
                 e.folio
             );
-            self.emit(out, RuleId::SwapEntryAba, Severity::Info, msg, &chain);
+            self.emit(
+                out,
+                RuleId::SwapEntryAba,
+                Severity::Info,
+                "consistent_again",
+                msg,
+                &chain,
+            );
         } else if reused && swap_path {
             let msg = format!(
                 "move_pages looked up swap entry {entry} and got folio {:#x}; the entry was then freed and \
@@ -370,7 +377,14 @@ impl Analyzer {
                  folio_move_anon_rmap on the swap-PTE path: the PTE recheck passed on a reused entry",
                 e.folio
             );
-            self.emit(out, RuleId::SwapEntryAba, Severity::Violation, msg, &chain);
+            self.emit(
+                out,
+                RuleId::SwapEntryAba,
+                Severity::Violation,
+                "reused_entry_moved",
+                msg,
+                &chain,
+            );
         } else if reused {
             let msg = format!(
                 "move_pages looked up swap entry {entry} and got folio {:#x}; the entry was freed and \
@@ -379,7 +393,14 @@ impl Analyzer {
                  source again is correct), so this is not proof of a stale move",
                 e.folio
             );
-            self.emit(out, RuleId::SwapEntryAba, Severity::NearMiss, msg, &chain);
+            self.emit(
+                out,
+                RuleId::SwapEntryAba,
+                Severity::NearMiss,
+                "path_not_observed",
+                msg,
+                &chain,
+            );
         } else if !consistent {
             self.check_stale_move(&l, &chain, e, swap_path, out);
         }
@@ -463,14 +484,28 @@ impl Analyzer {
                      caught it, and a retry took the page's current state)",
                     folios.join(", ")
                 );
-                self.emit(out, rule, Severity::NearMiss, msg, &chain);
+                self.emit(
+                    out,
+                    rule,
+                    Severity::NearMiss,
+                    "reuse_not_moved",
+                    msg,
+                    &chain,
+                );
             } else {
                 let msg = format!(
                     "move_pages found no swap-cache folio for entry {ent}{times}, but a folio was added to the \
                      swap cache for it before the call returned: the move decided on a stale miss (kernels \
                      with the SWAP_HAS_CACHE recheck retry; the per-page outcome is not visible)"
                 );
-                self.emit(out, rule, Severity::NearMiss, msg, &chain);
+                self.emit(
+                    out,
+                    rule,
+                    Severity::NearMiss,
+                    "insert_after_miss",
+                    msg,
+                    &chain,
+                );
             }
         }
         let entries: Vec<u64> = w.lookups[..w.active].iter().map(|l| l.entry).collect();

@@ -68,6 +68,7 @@ impl Analyzer {
                     out,
                     RuleId::EexistStorm,
                     Severity::Info,
+                    "eexist_threshold",
                     msg,
                     &[first, last],
                 );
@@ -135,12 +136,10 @@ impl Analyzer {
             out,
             RuleId::SwapinWithoutCachePin,
             Severity::Violation,
+            cause,
             msg,
             &[ev],
         );
-        if let Some(f) = out.last_mut() {
-            f.cause = cause.to_string();
-        }
     }
 }
 

@@ -91,7 +91,13 @@ impl Analyzer {
                         enter.refcount, enter.mapcount, exit.refcount, exit.mapcount
                     ),
                 };
-                let proof = pin_trusted || extra_before > 0 && extra_after > 0;
+                let refs_proof = extra_before > 0 && extra_after > 0;
+                let proof = pin.is_some() && pin_trusted || refs_proof;
+                let cause = match (pin.is_some() && pin_trusted, refs_proof) {
+                    (true, _) => "discarded_pinned",
+                    (false, true) => "discarded_extra_refs",
+                    (false, false) => "pin_release_lost",
+                };
                 let (severity, tail) = if proof {
                     (
                         Severity::Violation,
@@ -109,7 +115,7 @@ impl Analyzer {
                      {tail}",
                     e.folio
                 );
-                self.emit(out, RuleId::LazyfreeExtraRefs, severity, msg, &chain);
+                self.emit(out, RuleId::LazyfreeExtraRefs, severity, cause, msg, &chain);
             }
         } else if e.ret == 0 && (pin.is_some() || extra_before > 0) {
             // try_to_unmap_one keeps a lazyfree folio for one of two reasons:
@@ -126,6 +132,11 @@ impl Analyzer {
             chain.push(enter.with_note(
                 "reclaim starts unmapping a clean lazyfree (MADV_FREE) folio with extra references",
             ));
+            let cause = if redirtied {
+                "written_again"
+            } else {
+                "kept_by_refcount_check"
+            };
             let (note, msg, severity) = if redirtied {
                 (
                     "try_to_unmap_one kept the folio: it was written again after MADV_FREE",
@@ -148,7 +159,7 @@ impl Analyzer {
                 )
             };
             chain.push(exit.with_note(note));
-            self.emit(out, RuleId::LazyfreeExtraRefs, severity, msg, &chain);
+            self.emit(out, RuleId::LazyfreeExtraRefs, severity, cause, msg, &chain);
         }
     }
 }

@@ -558,6 +558,7 @@ impl Analyzer {
         out: &mut Vec<Finding>,
         rule: RuleId,
         severity: Severity,
+        cause: &'static str,
         explanation: String,
         chain: &[Ev],
     ) {
@@ -593,7 +594,7 @@ impl Analyzer {
             explanation,
             evidence,
             confidence: Confidence::from_lost(self.stats.lost - min_lost),
-            cause: String::new(),
+            cause: cause.to_string(),
         });
     }
 

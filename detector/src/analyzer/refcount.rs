@@ -54,6 +54,7 @@ impl Analyzer {
                         out,
                         RuleId::RefcountBelowMapcount,
                         Severity::Violation,
+                        "two_snapshots",
                         msg,
                         &[first, ev],
                     );
@@ -113,6 +114,7 @@ impl Analyzer {
                 out,
                 RuleId::PinNotExclusive,
                 Severity::Violation,
+                "slow_gup_pin",
                 msg,
                 &[ev],
             );
@@ -164,7 +166,14 @@ impl Analyzer {
                 p.folio
             );
             let ev = p.with_note("GUP-fast FOLL_PIN grab on a non-exclusive anon folio, kept");
-            self.emit(out, RuleId::PinNotExclusive, Severity::NearMiss, msg, &[ev]);
+            self.emit(
+                out,
+                RuleId::PinNotExclusive,
+                Severity::NearMiss,
+                "fast_pin_kept",
+                msg,
+                &[ev],
+            );
         }
     }
 
@@ -250,7 +259,14 @@ impl Analyzer {
                     e.folio, e.f_refcount
                 );
                 let g = g.with_note("FOLL_PIN taken and not released");
-                self.emit(out, RuleId::CowOfPinned, Severity::Violation, msg, &[g, ev]);
+                self.emit(
+                    out,
+                    RuleId::CowOfPinned,
+                    Severity::Violation,
+                    "pin_outstanding",
+                    msg,
+                    &[g, ev],
+                );
             }
             None => {
                 let msg = format!(
@@ -259,7 +275,14 @@ impl Analyzer {
                      plain references), so this is circumstantial",
                     e.folio, e.f_refcount
                 );
-                self.emit(out, RuleId::CowOfPinned, Severity::NearMiss, msg, &[ev]);
+                self.emit(
+                    out,
+                    RuleId::CowOfPinned,
+                    Severity::NearMiss,
+                    "pin_bias_only",
+                    msg,
+                    &[ev],
+                );
             }
         }
     }
@@ -285,9 +308,10 @@ impl Analyzer {
             let mut chain = vec![g.with_note("FOLL_PIN taken and not released")];
             chain.extend(enter);
             chain.push(exit);
-            let (severity, msg) = if epoch == self.pin_epoch {
+            let (severity, cause, msg) = if epoch == self.pin_epoch {
                 (
                     Severity::Violation,
+                    "pin_outstanding",
                     format!(
                         "__remove_mapping freed folio {:#x} while a FOLL_PIN taken on it was still outstanding: \
                          the pin holder keeps using freed memory",
@@ -297,6 +321,7 @@ impl Analyzer {
             } else {
                 (
                     Severity::NearMiss,
+                    "pin_release_lost",
                     format!(
                         "__remove_mapping freed folio {:#x} while a FOLL_PIN taken on it looked outstanding, but \
                          pin-release events were lost since the grab: the release may have gone unseen",
@@ -304,7 +329,14 @@ impl Analyzer {
                     ),
                 )
             };
-            self.emit(out, RuleId::RemoveMappingPinned, severity, msg, &chain);
+            self.emit(
+                out,
+                RuleId::RemoveMappingPinned,
+                severity,
+                cause,
+                msg,
+                &chain,
+            );
         } else if let Some(en) = enter.filter(|x| x.has_state() && maybe_pinned(x)) {
             let msg = format!(
                 "__remove_mapping freed folio {:#x} whose refcount {} looked pinned when it started; no unpin was \
@@ -315,6 +347,7 @@ impl Analyzer {
                 out,
                 RuleId::RemoveMappingPinned,
                 Severity::Info,
+                "pin_looked_outstanding",
                 msg,
                 &[en, exit],
             );

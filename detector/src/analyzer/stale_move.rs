@@ -42,6 +42,11 @@ impl Analyzer {
         if l.entry == 0 || folio_still_names(e, l.entry) {
             return;
         }
+        let cause = if e.f_state & FS_SWAPCACHE == 0 {
+            "left_swap_cache"
+        } else {
+            "names_other_entry"
+        };
         let now = if e.f_state & FS_SWAPCACHE == 0 {
             "is no longer in the swap cache".to_string()
         } else {
@@ -71,6 +76,6 @@ impl Analyzer {
                 ),
             )
         };
-        self.emit(out, RuleId::StaleFolioMove, severity, msg, chain);
+        self.emit(out, RuleId::StaleFolioMove, severity, cause, msg, chain);
     }
 }
