@@ -34,7 +34,9 @@ use crate::event::{fmt_entry, StreamItem};
 use ev::Ev;
 use state::{EntryState, FolioState, PinRecord, StormState, TaskState, Tasks};
 
-/// Analyzer settings. `Default` is what `detector replay` uses.
+/// Analyzer settings. `record` writes the ones it used into the trace header and
+/// `replay` uses the header's (flags override them); `Default` is what a
+/// trace without them gets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// Upper bound on tracked objects (entries, folios, tasks, side
