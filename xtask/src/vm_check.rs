@@ -1103,4 +1103,64 @@ mod tests {
         t.event(&dead);
         assert_eq!(t.refcount_bad.len(), 1);
     }
+
+    fn at(probe: ProbeId, kind: EventKind, tid: u32, entry: u64) -> Event {
+        Event {
+            probe: probe as u16,
+            kind: kind as u8,
+            tid,
+            entry,
+            valid: detector_common::V_ENTRY,
+            nr: 1,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn large_insert_covers_every_entry_of_the_folio() {
+        let mut t = Tally::default();
+        // An insert of a 4-page folio whose event says nr = 1.
+        let mut ins = lookup(40, 0x9000, 40);
+        ins.probe = ProbeId::SwapCacheInsert as u16;
+        ins.kind = EventKind::Enter as u8;
+        ins.f_state |= FS_LARGE;
+        ins.f_nr_pages = 4;
+        ins.nr = 1;
+        t.event(&ins);
+        assert_eq!((t.large_inserts, t.large_insert_pages), (1, 4));
+        // A lookup of S+2 matches the insert and falls inside folio->swap.
+        let mut l = lookup(42, 0x9000, 40);
+        l.f_state |= FS_LARGE;
+        l.f_nr_pages = 4;
+        t.event(&l);
+        assert!(t.lookup_mismatch.is_empty() && t.lookup_swap_field_bad.is_empty());
+        assert_eq!(t.lookups_checked, 1);
+        assert_eq!((t.large_lookups, t.large_lookups_inner), (1, 1));
+        // S+4 is outside the folio: folio->swap does not cover it.
+        l.entry = 44;
+        t.event(&l);
+        assert_eq!(t.lookup_swap_field_bad.len(), 1);
+    }
+
+    #[test]
+    fn move_window_counts_free_then_realloc_of_a_looked_up_entry() {
+        let mut t = Tally::default();
+        t.event(&at(ProbeId::MovePages, EventKind::Enter, 7, 0));
+        let mut l = at(ProbeId::MovePagesLookup, EventKind::Exit, 7, 100);
+        l.folio = 0x1000;
+        l.valid |= V_FOLIO;
+        t.event(&l);
+        // Another task's lookup is not in the window.
+        t.event(&at(ProbeId::SwapCacheLookup, EventKind::Exit, 8, 200));
+        // A reallocation without a free first is not a reuse.
+        t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 100));
+        t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
+        t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 100));
+        t.event(&at(ProbeId::MovePages, EventKind::Exit, 7, 0));
+        let m = &t.moves;
+        assert_eq!((m.calls, m.lookups, m.freed, m.reused), (1, 1, 1, 1));
+        // After the call returned, the entry is no longer watched.
+        t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
+        assert_eq!(t.moves.freed, 1);
+    }
 }

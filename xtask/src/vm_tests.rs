@@ -680,6 +680,39 @@ mod tests {
         assert!(s.contains("--ring-size 4096"));
         assert!(s.trim_end().ends_with("poweroff -f"));
         let results = s.find("results written").unwrap_or(0);
+        assert!(!s.contains("pid_max") && !s.contains("rotational"));
         assert!(results > s.find("kill -INT $DPID").unwrap_or(usize::MAX));
+    }
+
+    #[test]
+    fn init_sets_mthp_sizes_nonrotational_swap_and_pid_max() {
+        let s = init_script(&GuestRun {
+            swap: Swap::Disk,
+            memory_max: "64M".into(),
+            record: Some(vec![]),
+            workload: Some(vec!["swap-hog".into()]),
+            foreground: None,
+            setup: GuestSetup {
+                pid_max: Some(1024),
+                ..MTHP
+            },
+        });
+        let rot = s
+            .find("echo 0 > /sys/block/vda/queue/rotational")
+            .expect("rotational");
+        assert!(rot < s.find("swapon /dev/vda").expect("swapon"));
+        assert!(s.contains("echo always > $T/hugepages-64kB/enabled"));
+        assert!(s.contains("echo 1024 > /proc/sys/kernel/pid_max"));
+        assert!(s.contains("> /out/mthp.before") && s.contains("> /out/mthp.after"));
+    }
+
+    #[test]
+    fn rotated_tests_keep_segments_within_the_results_disk() {
+        for t in TESTS {
+            if let Some((size, keep)) = t.setup.rotate {
+                let mib: u64 = size.trim_end_matches('M').parse().expect("size in M");
+                assert!(mib * u64::from(keep) <= 4096, "{}", t.name);
+            }
+        }
     }
 }
