@@ -225,6 +225,18 @@ fn probe_source(src: &Mapping, page: usize, seed: u64, st: &Stats) {
 
 const MTHP_KEYS: &[&str] = &["anon_fault_alloc", "swpout", "swpout_fallback"];
 
+/// Spawns a named thread (the name is the task's `comm` in the detector's
+/// evidence, so a chain says which helper did what).
+fn spawn_named<'s, 'e, F>(s: &'s std::thread::Scope<'s, 'e>, name: String, f: F)
+where
+    F: FnOnce() + Send + 's,
+{
+    if let Err(e) = std::thread::Builder::new().name(name).spawn_scoped(s, f) {
+        eprintln!("uffd-move-swap: cannot start a helper thread: {e}");
+        std::process::exit(2);
+    }
+}
+
 /// Ok(corrupt word count), or why the run could not complete.
 fn run(a: &Args) -> anyhow::Result<u64> {
     if !Uffd::move_supported()? {
@@ -266,7 +278,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         let result = std::thread::scope(|s| {
             for f in 0..a.faulters {
                 let (src, st, stop) = (&src, &st, &stop);
-                s.spawn(move || {
+                spawn_named(s, "faulter".to_string(), move || {
                     let mut rng = 0x1234_5678_9abc_def1u64 ^ ((f as u64 + 1) << 32) ^ seed;
                     while !stop.load(Ordering::Relaxed) {
                         let p = (xorshift(&mut rng) as usize) % pages;
@@ -278,11 +290,11 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             for id in 0..a.siblings {
                 let (src, dst, moved, cursor, st, stop) = (&src, &dst, &moved, &cursor, &st, &stop);
                 let neighbours = a.neighbours;
-                s.spawn(move || sibling(id, src, dst, moved, cursor, neighbours, seed, st, stop));
+                spawn_named(s, format!("sibling-{id}"), move || sibling(id, src, dst, moved, cursor, neighbours, seed, st, stop));
             }
             {
                 let (src, dst, st, stop) = (&src, &dst, &st, &stop);
-                s.spawn(move || {
+                spawn_named(s, "pager".to_string(), move || {
                     let chunk = 64.min(pages);
                     let mut at = 0;
                     while !stop.load(Ordering::Relaxed) {
@@ -297,7 +309,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             }
             {
                 let (churn, st, stop) = (&churn, &st, &stop);
-                s.spawn(move || {
+                spawn_named(s, "churn".to_string(), move || {
                     let mut round = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         for i in 0..churn.pages() {
