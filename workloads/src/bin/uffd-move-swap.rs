@@ -290,7 +290,9 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             for id in 0..a.siblings {
                 let (src, dst, moved, cursor, st, stop) = (&src, &dst, &moved, &cursor, &st, &stop);
                 let neighbours = a.neighbours;
-                spawn_named(s, format!("sibling-{id}"), move || sibling(id, src, dst, moved, cursor, neighbours, seed, st, stop));
+                spawn_named(s, format!("sibling-{id}"), move || {
+                    sibling(id, src, dst, moved, cursor, neighbours, seed, st, stop)
+                });
             }
             {
                 let (src, dst, st, stop) = (&src, &dst, &st, &stop);
