@@ -95,8 +95,9 @@ impl Uffd {
         Ok(())
     }
 
-    /// One UFFDIO_MOVE of `len` bytes: Ok(bytes moved) or the errno.
-    pub fn move_range(&self, dst: usize, src: usize, len: usize) -> Result<i64, i32> {
+    /// One UFFDIO_MOVE of `len` bytes: the bytes it moved (a call can move
+    /// part of the range and then fail), and the errno if it failed.
+    pub fn move_range(&self, dst: usize, src: usize, len: usize) -> (usize, Option<i32>) {
         let mut mv = UffdioMove {
             dst: dst as u64,
             src: src as u64,
@@ -107,10 +108,13 @@ impl Uffd {
         // SAFETY: UFFDIO_MOVE between two mappings of this process; the
         // kernel validates both ranges.
         let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), UFFDIO_MOVE as _, &mut mv) };
+        // `moved` holds a negative errno when nothing was moved.
+        let moved = mv.moved.max(0) as usize;
         if rc == 0 {
-            Ok(mv.moved)
+            (moved, None)
         } else {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            (moved, Some(errno))
         }
     }
 }

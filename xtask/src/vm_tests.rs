@@ -363,10 +363,12 @@ pub const TESTS: &[VmTest] = &[
         // full, so the allocator hands out the few entries just freed, and
         // a freed entry comes back within the move windows. The siblings
         // do the faulting (no separate random faulter spinning on present
-        // pages and taking their CPU).
+        // pages and taking their CPU). 16 pages per UFFDIO_MOVE call: the
+        // call looks up each page in turn, so its window holds its earlier
+        // lookups while the siblings churn the run's neighbours.
         workload: &[
             "uffd-move-swap", "--mib", "4", "--iterations", "1000", "--siblings", "3",
-            "--neighbours", "8", "--faulters", "0", "--seconds", "60",
+            "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "60",
         ],
         ring_size: None,
         attach: None,

@@ -214,6 +214,11 @@ fn cow_task(pool: &Pool, st: &Stats, rng: &mut u64) -> Option<u32> {
 fn move_task(pages: usize, st: &Stats, tid: u32) -> Result<(), String> {
     let src = Mapping::anon(pages * PAGE).map_err(|e| e.to_string())?;
     let dst = Mapping::anon(pages * PAGE).map_err(|e| e.to_string())?;
+    // Children forked by the other tasks must not share these pages:
+    // UFFDIO_MOVE refuses a shared (non-exclusive) page with EBUSY, and the
+    // point is to move swapped pages, not to fault them in first.
+    let _ = src.madvise(0, pages, libc::MADV_DONTFORK);
+    let _ = dst.madvise(0, pages, libc::MADV_DONTFORK);
     let seed = 0x7000_0000_0000 | u64::from(tid);
     for i in 0..pages {
         // SAFETY: page i of our own mapping.
@@ -227,12 +232,12 @@ fn move_task(pages: usize, st: &Stats, tid: u32) -> Result<(), String> {
         let mut busy = 0;
         loop {
             match fd.move_range(d, s, PAGE) {
-                Ok(n) if n == PAGE as i64 => break,
-                Ok(n) => return Err(format!("UFFDIO_MOVE moved {n} bytes of a page")),
-                Err(libc::EAGAIN) => {
+                (PAGE, _) => break,
+                (n, None) => return Err(format!("UFFDIO_MOVE moved {n} bytes of a page")),
+                (_, Some(libc::EAGAIN)) => {
                     st.eagain.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(libc::EBUSY) => {
+                (_, Some(libc::EBUSY)) => {
                     st.ebusy.fetch_add(1, Ordering::Relaxed);
                     busy += 1;
                     if busy % 4 == 0 {
@@ -245,7 +250,7 @@ fn move_task(pages: usize, st: &Stats, tid: u32) -> Result<(), String> {
                         return Err("UFFDIO_MOVE kept failing with EBUSY".into());
                     }
                 }
-                Err(e) => {
+                (_, Some(e)) => {
                     return Err(format!(
                         "UFFDIO_MOVE failed: {}",
                         std::io::Error::from_raw_os_error(e)

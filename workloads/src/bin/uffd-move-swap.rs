@@ -61,6 +61,11 @@ struct Args {
     /// page in (a present large folio is split by the move) and retries.
     #[arg(long)]
     large_folios: bool,
+    /// Pages per UFFDIO_MOVE call (contiguous; the runs are moved in a
+    /// scattered order). One call looks up and moves each page in turn, so
+    /// a longer call keeps its earlier lookups' entries in view longer.
+    #[arg(long, default_value_t = 1)]
+    move_pages: usize,
 }
 
 /// Counters reported at the end.
@@ -89,18 +94,43 @@ struct Stats {
 /// split by the move.
 const EBUSY_BEFORE_FAULT: u32 = 4;
 
-/// Moves one page, retrying while the kernel says the source is in flux.
-fn move_page(fd: &Uffd, dst: usize, src: usize, st: &Stats) -> Result<(), String> {
+/// Moves `npages` contiguous pages, in as many UFFDIO_MOVE calls as it
+/// takes (a call may move part of the range and then fail), retrying while
+/// the kernel says a source page is in flux. `done(i)` is called for each
+/// page moved, in order.
+fn move_pages(
+    fd: &Uffd,
+    dst: usize,
+    src: usize,
+    npages: usize,
+    st: &Stats,
+    mut done: impl FnMut(usize),
+) -> Result<(), String> {
     let mut busy_run = 0;
+    let mut at = 0;
     for _ in 0..100_000 {
-        let errno = match fd.move_range(dst, src, PAGE) {
-            Ok(n) if n == PAGE as i64 => {
-                st.moved.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            Ok(n) => return Err(format!("UFFDIO_MOVE {src:#x} -> {dst:#x} moved {n} bytes")),
-            Err(e) => e,
+        let off = at * PAGE;
+        let (n, err) = fd.move_range(dst + off, src + off, (npages - at) * PAGE);
+        if n % PAGE != 0 {
+            return Err(format!(
+                "UFFDIO_MOVE {:#x} moved {n} bytes, not whole pages",
+                src + off
+            ));
+        }
+        for i in at..at + n / PAGE {
+            done(i);
+        }
+        st.moved.fetch_add((n / PAGE) as u64, Ordering::Relaxed);
+        at += n / PAGE;
+        if n > 0 {
+            busy_run = 0;
+        }
+        let errno = match err {
+            None if at == npages => return Ok(()),
+            None => continue,
+            Some(e) => e,
         };
+        let src_page = src + at * PAGE;
         match errno {
             libc::EAGAIN => {
                 busy_run = 0;
@@ -116,12 +146,13 @@ fn move_page(fd: &Uffd, dst: usize, src: usize, st: &Stats) -> Result<(), String
                     st.ebusy_fallbacks.fetch_add(1, Ordering::Relaxed);
                     // SAFETY: the source page is ours and not moved yet
                     // (only this thread moves it).
-                    unsafe { touch_write(src as *mut u8) };
+                    unsafe { touch_write(src_page as *mut u8) };
                 }
             }
             _ => {
                 return Err(format!(
-                    "UFFDIO_MOVE {src:#x} -> {dst:#x} failed: {}",
+                    "UFFDIO_MOVE {src_page:#x} -> {:#x} failed: {}",
+                    dst + at * PAGE,
                     std::io::Error::from_raw_os_error(errno),
                 ))
             }
@@ -243,6 +274,12 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         println!("SKIP: this kernel has no UFFDIO_MOVE (UFFD_FEATURE_MOVE arrived in Linux 6.8)");
         std::process::exit(EXIT_SKIP);
     }
+    let run = a.move_pages.max(1);
+    anyhow::ensure!(
+        (a.mib << 20) / PAGE % run == 0,
+        "--move-pages must divide the {} pages of --mib",
+        (a.mib << 20) / PAGE
+    );
     let budget = Budget::new(a.seconds);
     let st = Stats::default();
     let map = |len| {
@@ -335,14 +372,18 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             // Move in a scattered order so moves, faults and pageouts of
             // neighbouring entries interleave.
             let mut res = Ok(());
-            for k in 0..pages {
-                let i = (k * 7919) % pages;
-                cursor.store(i, Ordering::Relaxed);
-                if let Err(e) = move_page(&fd, dst.addr() + i * PAGE, src.addr() + i * PAGE, &st) {
+            let runs = pages / run;
+            for k in 0..runs {
+                let first = (k * 7919) % runs * run;
+                cursor.store(first, Ordering::Relaxed);
+                let (d, s) = (dst.addr() + first * PAGE, src.addr() + first * PAGE);
+                if let Err(e) = move_pages(&fd, d, s, run, &st, |i| {
+                    moved[first + i].store(true, Ordering::Release);
+                    cursor.store(first + i + 1, Ordering::Relaxed);
+                }) {
                     res = Err(e);
                     break;
                 }
-                moved[i].store(true, Ordering::Release);
             }
             stop.store(true, Ordering::Relaxed);
             res
