@@ -313,8 +313,7 @@ struct Tally {
 }
 
 /// Lookups made inside `move_pages` (seed 000's window): how many saw
-/// their entry freed, and freed and allocated again, before the call
-/// returned. Counted from the raw events, independently of the analyzer.
+/// their entry freed, and allocated again, before the call returned. Counted from the raw events, independently of the analyzer.
 #[derive(Default)]
 struct MoveTally {
     /// tid -> (entry, what happened to it) for each lookup in its open call.
@@ -394,10 +393,11 @@ impl MoveTally {
         for list in self.open.values_mut() {
             for (e, st) in list.iter_mut() {
                 if *e >= first && *e < first + n {
-                    // Reused only counts after a free inside the window.
-                    if what == FREED || *st & FREED != 0 {
-                        *st |= what;
-                    }
+                    // An allocation of an entry that was looked up means it
+                    // was freed in between, whether or not the free was
+                    // seen (a free can be recorded before the lookup's
+                    // exit, or batched).
+                    *st |= what;
                 }
             }
         }
@@ -804,7 +804,7 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     if m.calls > 0 {
         v.notes.push(format!(
             "move_pages: {} calls, {} swap-cache lookups inside them ({} unresolved); {} of those \
-             lookups saw their entry freed and {} saw it freed and allocated again before the call returned",
+             lookups saw their entry freed and {} saw it allocated again before the call returned",
             m.calls, m.lookups, m.unresolved, m.freed, m.reused
         ));
     }
@@ -1152,13 +1152,20 @@ mod tests {
         t.event(&l);
         // Another task's lookup is not in the window.
         t.event(&at(ProbeId::SwapCacheLookup, EventKind::Exit, 8, 200));
-        // A reallocation without a free first is not a reuse.
-        t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 100));
         t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
+        // An allocation of another entry is not a reuse.
+        t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 101));
+        t.event(&at(ProbeId::MovePages, EventKind::Exit, 7, 0));
+        let m = &t.moves;
+        assert_eq!((m.calls, m.lookups, m.freed, m.reused), (1, 1, 1, 0));
+        // An allocation of the looked-up entry is a reuse even when its
+        // free was not seen inside the window.
+        t.event(&at(ProbeId::MovePages, EventKind::Enter, 7, 0));
+        t.event(&l);
         t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 100));
         t.event(&at(ProbeId::MovePages, EventKind::Exit, 7, 0));
         let m = &t.moves;
-        assert_eq!((m.calls, m.lookups, m.freed, m.reused), (1, 1, 1, 1));
+        assert_eq!((m.calls, m.lookups, m.freed, m.reused), (2, 2, 1, 1));
         // After the call returned, the entry is no longer watched.
         t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
         assert_eq!(t.moves.freed, 1);
