@@ -276,7 +276,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     }
     let run = a.move_pages.max(1);
     anyhow::ensure!(
-        (a.mib << 20) / PAGE % run == 0,
+        ((a.mib << 20) / PAGE).is_multiple_of(run),
         "--move-pages must divide the {} pages of --mib",
         (a.mib << 20) / PAGE
     );
