@@ -389,9 +389,13 @@ pub const TESTS: &[VmTest] = &[
         kernels: BOTH,
         skips_on: &[],
         swap: Swap::Disk,
-        memory_max: "48M",
+        // A 32 MiB pool under 24M: MADV_PAGEOUT only writes a page out and
+        // leaves it in the swap cache (it skips swap PTEs on a second call),
+        // so the cgroup's own reclaim has to drop the cached copies for
+        // the tasks' faults to read from the disk.
+        memory_max: "24M",
         workload: &[
-            "tid-churn", "--seconds", "300", "--mib", "16", "--pages", "16", "--concurrency", "4",
+            "tid-churn", "--seconds", "300", "--mib", "32", "--pages", "16", "--concurrency", "4",
         ],
         ring_size: None,
         attach: None,
