@@ -11,6 +11,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+pub mod uffd;
+
 pub const PAGE: usize = 4096;
 /// Exit status meaning "this kernel cannot run the workload" (as automake).
 pub const EXIT_SKIP: i32 = 77;
@@ -59,6 +61,45 @@ impl Mapping {
             ptr: ptr.cast(),
             len,
         })
+    }
+    /// A mapping where the kernel may use large folios (mTHP): aligned to
+    /// 2 MiB so every mTHP size fits whole, and advised MADV_HUGEPAGE so the
+    /// sizes set to `madvise` (or `inherit` under a `madvise` top level) are
+    /// allowed. The guest decides which sizes are on; with none on, this is
+    /// an ordinary mapping.
+    pub fn anon_large_folios(len: usize) -> io::Result<Mapping> {
+        const ALIGN: usize = 2 << 20;
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address,
+        // over-sized so an aligned range of `len` bytes lies inside it.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len + ALIGN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(last_err("mmap"));
+        }
+        let start = raw as usize;
+        let aligned = (start + ALIGN - 1) & !(ALIGN - 1);
+        let (head, tail) = (aligned - start, start + len + ALIGN - (aligned + len));
+        // SAFETY: unmapping the unaligned head and tail of our own mapping,
+        // both page multiples outside [aligned, aligned + len).
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+        }
+        let ptr = aligned as *mut u8;
+        madvise(ptr, len, libc::MADV_HUGEPAGE)?;
+        Ok(Mapping { ptr, len })
     }
     pub fn addr(&self) -> usize {
         self.ptr as usize
@@ -187,6 +228,62 @@ pub fn vmstat(keys: &[&str]) -> Vec<u64> {
                 .unwrap_or(0)
         })
         .collect()
+}
+
+/// Sums of the per-size mTHP counters under
+/// `/sys/kernel/mm/transparent_hugepage/hugepages-*/stats/` (Linux 6.9+),
+/// in the order of `keys` (e.g. `anon_fault_alloc`, `swpout`,
+/// `swpout_fallback`); zeros where the kernel has no such counters.
+pub fn mthp_stats(keys: &[&str]) -> Vec<u64> {
+    let mut sums = vec![0u64; keys.len()];
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/transparent_hugepage") else {
+        return sums;
+    };
+    for e in dir.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("hugepages-") {
+            continue;
+        }
+        for (k, sum) in keys.iter().zip(sums.iter_mut()) {
+            let v = std::fs::read_to_string(e.path().join("stats").join(k)).unwrap_or_default();
+            *sum += v.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    sums
+}
+
+/// Writes the first word of the page at `p` with its own value through an
+/// atomic compare-exchange: a write fault (swap-in, COW, unshare) that
+/// cannot change the data even when it races with a move of the page.
+///
+/// # Safety
+/// `p` must point into a readable and writable mapping, 8-byte aligned.
+pub unsafe fn touch_write(p: *mut u8) {
+    // SAFETY: per the caller's contract; an AtomicU64 has the layout of u64.
+    let a = unsafe { &*p.cast::<std::sync::atomic::AtomicU64>() };
+    // Not fetch_or(0): LLVM lowers an idempotent RMW on x86 to a fenced
+    // load, which never faults for write. A compare-exchange of a value
+    // with itself is a locked write cycle on x86 whether it succeeds or not.
+    let v = a.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = a.compare_exchange(
+        v,
+        v,
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// The calling thread's kernel task id.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// A small, fast, deterministic generator (xorshift64); `s` must not be 0.
+pub fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
 }
 
 /// A block device (or file) opened with O_DIRECT.

@@ -36,7 +36,7 @@ use crate::ebpf;
 use crate::vm::vm_image::build_binaries;
 use crate::vm::vm_kernel::KernelLine;
 use crate::vm::vm_qemu::{boot, extract_results, Boot};
-use crate::vm::vm_tests::{init_script, GuestRun, Swap};
+use crate::vm::vm_tests::{init_script, GuestRun, GuestSetup, Swap};
 use crate::vm::{boot_dir, prepare, vm_root};
 
 #[derive(clap::Args)]
@@ -343,6 +343,7 @@ fn boot_guest(
         record: None,
         workload: Some(vec!["sh".into(), "/bin/bench.sh".into()]),
         foreground: None,
+        setup: GuestSetup::PLAIN,
     });
     let b = boot_dir(&vm_root(root).join("6.12/bench"))?;
     prep.stage.pack(&init, &b.initrd)?;

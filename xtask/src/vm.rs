@@ -135,6 +135,10 @@ pub(crate) struct BootDir {
 }
 
 pub(crate) fn boot_dir(dir: &Path) -> Result<BootDir> {
+    boot_dir_with_swap(dir, SWAP_DISK_MIB)
+}
+
+pub(crate) fn boot_dir_with_swap(dir: &Path, swap_mib: u64) -> Result<BootDir> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
@@ -144,7 +148,7 @@ pub(crate) fn boot_dir(dir: &Path) -> Result<BootDir> {
         dir.join("out.img"),
         dir.join("data.img"),
     ];
-    vm_qemu::sparse_disk(&disks[0], SWAP_DISK_MIB)?;
+    vm_qemu::sparse_disk(&disks[0], swap_mib)?;
     vm_qemu::results_disk(&disks[1], OUT_DISK_MIB)?;
     vm_qemu::sparse_disk(&disks[2], DATA_DISK_MIB)?;
     Ok(BootDir {
@@ -272,7 +276,10 @@ fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<
 
 fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Result<Verdict> {
     let line = prep.kernel.line;
-    let b = boot_dir(&vm_root(ws).join(line.as_str()).join(t.name))?;
+    let b = boot_dir_with_swap(
+        &vm_root(ws).join(line.as_str()).join(t.name),
+        t.swap_mib.unwrap_or(SWAP_DISK_MIB),
+    )?;
     let ring = t.ring_size.unwrap_or(vm_tests::RING_BYTES);
     let mut record = vec!["--ring-size".to_string(), ring.to_string()];
     if t.unfiltered {
@@ -281,12 +288,21 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
     if let Some(mode) = t.attach {
         record.extend(["--attach".to_string(), mode.to_string()]);
     }
+    if let Some((size, keep)) = t.setup.rotate {
+        record.extend([
+            "--rotate-size".to_string(),
+            size.to_string(),
+            "--rotate-keep".to_string(),
+            keep.to_string(),
+        ]);
+    }
     let run = GuestRun {
         swap: t.swap,
         memory_max: t.memory_max.to_string(),
         record: Some(record),
         workload: Some(t.workload.iter().map(|s| s.to_string()).collect()),
         foreground: None,
+        setup: t.setup,
     };
     prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
     let console_log = b.dir.join("console.log");
@@ -350,6 +366,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         record: None,
         workload,
         foreground: Some(args.detector_args.clone()),
+        setup: vm_tests::GuestSetup::PLAIN,
     };
     prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
     eprintln!(

@@ -12,8 +12,11 @@ use std::time::Duration;
 use detector::analyzer::{Analyzer, Config, Finding, Severity, WindowKind};
 use detector::event::{fmt_entry, EventExt, StreamItem};
 use detector::plan::AttachMode;
-use detector::trace::{EndState, TraceReader};
-use detector_common::{Event, EventKind, ProbeId, FS_SWAPCACHE, V_FOLIO, V_FOLIO_STATE, V_RET};
+use detector::trace::{existing_segments, EndState, TraceReader};
+use detector_common::{
+    swp_entry, swp_offset, swp_type, Event, EventKind, ProbeId, FS_LARGE, FS_SWAPCACHE, V_ADDR,
+    V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_RET,
+};
 
 use super::vm_kernel::KernelLine;
 use super::vm_tests::{Lost, VmTest};
@@ -123,6 +126,37 @@ fn vmstat_delta(dir: &Path, key: &str) -> Option<u64> {
     let before = parse_vmstat(&fs::read_to_string(dir.join("vmstat.before")).ok()?);
     let after = parse_vmstat(&fs::read_to_string(dir.join("vmstat.after")).ok()?);
     Some(after.get(key)?.saturating_sub(*before.get(key)?))
+}
+
+/// Non-zero deltas of the per-size mTHP counters the guest saved around
+/// the workload (`mthp.before`, `mthp.after`), for the swap and fault
+/// counters that show large folios being made and swapped.
+fn mthp_deltas(dir: &Path) -> Option<String> {
+    let before = parse_vmstat(&fs::read_to_string(dir.join("mthp.before")).ok()?);
+    let after = parse_vmstat(&fs::read_to_string(dir.join("mthp.after")).ok()?);
+    const SHOWN: &[&str] = &[
+        "anon_fault_alloc",
+        "anon_fault_fallback",
+        "swpout",
+        "swpout_fallback",
+        "swpin",
+        "split",
+    ];
+    let mut keys: Vec<&String> = after.keys().collect();
+    keys.sort();
+    let parts: Vec<String> = keys
+        .into_iter()
+        .filter(|k| SHOWN.iter().any(|s| k.ends_with(&format!("/{s}"))))
+        .filter_map(|k| {
+            let d = after[k].saturating_sub(before.get(k).copied().unwrap_or(0));
+            (d > 0).then(|| format!("{}={d}", k.trim_start_matches("hugepages-")))
+        })
+        .collect();
+    Some(if parts.is_empty() {
+        "all zero".to_string()
+    } else {
+        parts.join(" ")
+    })
 }
 
 fn uptime_secs(dir: &Path, name: &str) -> Option<f64> {
@@ -264,6 +298,121 @@ struct Tally {
     refcount_bad: Vec<String>,
     first_ns: u64,
     last_ns: u64,
+    /// Pages the write_folio tracepoint wrote (a large folio counts whole).
+    write_folio_pages: u64,
+    /// Swap-cache inserts of large folios (folio state: FS_LARGE and more
+    /// than one page), and the pages they covered.
+    large_inserts: u64,
+    large_insert_pages: u64,
+    /// Lookups that returned a large swap-cache folio, and of those the
+    /// ones for an entry past the folio's first (S+k, k > 0) that fell
+    /// inside `folio->swap .. + nr_pages`.
+    large_lookups: u64,
+    large_lookups_inner: u64,
+    moves: MoveTally,
+}
+
+/// Lookups made inside `move_pages` (seed 000's window): how many saw
+/// their entry freed, and allocated again, before the call returned. Counted from the raw events, independently of the analyzer.
+#[derive(Default)]
+struct MoveTally {
+    /// tid -> (entry, what happened to it) for each lookup in its open call.
+    open: HashMap<u32, Vec<(u64, u8)>>,
+    /// `address_space` -> (swap type, first offset) for lookups that name
+    /// only the swap-cache index (filemap_get_folio on 6.12).
+    spaces: HashMap<u64, (u32, u64)>,
+    calls: u64,
+    lookups: u64,
+    unresolved: u64,
+    freed: u64,
+    reused: u64,
+}
+
+const FREED: u8 = 1;
+const REUSED: u8 = 2;
+/// Pages per swap `address_space` (SWAP_ADDRESS_SPACE_SHIFT 14).
+const SPACE_PAGES: u64 = 1 << 14;
+
+impl MoveTally {
+    fn event(&mut self, p: ProbeId, kind: Option<EventKind>, ev: &Event) {
+        match (p, kind) {
+            (ProbeId::MovePages, Some(EventKind::Enter)) => {
+                self.calls += 1;
+                self.open.insert(ev.tid, Vec::new());
+            }
+            (ProbeId::MovePages, Some(EventKind::Exit)) => {
+                for (_, st) in self.open.remove(&ev.tid).unwrap_or_default() {
+                    self.freed += u64::from(st & FREED != 0);
+                    self.reused += u64::from(st & REUSED != 0);
+                }
+            }
+            (ProbeId::MovePagesLookup | ProbeId::SwapCacheLookup, Some(EventKind::Exit)) => {
+                let partial = ev.valid & V_ENTRY_PARTIAL != 0;
+                if p == ProbeId::MovePagesLookup && !partial && ev.valid & V_ADDR != 0 {
+                    if let Some(e) = ev.swap_entry().filter(|&e| e != 0) {
+                        let base = swp_offset(e) & !(SPACE_PAGES - 1);
+                        self.spaces.insert(ev.addr, (swp_type(e), base));
+                    }
+                }
+                let Some(list) = self.open.get_mut(&ev.tid) else {
+                    return;
+                };
+                let entry = if partial {
+                    self.spaces
+                        .get(&ev.addr)
+                        .map(|&(ty, base)| swp_entry(ty, base + (ev.entry & (SPACE_PAGES - 1))))
+                } else {
+                    ev.swap_entry()
+                };
+                self.lookups += 1;
+                match entry {
+                    Some(e) if e != 0 => list.push((e, 0)),
+                    _ => self.unresolved += 1,
+                }
+            }
+            (ProbeId::SwapEntryFree, Some(EventKind::Enter) | Some(EventKind::Tracepoint)) => {
+                self.mark(ev, FREED);
+            }
+            (ProbeId::SwapEntryAlloc, Some(EventKind::Exit))
+                if ev.valid & V_RET == 0 || ev.ret >= 0 =>
+            {
+                self.mark(ev, REUSED);
+            }
+            _ => {}
+        }
+    }
+
+    fn mark(&mut self, ev: &Event, what: u8) {
+        if self.open.is_empty() {
+            return;
+        }
+        let Some(first) = ev.swap_entry().filter(|&e| e != 0) else {
+            return;
+        };
+        let n = u64::from(ev.nr.max(1)).max(large_pages(ev));
+        for list in self.open.values_mut() {
+            for (e, st) in list.iter_mut() {
+                if *e >= first && *e < first + n {
+                    // An allocation of an entry that was looked up means it
+                    // was freed in between, whether or not the free was
+                    // seen (a free can be recorded before the lookup's
+                    // exit, or batched).
+                    *st |= what;
+                }
+            }
+        }
+    }
+}
+
+/// Pages of the event's folio when its state says it is large, else 1:
+/// an insert or delete of a large folio covers all its entries even where
+/// the event's `nr` says 1.
+fn large_pages(ev: &Event) -> u64 {
+    if ev.valid & V_FOLIO_STATE != 0 && ev.f_state & FS_LARGE != 0 {
+        u64::from(ev.f_nr_pages.max(1))
+    } else {
+        1
+    }
 }
 
 fn describe(ev: &Event) -> String {
@@ -352,7 +501,11 @@ impl Tally {
                 push_evidence(&mut self.refcount_bad, describe(ev));
             }
         }
+        self.moves.event(p, kind, ev);
         match (p, kind) {
+            (ProbeId::TpWriteFolio, _) => {
+                self.write_folio_pages += large_pages(ev);
+            }
             (ProbeId::SwapRead, Some(EventKind::Enter)) => {
                 self.swap_read_pages += u64::from(ev.nr.max(1));
             }
@@ -362,14 +515,19 @@ impl Tally {
                 if kind == Some(EventKind::Enter) || ev.valid & V_RET == 0 || ev.ret == 0 =>
             {
                 if let (Some(e), true) = (ev.swap_entry(), ev.valid & V_FOLIO != 0) {
-                    for i in 0..u64::from(ev.nr.max(1)) {
+                    let n = u64::from(ev.nr.max(1)).max(large_pages(ev));
+                    if has_state && ev.f_state & FS_LARGE != 0 && ev.f_nr_pages > 1 {
+                        self.large_inserts += 1;
+                        self.large_insert_pages += u64::from(ev.f_nr_pages);
+                    }
+                    for i in 0..n {
                         self.cache.insert(e + i, ev.folio);
                     }
                 }
             }
             (ProbeId::SwapCacheDelete, Some(EventKind::Enter)) => {
                 if let Some(e) = ev.swap_entry() {
-                    for i in 0..u64::from(ev.nr.max(1)) {
+                    for i in 0..u64::from(ev.nr.max(1)).max(large_pages(ev)) {
                         self.cache.remove(&(e + i));
                     }
                 }
@@ -410,6 +568,9 @@ impl Tally {
                     let n = u64::from(ev.f_nr_pages.max(1));
                     if !(ev.f_swap <= e && e < ev.f_swap + n) {
                         push_evidence(&mut self.lookup_swap_field_bad, describe(ev));
+                    } else if n > 1 {
+                        self.large_lookups += 1;
+                        self.large_lookups_inner += u64::from(e != ev.f_swap);
                     }
                 }
             }
@@ -419,14 +580,49 @@ impl Tally {
 }
 
 fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
-    let mut reader = match TraceReader::open(path) {
-        Ok(r) => r,
-        Err(e) => {
-            v.failures.push(format!("the trace cannot be opened: {e}"));
-            return;
+    // A rotated capture is several files (FILE.N oldest .. FILE newest);
+    // they are one stream and go through one analyzer, oldest first.
+    let mut readers = Vec::new();
+    for seg in existing_segments(path) {
+        match TraceReader::open(&seg) {
+            Ok(r) => readers.push(r),
+            Err(e) => {
+                v.failures.push(format!(
+                    "the trace segment {} cannot be opened: {e}",
+                    seg.display()
+                ));
+                return;
+            }
         }
+    }
+    let Some(first) = readers.first() else {
+        v.failures
+            .push("the guest sent back no trace file".to_string());
+        return;
     };
-    let plan = reader.header().plan.clone();
+    let numbers: Vec<u32> = readers.iter().map(|r| r.header().segment).collect();
+    if numbers[0] != 0 {
+        v.failures.push(format!(
+            "the oldest kept trace segment is number {}: segments 0..{} were deleted during the run \
+             (--rotate-keep too small for the run), so the analysis would start mid-stream",
+            numbers[0],
+            numbers[0] - 1
+        ));
+    }
+    if numbers.windows(2).any(|w| w[1] != w[0] + 1) {
+        v.failures.push(format!(
+            "the kept trace segments are not consecutive: {numbers:?}"
+        ));
+    }
+    if readers.len() > 1 {
+        v.notes.push(format!(
+            "analyzed {} rotated segments ({}..={}) as one stream",
+            readers.len(),
+            numbers[0],
+            numbers[numbers.len() - 1]
+        ));
+    }
+    let plan = first.header().plan.clone();
     if t.attach == Some("kprobe") {
         let fentry = plan.iter().filter(|p| p.mode == AttachMode::Fentry).count();
         let kprobes = plan.iter().filter(|p| p.mode == AttachMode::Kprobe).count();
@@ -444,17 +640,53 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         analyzer.set_attached(p);
     }
     let mut findings: Vec<Finding> = Vec::new();
-    for (index, item) in reader.by_ref() {
-        analyzer.process(index, &item, &mut findings);
-        match item {
-            StreamItem::Event(ev) => tally.event(&ev),
-            StreamItem::Lost { probe, total, .. } => {
-                tally.lost_records += 1;
-                let e = tally.lost_by_probe.entry(probe).or_default();
-                *e = (*e).max(total);
+    // Item indexes restart in every segment; evidence cites the index in
+    // the whole stream.
+    let mut base = 0u64;
+    let mut footer: Option<detector::trace::TraceFooter> = None;
+    let mut segments_complete = true;
+    for mut reader in readers {
+        let mut next = base;
+        for (index, item) in reader.by_ref() {
+            next = base + index + 1;
+            analyzer.process(base + index, &item, &mut findings);
+            match item {
+                StreamItem::Event(ev) => tally.event(&ev),
+                StreamItem::Lost { probe, total, .. } => {
+                    tally.lost_records += 1;
+                    let e = tally.lost_by_probe.entry(probe).or_default();
+                    *e = (*e).max(total);
+                }
+            }
+        }
+        let seg = reader.header().segment;
+        match reader.end_state() {
+            Some(EndState::Complete { footer: f }) => {
+                base += f.records.max(next - base);
+                // Lost totals run across segments; events are per file.
+                footer = Some(match footer.take() {
+                    None => f.clone(),
+                    Some(mut all) => {
+                        all.events += f.events;
+                        all.lost_total = all.lost_total.max(f.lost_total);
+                        all
+                    }
+                });
+            }
+            Some(other) => {
+                base = next;
+                segments_complete = false;
+                v.failures.push(format!(
+                    "the trace (segment {seg}) did not end cleanly: {other}"
+                ));
+            }
+            None => {
+                base = next;
+                segments_complete = false;
             }
         }
     }
+    let footer = footer.filter(|_| segments_complete);
     analyzer.finish(&mut findings);
     check_analysis(t, &analyzer, &findings, v);
     let events: u64 = tally.per_probe.values().sum::<u64>() + tally.unknown_probe;
@@ -465,15 +697,6 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         events as f64 / span
     } else {
         0.0
-    };
-    let footer = match reader.end_state() {
-        Some(EndState::Complete { footer }) => Some(footer.clone()),
-        Some(other) => {
-            v.failures
-                .push(format!("the trace did not end cleanly: {other}"));
-            None
-        }
-        None => None,
     };
     let lost = footer
         .as_ref()
@@ -489,6 +712,16 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
             ));
         }
     }
+
+    // ---- No window outlives its task (tid-churn). ----
+    // TODO(lead): once the analyzer sees task exits (the task-exit probe)
+    // and reports per-task window stats, fail here when any window (move,
+    // GUP pin, prepare->clear, ...) was still open on a tid after that
+    // task's exit event, or was closed by an event of a later task that
+    // reused the tid. Needed from the analyzer: a count of task exits seen,
+    // a count of windows closed by a task exit, and a list (with evidence)
+    // of windows whose task exited before they closed; the check then
+    // requires task exits > 0 on `tid-churn` and no such window.
 
     // (a) every attached probe the workload drives fired.
     let counts: Vec<String> = tally
@@ -570,6 +803,35 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         "consistency: {} lookups matched their insert, {} lookups matched folio->swap, {} refcounts checked",
         tally.lookups_checked, tally.lookup_swap_field_checked, tally.refcount_checked
     ));
+    let m = &tally.moves;
+    if m.calls > 0 {
+        v.notes.push(format!(
+            "move_pages: {} calls, {} swap-cache lookups inside them ({} unresolved); {} of those \
+             lookups saw their entry freed and {} saw it allocated again before the call returned",
+            m.calls, m.lookups, m.unresolved, m.freed, m.reused
+        ));
+    }
+    if tally.large_inserts > 0 || !t.setup.mthp.is_empty() {
+        v.notes.push(format!(
+            "large folios: {} swap-cache inserts of large folios covering {} pages; {} lookups returned a \
+             large folio, {} of them for an entry past its first page, each inside folio->swap .. +nr_pages",
+            tally.large_inserts,
+            tally.large_insert_pages,
+            tally.large_lookups,
+            tally.large_lookups_inner
+        ));
+        if let Some(d) = mthp_deltas(dir) {
+            v.notes
+                .push(format!("mTHP counters (delta over the workload): {d}"));
+        }
+    }
+    if !t.setup.mthp.is_empty() && tally.large_inserts == 0 {
+        v.failures.push(
+            "mTHP was enabled but no large folio (FS_LARGE, more than one page) was inserted into the swap cache: \
+             large-folio swap-out did not happen (see the mTHP counters and the guest's mTHP settings in the console)"
+                .to_string(),
+        );
+    }
     let swap_read_attached = plan
         .iter()
         .any(|e| e.probe == ProbeId::SwapRead.name() && e.mode != AttachMode::Unavailable);
@@ -593,22 +855,23 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     }
 
     // Swap-outs: the write_folio tracepoint fires once per folio pageout()
-    // writes; the workloads map no huge pages, so that is once per page,
-    // counted by the kernel as pswpout (or swpout_zero for a zero-filled
-    // page on 6.12, which never reaches the device).
+    // writes, and the kernel counts each of its pages as pswpout (or
+    // swpout_zero for a zero-filled page on 6.12, which never reaches the
+    // device): a large folio counts as its page count.
     let write_tp_attached = plan
         .iter()
         .any(|e| e.probe == ProbeId::TpWriteFolio.name() && e.mode != AttachMode::Unavailable);
     if t.expect.pswpin_matches && write_tp_attached {
         let pswpout = vmstat_delta(dir, "pswpout").unwrap_or(0)
             + vmstat_delta(dir, "swpout_zero").unwrap_or(0);
-        let traced = tally
+        let folios = tally
             .per_probe
             .get(&ProbeId::TpWriteFolio)
             .copied()
             .unwrap_or(0);
+        let traced = tally.write_folio_pages;
         v.notes.push(format!(
-            "swap writes: traced {traced} folios, /proc/vmstat pswpout(+swpout_zero) delta {pswpout}"
+            "swap writes: traced {folios} folios = {traced} pages, /proc/vmstat pswpout(+swpout_zero) delta {pswpout}"
         ));
         if traced.abs_diff(pswpout) > lost + pswpout / 100 + 16 {
             v.failures.push(format!(
@@ -842,5 +1105,72 @@ mod tests {
         dead.f_refcount = 0;
         t.event(&dead);
         assert_eq!(t.refcount_bad.len(), 1);
+    }
+
+    fn at(probe: ProbeId, kind: EventKind, tid: u32, entry: u64) -> Event {
+        Event {
+            probe: probe as u16,
+            kind: kind as u8,
+            tid,
+            entry,
+            valid: detector_common::V_ENTRY,
+            nr: 1,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn large_insert_covers_every_entry_of_the_folio() {
+        let mut t = Tally::default();
+        // An insert of a 4-page folio whose event says nr = 1.
+        let mut ins = lookup(40, 0x9000, 40);
+        ins.probe = ProbeId::SwapCacheInsert as u16;
+        ins.kind = EventKind::Enter as u8;
+        ins.f_state |= FS_LARGE;
+        ins.f_nr_pages = 4;
+        ins.nr = 1;
+        t.event(&ins);
+        assert_eq!((t.large_inserts, t.large_insert_pages), (1, 4));
+        // A lookup of S+2 matches the insert and falls inside folio->swap.
+        let mut l = lookup(42, 0x9000, 40);
+        l.f_state |= FS_LARGE;
+        l.f_nr_pages = 4;
+        t.event(&l);
+        assert!(t.lookup_mismatch.is_empty() && t.lookup_swap_field_bad.is_empty());
+        assert_eq!(t.lookups_checked, 1);
+        assert_eq!((t.large_lookups, t.large_lookups_inner), (1, 1));
+        // S+4 is outside the folio: folio->swap does not cover it.
+        l.entry = 44;
+        t.event(&l);
+        assert_eq!(t.lookup_swap_field_bad.len(), 1);
+    }
+
+    #[test]
+    fn move_window_counts_free_then_realloc_of_a_looked_up_entry() {
+        let mut t = Tally::default();
+        t.event(&at(ProbeId::MovePages, EventKind::Enter, 7, 0));
+        let mut l = at(ProbeId::MovePagesLookup, EventKind::Exit, 7, 100);
+        l.folio = 0x1000;
+        l.valid |= V_FOLIO;
+        t.event(&l);
+        // Another task's lookup is not in the window.
+        t.event(&at(ProbeId::SwapCacheLookup, EventKind::Exit, 8, 200));
+        t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
+        // An allocation of another entry is not a reuse.
+        t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 101));
+        t.event(&at(ProbeId::MovePages, EventKind::Exit, 7, 0));
+        let m = &t.moves;
+        assert_eq!((m.calls, m.lookups, m.freed, m.reused), (1, 1, 1, 0));
+        // An allocation of the looked-up entry is a reuse even when its
+        // free was not seen inside the window.
+        t.event(&at(ProbeId::MovePages, EventKind::Enter, 7, 0));
+        t.event(&l);
+        t.event(&at(ProbeId::SwapEntryAlloc, EventKind::Exit, 9, 100));
+        t.event(&at(ProbeId::MovePages, EventKind::Exit, 7, 0));
+        let m = &t.moves;
+        assert_eq!((m.calls, m.lookups, m.freed, m.reused), (2, 2, 1, 1));
+        // After the call returned, the entry is no longer watched.
+        t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
+        assert_eq!(t.moves.freed, 1);
     }
 }

@@ -70,6 +70,38 @@ pub struct VmTest {
     pub expect: Expect,
     /// Wall-clock limit for the whole boot.
     pub timeout_secs: u64,
+    /// Size of the swap disk in MiB; `None` uses the harness default. A
+    /// disk barely larger than the workload's swapped set makes freed
+    /// entries come back at once.
+    pub swap_mib: Option<u64>,
+    /// Guest settings beyond swap and the cgroup.
+    pub setup: GuestSetup,
+}
+
+/// Guest settings a test may change; [`GuestSetup::PLAIN`] changes none.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestSetup {
+    /// mTHP sizes (`hugepages-<size>`) set to `always` for anonymous
+    /// memory; every other size, the PMD size included, is set to `never`.
+    /// Non-empty also marks the swap disk non-rotational, because swap
+    /// entries for a large folio come only from the clusters of a
+    /// solid-state device (SWP_SOLIDSTATE); otherwise reclaim splits the
+    /// folio first. Workloads opt in per mapping (MADV_HUGEPAGE, aligned).
+    pub mthp: &'static [&'static str],
+    /// `kernel.pid_max` for the run: a small value makes task ids wrap
+    /// (and get reused) within minutes.
+    pub pid_max: Option<u32>,
+    /// `record --rotate-size SIZE --rotate-keep KEEP`; the check analyzes
+    /// every kept segment, oldest first, as one stream.
+    pub rotate: Option<(&'static str, u32)>,
+}
+
+impl GuestSetup {
+    pub const PLAIN: GuestSetup = GuestSetup {
+        mthp: &[],
+        pid_max: None,
+        rotate: None,
+    };
 }
 
 /// Ring buffer for tests that must lose nothing: TCG runs the consumer in
@@ -100,6 +132,31 @@ const fn window(name: &'static str) -> WindowExpect {
     }
 }
 const REALLOC: &[WindowExpect] = &[window("free->realloc")];
+const MOVE_PROBES: &[ProbeId] = &[
+    P::MovePages,
+    P::MovePagesLookup,
+    P::FolioMoveAnonRmap,
+    P::SwapCacheLookup,
+    P::SwapEntryAlloc,
+    P::SwapEntryFree,
+    P::DoSwapPage,
+];
+const MOVE_WINDOWS: &[WindowExpect] = &[window("move_pages lookup"), window("free->realloc")];
+/// tid-churn: the swap core and, where UFFDIO_MOVE exists, the move probes
+/// (on 6.1 the plan has no move_pages and the check says so).
+const CHURN_PROBES: &[ProbeId] = &[
+    P::SwapCacheLookup,
+    P::SwapCacheInsert,
+    P::SwapCacheDelete,
+    P::SwapEntryAlloc,
+    P::SwapEntryFree,
+    P::SwapcachePrepare,
+    P::DoSwapPage,
+    P::SwapRead,
+    P::RemoveMapping,
+    P::MovePages,
+    P::MovePagesLookup,
+];
 const GUP: &[WindowExpect] = &[window("gup pin")];
 const PREP: &[WindowExpect] = &[window("prepare->clear")];
 
@@ -122,6 +179,8 @@ pub const TESTS: &[VmTest] = &[
             windows: REALLOC,
         },
         timeout_secs: 300,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "kprobe-fallback",
@@ -143,6 +202,8 @@ pub const TESTS: &[VmTest] = &[
             windows: REALLOC,
         },
         timeout_secs: 300,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "tiny-ring",
@@ -162,6 +223,8 @@ pub const TESTS: &[VmTest] = &[
             windows: &[],
         },
         timeout_secs: 240,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "uffd-move-swap",
@@ -198,6 +261,8 @@ pub const TESTS: &[VmTest] = &[
             ],
         },
         timeout_secs: 420,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "madvfree-dio",
@@ -219,6 +284,8 @@ pub const TESTS: &[VmTest] = &[
             windows: GUP,
         },
         timeout_secs: 420,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "fork-pin-cow",
@@ -240,6 +307,8 @@ pub const TESTS: &[VmTest] = &[
             windows: GUP,
         },
         timeout_secs: 420,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "sync-swapin",
@@ -259,6 +328,8 @@ pub const TESTS: &[VmTest] = &[
             windows: PREP,
         },
         timeout_secs: 420,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
     },
     VmTest {
         name: "benign-soak",
@@ -278,8 +349,130 @@ pub const TESTS: &[VmTest] = &[
             windows: REALLOC,
         },
         timeout_secs: 420,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
+    },
+    VmTest {
+        name: "uffd-move-swap-churn",
+        about: "UFFDIO_MOVE while sibling threads fault, page out and re-fault the pages being moved and their neighbours, on a swap disk barely larger than the working set",
+        kernels: NEW,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "48M",
+        // 4 MiB moved + 2 MiB churned on a 6 MiB disk: the disk is nearly
+        // full, so the allocator hands out the few entries just freed, and
+        // a freed entry comes back within the move windows. The siblings
+        // do the faulting (no separate random faulter spinning on present
+        // pages and taking their CPU). 16 pages per UFFDIO_MOVE call: the
+        // call looks up each page in turn, so its window holds its earlier
+        // lookups while the siblings churn the run's neighbours.
+        workload: &[
+            "uffd-move-swap", "--mib", "4", "--iterations", "1000", "--siblings", "3",
+            "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "60",
+        ],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: MOVE_PROBES,
+            lost: Lost::Zero,
+            pswpin_matches: true,
+            windows: MOVE_WINDOWS,
+        },
+        timeout_secs: 600,
+        swap_mib: Some(6),
+        setup: GuestSetup::PLAIN,
+    },
+    VmTest {
+        name: "tid-churn",
+        about: "5-minute soak: thousands of short-lived threads doing swap-in, fork/COW and UFFDIO_MOVE (where the kernel has it) with pid_max lowered so tids are reused, recorded with rotation",
+        kernels: BOTH,
+        skips_on: &[],
+        swap: Swap::Disk,
+        // A 32 MiB pool under 24M: MADV_PAGEOUT only writes a page out and
+        // leaves it in the swap cache (it skips swap PTEs on a second call),
+        // so the cgroup's own reclaim has to drop the cached copies for
+        // the tasks' faults to read from the disk.
+        memory_max: "24M",
+        workload: &[
+            "tid-churn", "--seconds", "300", "--mib", "32", "--pages", "16", "--concurrency", "4",
+        ],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: CHURN_PROBES,
+            lost: Lost::Zero,
+            pswpin_matches: true,
+            windows: REALLOC,
+        },
+        timeout_secs: 1200,
+        swap_mib: None,
+        setup: GuestSetup {
+            // About 700 ids above the 300 reserved ones: a thread or child
+            // gets a reused id after ~700 spawns.
+            pid_max: Some(1024),
+            // 64 segments of 64 MiB fit the 4 GiB results disk; the check
+            // fails if the oldest segment was deleted during the run.
+            rotate: Some(("64M", 64)),
+            ..GuestSetup::PLAIN
+        },
+    },
+    VmTest {
+        name: "swap-pressure-mthp",
+        about: "the swap hog on mTHP-backed memory (16/32/64 kB folios) with a non-rotational swap disk: large folios go through the swap cache whole",
+        kernels: NEW,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "64M",
+        workload: &["swap-hog", "--mib", "160", "--passes", "2", "--large-folios"],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: SWAP_CORE,
+            lost: Lost::Zero,
+            pswpin_matches: true,
+            windows: REALLOC,
+        },
+        timeout_secs: 420,
+        swap_mib: None,
+        setup: MTHP,
+    },
+    VmTest {
+        name: "uffd-move-swap-mthp",
+        about: "UFFDIO_MOVE of mTHP-backed sources: large swap-cache folios are refused with EBUSY, faulted in, split by the move and moved",
+        kernels: NEW,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "48M",
+        workload: &[
+            "uffd-move-swap", "--mib", "8", "--iterations", "12", "--large-folios", "--seconds", "90",
+        ],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: MOVE_PROBES,
+            lost: Lost::Zero,
+            pswpin_matches: true,
+            // The default 256 MiB disk, non-rotational: the cluster
+            // allocator spreads entries over it and an entry freed here is
+            // not handed out again within the run (no free->realloc).
+            windows: &[window("move_pages lookup")],
+        },
+        timeout_secs: 420,
+        swap_mib: None,
+        setup: MTHP,
     },
 ];
+
+/// Anonymous mTHP sizes below the PMD size; 6.12 offers 16 kB to 2 MB
+/// (order 1 is never used for anonymous memory).
+const MTHP: GuestSetup = GuestSetup {
+    mthp: &["16kB", "32kB", "64kB"],
+    ..GuestSetup::PLAIN
+};
 
 /// Kernel modules a guest needs (dependencies are resolved from modinfo).
 pub fn modules_for(swap: Swap) -> Vec<&'static str> {
@@ -318,7 +511,13 @@ pub struct GuestRun {
     /// Run `detector <args>` in the foreground with the console as its
     /// terminal (`cargo xtask vm`).
     pub foreground: Option<Vec<String>>,
+    pub setup: GuestSetup,
 }
+
+/// Every mTHP counter as `hugepages-<size>/<counter> <value>` lines (the
+/// `/proc/vmstat` format), written to `/out/mthp.WHEN`.
+const MTHP_SNAPSHOT: &str = "for f in /sys/kernel/mm/transparent_hugepage/hugepages-*kB/stats/*; do \
+     g=${f#/sys/kernel/mm/transparent_hugepage/}; echo \"${g%%/stats/*}/${f##*/} $(cat $f)\"; done > /out/mthp.WHEN\n";
 
 /// The guest's `/init`: busybox sh, PID 1.
 pub fn init_script(run: &GuestRun) -> String {
@@ -350,6 +549,31 @@ mount -t ext2 /dev/vdb /out || log "mounting the results disk failed"
 log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTotal /proc/meminfo)"
 "#,
     );
+    if !run.setup.mthp.is_empty() {
+        // Large folios take swap entries only from the clusters of a
+        // solid-state device: tell the kernel the virtio disk is one.
+        s.push_str(
+            "T=/sys/kernel/mm/transparent_hugepage\n\
+             echo 0 > /sys/block/vda/queue/rotational || log 'cannot mark vda non-rotational'\n\
+             for d in $T/hugepages-*kB; do echo never > $d/enabled; done\n",
+        );
+        for size in run.setup.mthp {
+            let _ = writeln!(
+                s,
+                "echo always > $T/hugepages-{size}/enabled || log 'mTHP size {size} is not available'"
+            );
+        }
+        s.push_str(
+            "log \"mTHP top level: $(cat $T/enabled); vda rotational=$(cat /sys/block/vda/queue/rotational)\"\n\
+             for d in $T/hugepages-*kB; do log \"${d##*/}: $(cat $d/enabled)\"; done\n",
+        );
+    }
+    if let Some(n) = run.setup.pid_max {
+        let _ = writeln!(
+            s,
+            "echo {n} > /proc/sys/kernel/pid_max || log 'cannot set pid_max'\nlog \"pid_max $(cat /proc/sys/kernel/pid_max)\""
+        );
+    }
     match run.swap {
         Swap::Disk => s.push_str(
             "mkswap /dev/vda >/dev/null && swapon /dev/vda || log 'swap on /dev/vda failed'\n",
@@ -390,6 +614,9 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
         s.push_str(
             "cat /proc/uptime > /out/uptime.before; cat /proc/vmstat > /out/vmstat.before\n",
         );
+        if !run.setup.mthp.is_empty() {
+            s.push_str(MTHP_SNAPSHOT.replace("WHEN", "before").as_str());
+        }
         if run.foreground.is_some() {
             let _ = writeln!(
                 s,
@@ -402,10 +629,13 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
                 s,
                 "log 'running {}'\n{in_cgroup} {} > /out/workload.log 2>&1\necho $? > /out/workload.rc\n\
                  cat /proc/vmstat > /out/vmstat.after; cat /proc/uptime > /out/uptime.after\n\
-                 cat /out/workload.log; log \"workload exit $(cat /out/workload.rc)\"",
+                 tail -n 20 /out/workload.log; log \"workload exit $(cat /out/workload.rc)\"",
                 w.join(" "),
                 quote_argv(w)
             );
+            if !run.setup.mthp.is_empty() {
+                s.push_str(MTHP_SNAPSHOT.replace("WHEN", "after").as_str());
+            }
         }
     }
     if let Some(args) = &run.foreground {
@@ -455,12 +685,46 @@ mod tests {
             record: Some(vec!["--ring-size".into(), "4096".into()]),
             workload: Some(vec!["swap-hog".into(), "a b".into()]),
             foreground: None,
+            setup: GuestSetup::PLAIN,
         });
         assert!(s.contains("swap-hog 'a b'"));
         assert!(s.contains("/sys/block/zram0/disksize"));
         assert!(s.contains("--ring-size 4096"));
         assert!(s.trim_end().ends_with("poweroff -f"));
         let results = s.find("results written").unwrap_or(0);
+        assert!(!s.contains("pid_max") && !s.contains("rotational"));
         assert!(results > s.find("kill -INT $DPID").unwrap_or(usize::MAX));
+    }
+
+    #[test]
+    fn init_sets_mthp_sizes_nonrotational_swap_and_pid_max() {
+        let s = init_script(&GuestRun {
+            swap: Swap::Disk,
+            memory_max: "64M".into(),
+            record: Some(vec![]),
+            workload: Some(vec!["swap-hog".into()]),
+            foreground: None,
+            setup: GuestSetup {
+                pid_max: Some(1024),
+                ..MTHP
+            },
+        });
+        let rot = s
+            .find("echo 0 > /sys/block/vda/queue/rotational")
+            .expect("rotational");
+        assert!(rot < s.find("swapon /dev/vda").expect("swapon"));
+        assert!(s.contains("echo always > $T/hugepages-64kB/enabled"));
+        assert!(s.contains("echo 1024 > /proc/sys/kernel/pid_max"));
+        assert!(s.contains("> /out/mthp.before") && s.contains("> /out/mthp.after"));
+    }
+
+    #[test]
+    fn rotated_tests_keep_segments_within_the_results_disk() {
+        for t in TESTS {
+            if let Some((size, keep)) = t.setup.rotate {
+                let mib: u64 = size.trim_end_matches('M').parse().expect("size in M");
+                assert!(mib * u64::from(keep) <= 4096, "{}", t.name);
+            }
+        }
     }
 }

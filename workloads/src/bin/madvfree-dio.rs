@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::Parser;
-use workloads::{check_page, vmstat, Budget, DirectDev, Mapping, EXIT_CORRUPT, PAGE};
+use workloads::{check_page, gettid, vmstat, Budget, DirectDev, Mapping, EXIT_CORRUPT, PAGE};
 
 /// O_DIRECT reads into MADV_FREE'd buffers under reclaim.
 #[derive(Parser)]
@@ -54,6 +54,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether every byte of the page is zero: the DIO data went to a page the
+/// process no longer maps, and the fault after it mapped a fresh one.
+///
+/// # Safety
+/// `p` must point to `PAGE` readable bytes, 8-byte aligned.
+unsafe fn page_is_zero(p: *const u8) -> bool {
+    let w = p.cast::<u64>();
+    // SAFETY: in bounds per the caller's contract.
+    (0..PAGE / 8).all(|i| unsafe { w.add(i).read_volatile() } == 0)
+}
+
 fn run(a: &Args) -> anyhow::Result<u64> {
     let budget = Budget::new(a.seconds);
     let dev = DirectDev::open(&a.device)?;
@@ -66,6 +77,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     let stop = AtomicBool::new(false);
     let bad = AtomicU64::new(0);
     let reads = AtomicU64::new(0);
+    let zeroed = AtomicU64::new(0);
     let pageouts = AtomicU64::new(0);
     let errors = std::thread::scope(|s| {
         {
@@ -79,10 +91,12 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         }
         let mut handles = Vec::new();
         for r in 0..readers {
-            let (buffers, dev, bad, reads, budget) = (&buffers, &dev, &bad, &reads, &budget);
+            let (buffers, dev, bad, reads, budget, zeroed) =
+                (&buffers, &dev, &bad, &reads, &budget, &zeroed);
             let (npages, iterations) = (a.pages, a.iterations);
             handles.push(s.spawn(move || -> anyhow::Result<()> {
                 let first = r * npages;
+                let tid = gettid();
                 let mut rng = 0x9e37_79b9u64 + r as u64;
                 for it in 0..iterations {
                     if budget.exhausted() {
@@ -112,6 +126,17 @@ fn run(a: &Args) -> anyhow::Result<u64> {
                         let want = (dev_page + i) as u64;
                         // SAFETY: as above.
                         if let Some(m) = unsafe { check_page(buffers.page_ptr(first + i), SEED, want) } {
+                            // SAFETY: as above.
+                            if unsafe { page_is_zero(buffers.page_ptr(first + i)) } {
+                                // One line per zeroed page, every one of them:
+                                // a later check pairs each with the detector's
+                                // finding on the same address and task.
+                                zeroed.fetch_add(1, Ordering::Relaxed);
+                                println!(
+                                    "zeroed: addr={:#x} iter={it} tid={tid} reader={r} device_page={want}",
+                                    buffers.page_ptr(first + i) as usize
+                                );
+                            }
                             if bad.fetch_add(1, Ordering::Relaxed) < 10 {
                                 eprintln!(
                                     "madvfree-dio: reader {r}: buffer page {i} (device page {want}) word {} is {:#x}, expected {:#x}{}",
@@ -144,9 +169,10 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     let after = vmstat(&["pswpin", "pswpout", "pglazyfree", "pglazyfreed"]);
     let bad = bad.load(Ordering::Relaxed);
     println!(
-        "result: reads={} pageout_calls={} corrupt_pages={bad} pglazyfree={} pglazyfreed={} pswpin={} pswpout={} secs={:.1}",
+        "result: reads={} pageout_calls={} corrupt_pages={bad} zeroed_pages={} pglazyfree={} pglazyfreed={} pswpin={} pswpout={} secs={:.1}",
         reads.load(Ordering::Relaxed),
         pageouts.load(Ordering::Relaxed),
+        zeroed.load(Ordering::Relaxed),
         after[2] - before[2],
         after[3] - before[3],
         after[0] - before[0],

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use workloads::{check_page, fill_page, vmstat, Budget, Mapping, EXIT_CORRUPT};
+use workloads::{check_page, fill_page, mthp_stats, vmstat, Budget, Mapping, EXIT_CORRUPT};
 
 /// Writes a pattern over `--mib` MiB and verifies it `--passes` times.
 #[derive(Parser)]
@@ -19,13 +19,29 @@ struct Args {
     /// Stop early (still verifying what was written) after this many seconds.
     #[arg(long, default_value_t = 120)]
     seconds: u64,
+    /// Map the memory where the kernel may use large folios (mTHP sizes the
+    /// system enabled), so reclaim swaps large folios out whole.
+    #[arg(long)]
+    large_folios: bool,
 }
+
+const MTHP_KEYS: &[&str] = &[
+    "anon_fault_alloc",
+    "anon_fault_fallback",
+    "swpout",
+    "swpout_fallback",
+];
 
 fn main() -> ExitCode {
     let a = Args::parse();
     let budget = Budget::new(a.seconds);
-    let before = vmstat(&["pswpin", "pswpout"]);
-    let m = match Mapping::anon(a.mib << 20) {
+    let before = vmstat(&["pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback"]);
+    let mthp_before = mthp_stats(MTHP_KEYS);
+    let m = match if a.large_folios {
+        Mapping::anon_large_folios(a.mib << 20)
+    } else {
+        Mapping::anon(a.mib << 20)
+    } {
         Ok(m) => m,
         Err(e) => {
             eprintln!("swap-hog: {e}");
@@ -66,11 +82,19 @@ fn main() -> ExitCode {
             bad += 1;
         }
     }
-    let after = vmstat(&["pswpin", "pswpout"]);
+    let after = vmstat(&["pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback"]);
+    let mthp_after = mthp_stats(MTHP_KEYS);
     println!(
-        "result: pages={pages} passes={done} corrupt_pages={bad} pswpin={} pswpout={} secs={:.1}",
+        "result: pages={pages} passes={done} corrupt_pages={bad} pswpin={} pswpout={} thp_swpout={} thp_swpout_fallback={} \
+         mthp_anon_fault_alloc={} mthp_anon_fault_fallback={} mthp_swpout={} mthp_swpout_fallback={} secs={:.1}",
         after[0] - before[0],
         after[1] - before[1],
+        after[2] - before[2],
+        after[3] - before[3],
+        mthp_after[0] - mthp_before[0],
+        mthp_after[1] - mthp_before[1],
+        mthp_after[2] - mthp_before[2],
+        mthp_after[3] - mthp_before[3],
         budget.elapsed().as_secs_f64()
     );
     if bad > 0 {
