@@ -310,6 +310,58 @@ struct Tally {
     large_lookups: u64,
     large_lookups_inner: u64,
     moves: MoveTally,
+    lives: LifeTally,
+}
+
+/// Task lifetimes against `move_pages` windows, from the raw events: a
+/// window must end (its `move_pages` exit) before its task exits, and a tid
+/// must not start a new call while an earlier task's call on it is open.
+#[derive(Default)]
+struct LifeTally {
+    /// tid -> (pid, task start, the enter event) of its open call.
+    open: HashMap<u32, (u32, u32, String)>,
+    exits: u64,
+    outlived: Vec<String>,
+}
+
+impl LifeTally {
+    fn event(&mut self, p: ProbeId, kind: Option<EventKind>, ev: &Event) {
+        let same = |o: &(u32, u32, String)| o.0 == ev.pid && (o.1 == 0 || o.1 == ev.task_start);
+        match (p, kind) {
+            (ProbeId::MovePages, Some(EventKind::Enter)) => {
+                if let Some(old) = self.open.get(&ev.tid).filter(|o| !same(o)) {
+                    push_evidence(
+                        &mut self.outlived,
+                        format!(
+                            "{} started while an earlier task's call on tid {} was open: {}",
+                            describe(ev),
+                            ev.tid,
+                            old.2
+                        ),
+                    );
+                }
+                self.open
+                    .insert(ev.tid, (ev.pid, ev.task_start, describe(ev)));
+            }
+            (ProbeId::MovePages, Some(EventKind::Exit)) => {
+                self.open.remove(&ev.tid);
+            }
+            (ProbeId::TaskExit, _) => {
+                self.exits += 1;
+                if let Some(old) = self.open.remove(&ev.tid) {
+                    push_evidence(
+                        &mut self.outlived,
+                        format!(
+                            "{} while its move_pages call was open: {}",
+                            describe(ev),
+                            old.2
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Lookups made inside `move_pages` (seed 000's window): how many saw
@@ -481,6 +533,7 @@ impl Tally {
         };
         *self.per_probe.entry(p).or_default() += 1;
         let kind = ev.event_kind();
+        self.lives.event(p, kind, ev);
         let has_state = ev.valid & V_FOLIO_STATE != 0;
         if has_state {
             self.with_folio_state += 1;
@@ -687,6 +740,8 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         }
     }
     let footer = footer.filter(|_| segments_complete);
+    // Before `finish`, which closes what is still open as "trace ended".
+    let open_at_end = analyzer.open_windows();
     analyzer.finish(&mut findings);
     check_analysis(t, &analyzer, &findings, v);
     let events: u64 = tally.per_probe.values().sum::<u64>() + tally.unknown_probe;
@@ -713,15 +768,42 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         }
     }
 
-    // ---- No window outlives its task (tid-churn). ----
-    // TODO(lead): once the analyzer sees task exits (the task-exit probe)
-    // and reports per-task window stats, fail here when any window (move,
-    // GUP pin, prepare->clear, ...) was still open on a tid after that
-    // task's exit event, or was closed by an event of a later task that
-    // reused the tid. Needed from the analyzer: a count of task exits seen,
-    // a count of windows closed by a task exit, and a list (with evidence)
-    // of windows whose task exited before they closed; the check then
-    // requires task exits > 0 on `tid-churn` and no such window.
+    // ---- No window outlives its task. ----
+    // Every workload's threads (and the workload itself) exit before the
+    // recorder stops, so the exit probe must have fired; the raw events must
+    // show no move_pages call open at its task's exit or when a new task
+    // took the tid; and the analyzer, which follows task identities, must
+    // end the stream with no window open.
+    let exit_attached = plan
+        .iter()
+        .any(|e| e.probe == ProbeId::TaskExit.name() && e.mode != AttachMode::Unavailable);
+    let life = analyzer.lifetimes().clone();
+    v.notes.push(format!(
+        "task lifetimes: {} exits, {} recycled tids seen by the analyzer; windows ended by exit {}, idle {}, \
+         by a new task on the tid {}; {} windows open at the end",
+        life.exits,
+        life.tid_reuses,
+        life.windows_ended_by_exit,
+        life.windows_ended_idle,
+        life.windows_ended_by_new_task,
+        open_at_end
+    ));
+    if exit_attached && tally.lives.exits == 0 {
+        v.failures
+            .push("the task_exit probe is attached but no task exit was recorded".to_string());
+    }
+    if !tally.lives.outlived.is_empty() {
+        v.failures.push(format!(
+            "move_pages windows outlived their task:\n      {}",
+            tally.lives.outlived.join("\n      ")
+        ));
+    }
+    if open_at_end > 0 && lost == 0 {
+        v.failures.push(format!(
+            "{open_at_end} move_pages window(s) were still open in the analyzer when the trace ended, \
+             after every workload task had exited"
+        ));
+    }
 
     // (a) every attached probe the workload drives fired.
     let counts: Vec<String> = tally

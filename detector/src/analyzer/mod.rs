@@ -104,6 +104,22 @@ impl Stats {
     }
 }
 
+/// What task lifetimes did to the analyzer's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLifetimes {
+    /// `task_exit` events seen.
+    pub exits: u64,
+    /// Events of a tid whose thread group or start time differed from the
+    /// tracked task's: the tid had been given to a new task.
+    pub tid_reuses: u64,
+    /// `move_pages` windows ended, without findings, by their task's exit,
+    /// by `task_idle_ns` without an event, or by a new task taking the tid
+    /// (the old task's exit was lost or outside the trace).
+    pub windows_ended_by_exit: u64,
+    pub windows_ended_idle: u64,
+    pub windows_ended_by_new_task: u64,
+}
+
 /// Learned mapping of a swap `address_space` pointer to its swap type and
 /// first offset (filemap lookups that miss only report the index).
 #[derive(Clone, Copy, Debug)]
@@ -147,9 +163,8 @@ pub struct Analyzer {
     attached: u64,
     /// Stream time of the last sweep for idle tasks.
     last_sweep_ts: u64,
-    /// Windows closed because their task exited, went idle, or its tid was
-    /// taken by another task (no findings are drawn from them).
-    windows_abandoned: u64,
+    /// How task lifetimes ended windows (no findings are drawn from them).
+    lifetimes: TaskLifetimes,
     /// Open lookups known only as (address space, index).
     unresolved: usize,
     alloc_seq: u64,
@@ -186,7 +201,7 @@ impl Analyzer {
             pin_epoch: 0,
             attached: u64::MAX,
             last_sweep_ts: 0,
-            windows_abandoned: 0,
+            lifetimes: TaskLifetimes::default(),
             unresolved: 0,
             alloc_seq: 0,
             holder_epoch: 0,
@@ -232,7 +247,13 @@ impl Analyzer {
     /// Windows closed without findings because their task exited, went idle
     /// past `task_idle_ns`, or its tid now belongs to another task.
     pub fn windows_abandoned(&self) -> u64 {
-        self.windows_abandoned
+        let l = &self.lifetimes;
+        l.windows_ended_by_exit + l.windows_ended_idle + l.windows_ended_by_new_task
+    }
+
+    /// Task exits, recycled tids and the windows they ended.
+    pub fn lifetimes(&self) -> &TaskLifetimes {
+        &self.lifetimes
     }
 
     /// `move_pages` windows still open (tasks inside UFFDIO_MOVE now, or
@@ -448,24 +469,28 @@ impl Analyzer {
         let other_group = t.pid != 0 && e.pid != 0 && t.pid != e.pid;
         let other_start = t.start != 0 && e.task_start != 0 && t.start != e.task_start;
         if other_group || other_start {
-            self.forget_task(e.tid, out);
+            self.lifetimes.tid_reuses += 1;
+            if self.forget_task(e.tid, out) {
+                self.lifetimes.windows_ended_by_new_task += 1;
+            }
         }
     }
 
     /// The task is gone (exited, idle past `task_idle_ns`, or its tid reused):
     /// its open windows end without findings; a GUP-fast pin it kept is
-    /// resolved as kept, as at the end of a trace.
-    fn forget_task(&mut self, tid: u32, out: &mut Vec<Finding>) {
+    /// resolved as kept, as at the end of a trace. Returns whether a
+    /// `move_pages` window was open.
+    fn forget_task(&mut self, tid: u32, out: &mut Vec<Finding>) -> bool {
         self.resolve_pending_fast(tid, None, out);
-        if self.abandon_window(tid) {
-            self.windows_abandoned += 1;
-        }
+        let had_window = self.abandon_window(tid);
         self.tasks.remove(&tid);
+        had_window
     }
 
     fn on_task_exit(&mut self, e: &Event, out: &mut Vec<Finding>) {
-        if self.tasks.get(&e.tid).is_some() {
-            self.forget_task(e.tid, out);
+        self.lifetimes.exits += 1;
+        if self.tasks.get(&e.tid).is_some() && self.forget_task(e.tid, out) {
+            self.lifetimes.windows_ended_by_exit += 1;
         }
     }
 
@@ -484,7 +509,9 @@ impl Analyzer {
         // Table order differs between two analyzers; findings must not.
         stale.sort_unstable();
         for (_, tid) in stale {
-            self.forget_task(tid, out);
+            if self.forget_task(tid, out) {
+                self.lifetimes.windows_ended_idle += 1;
+            }
         }
     }
 
@@ -636,7 +663,7 @@ impl Analyzer {
             .collect();
         for tid in stale {
             if self.abandon_window(tid) {
-                self.windows_abandoned += 1;
+                self.lifetimes.windows_ended_idle += 1;
             }
             if let Some(t) = self.tasks.get(&tid) {
                 if t.pending_fast.is_some() {
