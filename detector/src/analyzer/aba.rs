@@ -810,6 +810,53 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_out_of_stream_order_change_nothing() {
+        // The stream is in ring-buffer order; a record whose CPU stalled
+        // carries an older or newer clock than its neighbours. Rules follow
+        // the stream order, and no window measures negative or ends idle.
+        use detector_common::{EventKind, ProbeId};
+        let s = swp_entry(1, 0x40);
+        let mut t = T::with(super::super::Config {
+            task_idle_ns: 10_000,
+            ..Default::default()
+        });
+        t.move_enter(1);
+        t.lookup(1, s, 0xb0, SC);
+        // Reuse by another CPU, its records stamped far in the past.
+        t.feed_late(
+            with_folio(
+                with_entry(ev(ProbeId::SwapCacheDelete, EventKind::Enter, 2), s),
+                0xb0,
+                SC,
+                2,
+                0,
+            ),
+            1_000_000,
+        );
+        t.feed_late(
+            with_entry(ev(ProbeId::SwapEntryFree, EventKind::Enter, 2), s),
+            1_000_000,
+        );
+        t.feed_late(
+            with_folio(
+                with_entry(ev(ProbeId::SwapEntryAlloc, EventKind::Exit, 3), s),
+                0xa0,
+                0x24,
+                2,
+                0,
+            ),
+            900_000,
+        );
+        t.move_rmap(1, 0xb0, FS_ANON | FS_SWAPBACKED | FS_LOCKED, 0);
+        t.move_exit(1, 4096);
+        assert_eq!(t.kinds(), vec![(RuleId::SwapEntryAba, Severity::Violation)]);
+        assert_eq!(t.a.windows_abandoned(), 0);
+        let w = t.a.windows().summary(super::WindowKind::MoveLookupToClose);
+        assert_eq!(w.count, 1);
+        assert!(w.max_ns < 1_000_000, "{w:?}");
+    }
+
+    #[test]
     fn an_idle_window_ends_without_a_finding() {
         let s = swp_entry(1, 0x40);
         let mut t = T::with(super::super::Config {

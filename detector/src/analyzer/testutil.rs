@@ -75,6 +75,19 @@ impl T {
         self.ts += ns;
     }
 
+    /// Feeds `e` stamped `back` ns before the stream's latest time: the event
+    /// of a CPU that stalled between reserving its record and reading the
+    /// clock comes later in the stream than its timestamp says.
+    pub fn feed_late(&mut self, mut e: Event, back: u64) {
+        e.ts_ns = self.ts.saturating_sub(back);
+        if e.task_start == 0 {
+            e.task_start = self.starts.get(&e.tid).copied().unwrap_or(0);
+        }
+        self.a
+            .process(self.index, &StreamItem::Event(e), &mut self.out);
+        self.index += 1;
+    }
+
     pub fn feed(&mut self, mut e: Event) {
         self.ts += 1_000;
         e.ts_ns = self.ts;
