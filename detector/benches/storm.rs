@@ -110,7 +110,7 @@ fn run(path: &std::path::Path) -> Run {
         items: report.items,
         wall,
         cpu,
-        findings: m.findings_total,
+        findings: m.findings.total(),
         groups: m.findings.len(),
         rows: m.findings.groups().iter().map(|g| g.examples.len()).sum(),
         rss,

@@ -235,7 +235,8 @@ fn main() {
     let m = lock(&model);
     println!(
         "tui bench: {} items ({} findings) replayed at max speed with the UI attached",
-        report.items, m.findings_total
+        report.items,
+        m.findings.total()
     );
     println!(
         "  stream throughput : {:.0} items/s ({:.2} s wall)",

@@ -264,9 +264,9 @@ fn findings_list_and_evidence_drill_down() {
     assert!(free.contains("+5.0µs"), "{free}");
     let moved = f.line_with("folio_move_anon_rmap enter");
     assert!(moved.contains("+14.0µs"), "{moved}");
-    // The state line under each step.
+    // The state line under each step, in the report's form.
     assert!(
-        s.contains("folio 0xffffea0000042000 [anon|swapbacked|uptodate] ref 2 map 0"),
+        s.contains("folio=0xffffea0000042000 [anon|swapbacked|uptodate] ref=2 map=0"),
         "{s}"
     );
 
@@ -288,7 +288,7 @@ fn a_storm_is_one_group_whose_examples_drill_down() {
         let g = m.findings.groups().last().unwrap();
         assert_eq!(g.span.count, 500);
         assert_eq!(g.examples.len(), 3);
-        assert_eq!(m.findings_total, 501);
+        assert_eq!(m.findings.total(), 501);
     }
     f.key(KeyCode::Char('2'));
     let s = f.screen();

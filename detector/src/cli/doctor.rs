@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use detector_common::MAX_PROBES;
 
-use crate::bpfstats::{self, CostMeter};
+use crate::bpfstats::CostMeter;
 use crate::btf::KernelBtf;
 use crate::loader::{self, AttachPolicy, LoadOptions, Loaded};
 use crate::plan::AttachMode;
+use crate::present::costs::write_span;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -136,7 +137,7 @@ fn measure(mut loaded: Loaded, span: Duration) -> anyhow::Result<()> {
     let meter = CostMeter::start(&loaded);
     let mut out = std::io::stdout().lock();
     if meter.unavailable().is_some() {
-        bpfstats::write_probe_costs(&meter, &loaded, &mut out)?;
+        write_span(&mut out, &meter.span(&loaded))?;
         return Ok(());
     }
     writeln!(
@@ -160,7 +161,7 @@ fn measure(mut loaded: Loaded, span: Duration) -> anyhow::Result<()> {
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
     }
-    bpfstats::write_probe_costs(&meter, &loaded, &mut out)?;
+    write_span(&mut out, &meter.span(&loaded))?;
     let dropped = lost
         .as_ref()
         .map_or(0, lost_total)

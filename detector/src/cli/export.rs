@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::output::{write_chrome_trace, write_jsonl};
+use crate::present::events::write_jsonl;
+use crate::present::perfetto::write_chrome_trace;
 use crate::trace::TraceReader;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

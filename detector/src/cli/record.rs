@@ -12,12 +12,13 @@ use detector_common::{Filter, ProbeId};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::analyzer::{Analyzer, Finding};
-use crate::bpfstats::{write_probe_costs, CostMeter};
+use crate::bpfstats::CostMeter;
 use crate::capture::{monotonic_ns, Capture};
-use crate::cli::analysis::{describe_config, AnalyzerArgs, Base, FindingStream};
+use crate::cli::analysis::{AnalyzerArgs, Base, FindingStream};
 use crate::event::StreamItem;
 use crate::loader::{self, AttachPolicy, LoadOptions, DEFAULT_RING_BYTES};
 use crate::plan::AttachMode;
+use crate::present::describe_config;
 use crate::trace::{RotatingWriter, RotationPolicy, TraceEnd, TraceHeader};
 
 #[derive(clap::Args, Debug)]
@@ -332,7 +333,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     let malformed = cap.malformed;
     let mut costs = Vec::new();
     if let Some(m) = &meter {
-        let _ = write_probe_costs(m, cap.loaded(), &mut costs);
+        let _ = crate::present::costs::write_span(&mut costs, &m.span(cap.loaded()));
     }
     drop(meter);
     drop(cap);

@@ -16,8 +16,8 @@ use crate::analyzer::{Analyzer, Config, Finding, Severity};
 use crate::cli::analysis::{AnalyzerArgs, Base};
 use crate::event::StreamItem;
 use crate::groups::{GroupInput, Groups};
-use crate::output::{write_jsonl, write_text};
-use crate::report::{Analysis, Report};
+use crate::present::events::{write_jsonl, write_text};
+use crate::present::report::{Analysis, Report};
 use crate::trace::TraceReader;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

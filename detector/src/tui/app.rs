@@ -3,9 +3,10 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::model::{FindingRow, Model};
+use super::model::Model;
 use super::objects::{ObjHistory, ObjKey, ObjRecord};
 use crate::groups::Group;
+use crate::present::row::FindingRow;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {

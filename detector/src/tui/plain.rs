@@ -13,12 +13,12 @@ use detector_common::{ProbeId, MAX_PROBES};
 
 use crate::analyzer::Finding;
 use crate::event::StreamItem;
-use crate::groups::{is_decade, GroupInput, Groups, Placed, MAX_EXAMPLES};
+use crate::groups::{is_decade, GroupInput, Groups};
+use crate::present::finding::{decade_line, finding_line, group_line};
+use crate::present::row::{finding_row, EventMeta};
 
-use super::analysis::finding_row;
-use super::model::FindingRow;
 use super::source::{Pull, Source};
-use super::worker::{Analysis, EventMeta, Recorder};
+use super::worker::{Analysis, Recorder};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PlainSummary {
@@ -28,60 +28,6 @@ pub struct PlainSummary {
     /// How the source ended.
     pub end: String,
     pub record_error: Option<String>,
-}
-
-/// One finding as a line: stream time, severity, rule, objects, task, the
-/// cause when the rule gives one, and the explanation, tab-free so
-/// `cut -d' '` and grep work.
-pub fn finding_line(f: &FindingRow, first_ts: u64) -> String {
-    let task = f
-        .task()
-        .map_or_else(String::new, |e| format!(" task={}/{}", e.comm, e.tid));
-    let cause = if f.cause.is_empty() {
-        String::new()
-    } else {
-        format!(" cause={}", f.cause)
-    };
-    format!(
-        "{:.6} #{} {} {} [{}]{}{} {}",
-        f.ts_ns.saturating_sub(first_ts) as f64 / 1e9,
-        f.seq,
-        f.severity.as_str(),
-        f.rule,
-        f.objects,
-        task,
-        cause,
-        f.explanation
-    )
-}
-
-/// A group's count reached 10, 100, 1000, ...: one line saying the
-/// storm goes on, instead of one per finding. Starts with `group` where a
-/// finding line has `#ID`, so the two never mix up.
-pub fn group_line(g: &GroupInput<'_>, placed: &Placed, first_id: u64, first_ts: u64) -> String {
-    let what = match placed.group {
-        Some(_) => format!(
-            "{} {} task={}/{}{}",
-            super::analysis::severity(g.severity).as_str(),
-            g.rule,
-            g.comm,
-            g.tid,
-            if g.cause.is_empty() {
-                String::new()
-            } else {
-                format!(" cause={}", g.cause)
-            }
-        ),
-        None => String::from("other kinds beyond the group limit"),
-    };
-    format!(
-        "{:.6} group {what} count={} first=#{first_id} latest=#{}: the first {} were printed, \
-         the rest are counted",
-        g.ts_ns.saturating_sub(first_ts) as f64 / 1e9,
-        placed.count,
-        g.id,
-        MAX_EXAMPLES
-    )
 }
 
 pub fn run_plain(
@@ -170,11 +116,7 @@ pub fn run_plain(
     )?;
     let base = first_ts.unwrap_or(0);
     for g in groups.groups().iter().filter(|g| g.span.count > 1) {
-        writeln!(
-            err,
-            "detector: group: {}",
-            crate::report::group_line(g, base)
-        )?;
+        writeln!(err, "detector: group: {}", group_line(g, base))?;
     }
     let o = groups.overflow();
     if o.span.count > 0 {
@@ -209,7 +151,7 @@ fn emit(
                 Some(grp) => grp.span.first_id,
                 None => groups.overflow().span.first_id,
             };
-            writeln!(out, "{}", group_line(&g, &placed, first, base))?;
+            writeln!(out, "{}", decade_line(&g, &placed, first, base))?;
         }
     }
     Ok(())

@@ -3,21 +3,20 @@
 
 use std::fmt::Write as _;
 
-use detector_common::{
-    ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED, FS_LRU,
-    FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, MAX_PROBES,
-};
+use detector_common::{ProbeId, MAX_PROBES};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
-use crate::event::{fmt_entry, RetFmt};
+use crate::analyzer::Severity;
+use crate::event::{flags, fmt_entry, kind_name, RetFmt};
 use crate::plan::AttachMode;
+use crate::present::units::{bytes as fmt_bytes, count as fmt_count, ns_short as fmt_ns};
 
 use super::app::{UiState, View};
-use super::model::{Model, Severity, SourceState};
+use super::model::{Model, SourceState};
 use super::objects::{ObjKey, ObjRecord};
 
 /// Smallest terminal the views fit in.
@@ -123,7 +122,7 @@ fn draw_tabs(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     let mut spans = Vec::with_capacity(10);
     for (i, v) in View::ALL.iter().enumerate() {
         let label = match v {
-            View::Findings => format!(" {} {} ({}) ", i + 1, v.title(), m.findings_total),
+            View::Findings => format!(" {} {} ({}) ", i + 1, v.title(), m.findings.total()),
             _ => format!(" {} {} ", i + 1, v.title()),
         };
         let style = if *v == ui.view() {
@@ -293,6 +292,7 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             Style::new().fg(Color::Yellow).bold(),
         ));
     }
+    let totals = m.findings.totals();
     let lines = vec![
         Line::from(vec![
             Span::raw(format!(
@@ -303,19 +303,19 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             Span::styled(format!(" lost {} ", fmt_count(m.lost)), lost_style(m.lost)),
         ]),
         Line::from(vec![
-            Span::raw(format!(" findings {}: ", m.findings_total)),
+            Span::raw(format!(" findings {}: ", m.findings.total())),
             Span::styled(
-                format!("{} violation", m.by_severity[Severity::Violation as usize]),
+                format!("{} violation", totals.violation),
                 sev_style(Severity::Violation),
             ),
             Span::raw(", "),
             Span::styled(
-                format!("{} near-miss", m.by_severity[Severity::NearMiss as usize]),
+                format!("{} near_miss", totals.near_miss),
                 sev_style(Severity::NearMiss),
             ),
             Span::raw(format!(
                 ", {} info in {} group(s)",
-                m.by_severity[Severity::Info as usize],
+                totals.info,
                 m.findings.len()
             )),
         ]),
@@ -412,7 +412,7 @@ fn draw_overview(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
             let (events, lost) = st.map_or((0, 0), |s| (s.events, s.lost));
             // Replays carry no run time: the column stays "-" there.
             let mut cost = String::new();
-            crate::bpfstats::fmt_ns_per_event(st.and_then(|s| s.ns_per_event), &mut cost);
+            crate::present::costs::fmt_ns_per_event(st.and_then(|s| s.ns_per_event), &mut cost);
             let rate = id.map_or(0, |id| m.rate(id));
             if let Some(id) = id {
                 m.series(id, &mut series);
@@ -500,7 +500,7 @@ fn draw_findings(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
         .skip(offset)
         .take(visible)
         .map(|(_, g)| {
-            let sev = super::analysis::severity(g.severity);
+            let sev = g.severity;
             let objects = g.examples.first().map_or("", |f| f.objects.as_str());
             Row::new(vec![
                 Cell::from(format!("#{}", g.span.first_id)),
@@ -510,7 +510,7 @@ fn draw_findings(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
                     String::new()
                 }),
                 Cell::from(fmt_ns(now.saturating_sub(g.span.last_ns))),
-                Cell::from(sev.as_str()).style(sev_style(sev)),
+                Cell::from(sev.name()).style(sev_style(sev)),
                 Cell::from(g.rule.name()),
                 Cell::from(objects),
                 Cell::from(format!("{}/{}", g.comm, g.tid)),
@@ -522,7 +522,7 @@ fn draw_findings(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model) {
     let mut title = if ui.filter.is_empty() {
         format!(
             " findings: {} in {} group(s), newest first",
-            m.findings_total,
+            m.findings.total(),
             m.findings.len()
         )
     } else {
@@ -594,7 +594,7 @@ fn draw_finding_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, g
     let mut lines = vec![
         Line::from(vec![
             Span::styled(format!(" finding #{} ", f.seq), Style::new().bold()),
-            Span::styled(f.severity.as_str().to_uppercase(), sev_style(f.severity)),
+            Span::styled(f.severity.name().to_uppercase(), sev_style(f.severity)),
             Span::raw(format!("  {}", f.rule)),
             Span::styled(
                 if f.confidence.is_empty() {
@@ -817,11 +817,7 @@ fn draw_object_detail(frame: &mut Frame, area: Rect, ui: &UiState, m: &Model, ke
         .skip(skip)
         .take(visible)
         .map(|r| {
-            let kind = match r.kind {
-                0 => "enter",
-                1 => "exit",
-                _ => "tp",
-            };
+            let kind = kind_name(r.kind);
             let ret = if r.has_ret() {
                 RetFmt {
                     probe: ProbeId::from_u16(r.probe),
@@ -982,61 +978,15 @@ pub fn fmt_state(r: &ObjRecord) -> String {
     fmt_folio_state(r.f_state, r.refcount, r.mapcount)
 }
 
-/// `sc sb ax ...  ref R map M` (see docs/tui.md for the codes).
+/// `sc sb an ...  ref R map M` (see docs/tui.md for the codes).
 pub fn fmt_folio_state(f_state: u32, refcount: i32, mapcount: i32) -> String {
-    const CODES: &[(u32, &str)] = &[
-        (FS_SWAPCACHE, "sc"),
-        (FS_SWAPBACKED, "sb"),
-        (FS_ANON, "an"),
-        (FS_ANON_EXCLUSIVE, "ax"),
-        (FS_LOCKED, "lk"),
-        (FS_LARGE, "lg"),
-        (FS_KSM, "ksm"),
-        (FS_DIRTY, "dt"),
-        (FS_LRU, "lru"),
-        (FS_WRITEBACK, "wb"),
-        (FS_UPTODATE, "ud"),
-    ];
     let mut s = String::with_capacity(40);
-    for (bit, code) in CODES {
-        if f_state & bit != 0 {
-            s.push_str(code);
-            s.push(' ');
-        }
+    for f in flags::set(f_state) {
+        s.push_str(f.code);
+        s.push(' ');
     }
     let _ = write!(s, "ref {refcount} map {mapcount}");
     s
-}
-
-/// Human duration: ns, µs, ms or s with three significant digits.
-pub fn fmt_ns(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", ns as f64 / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.1}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.1}s", ns as f64 / 1e9)
-    }
-}
-
-pub fn fmt_count(n: u64) -> String {
-    if n < 10_000 {
-        n.to_string()
-    } else if n < 10_000_000 {
-        format!("{:.1}k", n as f64 / 1e3)
-    } else {
-        format!("{:.1}M", n as f64 / 1e6)
-    }
-}
-
-fn fmt_bytes(n: u64) -> String {
-    if n < 1 << 20 {
-        format!("{:.0}KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1}MiB", n as f64 / (1 << 20) as f64)
-    }
 }
 
 /// The characters of a rendered buffer, one line per row: what a person

@@ -9,45 +9,16 @@ use std::time::{Duration, Instant};
 use crate::bpfstats::CostUpdate;
 use crate::event::StreamItem;
 
-use super::analysis::finding_row;
 use super::model::{Model, SourceState, WindowRow};
 use super::source::{Pull, Source};
 use crate::analyzer::Finding;
 use crate::groups::GroupInput;
+use crate::present::row::{finding_row, EventMeta};
 
 /// How often the analyzer's window histograms are copied into the model.
 const WINDOWS_EVERY: Duration = Duration::from_millis(250);
 /// How long one pull may wait before the worker looks at the stop flag.
 const PULL_WAIT: Duration = Duration::from_millis(50);
-
-/// Recent events' CPU and pid by stream index: the analyzer's evidence names
-/// the task but not the CPU, and the timeline shows both.
-pub struct EventMeta {
-    slots: Vec<(u64, u32, u32)>,
-}
-
-impl EventMeta {
-    pub fn new(capacity_pow2: u32) -> Self {
-        EventMeta {
-            slots: vec![(u64::MAX, 0, 0); 1usize << capacity_pow2],
-        }
-    }
-
-    #[inline]
-    pub fn record(&mut self, index: u64, item: &StreamItem) {
-        if let StreamItem::Event(ev) = item {
-            let n = self.slots.len();
-            self.slots[(index as usize) & (n - 1)] = (index, ev.cpu, ev.pid);
-        }
-    }
-
-    /// `(cpu, pid)` of event `index`, when it is recent enough to be kept.
-    pub fn get(&self, index: u64) -> Option<(u32, u32)> {
-        let n = self.slots.len();
-        let (i, cpu, pid) = self.slots[(index as usize) & (n - 1)];
-        (i == index).then_some((cpu, pid))
-    }
-}
 
 /// Counters the analyzer exposes besides findings.
 #[derive(Clone, Debug, Default)]
