@@ -1,14 +1,16 @@
 //! Userspace side of the anonymous-memory race detector.
 //!
-//! One module per concern. The analyzer is a pure library over [`Event`]s so
-//! that live capture and offline replay run exactly the same code.
+//! Events flow from a source through one pipeline to the analyzer and the
+//! sinks ([`stream`], [`sinks`]); how anything looks is [`present`]'s;
+//! `docs/architecture.md` maps the modules and what each may depend on.
+//! The analyzer is a pure library over [`Event`]s so that live capture and
+//! offline replay run exactly the same code.
 //!
 //! [`Event`]: detector_common::Event
 
 pub mod analyzer;
 pub mod bpfstats;
 pub mod btf;
-pub mod capture;
 pub mod cli;
 pub mod event;
 pub mod groups;
@@ -16,6 +18,9 @@ pub mod loader;
 pub mod plan;
 pub mod present;
 pub mod scenario;
+pub mod sinks;
+pub mod stream;
 pub mod synth;
 pub mod trace;
 pub mod tui;
+pub mod usage;

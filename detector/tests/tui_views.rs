@@ -12,12 +12,12 @@ use detector::analyzer::Config;
 use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
 use detector::groups::GroupInput;
 use detector::plan::AttachMode;
-use detector::tui::analysis::AnalyzerAnalysis;
+use detector::stream::AnalyzerSetup;
+use detector::stream::{FileSource, Source, Speed};
 use detector::tui::app::{UiState, View};
 use detector::tui::draw_frame;
 use detector::tui::model::{Model, SourceState};
 use detector::tui::render::buffer_text;
-use detector::tui::source::{ReplaySource, Source, Speed};
 use detector::tui::worker::{lock, Worker};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
@@ -39,11 +39,11 @@ fn fixture_with(w: u16, h: u16, items: Vec<detector::event::StreamItem>) -> Fixt
     let path = dir.path().join("t.dtr");
     let n = items.len() as u64;
     tui_support::write_trace(&path, &items);
-    let source = ReplaySource::open(&path, Speed::Max).unwrap();
+    let source = FileSource::open(&path, Speed::Max).unwrap();
     let model = Arc::new(Mutex::new(Model::new(source.info())));
     let report = Worker {
         source: Box::new(source),
-        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        setup: Some(AnalyzerSetup::given(Config::default())),
         recorder: None,
         model: Arc::clone(&model),
         stop: Arc::new(AtomicBool::new(false)),

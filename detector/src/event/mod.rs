@@ -39,6 +39,28 @@ impl StreamItem {
     }
 }
 
+/// Reads a clock in nanoseconds; 0 if the clock cannot be read.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// CLOCK_MONOTONIC now: the clock of every event timestamp
+/// (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Pin bias of a small folio's refcount (`GUP_PIN_COUNTING_BIAS`), as the
 /// BPF side uses it.
 pub use detector_common::GUP_PIN_BIAS as GUP_PIN_COUNTING_BIAS;

@@ -42,6 +42,12 @@ pub fn describe_config(c: &Config) -> String {
     s
 }
 
+/// `ORIGIN: key=value ...`: the configuration an analysis runs with and
+/// where it came from, as every command announces it.
+pub fn describe_setup(origin: &str, config: &Config) -> String {
+    format!("{origin}: {}", describe_config(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,55 +15,73 @@ use crate::trace::TraceHeader;
 /// export: the windows a race needs to hit.
 const SLICE_PROBES: &[ProbeId] = &[ProbeId::MovePages, ProbeId::DoSwapPage];
 
-/// Writes a Chrome trace-event JSON document (opened by Perfetto UI and
-/// `chrome://tracing`): one track per task (pid/tid, named by comm), each
-/// event an instant with its decoded fields as args, the `move_pages` and
-/// `do_swap_page` windows as duration slices, and lost totals as counters.
-/// Times are microseconds since the header's `start_monotonic_ns` (or the
-/// first item when that is 0). Returns the number of trace events written.
-pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
-    mut w: W,
-    header: &TraceHeader,
-    items: I,
-) -> io::Result<u64> {
-    let mut base = (header.start_monotonic_ns != 0).then_some(header.start_monotonic_ns);
-    let mut named: HashSet<(u32, u32)> = HashSet::new();
-    let mut written = 0u64;
-    w.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
-    serde_json::to_writer(
-        &mut w,
-        &serde_json::json!({
-            "kernel_release": header.kernel_release,
-            "hostname": header.hostname,
-            "origin": header.origin,
-            "boot_id": header.boot_id,
-        }),
-    )?;
-    w.write_all(b",\"traceEvents\":[\n")?;
-    let mut sep = "";
-    for (index, item) in items.into_iter().enumerate() {
+/// A Chrome trace-event JSON document (opened by Perfetto UI and
+/// `chrome://tracing`), written item by item: one track per task (pid/tid,
+/// named by comm), each event an instant with its decoded fields as args,
+/// the `move_pages` and `do_swap_page` windows as duration slices, and lost
+/// totals as counters. Times are microseconds since the header's
+/// `start_monotonic_ns` (or the first item when that is 0).
+pub struct ChromeTrace {
+    base: Option<u64>,
+    named: HashSet<(u32, u32)>,
+    sep: &'static str,
+    /// Trace events written so far.
+    pub written: u64,
+}
+
+impl ChromeTrace {
+    /// Writes the document's start.
+    pub fn begin<W: Write + ?Sized>(w: &mut W, header: &TraceHeader) -> io::Result<Self> {
+        w.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
+        serde_json::to_writer(
+            &mut *w,
+            &serde_json::json!({
+                "kernel_release": header.kernel_release,
+                "hostname": header.hostname,
+                "origin": header.origin,
+                "boot_id": header.boot_id,
+            }),
+        )?;
+        w.write_all(b",\"traceEvents\":[\n")?;
+        Ok(ChromeTrace {
+            base: (header.start_monotonic_ns != 0).then_some(header.start_monotonic_ns),
+            named: HashSet::new(),
+            sep: "",
+            written: 0,
+        })
+    }
+
+    /// Writes one stream item (`index`: its position in the stream).
+    pub fn item<W: Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        index: u64,
+        item: &StreamItem,
+    ) -> io::Result<()> {
         let ts_ns = item.ts_ns();
-        let b = *base.get_or_insert(ts_ns);
+        let b = *self.base.get_or_insert(ts_ns);
         let ts = RelMicros(ts_ns as i128 - b as i128);
-        match &item {
+        let sep = self.sep;
+        match item {
             StreamItem::Lost { probe, total, .. } => {
                 write!(
                     w,
                     "{sep}{{\"ph\":\"C\",\"pid\":0,\"name\":\"lost {}\",\"ts\":{ts},\"args\":{{\"total\":{total}}}}}",
                     ProbeName(*probe)
                 )?;
-                written += 1;
+                self.written += 1;
             }
             StreamItem::Event(e) => {
-                if named.insert((e.pid, e.tid)) {
+                let mut sep = sep;
+                if self.named.insert((e.pid, e.tid)) {
                     write!(w, "{sep}{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{},\"tid\":{},\"args\":{{\"name\":", e.pid, e.tid)?;
                     serde_json::to_writer(
-                        &mut w,
+                        &mut *w,
                         &format_args!("{}/{}", e.comm_str(), e.tid).to_string(),
                     )?;
                     w.write_all(b"}}")?;
                     sep = ",\n";
-                    written += 1;
+                    self.written += 1;
                 }
                 let sliced = e.probe_id().is_some_and(|p| SLICE_PROBES.contains(&p));
                 let ph = match e.event_kind() {
@@ -83,22 +101,36 @@ pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
                     w.write_all(b",\"s\":\"t\"")?;
                 }
                 w.write_all(b",\"args\":")?;
-                serde_json::to_writer(
-                    &mut w,
-                    &JsonItem {
-                        index: index as u64,
-                        item: &item,
-                    },
-                )?;
+                serde_json::to_writer(&mut *w, &JsonItem { index, item })?;
                 w.write_all(b"}")?;
-                written += 1;
+                self.written += 1;
             }
         }
-        sep = ",\n";
+        self.sep = ",\n";
+        Ok(())
     }
-    w.write_all(b"\n]}\n")?;
-    w.flush()?;
-    Ok(written)
+
+    /// Writes the document's end and flushes. Returns the number of trace
+    /// events written.
+    pub fn end<W: Write + ?Sized>(self, w: &mut W) -> io::Result<u64> {
+        w.write_all(b"\n]}\n")?;
+        w.flush()?;
+        Ok(self.written)
+    }
+}
+
+/// A whole document from `items` (see [`ChromeTrace`]). Returns the
+/// number of trace events written.
+pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
+    mut w: W,
+    header: &TraceHeader,
+    items: I,
+) -> io::Result<u64> {
+    let mut t = ChromeTrace::begin(&mut w, header)?;
+    for (index, item) in items.into_iter().enumerate() {
+        t.item(&mut w, index as u64, &item)?;
+    }
+    t.end(&mut w)
 }
 
 #[cfg(test)]

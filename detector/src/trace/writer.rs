@@ -13,7 +13,8 @@ use super::format::{
     LOST_PAYLOAD_LEN, MAGIC, PREAMBLE_LEN, RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN,
     RECORD_LOST,
 };
-use super::header::{clock_ns, TraceFooter, TraceHeader};
+use super::header::{TraceFooter, TraceHeader};
+use crate::event::clock_ns;
 use crate::event::StreamItem;
 
 /// Records are gathered here and handed to the sink in one `write` call;

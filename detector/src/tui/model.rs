@@ -8,8 +8,9 @@ use detector_common::MAX_PROBES;
 use crate::bpfstats::{CostUpdate, ProbeCost};
 use crate::event::StreamItem;
 use crate::groups::{GroupInput, Groups};
-use crate::plan::{AttachMode, PlanEntry};
+use crate::plan::AttachMode;
 use crate::present::row::FindingRow;
+use crate::stream::SourceInfo;
 
 use super::objects::ObjectIndex;
 
@@ -17,18 +18,6 @@ use super::objects::ObjectIndex;
 pub const RATE_SECS: usize = 120;
 pub const MAX_OBJECTS: usize = 8192;
 pub const HISTORY_PER_OBJECT: usize = 32;
-
-/// Where the stream comes from, shown in the title bar.
-#[derive(Clone, Debug, Default)]
-pub struct SourceInfo {
-    /// "replay trace.dtr (x10)", "live", ...
-    pub title: String,
-    pub kernel_release: String,
-    pub plan: Vec<PlanEntry>,
-    pub live: bool,
-    /// What this plan cannot see, when it is degraded (shown loudly).
-    pub degraded: Option<String>,
-}
 
 /// Per-second event counts of one probe over the last [`RATE_SECS`] seconds
 /// of stream time, zeroed lazily as time moves on.
