@@ -222,7 +222,7 @@ impl<'a> Pipeline<'a> {
             }
             let pulled = source.pull(wait, raw, &mut |i, it| flow.step(sink, i, it));
             flow.check()?;
-            let mut ctx = flow.ctx(source, None);
+            let mut ctx = flow.ctx(source);
             match pulled {
                 Ok(Pull::Items) => sink.pulled(&mut ctx),
                 Ok(Pull::Idle) => sink.idle(&mut ctx),
@@ -326,13 +326,13 @@ impl Flow {
         }
     }
 
-    fn ctx<'b>(&'b self, source: &'b mut dyn Source, end: Option<&'b End>) -> Ctx<'b> {
+    fn ctx<'b>(&'b self, source: &'b mut dyn Source) -> Ctx<'b> {
         Ctx {
             source,
             analyzer: self.analyzer.as_ref(),
             recording: self.recorder.as_ref().map(|r| (r.path(), r.bytes())),
             record_error: self.record_error.as_ref(),
-            end,
+            end: None,
         }
     }
 }
