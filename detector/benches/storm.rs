@@ -21,19 +21,19 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use detector::analyzer::Config;
 use detector::cli::simulate::write_synthetic_stream;
+use detector::stream::AnalyzerSetup;
+use detector::stream::{FileSource, Source, Speed};
 use detector::synth::DEFAULT_OBJECTS;
-use detector::tui::analysis::AnalyzerAnalysis;
 use detector::tui::app::UiState;
 use detector::tui::draw_frame;
 use detector::tui::model::{Model, SourceState};
-use detector::tui::source::{ReplaySource, Source, Speed};
 use detector::tui::worker::{lock, Worker};
 use detector::tui::FRAME;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 fn cpu() -> Duration {
-    detector::cli::replay::self_usage().map_or(Duration::ZERO, |u| u.user + u.sys)
+    detector::usage::self_usage().map_or(Duration::ZERO, |u| u.user + u.sys)
 }
 
 /// Resident set size of this process now, in KiB.
@@ -62,11 +62,11 @@ struct Run {
 }
 
 fn run(path: &std::path::Path) -> Run {
-    let source = ReplaySource::open(path, Speed::Max).unwrap();
+    let source = FileSource::open(path, Speed::Max).unwrap();
     let model = Arc::new(Mutex::new(Model::new(source.info())));
     let worker = Worker {
         source: Box::new(source),
-        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        setup: Some(AnalyzerSetup::given(Config::default())),
         recorder: None,
         model: Arc::clone(&model),
         stop: Arc::new(AtomicBool::new(false)),
@@ -110,7 +110,7 @@ fn run(path: &std::path::Path) -> Run {
         items: report.items,
         wall,
         cpu,
-        findings: m.findings_total,
+        findings: m.findings.total(),
         groups: m.findings.len(),
         rows: m.findings.groups().iter().map(|g| g.examples.len()).sum(),
         rss,

@@ -17,12 +17,12 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use detector::analyzer::Config;
 use detector::event::StreamItem;
 use detector::plan::{AttachMode, PlanEntry};
+use detector::stream::AnalyzerSetup;
+use detector::stream::{FileSource, Source, Speed};
 use detector::trace::{TraceEnd, TraceHeader, TraceWriter};
-use detector::tui::analysis::AnalyzerAnalysis;
 use detector::tui::app::{UiState, View};
 use detector::tui::draw_frame;
 use detector::tui::model::{Model, SourceState};
-use detector::tui::source::{ReplaySource, Source, Speed};
 use detector::tui::worker::{lock, Worker};
 use detector_common::{
     swp_entry, Event, EventKind, ProbeId, FS_ANON, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE,
@@ -187,11 +187,11 @@ fn main() {
     let path = dir.path().join("bench.dtr");
     write_trace(&path, n);
 
-    let source = ReplaySource::open(&path, Speed::Max).unwrap();
+    let source = FileSource::open(&path, Speed::Max).unwrap();
     let model = Arc::new(Mutex::new(Model::new(source.info())));
     let worker = Worker {
         source: Box::new(source),
-        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        setup: Some(AnalyzerSetup::given(Config::default())),
         recorder: None,
         model: Arc::clone(&model),
         stop: Arc::new(AtomicBool::new(false)),
@@ -235,7 +235,8 @@ fn main() {
     let m = lock(&model);
     println!(
         "tui bench: {} items ({} findings) replayed at max speed with the UI attached",
-        report.items, m.findings_total
+        report.items,
+        m.findings.total()
     );
     println!(
         "  stream throughput : {:.0} items/s ({:.2} s wall)",

@@ -73,8 +73,6 @@ const KSWAPD_TID: u32 = 90;
 /// Faults and GUP run on `WORKERS` threads of one process, tid `WORKER_TID + slot % WORKERS`.
 const WORKER_TID: u32 = 1000;
 const WORKERS: u64 = 8;
-/// `GUP_PIN_COUNTING_BIAS`.
-const PIN_BIAS: i32 = 1024;
 /// Most events one round produces.
 const ROUND_MAX: usize = 11;
 
@@ -238,7 +236,14 @@ impl Synth {
             (ProbeId::GupPut, EventKind::Enter),
         ] {
             let e = self.push(probe, kind, tid, 0);
-            set_folio(e, folio, mapped, 1 + PIN_BIAS, 1, 0);
+            set_folio(
+                e,
+                folio,
+                mapped,
+                1 + crate::event::GUP_PIN_COUNTING_BIAS,
+                1,
+                0,
+            );
             set_addr(e, ADDR_BASE + slot * 4096);
             e.valid |= V_PIN;
         }

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use detector::analyzer::{Analyzer, ConfidenceLevel, Config, RuleId, Severity};
-use detector::cli::analysis::AnalyzerArgs;
-use detector::cli::replay::{analyze_file, analyze_file_with_stats, ConfigChoice};
 use detector::cli::simulate::{load, write_trace};
+use detector::sinks::{analyze_file, analyze_file_with_stats};
+use detector::stream::{ConfigChoice, Overrides};
 
 fn scenario_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
@@ -89,7 +89,7 @@ fn every_scenario_replays_to_its_findings_with_the_config_its_trace_records() {
         let out = dir.path().join(format!("{}.trace", sc.name));
         write_trace(&sc, &f, &out).unwrap();
         let (report, _) =
-            analyze_file_with_stats(&out, ConfigChoice::FromTrace(AnalyzerArgs::default()), true)
+            analyze_file_with_stats(&out, ConfigChoice::FromTrace(Overrides::default()), true)
                 .unwrap();
         assert_eq!(report.config, sc.config, "{}", sc.name);
         assert_eq!(report.config_source, "from the trace header", "{}", sc.name);

@@ -5,9 +5,9 @@
 use std::process::Command;
 
 use detector::analyzer::{Config, Severity};
-use detector::cli::analysis::AnalyzerArgs;
-use detector::cli::replay::{analyze_file_with_stats, ConfigChoice};
 use detector::cli::simulate::write_synthetic;
+use detector::sinks::analyze_file_with_stats;
+use detector::stream::{ConfigChoice, Overrides};
 
 const EVENTS: u64 = 200_000;
 /// About 2 * OBJECTS tracked objects without a bound, half of the entries
@@ -43,12 +43,9 @@ fn bounded_replay_of_a_synthetic_trace() {
     assert!(tracked.peak > LIMIT / 2, "peak {}", tracked.peak);
 
     // Unbounded, the same file needs far more than LIMIT objects.
-    let (report, stats) = analyze_file_with_stats(
-        &path,
-        ConfigChoice::FromTrace(AnalyzerArgs::default()),
-        false,
-    )
-    .unwrap();
+    let (report, stats) =
+        analyze_file_with_stats(&path, ConfigChoice::FromTrace(Overrides::default()), false)
+            .unwrap();
     assert!(report.groups.is_empty());
     assert_eq!(report.config, Config::default());
     assert_eq!(report.evictions, 0);

@@ -1,5 +1,5 @@
-//! Sources and the plain stream: every item reaches the model in order,
-//! whatever the pacing or batching.
+//! Sources, the plain finding stream and the UI's worker: every item
+//! reaches the model in order, whatever the pacing or batching.
 
 mod tui_support;
 
@@ -10,11 +10,12 @@ use std::time::Duration;
 use detector::analyzer::Config;
 use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
 use detector::event::StreamItem;
-use detector::tui::analysis::AnalyzerAnalysis;
+use detector::sinks::{FindingPrinter, Style};
+use detector::stream::{
+    AnalyzerSetup, CaptureMsg, ChannelSource, CostSlot, FileSource, Pipeline, Pull, Source,
+    SourceError, SourceInfo, Speed, BATCH,
+};
 use detector::tui::model::Model;
-use detector::tui::model::SourceInfo;
-use detector::tui::plain::run_plain;
-use detector::tui::source::{ChannelSource, CostSlot, Pull, ReplaySource, Source, Speed, BATCH};
 use detector::tui::worker::{lock, Worker};
 use detector_common::ProbeId;
 
@@ -22,7 +23,7 @@ fn drain(src: &mut dyn Source) -> (Vec<(u64, StreamItem)>, String) {
     let mut all = Vec::new();
     loop {
         let mut buf = Vec::new();
-        match src.pull(&mut buf, Duration::from_millis(20)).unwrap() {
+        match src.pull_into(&mut buf, Duration::from_millis(20)).unwrap() {
             Pull::Items => {
                 assert!(buf.len() <= BATCH);
                 all.extend(buf);
@@ -49,7 +50,7 @@ fn paced_replay_delivers_every_item_in_order() {
     let items = tui_support::stream(5000);
     tui_support::write_trace(&path, &items);
     // 3 s of trace at x1000: a few milliseconds of pacing.
-    let mut src = ReplaySource::open(&path, Speed::Factor(1000.0)).unwrap();
+    let mut src = FileSource::open(&path, Speed::Factor(1000.0)).unwrap();
     let (got, how) = drain(&mut src);
     assert_eq!(
         how,
@@ -70,7 +71,7 @@ fn truncated_trace_says_where_it_stopped() {
     let len = std::fs::metadata(&path).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len / 2).unwrap();
-    let mut src = ReplaySource::open(&path, Speed::Max).unwrap();
+    let mut src = FileSource::open(&path, Speed::Max).unwrap();
     let (got, how) = drain(&mut src);
     assert!(how.starts_with("trace cut off at byte"), "{how}");
     assert!(got.len() < 107 && got.len() > 20, "{}", got.len());
@@ -103,12 +104,19 @@ fn channel_source_splits_large_batches_and_ends_when_capture_stops() {
 fn channel_source_reports_a_capture_failure() {
     let (tx, rx) = mpsc::sync_channel(1);
     let mut src = ChannelSource::new(rx, SourceInfo::default(), Arc::new(AtomicBool::new(false)));
-    tx.send(Err("ring buffer poll failed".to_string())).unwrap();
+    let failed: CaptureMsg = Err(SourceError::Capture(
+        detector::stream::capture::CaptureError::Poll(std::io::Error::other(
+            "ring buffer poll failed",
+        )),
+    ));
+    tx.send(failed).unwrap();
     let mut buf = Vec::new();
-    let e = src.pull(&mut buf, Duration::from_millis(10)).unwrap_err();
+    let e = src
+        .pull_into(&mut buf, Duration::from_millis(10))
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "the live capture stopped: ring buffer poll failed"
+        "the live capture stopped: waiting on the ring buffer failed: ring buffer poll failed"
     );
 }
 
@@ -117,18 +125,15 @@ fn plain_stream_lines_and_summary() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.dtr");
     tui_support::write_trace(&path, &tui_support::stream(200));
-    let src = ReplaySource::open(&path, Speed::Max).unwrap();
+    let mut src = FileSource::open(&path, Speed::Max).unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let sum = run_plain(
-        Box::new(src),
-        Box::new(AnalyzerAnalysis::new(Config::default())),
-        None,
-        &mut out,
-        &mut err,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let mut printer = FindingPrinter::new(&mut out, &mut err, Style::Line);
+    Pipeline::new(&mut src)
+        .analyze(&AnalyzerSetup::given(Config::default()))
+        .run(&mut printer)
+        .unwrap();
+    let sum = printer.into_summary();
     assert_eq!(sum.findings, 1);
     assert_eq!(sum.lost, 17);
     assert_eq!(sum.items, 207);
@@ -198,7 +203,7 @@ fn live_costs_reach_the_model_through_the_worker() {
     let model = Arc::new(std::sync::Mutex::new(Model::new(SourceInfo::default())));
     Worker {
         source: Box::new(src),
-        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        setup: Some(AnalyzerSetup::given(Config::default())),
         recorder: None,
         model: Arc::clone(&model),
         stop: Arc::new(AtomicBool::new(false)),
@@ -220,6 +225,6 @@ fn replays_have_no_costs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.dtr");
     tui_support::write_trace(&path, &tui_support::stream(10));
-    let mut src = ReplaySource::open(&path, Speed::Max).unwrap();
+    let mut src = FileSource::open(&path, Speed::Max).unwrap();
     assert!(!src.take_costs(&mut CostUpdate::default()));
 }

@@ -12,12 +12,12 @@ use detector::analyzer::Config;
 use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
 use detector::groups::GroupInput;
 use detector::plan::AttachMode;
-use detector::tui::analysis::AnalyzerAnalysis;
+use detector::stream::AnalyzerSetup;
+use detector::stream::{FileSource, Source, Speed};
 use detector::tui::app::{UiState, View};
 use detector::tui::draw_frame;
 use detector::tui::model::{Model, SourceState};
 use detector::tui::render::buffer_text;
-use detector::tui::source::{ReplaySource, Source, Speed};
 use detector::tui::worker::{lock, Worker};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
@@ -39,11 +39,11 @@ fn fixture_with(w: u16, h: u16, items: Vec<detector::event::StreamItem>) -> Fixt
     let path = dir.path().join("t.dtr");
     let n = items.len() as u64;
     tui_support::write_trace(&path, &items);
-    let source = ReplaySource::open(&path, Speed::Max).unwrap();
+    let source = FileSource::open(&path, Speed::Max).unwrap();
     let model = Arc::new(Mutex::new(Model::new(source.info())));
     let report = Worker {
         source: Box::new(source),
-        analysis: Box::new(AnalyzerAnalysis::new(Config::default())),
+        setup: Some(AnalyzerSetup::given(Config::default())),
         recorder: None,
         model: Arc::clone(&model),
         stop: Arc::new(AtomicBool::new(false)),
@@ -264,9 +264,9 @@ fn findings_list_and_evidence_drill_down() {
     assert!(free.contains("+5.0µs"), "{free}");
     let moved = f.line_with("folio_move_anon_rmap enter");
     assert!(moved.contains("+14.0µs"), "{moved}");
-    // The state line under each step.
+    // The state line under each step, in the report's form.
     assert!(
-        s.contains("folio 0xffffea0000042000 [anon|swapbacked|uptodate] ref 2 map 0"),
+        s.contains("folio=0xffffea0000042000 [anon|swapbacked|uptodate] ref=2 map=0"),
         "{s}"
     );
 
@@ -288,7 +288,7 @@ fn a_storm_is_one_group_whose_examples_drill_down() {
         let g = m.findings.groups().last().unwrap();
         assert_eq!(g.span.count, 500);
         assert_eq!(g.examples.len(), 3);
-        assert_eq!(m.findings_total, 501);
+        assert_eq!(m.findings.total(), 501);
     }
     f.key(KeyCode::Char('2'));
     let s = f.screen();

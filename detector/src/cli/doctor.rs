@@ -4,13 +4,12 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use detector_common::MAX_PROBES;
-
-use crate::bpfstats::{self, CostMeter};
+use crate::bpfstats::CostMeter;
 use crate::btf::KernelBtf;
-use crate::loader::{self, AttachPolicy, LoadOptions, Loaded};
+use crate::loader::{self, AttachPolicy, LoadOptions};
 use crate::plan::AttachMode;
+use crate::present::costs::write_span;
+use crate::stream::{Item, KernelSource, Source};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -57,10 +56,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Attaching for real is the only honest answer: the kernel may refuse a
     // program type, a function may be notrace or inlined away.
-    let loaded = loader::load(&LoadOptions {
+    let mut source = KernelSource::start(&LoadOptions {
         policy: args.attach,
         ..LoadOptions::default()
     })?;
+    let loaded = source.loaded();
     println!();
     println!(
         "{:<22} {:<12} {:<30} {:<6} note",
@@ -102,41 +102,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.stats {
         println!();
-        measure(loaded, Duration::from_secs(args.stats_seconds))?;
+        measure(&mut source, Duration::from_secs(args.stats_seconds))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sum of the per-CPU lost-event counters of every probe.
-fn lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
-    (0..MAX_PROBES)
-        .filter_map(|i| lost.get(&i, 0).ok())
-        .map(|v| v.iter().sum::<u64>())
-        .sum()
-}
-
 /// Lets the attached probes run for `span` with BPF statistics on, then
 /// prints what each cost.
-fn measure(mut loaded: Loaded, span: Duration) -> anyhow::Result<()> {
+fn measure(source: &mut KernelSource, span: Duration) -> anyhow::Result<()> {
     // Nobody else reads the ring here. Once full, every later run would
     // take the cheap "no room, count it lost" path and the table would
-    // flatter the probes, so it is drained (and the events dropped).
-    let mut ring = loaded
-        .ebpf
-        .take_map("EVENTS")
-        .and_then(|m| RingBuf::try_from(m).ok());
-    let lost = loaded
-        .ebpf
-        .take_map("LOST")
-        .and_then(|m| PerCpuArray::<MapData, u64>::try_from(m).ok());
-    // What queued up since attaching is not part of the measured span.
-    if let Some(r) = ring.as_mut() {
-        while r.next().is_some() {}
-    }
-    let meter = CostMeter::start(&loaded);
+    // flatter the probes, so it is drained (and the events dropped). What
+    // queued up since attaching is not part of the measured span.
+    source.drain(true, &mut |_, _| {})?;
+    let meter = CostMeter::start(source.loaded());
     let mut out = std::io::stdout().lock();
     if meter.unavailable().is_some() {
-        bpfstats::write_probe_costs(&meter, &loaded, &mut out)?;
+        write_span(&mut out, &meter.span(source.loaded()))?;
         return Ok(());
     }
     writeln!(
@@ -145,26 +127,18 @@ fn measure(mut loaded: Loaded, span: Duration) -> anyhow::Result<()> {
         span.as_secs()
     )?;
     out.flush()?;
-    let lost_before = lost.as_ref().map_or(0, lost_total);
-    let deadline = Instant::now() + span;
+    let lost_total = |s: &KernelSource| s.lost_totals().iter().sum::<u64>();
+    let lost_before = lost_total(source);
     let mut delivered = 0u64;
-    loop {
-        if let Some(r) = ring.as_mut() {
-            while r.next().is_some() {
-                delivered += 1;
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+    let mut count = |_: u64, item: Item<'_>| {
+        delivered += u64::from(matches!(item, Item::Raw(_)));
+    };
+    let deadline = Instant::now() + span;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        source.pull(left.min(Duration::from_millis(10)), true, &mut count)?;
     }
-    bpfstats::write_probe_costs(&meter, &loaded, &mut out)?;
-    let dropped = lost
-        .as_ref()
-        .map_or(0, lost_total)
-        .saturating_sub(lost_before);
+    write_span(&mut out, &meter.span(source.loaded()))?;
+    let dropped = lost_total(source).saturating_sub(lost_before);
     writeln!(
         out,
         "{delivered} events delivered during the measurement, {dropped} lost"

@@ -1,14 +1,14 @@
 //! `detector export`: a trace in formats other tools open.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::output::{write_chrome_trace, write_jsonl};
-use crate::trace::TraceReader;
+use crate::sinks::{EventFormat, EventWriter};
+use crate::stream::{FileSource, Pipeline, Source, Speed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -30,35 +30,25 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut reader = TraceReader::open(&args.file)?;
-    let header = reader.header().clone();
+    let mut source = FileSource::open(&args.file, Speed::Max)?;
     let out = File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
-    let mut w = BufWriter::new(out);
-    let written = match args.format {
-        Format::Perfetto => {
-            write_chrome_trace(&mut w, &header, reader.by_ref().map(|(_, item)| item))
-        }
-        Format::Jsonl => {
-            let mut n = 0u64;
-            let mut r = Ok(());
-            for (index, item) in reader.by_ref() {
-                if let Err(e) = write_jsonl(&mut w, index, &item) {
-                    r = Err(e);
-                    break;
-                }
-                n += 1;
-            }
-            r.map(|()| n)
-        }
-    }
-    .and_then(|n| w.flush().map(|()| n))
-    .with_context(|| format!("cannot write {}", args.output.display()))?;
+    let format = match args.format {
+        Format::Perfetto => EventFormat::Perfetto,
+        Format::Jsonl => EventFormat::Jsonl,
+    };
+    let cannot = || format!("cannot write {}", args.output.display());
+    let mut sink =
+        EventWriter::new(BufWriter::new(out), format, source.header()).with_context(cannot)?;
+    Pipeline::new(&mut source)
+        .run(&mut sink)
+        .with_context(cannot)?;
     eprintln!(
-        "detector: wrote {written} records to {}",
+        "detector: wrote {} records to {}",
+        sink.written,
         args.output.display()
     );
-    if let Some(end) = reader.end_state() {
+    if let Some(end) = source.end_state() {
         if !end.is_complete() {
             eprintln!("detector: {end}");
         }

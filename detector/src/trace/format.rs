@@ -25,7 +25,7 @@ pub const RECORD_CRC_LEN: usize = 4;
 /// Records larger than this are taken as corruption rather than allocated.
 pub const MAX_RECORD_PAYLOAD: usize = 16 << 20;
 /// Headers larger than this are taken as corruption.
-pub const MAX_HEADER_LEN: usize = 64 << 20;
+pub(super) const MAX_HEADER_LEN: usize = 64 << 20;
 
 /// One [`Event`], 152 bytes.
 pub const RECORD_EVENT: u16 = 1;
@@ -133,7 +133,7 @@ pub fn decode_event(b: &[u8; EVENT_SIZE]) -> Event {
 /// As [`decode_event`], into an existing event: one 152-byte copy straight
 /// from the record, no temporary.
 #[inline]
-pub fn decode_event_into(b: &[u8; EVENT_SIZE], out: &mut Event) {
+pub(super) fn decode_event_into(b: &[u8; EVENT_SIZE], out: &mut Event) {
     #[cfg(target_endian = "little")]
     {
         // SAFETY: `out` is a valid, exclusively borrowed `Event`, which is

@@ -134,8 +134,8 @@ impl TraceHeader {
             kernel_release: read("/proc/sys/kernel/osrelease"),
             boot_id: read("/proc/sys/kernel/random/boot_id"),
             hostname: read("/proc/sys/kernel/hostname"),
-            start_monotonic_ns: clock_ns(libc::CLOCK_MONOTONIC),
-            start_realtime_ns: clock_ns(libc::CLOCK_REALTIME),
+            start_monotonic_ns: crate::event::clock_ns(libc::CLOCK_MONOTONIC),
+            start_realtime_ns: crate::event::clock_ns(libc::CLOCK_REALTIME),
             layout: layout_to_map(layout),
             plan,
             ring_buffer_bytes,
@@ -150,22 +150,6 @@ impl TraceHeader {
     pub fn layout(&self) -> Layout {
         layout_from_map(&self.layout)
     }
-}
-
-/// Reads a clock in nanoseconds; 0 if the clock cannot be read.
-pub(crate) fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// Counts written as the last record. Lost totals are the capture-wide

@@ -7,6 +7,7 @@
 //! cut off anywhere still replays every complete record; the reader says
 //! where and why it stopped ([`EndState`]).
 
+mod end;
 mod error;
 mod format;
 mod header;
@@ -14,12 +15,13 @@ mod reader;
 mod rotate;
 mod writer;
 
+pub use end::EndState;
 pub use error::TraceError;
 pub use format::{
     decode_event, encode_event, event_probe, event_ts, FORMAT_VERSION, MAGIC, MAX_RECORD_PAYLOAD,
     PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN, RECORD_LOST,
 };
 pub use header::{layout_from_map, layout_to_map, TraceFooter, TraceHeader};
-pub use reader::{read_all, EndState, TraceReader};
+pub use reader::{read_all, TraceReader};
 pub use rotate::{existing_segments, segment_path, RotatingWriter, RotationPolicy};
 pub use writer::{TraceEnd, TraceSummary, TraceWriter};

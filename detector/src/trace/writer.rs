@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use detector_common::{Event, ProbeId, EVENT_SIZE, MAX_PROBES};
+use detector_common::{Event, EVENT_SIZE, MAX_PROBES};
 
 use super::error::TraceError;
 use super::format::{
@@ -13,7 +13,8 @@ use super::format::{
     LOST_PAYLOAD_LEN, MAGIC, PREAMBLE_LEN, RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN,
     RECORD_LOST,
 };
-use super::header::{clock_ns, TraceFooter, TraceHeader};
+use super::header::{TraceFooter, TraceHeader};
+use crate::event::clock_ns;
 use crate::event::StreamItem;
 
 /// Records are gathered here and handed to the sink in one `write` call;
@@ -161,12 +162,9 @@ impl Counts {
     }
 }
 
-/// Name used for a probe id in footers and output.
-pub(crate) fn probe_label(p: u16) -> String {
-    match ProbeId::from_u16(p) {
-        Some(id) => id.name().to_string(),
-        None => format!("probe_{p}"),
-    }
+/// Name used for a probe id in footers (as every output names it).
+fn probe_label(p: u16) -> String {
+    crate::event::ProbeName(p).to_string()
 }
 
 /// Writes one trace file: header first, then records, then (on

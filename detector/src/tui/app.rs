@@ -3,9 +3,10 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::model::{FindingRow, Model};
+use super::model::Model;
 use super::objects::{ObjHistory, ObjKey, ObjRecord};
 use crate::groups::Group;
+use crate::present::row::FindingRow;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -37,6 +38,13 @@ impl View {
     }
 }
 
+/// A filter term that does not parse (shown in the footer).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    #[error("`{0}`: a pid is a decimal number")]
+    Pid(String),
+}
+
 /// A `/` filter: space-separated terms, all of which must match.
 /// `pid:N` (pid or tid), `comm:S` (substring), `rule:S` (substring), or a
 /// bare word matching a rule or a comm.
@@ -49,14 +57,13 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn parse(s: &str) -> Result<Filter, String> {
+    pub fn parse(s: &str) -> Result<Filter, FilterError> {
         let mut f = Filter::default();
         for term in s.split_whitespace() {
             match term.split_once(':') {
-                Some(("pid" | "tid", v)) => f.pids.push(
-                    v.parse()
-                        .map_err(|_| format!("`{term}`: a pid is a decimal number"))?,
-                ),
+                Some(("pid" | "tid", v)) => f
+                    .pids
+                    .push(v.parse().map_err(|_| FilterError::Pid(term.to_owned()))?),
                 Some(("comm", v)) => f.comms.push(v.to_owned()),
                 Some(("rule", v)) => f.rules.push(v.to_owned()),
                 _ => f.words.push(term.to_owned()),
@@ -241,7 +248,7 @@ impl UiState {
                 self.finding_sel = None;
                 self.object_sel = None;
             }
-            Err(e) => self.message = Some(e),
+            Err(e) => self.message = Some(e.to_string()),
         }
     }
 

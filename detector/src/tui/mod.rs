@@ -1,22 +1,18 @@
 //! The live terminal UI (`detector live`).
 //!
-//! Two threads. The worker ([`worker`]) pulls items from a [`source::Source`]
-//! (the kernel capture or a trace replay), runs the analyzer, records, and
-//! applies each batch to the shared [`model::Model`]. The UI thread reads
+//! Two threads. The worker ([`worker`]) runs the stream's pipeline (the
+//! kernel capture or a trace replay, `--record`, the analyzer) and applies
+//! each pull to the shared [`model::Model`]. The UI thread reads
 //! keys and draws; a frame renders into ratatui's buffer while holding the
 //! model lock (no I/O, only visible rows formatted), then writes the diff to
 //! the terminal after letting go of it. Data-driven redraws are capped at
 //! [`FRAME`]; a key redraws at once, so input stays responsive whatever the
 //! event rate.
 
-pub mod analysis;
 pub mod app;
-pub mod kernel;
 pub mod model;
 pub mod objects;
-pub mod plain;
 pub mod render;
-pub mod source;
 pub mod worker;
 
 use std::io;
@@ -31,8 +27,9 @@ use thiserror::Error;
 
 use app::UiState;
 use model::Model;
-use source::Source;
-use worker::{lock, Analysis, Recorder, Worker, WorkerReport};
+use worker::{lock, Worker, WorkerReport};
+
+use crate::stream::{AnalyzerSetup, Recorder, Source};
 
 /// Shortest time between two data-driven frames (20 frames per second).
 pub const FRAME: Duration = Duration::from_millis(50);
@@ -72,14 +69,14 @@ pub fn draw_frame<B: Backend>(
 /// is stopped and joined before returning (so a recording gets its footer).
 pub fn run_terminal(
     source: Box<dyn Source>,
-    analysis: Box<dyn Analysis>,
+    setup: &AnalyzerSetup,
     recorder: Option<Box<dyn Recorder>>,
 ) -> Result<WorkerReport, TuiError> {
     let model = Arc::new(Mutex::new(Model::new(source.info())));
     let stop = Arc::new(AtomicBool::new(false));
     let handle = Worker {
         source,
-        analysis,
+        setup: Some(setup.clone()),
         recorder,
         model: Arc::clone(&model),
         stop: Arc::clone(&stop),

@@ -8,7 +8,9 @@ use detector_common::MAX_PROBES;
 use crate::bpfstats::{CostUpdate, ProbeCost};
 use crate::event::StreamItem;
 use crate::groups::{GroupInput, Groups};
-use crate::plan::{AttachMode, PlanEntry};
+use crate::plan::AttachMode;
+use crate::present::row::FindingRow;
+use crate::stream::SourceInfo;
 
 use super::objects::ObjectIndex;
 
@@ -16,18 +18,6 @@ use super::objects::ObjectIndex;
 pub const RATE_SECS: usize = 120;
 pub const MAX_OBJECTS: usize = 8192;
 pub const HISTORY_PER_OBJECT: usize = 32;
-
-/// Where the stream comes from, shown in the title bar.
-#[derive(Clone, Debug, Default)]
-pub struct SourceInfo {
-    /// "replay trace.dtr (x10)", "live", ...
-    pub title: String,
-    pub kernel_release: String,
-    pub plan: Vec<PlanEntry>,
-    pub live: bool,
-    /// What this plan cannot see, when it is degraded (shown loudly).
-    pub degraded: Option<String>,
-}
 
 /// Per-second event counts of one probe over the last [`RATE_SECS`] seconds
 /// of stream time, zeroed lazily as time moves on.
@@ -84,68 +74,6 @@ pub struct ProbeStats {
     pub ns_per_event: Option<f64>,
 }
 
-/// Finding severity, as the UI colours it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Violation,
-    NearMiss,
-    Info,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Violation => "violation",
-            Severity::NearMiss => "near-miss",
-            Severity::Info => "info",
-        }
-    }
-}
-
-/// One step of a finding's evidence chain.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvidenceRow {
-    pub index: u64,
-    pub ts_ns: u64,
-    pub probe: String,
-    pub pid: u32,
-    pub tid: u32,
-    /// CPU when known (from the event itself, or from the object index).
-    pub cpu: Option<u32>,
-    pub comm: String,
-    /// What this step means for the rule.
-    pub note: String,
-    /// Folio / entry state at this step, already formatted.
-    pub state: String,
-}
-
-/// A finding as the UI keeps it: formatted once when it arrives so frames
-/// only copy strings into cells.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FindingRow {
-    /// Arrival order, 1-based.
-    pub seq: u64,
-    /// The rule's short cause (`not_held`, ...), empty when it gives none.
-    pub cause: String,
-    pub rule: String,
-    pub severity: Severity,
-    /// Objects, formatted (`entry 0:0x40, folio 0xffff...`).
-    pub objects: String,
-    pub explanation: String,
-    /// Time of the last evidence step (when the finding became true).
-    pub ts_ns: u64,
-    pub confidence: String,
-    pub evidence: Vec<EvidenceRow>,
-}
-
-impl FindingRow {
-    /// The task the finding is about: the one whose event completed it
-    /// (the last evidence step), as findings are grouped.
-    pub fn task(&self) -> Option<&EvidenceRow> {
-        self.evidence.iter().max_by_key(|e| e.index)
-    }
-}
-
 /// One tracked window's distribution (nanoseconds).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WindowRow {
@@ -183,8 +111,6 @@ pub struct Model {
     /// Findings grouped by (rule, severity, task, cause): counts, times and
     /// the first few of each as formatted rows. Bounded whatever the rate.
     pub findings: Groups<FindingRow>,
-    pub findings_total: u64,
-    pub by_severity: [u64; 3],
     /// The analyzer configuration and where it came from.
     pub analysis_note: String,
     pub objects: ObjectIndex,
@@ -220,8 +146,6 @@ impl Model {
             last_ts: 0,
             started: Instant::now(),
             findings: Groups::default(),
-            findings_total: 0,
-            by_severity: [0; 3],
             analysis_note: String::new(),
             objects: ObjectIndex::new(objects, per_object),
             windows: Vec::new(),
@@ -309,8 +233,6 @@ impl Model {
     /// Counts a finding into its group; `row` formats it, and is called
     /// only when the finding is kept as one of the group's examples.
     pub fn add_finding(&mut self, g: GroupInput<'_>, row: impl FnOnce() -> FindingRow) {
-        self.by_severity[super::analysis::severity(g.severity) as usize] += 1;
-        self.findings_total += 1;
         self.findings.add(g, row);
         self.version += 1;
     }

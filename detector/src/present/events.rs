@@ -1,121 +1,25 @@
-//! Event formatting: text and JSON lines (`detector replay --format`), and
-//! a Chrome / Perfetto trace export.
+//! Events as text lines and JSON lines (`detector replay --format text |
+//! jsonl`, `detector export --format jsonl`, the Perfetto export's
+//! arguments).
 //!
 //! Everything here writes straight into the caller's `Write` through
 //! `fmt::Arguments` and small `Display` / `Serialize` wrappers, so
 //! formatting an event allocates nothing. The JSON field names are part of
 //! the documented interface (`docs/trace-format.md`).
 
-use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Write};
 
 use detector_common::{
-    swp_offset, swp_type, Event, EventKind, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM,
-    FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_ADDR,
-    V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
+    Event, FS_SWAPCACHE, V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE,
+    V_RET,
 };
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
 
-use crate::event::{EventExt, RetFmt, StreamItem};
-use crate::trace::TraceHeader;
-
-/// `FS_*` bits and the names used for them in text and JSON.
-pub const FOLIO_STATE_NAMES: &[(u32, &str)] = &[
-    (FS_LOCKED, "locked"),
-    (FS_SWAPCACHE, "swapcache"),
-    (FS_SWAPBACKED, "swapbacked"),
-    (FS_ANON_EXCLUSIVE, "anon_exclusive"),
-    (FS_LARGE, "large"),
-    (FS_ANON, "anon"),
-    (FS_KSM, "ksm"),
-    (FS_DIRTY, "dirty"),
-    (FS_LRU, "lru"),
-    (FS_WRITEBACK, "writeback"),
-    (FS_UPTODATE, "uptodate"),
-];
-
-pub use crate::event::errno_name;
-/// `type:offset` exactly as [`crate::event::fmt_entry`] prints it, without
-/// allocating.
-pub struct Entry(pub u64);
-
-impl fmt::Display for Entry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{:#x}", swp_type(self.0), swp_offset(self.0))
-    }
-}
-
-/// Folio state flags joined by `|` (`-` when none).
-struct StateFlags(u32);
-
-impl fmt::Display for StateFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (bit, name) in FOLIO_STATE_NAMES {
-            if self.0 & bit != 0 {
-                if !first {
-                    f.write_str("|")?;
-                }
-                f.write_str(name)?;
-                first = false;
-            }
-        }
-        if first {
-            f.write_str("-")?;
-        }
-        Ok(())
-    }
-}
-
-/// Time relative to a base, as `seconds.nanoseconds`.
-struct RelTime {
-    ts: u64,
-    base: u64,
-}
-
-impl fmt::Display for RelTime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (sign, d) = if self.ts >= self.base {
-            ("", self.ts - self.base)
-        } else {
-            ("-", self.base - self.ts)
-        };
-        write!(f, "{sign}{}.{:09}", d / 1_000_000_000, d % 1_000_000_000)
-    }
-}
-
-fn probe_name(probe: u16) -> ProbeName {
-    ProbeName(probe)
-}
-
-/// Probe name, or `probe_<n>` for an id this build does not know.
-struct ProbeName(u16);
-
-impl fmt::Display for ProbeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match ProbeId::from_u16(self.0) {
-            Some(p) => f.pad(p.name()),
-            None => f.pad(&format!("probe_{}", self.0)),
-        }
-    }
-}
-
-impl Serialize for ProbeName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-fn kind_name(kind: u8) -> &'static str {
-    match EventKind::from_u8(kind) {
-        Some(EventKind::Enter) => "enter",
-        Some(EventKind::Exit) => "exit",
-        Some(EventKind::Tracepoint) => "tp",
-        None => "?",
-    }
-}
+use super::units::RelTime;
+use crate::event::flags::{self, Names};
+use crate::event::{errno_name, kind_name, Entry, EventExt, ProbeName, RetFmt, StreamItem};
 
 /// One human-readable line per item, for a kernel developer:
 ///
@@ -144,7 +48,7 @@ pub fn write_text<W: Write + ?Sized>(
                 ts: *ts_ns,
                 base: base_ns
             },
-            probe_name(*probe)
+            ProbeName(*probe)
         ),
         StreamItem::Event(e) => {
             write!(
@@ -158,7 +62,7 @@ pub fn write_text<W: Write + ?Sized>(
                 e.comm_str(),
                 e.pid,
                 e.tid,
-                probe_name(e.probe),
+                ProbeName(e.probe),
                 kind_name(e.kind)
             )?;
             if e.valid & V_FOLIO != 0 {
@@ -198,7 +102,7 @@ pub fn write_text<W: Write + ?Sized>(
                 write!(
                     w,
                     " [{} ref={} map={} pin={}",
-                    StateFlags(e.f_state),
+                    Names(e.f_state),
                     e.f_refcount,
                     e.mapcount(),
                     e.f_pincount
@@ -250,15 +154,9 @@ struct FlagList(u32);
 
 impl Serialize for FlagList {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let n = FOLIO_STATE_NAMES
-            .iter()
-            .filter(|(b, _)| self.0 & b != 0)
-            .count();
-        let mut seq = s.serialize_seq(Some(n))?;
-        for (bit, name) in FOLIO_STATE_NAMES {
-            if self.0 & bit != 0 {
-                seq.serialize_element(name)?;
-            }
+        let mut seq = s.serialize_seq(Some(flags::set(self.0).count()))?;
+        for f in flags::set(self.0) {
+            seq.serialize_element(f.name)?;
         }
         seq.end()
     }
@@ -288,9 +186,10 @@ impl Serialize for FolioState<'_> {
     }
 }
 
-struct JsonItem<'a> {
-    index: u64,
-    item: &'a StreamItem,
+/// One item as the JSON object `write_jsonl` prints.
+pub(super) struct JsonItem<'a> {
+    pub(super) index: u64,
+    pub(super) item: &'a StreamItem,
 }
 
 impl Serialize for JsonItem<'_> {
@@ -365,112 +264,10 @@ pub fn write_jsonl<W: Write + ?Sized>(w: &mut W, index: u64, item: &StreamItem) 
     w.write_all(b"\n")
 }
 
-/// Probes whose enter/exit pairs become duration slices in the Chrome
-/// export: the windows a race needs to hit.
-const SLICE_PROBES: &[ProbeId] = &[ProbeId::MovePages, ProbeId::DoSwapPage];
-
-/// Writes a Chrome trace-event JSON document (opened by Perfetto UI and
-/// `chrome://tracing`): one track per task (pid/tid, named by comm), each
-/// event an instant with its decoded fields as args, the `move_pages` and
-/// `do_swap_page` windows as duration slices, and lost totals as counters.
-/// Times are microseconds since the header's `start_monotonic_ns` (or the
-/// first item when that is 0). Returns the number of trace events written.
-pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
-    mut w: W,
-    header: &TraceHeader,
-    items: I,
-) -> io::Result<u64> {
-    let mut base = (header.start_monotonic_ns != 0).then_some(header.start_monotonic_ns);
-    let mut named: HashSet<(u32, u32)> = HashSet::new();
-    let mut written = 0u64;
-    w.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
-    serde_json::to_writer(
-        &mut w,
-        &serde_json::json!({
-            "kernel_release": header.kernel_release,
-            "hostname": header.hostname,
-            "origin": header.origin,
-            "boot_id": header.boot_id,
-        }),
-    )?;
-    w.write_all(b",\"traceEvents\":[\n")?;
-    let mut sep = "";
-    for (index, item) in items.into_iter().enumerate() {
-        let ts_ns = item.ts_ns();
-        let b = *base.get_or_insert(ts_ns);
-        let ts = RelMicros(ts_ns as i128 - b as i128);
-        match &item {
-            StreamItem::Lost { probe, total, .. } => {
-                write!(
-                    w,
-                    "{sep}{{\"ph\":\"C\",\"pid\":0,\"name\":\"lost {}\",\"ts\":{ts},\"args\":{{\"total\":{total}}}}}",
-                    ProbeName(*probe)
-                )?;
-                written += 1;
-            }
-            StreamItem::Event(e) => {
-                if named.insert((e.pid, e.tid)) {
-                    write!(w, "{sep}{{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":{},\"tid\":{},\"args\":{{\"name\":", e.pid, e.tid)?;
-                    serde_json::to_writer(
-                        &mut w,
-                        &format_args!("{}/{}", e.comm_str(), e.tid).to_string(),
-                    )?;
-                    w.write_all(b"}}")?;
-                    sep = ",\n";
-                    written += 1;
-                }
-                let sliced = e.probe_id().is_some_and(|p| SLICE_PROBES.contains(&p));
-                let ph = match e.event_kind() {
-                    Some(EventKind::Enter) if sliced => "B",
-                    Some(EventKind::Exit) if sliced => "E",
-                    _ => "i",
-                };
-                write!(
-                    w,
-                    "{sep}{{\"ph\":\"{ph}\",\"pid\":{},\"tid\":{},\"ts\":{ts},\"name\":\"{}\",\"cat\":\"{}\"",
-                    e.pid,
-                    e.tid,
-                    ProbeName(e.probe),
-                    kind_name(e.kind)
-                )?;
-                if ph == "i" {
-                    w.write_all(b",\"s\":\"t\"")?;
-                }
-                w.write_all(b",\"args\":")?;
-                serde_json::to_writer(
-                    &mut w,
-                    &JsonItem {
-                        index: index as u64,
-                        item: &item,
-                    },
-                )?;
-                w.write_all(b"}")?;
-                written += 1;
-            }
-        }
-        sep = ",\n";
-    }
-    w.write_all(b"\n]}\n")?;
-    w.flush()?;
-    Ok(written)
-}
-
-/// Nanoseconds printed as microseconds with three decimals.
-struct RelMicros(i128);
-
-impl fmt::Display for RelMicros {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let a = self.0.unsigned_abs();
-        write!(f, "{sign}{}.{:03}", a / 1000, a % 1000)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::fmt_entry;
-    use detector_common::{swp_entry, V_ENTRY};
+    use detector_common::{swp_entry, EventKind, ProbeId, FS_ANON, FS_SWAPBACKED};
 
     fn sample() -> Event {
         let mut comm = [0u8; 16];
@@ -494,13 +291,6 @@ mod tests {
             valid: V_FOLIO | V_ENTRY | V_RET | V_FOLIO_STATE,
             comm,
             ..Event::default()
-        }
-    }
-
-    #[test]
-    fn entry_display_matches_fmt_entry() {
-        for v in [0, swp_entry(1, 0x1f3), swp_entry(31, u64::MAX)] {
-            assert_eq!(Entry(v).to_string(), fmt_entry(v));
         }
     }
 
@@ -591,38 +381,5 @@ mod tests {
             v,
             serde_json::json!({"index":4,"type":"lost","ts_ns":5,"probe":"probe_99","probe_id":99,"total":42})
         );
-    }
-
-    #[test]
-    fn chrome_trace_is_valid_json_with_slices() {
-        let mut enter = sample();
-        enter.probe = ProbeId::MovePages as u16;
-        enter.kind = EventKind::Enter as u8;
-        let mut exit = enter;
-        exit.kind = EventKind::Exit as u8;
-        exit.ts_ns += 1500;
-        let items = vec![
-            StreamItem::Event(enter),
-            StreamItem::Event(sample()),
-            StreamItem::Lost {
-                ts_ns: enter.ts_ns,
-                probe: 1,
-                total: 3,
-            },
-            StreamItem::Event(exit),
-        ];
-        let mut h = TraceHeader::new("test");
-        h.start_monotonic_ns = 2_000_000_000;
-        let mut out = Vec::new();
-        let n = write_chrome_trace(&mut out, &h, items).unwrap();
-        assert_eq!(n, 5);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let evs = v["traceEvents"].as_array().unwrap();
-        let phases: Vec<&str> = evs.iter().map(|e| e["ph"].as_str().unwrap()).collect();
-        assert_eq!(phases, ["M", "B", "i", "C", "E"]);
-        assert_eq!(evs[0]["args"]["name"], "stress/121");
-        assert_eq!(evs[1]["ts"].as_f64().unwrap(), 123.456);
-        assert_eq!(evs[4]["ts"].as_f64().unwrap(), 124.956);
-        assert_eq!(evs[2]["args"]["errno"], "EEXIST");
     }
 }

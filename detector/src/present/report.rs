@@ -1,11 +1,14 @@
-//! Human and JSON reports of an analysis.
+//! The report of an analysis (`detector replay`): one document, printed
+//! for people or serialized as JSON.
 
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
+use super::describe_config;
+use super::finding::{group_line, render_finding, render_group};
+use super::units::ns_whole;
 use crate::analyzer::{Analyzer, Config, Finding, Severity, WindowSummary};
-use crate::cli::analysis::{cause_suffix, describe_config, secs};
 use crate::groups::{Group, Groups, Overflow, SeverityCounts};
 use crate::trace::{EndState, TraceHeader};
 
@@ -155,7 +158,7 @@ impl Report {
             w,
             "events     {} in {}   lost {}",
             self.events,
-            fmt_ns(dur),
+            ns_whole(dur),
             self.lost
         )?;
         writeln!(w, "file       {}", self.end)?;
@@ -254,11 +257,11 @@ impl Report {
                 "{:<28} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}",
                 s.name,
                 s.count,
-                fmt_ns(s.min_ns),
-                fmt_ns(s.p50_ns),
-                fmt_ns(s.p90_ns),
-                fmt_ns(s.p99_ns),
-                fmt_ns(s.max_ns)
+                ns_whole(s.min_ns),
+                ns_whole(s.p50_ns),
+                ns_whole(s.p90_ns),
+                ns_whole(s.p99_ns),
+                ns_whole(s.max_ns)
             )?;
         }
         writeln!(
@@ -270,101 +273,10 @@ impl Report {
     }
 }
 
-/// A group: its header line when it holds more than one finding, then its
-/// examples in full. Returns whether findings were left out.
-pub fn render_group(w: &mut dyn Write, g: &Group<Finding>, base_ns: u64) -> io::Result<bool> {
-    let shown = g.examples.len() as u64;
-    if g.span.count > 1 {
-        writeln!(w)?;
-        writeln!(w, "== {}; {} shown", group_line(g, base_ns), shown)?;
-    }
-    for f in &g.examples {
-        render_finding(w, f)?;
-    }
-    Ok(g.span.count > shown)
-}
-
-/// `COUNT x [SEVERITY] RULE task COMM/TID cause C: findings #A..#B, from
-/// T1 to T2` (times in seconds since `base_ns`).
-pub fn group_line<T>(g: &Group<T>, base_ns: u64) -> String {
-    format!(
-        "{} x [{}] {} task {}/{}{}: findings #{}..#{}, from {} to {}",
-        g.span.count,
-        g.severity,
-        g.rule,
-        g.comm,
-        g.tid,
-        cause_suffix(&g.cause),
-        g.span.first_id,
-        g.span.last_id,
-        secs(g.span.first_ns, base_ns),
-        secs(g.span.last_ns, base_ns),
-    )
-}
-
-pub fn render_finding(w: &mut dyn Write, f: &Finding) -> io::Result<()> {
-    writeln!(w)?;
-    writeln!(w, "#{} [{}] {}", f.id, f.severity, f.rule)?;
-    writeln!(w, "  {}", f.explanation)?;
-    if !f.objects.entries.is_empty() || !f.objects.folios.is_empty() {
-        writeln!(
-            w,
-            "  objects: entries [{}] folios [{}] tids {:?}",
-            f.objects.entries.join(", "),
-            f.objects.folios.join(", "),
-            f.objects.tids
-        )?;
-    }
-    if !f.confidence.note.is_empty() {
-        writeln!(w, "  confidence reduced: {}", f.confidence.note)?;
-    }
-    for e in &f.evidence {
-        let s = &e.state;
-        let mut st = String::new();
-        if let Some(x) = &s.folio {
-            st.push_str(&format!(" folio={x}"));
-        }
-        if let Some(x) = &s.entry {
-            st.push_str(&format!(" entry={x}"));
-        }
-        if let Some(x) = &s.flags {
-            st.push_str(&format!(" [{x}]"));
-        }
-        if let (Some(r), Some(m)) = (s.refcount, s.mapcount) {
-            st.push_str(&format!(" ref={r} map={m}"));
-        }
-        if let Some(x) = &s.folio_swap {
-            st.push_str(&format!(" swap={x}"));
-        }
-        if let Some(x) = e.ret_display() {
-            st.push_str(&format!(" ret={x}"));
-        }
-        writeln!(
-            w,
-            "    #{:<8} {:>16}ns {:<20} {:<5} {}/{}: {}{}",
-            e.index, e.ts_ns, e.probe, e.kind, e.tid, e.comm, e.note, st
-        )?;
-    }
-    Ok(())
-}
-
 fn or_dash(s: &str) -> &str {
     if s.is_empty() {
         "-"
     } else {
         s
-    }
-}
-
-/// Nanoseconds in the largest unit that keeps three digits.
-pub fn fmt_ns(ns: u64) -> String {
-    if ns >= 10_000_000_000 {
-        format!("{}s", ns / 1_000_000_000)
-    } else if ns >= 10_000_000 {
-        format!("{}ms", ns / 1_000_000)
-    } else if ns >= 10_000 {
-        format!("{}us", ns / 1_000)
-    } else {
-        format!("{ns}ns")
     }
 }

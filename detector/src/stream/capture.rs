@@ -1,4 +1,5 @@
-//! Ring-buffer reader: kernel events into the userspace pipeline.
+//! Ring-buffer reader: kernel events into the userspace side. Only
+//! [`KernelSource`](super::kernel::KernelSource) drives it.
 //!
 //! Tokio wakes the reader when the ring buffer's fd is readable (epoll), so
 //! there is no busy polling. Lost-event totals live in a per-CPU map on the
@@ -108,19 +109,10 @@ impl Capture {
     }
 
     /// Waits until the ring buffer has data (or `max_wait` passes), then
-    /// appends everything available to `out`. Returns the number appended.
-    pub async fn read_batch(
-        &mut self,
-        out: &mut Vec<StreamItem>,
-        max_wait: Duration,
-    ) -> Result<usize, CaptureError> {
-        self.read_raw(max_wait, &mut |b| push_event(out, b)).await
-    }
-
-    /// Waits like [`read_batch`](Self::read_batch), then hands every event
-    /// available to `f` as the bytes of its `Event`, straight from the ring
-    /// buffer's memory: no copy, no decoding. On a little-endian host these
-    /// are the trace file's event bytes. Returns the number handed over.
+    /// hands every event available to `f` as the bytes of its `Event`,
+    /// straight from the ring buffer's memory: no copy, no decoding. On a
+    /// little-endian host these are the trace file's event bytes. Returns
+    /// the number handed over.
     pub async fn read_raw(
         &mut self,
         max_wait: Duration,
@@ -139,15 +131,10 @@ impl Capture {
         Ok(n)
     }
 
-    /// [`drain`](Self::drain) in the form of [`read_raw`](Self::read_raw).
+    /// Hands over whatever is in the ring buffer right now, without
+    /// waiting (at shutdown, so nothing already captured is dropped).
     pub fn drain_raw(&mut self, f: &mut dyn FnMut(&[u8; EVENT_SIZE])) -> usize {
         drain_ring(self.ring.get_mut(), &mut self.malformed, f)
-    }
-
-    /// Drains whatever is in the ring buffer right now without waiting
-    /// (used at shutdown so nothing already captured is dropped).
-    pub fn drain(&mut self, out: &mut Vec<StreamItem>) -> usize {
-        self.drain_raw(&mut |b| push_event(out, b))
     }
 
     /// Appends a `Lost` item for every probe whose total grew since the
@@ -179,13 +166,6 @@ impl Capture {
     }
 }
 
-/// Decodes one ring-buffer event into the stream.
-fn push_event(out: &mut Vec<StreamItem>, b: &[u8; EVENT_SIZE]) {
-    if let Some(ev) = event_from_bytes(b) {
-        out.push(StreamItem::Event(ev));
-    }
-}
-
 fn drain_ring(
     ring: &mut RingBuf<MapData>,
     malformed: &mut u64,
@@ -202,19 +182,6 @@ fn drain_ring(
         }
     }
     n
-}
-
-/// CLOCK_MONOTONIC now, the clock `bpf_ktime_get_ns` reads.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid and writable for the call.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

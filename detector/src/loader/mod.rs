@@ -1,0 +1,438 @@
+//! Loads the embedded BPF object, resolves the probe plan for the running
+//! kernel and attaches it.
+//!
+//! Probes are chosen by trying: for each role, the first candidate symbol
+//! whose BTF prototype fits is attached with fentry/fexit; if the kernel
+//! refuses, with kprobe/kretprobe; if that fails too the role is marked
+//! unavailable with the reasons. When no function probe attaches at all the
+//! plan degrades to typed tracepoints and says so. Kernel version numbers
+//! are never compared.
+
+mod attach;
+
+use std::fmt::Write as _;
+
+use aya::maps::Array;
+use aya::{Btf, Ebpf, EbpfLoader};
+use detector_common::{ArgSpec, Filter, Layout, ProbeId};
+
+use crate::btf::{BtfError, KernelBtf};
+use crate::plan::{self, AttachMode, Hook, PlanEntry, Role, ROLES};
+
+pub(crate) use attach::error_chain;
+use attach::{set_spec, short, try_kprobe, try_tracepoint, try_trampoline};
+
+/// The BPF object built by `cargo xtask build-ebpf`, embedded at build time.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detector.bpf.o"));
+
+/// Default ring buffer size (bytes): ~27k events of headroom.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "loading BPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); run the \
+         command with sudo, or analyze an existing trace with `detector replay FILE`"
+    )]
+    NotPermitted,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(
+        "this detector binary was built without its BPF programs; run `cargo xtask build-ebpf` \
+         and rebuild"
+    )]
+    NoObject,
+    #[error("the kernel refused the BPF object ({0}); is BPF enabled (CONFIG_BPF_SYSCALL)?")]
+    Object(String),
+    #[error("--ring-size must be a power of two of at least 4096 bytes, got {0}")]
+    RingSize(u32),
+    #[error("no probe could be attached on this kernel:\n{0}")]
+    NothingAttached(String),
+}
+
+/// Which attach modes the loader may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachPolicy {
+    /// fentry/fexit, falling back to kprobes, then to tracepoints.
+    Auto,
+    /// fentry/fexit only.
+    Fentry,
+    /// kprobe/kretprobe only (to test the fallback where fentry works).
+    Kprobe,
+    /// The degraded tracepoint mode only.
+    Tracepoint,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub ring_bytes: u32,
+    pub filter: Filter,
+    pub policy: AttachPolicy,
+    /// Unread bytes at which the kernel wakes the reader; `None` is a
+    /// quarter of the ring, `Some(0)` wakes on every record. Below the
+    /// threshold the reader drains on its own timer.
+    pub wakeup_bytes: Option<u64>,
+    /// Turn off the in-kernel relevance filters: every call of every probe
+    /// becomes an event (see `ArgSpec::relevance`).
+    pub unfiltered: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            ring_bytes: DEFAULT_RING_BYTES,
+            filter: Filter::default(),
+            policy: AttachPolicy::Auto,
+            wakeup_bytes: None,
+            unfiltered: false,
+        }
+    }
+}
+
+/// BPF programs attached to the running kernel. Dropping it detaches them.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub plan: Vec<PlanEntry>,
+    pub layout: Layout,
+    /// Layout fields this kernel lacks, aliases used.
+    pub layout_notes: Vec<String>,
+    /// True when only tracepoints could be attached.
+    pub degraded: bool,
+    pub ring_bytes: u32,
+}
+
+/// Effective capabilities of this process (`CapEff` in /proc/self/status).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Fails early, with one sentence, when BPF cannot be loaded at all.
+pub fn preflight() -> Result<(), LoadError> {
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_PERFMON: u64 = 1 << 38;
+    const CAP_BPF: u64 = 1 << 39;
+    let caps = effective_caps();
+    let enough = caps & CAP_SYS_ADMIN != 0 || (caps & CAP_BPF != 0 && caps & CAP_PERFMON != 0);
+    if !enough {
+        return Err(LoadError::NotPermitted);
+    }
+    if BPF_OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    Ok(())
+}
+
+/// Address of the kernel variable holding the (possibly randomized) vmemmap
+/// base, from /proc/kallsyms; 0 when hidden or absent (the BPF side then
+/// uses the fixed x86_64 default).
+pub fn vmemmap_base_symbol() -> u64 {
+    let Ok(syms) = std::fs::read_to_string("/proc/kallsyms") else {
+        return 0;
+    };
+    syms.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = it.next()?;
+            let _kind = it.next()?;
+            (it.next()? == "vmemmap_base").then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn entry(probe: ProbeId, target: &str, mode: AttachMode, hook: Hook, note: String) -> PlanEntry {
+    let attached = mode != AttachMode::Unavailable;
+    PlanEntry {
+        probe: probe.name().to_string(),
+        target: target.to_string(),
+        mode,
+        entry: attached && matches!(hook, Hook::Enter | Hook::Both | Hook::Tracepoint),
+        exit: attached && matches!(hook, Hook::Exit | Hook::Both),
+        note,
+        filter: String::new(),
+    }
+}
+
+/// Loads the BPF object with this kernel's layout and attaches the plan.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    preflight()?;
+    if opts.ring_bytes < 4096 || !opts.ring_bytes.is_power_of_two() {
+        return Err(LoadError::RingSize(opts.ring_bytes));
+    }
+    let kbtf = KernelBtf::open_vmlinux()?;
+    let (mut layout, layout_notes) = kbtf.layout()?;
+    layout.vmemmap_base_sym = vmemmap_base_symbol();
+    let btf = Btf::from_sys_fs().map_err(|e| {
+        LoadError::Btf(BtfError::Unreadable {
+            path: crate::btf::VMLINUX_BTF.into(),
+            reason: short(&e),
+        })
+    })?;
+    let mut ebpf = open_object(opts, &btf, layout)?;
+    let mut att = Attaching {
+        ebpf: &mut ebpf,
+        btf: &btf,
+        opts,
+        plan: Vec::with_capacity(ROLES.len()),
+        failures: String::new(),
+    };
+    let functions = att.functions(&kbtf, &layout);
+    // Tracepoints stand in for what function probes would have seen.
+    let degraded = functions == 0;
+    att.tracepoints(degraded);
+    let Attaching { plan, failures, .. } = att;
+    if plan.iter().all(|p| p.mode == AttachMode::Unavailable) {
+        return Err(LoadError::NothingAttached(failures));
+    }
+    Ok(Loaded {
+        ebpf,
+        plan,
+        layout,
+        layout_notes,
+        degraded,
+        ring_bytes: opts.ring_bytes,
+    })
+}
+
+/// The object loaded with the filter, the wakeup threshold, the ring size
+/// and this kernel's layout in place. The layout goes in before any probe
+/// attaches: a probe that fires without one emits nothing rather than
+/// misreading struct folio.
+fn open_object(opts: &LoadOptions, btf: &Btf, layout: Layout) -> Result<Ebpf, LoadError> {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .override_global("FILTER", &opts.filter, true)
+        .override_global(
+            "WAKEUP_BYTES",
+            &opts.wakeup_bytes.unwrap_or(u64::from(opts.ring_bytes) / 4),
+            true,
+        )
+        .map_max_entries("EVENTS", opts.ring_bytes)
+        .load(BPF_OBJECT)
+        .map_err(|e| LoadError::Object(short(&e)))?;
+    let map = ebpf
+        .map_mut("LAYOUT")
+        .ok_or_else(|| LoadError::Object("the LAYOUT map is missing".into()))?;
+    let mut arr: Array<_, Layout> =
+        Array::try_from(map).map_err(|e| LoadError::Object(short(&e)))?;
+    arr.set(0, layout, 0)
+        .map_err(|e| LoadError::Object(short(&e)))?;
+    Ok(ebpf)
+}
+
+/// The plan being built as roles attach.
+struct Attaching<'a> {
+    ebpf: &'a mut Ebpf,
+    btf: &'a Btf,
+    opts: &'a LoadOptions,
+    plan: Vec<PlanEntry>,
+    /// `  role: why` for every role that attached nowhere.
+    failures: String,
+}
+
+impl Attaching<'_> {
+    /// Every function role, in plan order. Returns how many attached.
+    fn functions(&mut self, kbtf: &KernelBtf, layout: &Layout) -> usize {
+        let mut attached = 0;
+        let mut move_pages = false;
+        for role in ROLES.iter().filter(|r| r.hook != Hook::Tracepoint) {
+            let why_not = if self.opts.policy == AttachPolicy::Tracepoint {
+                Some("tracepoint mode requested")
+            } else if matches!(role.probe, ProbeId::MovePagesLookup | ProbeId::MovePresent)
+                && !move_pages
+            {
+                Some("needs the move_pages probe (UFFDIO_MOVE window)")
+            } else {
+                None
+            };
+            let e = match why_not {
+                Some(why) => entry(
+                    role.probe,
+                    "",
+                    AttachMode::Unavailable,
+                    role.hook,
+                    why.into(),
+                ),
+                None => self.function(kbtf, layout, role),
+            };
+            if e.mode != AttachMode::Unavailable {
+                attached += 1;
+                move_pages |= role.probe == ProbeId::MovePages;
+            }
+            self.plan.push(e);
+        }
+        attached
+    }
+
+    /// One function role: the first candidate whose BTF prototype fits,
+    /// with fentry/fexit, else kprobe/kretprobe, as the policy allows.
+    fn function(&mut self, kbtf: &KernelBtf, layout: &Layout, role: &Role) -> PlanEntry {
+        let probe = role.probe;
+        let resolved = match plan::resolve(kbtf, role) {
+            Ok(r) => r,
+            Err(why) => return entry(probe, "", AttachMode::Unavailable, role.hook, why),
+        };
+        let sym = resolved.symbol.as_str();
+        let mut notes = resolved.skipped.clone();
+        let mut spec = resolved.spec;
+        if spec.folio_from_pte != 0 && layout.vmemmap_base_sym == 0 {
+            // With a randomized memory layout the fixed vmemmap default would
+            // name the wrong struct page; seeing no folio beats a wrong one.
+            spec.folio_from_pte = 0;
+            notes.push(
+                "folio not resolved from the PTE: vmemmap_base is not in /proc/kallsyms".into(),
+            );
+        }
+        if self.opts.unfiltered {
+            spec.relevance = 0;
+        }
+        if let Err(e) = set_spec(self.ebpf, probe, &spec) {
+            return entry(
+                probe,
+                sym,
+                AttachMode::Unavailable,
+                role.hook,
+                e.to_string(),
+            );
+        }
+        let base = plan::program_base(probe);
+        let mut mode = AttachMode::Unavailable;
+        if self.opts.policy != AttachPolicy::Kprobe {
+            match try_trampoline(self.ebpf, self.btf, base, role.hook, sym) {
+                Ok(()) => mode = AttachMode::Fentry,
+                Err(e) => notes.push(e.to_string()),
+            }
+        }
+        if mode == AttachMode::Unavailable && self.opts.policy != AttachPolicy::Fentry {
+            match try_kprobe(self.ebpf, base, role.hook, sym) {
+                Ok(()) => mode = AttachMode::Kprobe,
+                Err(e) => notes.push(e.to_string()),
+            }
+        }
+        if mode == AttachMode::Unavailable {
+            // Keep the programs quiet if some half attached earlier.
+            let _ = set_spec(self.ebpf, probe, &ArgSpec::NONE);
+            let _ = writeln!(self.failures, "  {}: {}", probe.name(), notes.join("; "));
+        }
+        let mut e = entry(probe, sym, mode, role.hook, notes.join("; "));
+        if mode != AttachMode::Unavailable {
+            e.filter = plan::relevance_text(spec.relevance);
+        }
+        e
+    }
+
+    /// The tracepoint roles; the degraded-only ones only when no function
+    /// probe attached.
+    fn tracepoints(&mut self, degraded: bool) {
+        for role in ROLES.iter().filter(|r| r.hook == Hook::Tracepoint) {
+            let probe = role.probe;
+            let tp = role.candidates.first().copied().unwrap_or_default();
+            if role.degraded_only && !degraded {
+                self.plan.push(entry(
+                    probe,
+                    tp,
+                    AttachMode::Unavailable,
+                    role.hook,
+                    "only used in degraded mode (function probes attached)".into(),
+                ));
+                continue;
+            }
+            let spec = plan::tracepoint_spec(probe);
+            let r = set_spec(self.ebpf, probe, &spec)
+                .and_then(|()| try_tracepoint(self.ebpf, self.btf, plan::program_base(probe), tp));
+            let e = match r {
+                Ok(()) => entry(probe, tp, AttachMode::Tracepoint, role.hook, String::new()),
+                Err(e) => {
+                    let _ = set_spec(self.ebpf, probe, &ArgSpec::NONE);
+                    let _ = writeln!(self.failures, "  {}: {e}", probe.name());
+                    entry(probe, tp, AttachMode::Unavailable, role.hook, e.to_string())
+                }
+            };
+            self.plan.push(e);
+        }
+    }
+}
+
+/// What degraded mode cannot see, for `doctor` and the capture banner.
+pub fn degraded_statement(plan: &[PlanEntry]) -> Option<String> {
+    let any_function = plan
+        .iter()
+        .any(|p| matches!(p.mode, AttachMode::Fentry | AttachMode::Kprobe));
+    // A degraded-only role is not missed while function probes attach: it
+    // stands in for them.
+    let stands_in = |p: &PlanEntry| {
+        any_function
+            && ROLES
+                .iter()
+                .any(|r| r.degraded_only && r.probe.name() == p.probe)
+    };
+    let missing: Vec<&str> = plan
+        .iter()
+        .filter(|p| p.mode == AttachMode::Unavailable && !stands_in(p))
+        .map(|p| p.probe.as_str())
+        .collect();
+    if !any_function {
+        Some(format!(
+            "DEGRADED MODE: this kernel refuses function probes (fentry and kprobe), so only \
+             tracepoints are attached. Swap-cache lookups, swap entry allocation and freeing, \
+             swapcache_prepare/clear, UFFDIO_MOVE, GUP grabs/puts and COW faults are NOT seen; \
+             the ABA, stale-move, GUP and swap-pin rules cannot fire. Unavailable: {}",
+            missing.join(", ")
+        ))
+    } else if !missing.is_empty() {
+        Some(format!(
+            "Not observed on this kernel: {}",
+            missing.join(", ")
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(probe: ProbeId, mode: AttachMode, note: &str) -> PlanEntry {
+        entry(probe, "t", mode, Hook::Enter, note.into())
+    }
+
+    #[test]
+    fn degraded_statement_reads_the_roles_not_the_notes() {
+        // Function probes attached: a degraded-only tracepoint left out is
+        // not missed, whatever its note says.
+        let plan = [
+            e(ProbeId::SwapCacheLookup, AttachMode::Fentry, ""),
+            e(ProbeId::TpPageFree, AttachMode::Unavailable, "any words"),
+            e(ProbeId::GupGrabFast, AttachMode::Unavailable, "no symbol"),
+        ];
+        assert_eq!(
+            degraded_statement(&plan).as_deref(),
+            Some("Not observed on this kernel: gup_grab_fast")
+        );
+        // No function probe: the same tracepoint failing is missed.
+        let plan = [
+            e(ProbeId::SwapCacheLookup, AttachMode::Unavailable, "EPERM"),
+            e(
+                ProbeId::TpPageFree,
+                AttachMode::Unavailable,
+                "only used in degraded mode",
+            ),
+            e(ProbeId::TpLruInsertion, AttachMode::Tracepoint, ""),
+        ];
+        let s = degraded_statement(&plan).unwrap_or_default();
+        assert!(s.starts_with("DEGRADED MODE"), "{s}");
+        assert!(
+            s.ends_with("Unavailable: swap_cache_lookup, tp_page_free"),
+            "{s}"
+        );
+        let all = [e(ProbeId::SwapCacheLookup, AttachMode::Kprobe, "")];
+        assert_eq!(degraded_statement(&all), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! Where a stream is recorded: a trace file, rotated by size or not. The
+//! zero-copy path, ring-buffer memory into the file's buffer without
+//! decoding, is a capability a recorder says it has
+//! ([`Recorder::accepts_raw`]); the pipeline uses it when nothing else
+//! needs decoded events.
+
+use std::path::Path;
+
+use detector_common::EVENT_SIZE;
+
+use crate::event::StreamItem;
+use crate::trace::{
+    decode_event, RotatingWriter, RotationPolicy, TraceEnd, TraceError, TraceHeader, TraceSummary,
+};
+
+pub trait Recorder: Send {
+    fn write(&mut self, item: &StreamItem) -> Result<(), TraceError>;
+    /// Whether [`write_raw`](Self::write_raw) costs less than decoding and
+    /// [`write`](Self::write).
+    fn accepts_raw(&self) -> bool {
+        false
+    }
+    /// An event as the trace file's bytes.
+    fn write_raw(&mut self, b: &[u8; EVENT_SIZE]) -> Result<(), TraceError> {
+        self.write(&StreamItem::Event(decode_event(b)))
+    }
+    /// Bytes written so far.
+    fn bytes(&self) -> u64;
+    fn path(&self) -> &Path;
+    /// Writes the footer. Called once, when the stream ends.
+    fn finish(self: Box<Self>, reason: &str) -> Result<TraceSummary, TraceError>;
+}
+
+/// A trace file (`record -o`, `live --record`), rotated when given a
+/// policy.
+pub struct TraceRecorder {
+    writer: RotatingWriter,
+}
+
+impl TraceRecorder {
+    /// Starts the file (replacing it and segments an earlier capture left
+    /// under the same name). Without `rotation` it is one file.
+    pub fn create(
+        path: &Path,
+        header: &TraceHeader,
+        rotation: Option<RotationPolicy>,
+    ) -> Result<Self, TraceError> {
+        let policy = rotation.unwrap_or(RotationPolicy {
+            max_bytes: u64::MAX,
+            keep: 1,
+        });
+        Ok(TraceRecorder {
+            writer: RotatingWriter::create(path, header, policy)?,
+        })
+    }
+}
+
+impl Recorder for TraceRecorder {
+    #[inline]
+    fn write(&mut self, item: &StreamItem) -> Result<(), TraceError> {
+        self.writer.write_item(item)
+    }
+
+    fn accepts_raw(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn write_raw(&mut self, b: &[u8; EVENT_SIZE]) -> Result<(), TraceError> {
+        self.writer.write_event_bytes(b)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.writer.bytes_written()
+    }
+
+    fn path(&self) -> &Path {
+        self.writer.path()
+    }
+
+    fn finish(self: Box<Self>, reason: &str) -> Result<TraceSummary, TraceError> {
+        self.writer.finish(TraceEnd::now(reason))
+    }
+}
