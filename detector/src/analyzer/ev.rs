@@ -5,9 +5,8 @@
 //! when a finding is actually emitted.
 
 use detector_common::{
-    Event, EventKind, ProbeId, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED,
-    FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_ENTRY_PARTIAL, V_FOLIO,
-    V_FOLIO_STATE, V_RET,
+    Event, EventKind, ProbeId, FS_LARGE, FS_SWAPCACHE, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE,
+    V_RET,
 };
 
 use super::finding::{Evidence, StateSnapshot};
@@ -129,49 +128,14 @@ impl Ev {
 
 /// `FS_*` bits as `a|b|c`; empty string when none are set.
 pub fn flags_string(f: u32) -> String {
-    const NAMES: [(u32, &str); 11] = [
-        (FS_ANON, "anon"),
-        (FS_KSM, "ksm"),
-        (FS_SWAPBACKED, "swapbacked"),
-        (FS_SWAPCACHE, "swapcache"),
-        (FS_ANON_EXCLUSIVE, "anon_exclusive"),
-        (FS_LOCKED, "locked"),
-        (FS_LARGE, "large"),
-        (FS_DIRTY, "dirty"),
-        (FS_LRU, "lru"),
-        (FS_WRITEBACK, "writeback"),
-        (FS_UPTODATE, "uptodate"),
-    ];
-    let mut s = String::new();
-    for (bit, name) in NAMES {
-        if f & bit != 0 {
-            if !s.is_empty() {
-                s.push('|');
-            }
-            s.push_str(name);
-        }
-    }
-    s
+    crate::event::flags::evidence_text(f)
 }
 
 /// Parses the output of [`flags_string`] (and scenario scripts).
 pub fn parse_flags(s: &str) -> Option<u32> {
-    let mut f = 0;
-    for part in s.split(['|', ',']).filter(|p| !p.is_empty()) {
-        f |= match part {
-            "anon" => FS_ANON,
-            "ksm" => FS_KSM,
-            "swapbacked" => FS_SWAPBACKED,
-            "swapcache" => FS_SWAPCACHE,
-            "anon_exclusive" | "exclusive" => FS_ANON_EXCLUSIVE,
-            "locked" => FS_LOCKED,
-            "large" => FS_LARGE,
-            "dirty" => FS_DIRTY,
-            "lru" => FS_LRU,
-            "writeback" => FS_WRITEBACK,
-            "uptodate" => FS_UPTODATE,
-            _ => return None,
-        };
-    }
-    Some(f)
+    s.split(['|', ','])
+        .filter(|p| !p.is_empty())
+        .try_fold(0, |f, part| {
+            crate::event::flags::by_name(part).map(|b| f | b)
+        })
 }
