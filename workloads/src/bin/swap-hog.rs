@@ -68,10 +68,11 @@ fn main() -> ExitCode {
     }
     let after = vmstat(&["pswpin", "pswpout"]);
     println!(
-        "result: pages={pages} passes={done} corrupt_pages={bad} pswpin={} pswpout={} secs={:.1}",
+        "result: pages={pages} passes={done} corrupt_pages={bad} pswpin={} pswpout={} secs={:.1} timed_out={}",
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     if bad > 0 {
         eprintln!("swap-hog: {bad} pages came back from swap with the wrong data");

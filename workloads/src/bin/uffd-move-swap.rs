@@ -302,7 +302,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     }
     let after = vmstat(&["pswpin", "pswpout"]);
     println!(
-        "result: iterations={iterations} moved={} eagain={} ebusy={} source_reads={} pageout_calls={} churned_pages={} bad={} pswpin={} pswpout={} secs={:.1}",
+        "result: iterations={iterations} moved={} eagain={} ebusy={} source_reads={} pageout_calls={} churned_pages={} bad={} pswpin={} pswpout={} secs={:.1} timed_out={}",
         st.moved.load(Ordering::Relaxed),
         st.eagain.load(Ordering::Relaxed),
         st.ebusy.load(Ordering::Relaxed),
@@ -312,7 +312,8 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         st.bad_words.load(Ordering::Relaxed),
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     match failure {
         Some(e) => Err(anyhow::anyhow!(e)),
