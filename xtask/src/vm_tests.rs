@@ -697,6 +697,15 @@ mod tests {
         }
     }
 
+    /// 6.12 must attach every role the plan attaches outside degraded mode:
+    /// a role added to the plan is required there until a test says why not.
+    #[test]
+    fn six_twelve_requires_every_role_of_the_plan() {
+        for r in detector::plan::ROLES.iter().filter(|r| !r.degraded_only) {
+            assert!(ALL_ROLES.contains(&r.probe), "{} missing", r.probe.name());
+        }
+    }
+
     /// A stock kernel has no known bug these workloads hit: a violation
     /// there is a false positive or news, never an expected outcome. Only a
     /// fault-injected kernel line may declare one.
