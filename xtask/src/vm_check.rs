@@ -309,8 +309,8 @@ struct Tally {
     /// few as evidence.
     lookup_mismatches: u64,
     lookup_mismatch: Vec<String>,
-    /// Exits of int-returning functions whose value is neither a success
-    /// code nor a negative errno (a 32-bit value not sign-extended).
+    /// Exits of int-returning functions whose negative value was recorded
+    /// without sign extension.
     bad_returns: u64,
     bad_return: Vec<String>,
     /// Lookups that found a different folio than the recorded insert, one
@@ -363,14 +363,16 @@ fn describe(ev: &Event) -> String {
 
 const MAX_EVIDENCE: usize = 5;
 
-/// Whether `ret` can be what the role's function returned. Only roles whose
-/// function returns `int` 0-or-errno on every supported kernel are checked:
-/// the analyzer compares those with negative errnos (`-EEXIST`), so a
-/// 32-bit value recorded without sign extension silently disables a rule.
+/// Whether `ret` can be what the role's function returned. The roles
+/// checked return `int` (0 or a negative errno) on every supported kernel,
+/// and the analyzer compares them with negative errnos (`-EEXIST`): a
+/// negative `int` recorded as its zero-extended 32-bit pattern
+/// (`0xffffffef`) silently disables every such rule.
 fn plausible_return(p: ProbeId, ret: i64) -> bool {
+    let zero_extended_negative = (1..=0xffff_ffff).contains(&ret) && (ret as u32 as i32) < 0;
     match p {
         ProbeId::SwapcachePrepare | ProbeId::SwapCacheInsert | ProbeId::SwapEntryDup => {
-            ret == 0 || (-4095..0).contains(&ret)
+            !zero_extended_negative
         }
         _ => true,
     }
@@ -696,8 +698,8 @@ fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Ve
     }
     if tally.bad_returns > 0 {
         v.failures.push(format!(
-            "{} exit(s) of int-returning functions recorded a value that is neither 0 nor a negative errno \
-             (a 32-bit return not sign-extended: rules comparing with -EEXIST never fire):\n      {}",
+            "{} exit(s) of int-returning functions recorded a negative errno as an unsigned 32-bit value \
+             (the return is not sign-extended: rules comparing with -EEXIST never fire):\n      {}",
             tally.bad_returns,
             tally.bad_return.join("\n      ")
         ));
