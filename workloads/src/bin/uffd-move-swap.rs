@@ -1,8 +1,9 @@
 //! UFFDIO_MOVE over swapped-out and swap-cached pages (seed 000).
 //!
 //! Each iteration fills a source range with a known pattern, pushes it to
-//! swap with MADV_PAGEOUT, and moves it page by page into a userfaultfd-
-//! registered destination while helper threads
+//! swap with MADV_PAGEOUT, and moves it page by page (or `--pages-per-move`
+//! pages per call) into a userfaultfd-registered destination while helper
+//! threads
 //!   - fault source pages back in (so some moves find a present folio that
 //!     is still in the swap cache, others a swap PTE with or without a
 //!     cached folio),
@@ -36,6 +37,11 @@ struct Args {
     /// Threads faulting source pages in.
     #[arg(long, default_value_t = 1)]
     faulters: usize,
+    /// Contiguous pages per UFFDIO_MOVE (chunks still moved in a scattered
+    /// order): a longer call keeps its early lookups open while the faulters'
+    /// swap-ins and readahead fill the swap cache.
+    #[arg(long, default_value_t = 1)]
+    pages_per_move: usize,
     /// Stop after this many seconds (the current iteration is finished).
     #[arg(long, default_value_t = 90)]
     seconds: u64,
@@ -125,30 +131,41 @@ struct Stats {
     bad_words: AtomicU64,
 }
 
-/// Moves one page, retrying while the kernel says the source is in flux.
-fn move_page(fd: &OwnedFd, dst: usize, src: usize, st: &Stats) -> Result<(), String> {
+/// Moves `len` bytes, retrying the rest while the kernel says the source
+/// is in flux (a partial move reports how much it moved).
+fn move_range(fd: &OwnedFd, dst: usize, src: usize, len: usize, st: &Stats) -> Result<(), String> {
+    let mut done = 0usize;
     for _ in 0..100_000 {
         let mut mv = UffdioMove {
-            dst: dst as u64,
-            src: src as u64,
-            len: PAGE as u64,
+            dst: (dst + done) as u64,
+            src: (src + done) as u64,
+            len: (len - done) as u64,
             mode: 0,
             moved: 0,
         };
         // SAFETY: UFFDIO_MOVE between two mappings of this process.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_MOVE as _, &mut mv) };
-        if rc == 0 && mv.moved == PAGE as i64 {
-            st.moved.fetch_add(1, Ordering::Relaxed);
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if mv.moved > 0 {
+            done += mv.moved as usize;
+            st.moved
+                .fetch_add(mv.moved as u64 / PAGE as u64, Ordering::Relaxed);
+        }
+        if done >= len {
             return Ok(());
         }
-        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if rc == 0 {
+            continue;
+        }
         match errno {
             libc::EAGAIN => st.eagain.fetch_add(1, Ordering::Relaxed),
             // A folio briefly pinned or locked by a racing fault/reclaim.
             libc::EBUSY => st.ebusy.fetch_add(1, Ordering::Relaxed),
             _ => {
                 return Err(format!(
-                    "UFFDIO_MOVE {src:#x} -> {dst:#x} failed: {} (moved {})",
+                    "UFFDIO_MOVE {:#x} -> {:#x} failed: {} (moved {})",
+                    src + done,
+                    dst + done,
                     std::io::Error::from_raw_os_error(errno),
                     mv.moved
                 ))
@@ -269,9 +286,13 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             // Move in a scattered order so moves, faults and pageouts of
             // neighbouring entries interleave.
             let mut res = Ok(());
-            for k in 0..pages {
-                let i = (k * 7919) % pages;
-                if let Err(e) = move_page(&fd, dst.addr() + i * PAGE, src.addr() + i * PAGE, &st) {
+            let per = a.pages_per_move.clamp(1, pages);
+            // 7919 is prime: k -> 7919 k mod chunks visits every chunk.
+            let chunks = pages.div_ceil(per);
+            for k in 0..chunks {
+                let i = (k * 7919) % chunks * per;
+                let (d, s) = (dst.addr() + i * PAGE, src.addr() + i * PAGE);
+                if let Err(e) = move_range(&fd, d, s, per.min(pages - i) * PAGE, &st) {
                     res = Err(e);
                     break;
                 }
