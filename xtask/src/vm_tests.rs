@@ -336,7 +336,10 @@ pub const TESTS: &[VmTest] = &[
         skips_on: &[KernelLine::V6_1],
         swap: Swap::Disk,
         memory_max: "48M",
-        workload: &["uffd-move-swap", "--mib", "8", "--iterations", "12", "--seconds", "240"],
+        workload: &[
+            "uffd-move-swap", "--mib", "8", "--iterations", "12", "--faulters", "2",
+            "--pages-per-move", "16", "--seconds", "240",
+        ],
         ring_size: None,
         attach: None,
         unfiltered: false,
@@ -383,6 +386,10 @@ pub const TESTS: &[VmTest] = &[
     VmTest {
         name: "madvfree-dio",
         about: "MADV_FREE buffers used for O_DIRECT reads from a virtio disk while MADV_PAGEOUT reclaims them (seed 003)",
+        // Not on 6.1 yet: its block layer takes O_DIRECT references with
+        // FOLL_GET, not FOLL_PIN (measured: no pin window at all, 1138 near
+        // misses from the refcount alone), so the 6.12 window floor does not
+        // apply there; windows are not declared per kernel line.
         kernels: NEW,
         skips_on: &[],
         swap: Swap::Disk,
@@ -416,6 +423,11 @@ pub const TESTS: &[VmTest] = &[
     VmTest {
         name: "fork-pin-cow",
         about: "O_DIRECT reads pin buffer pages while the process forks and both sides write (seed 001)",
+        // Not on 6.1: there O_DIRECT holds FOLL_GET references across fork,
+        // the parent's write COWs the page away from the DMA, and the
+        // workload's own check fails (measured: 291 corrupt reads on
+        // 6.1.0-57) while the analyzer, which tracks FOLL_PIN only, reports
+        // nothing. A real kernel bug the detector does not see yet.
         kernels: NEW,
         skips_on: &[],
         swap: Swap::Disk,
@@ -449,6 +461,9 @@ pub const TESTS: &[VmTest] = &[
     VmTest {
         name: "sync-swapin",
         about: "threads fault the same zram-swapped pages at once: synchronous swap-in and swapcache_prepare contention (seed 002)",
+        // Not on 6.1 yet: its zram needs the lzo-rle compressor module, which
+        // the guest does not load ("Cannot initialise lzo-rle compressing
+        // backend": no swap, pswpin 0, caught by the effort floor).
         kernels: NEW,
         skips_on: &[],
         swap: Swap::Zram { mib: 256 },
@@ -485,7 +500,7 @@ pub const TESTS: &[VmTest] = &[
     VmTest {
         name: "benign-soak",
         about: "mixed swap-heavy load (hog, fork, MADV_FREE reuse, pageout) for a fixed count of iterations: no findings expected",
-        kernels: NEW,
+        kernels: BOTH,
         skips_on: &[],
         swap: Swap::Disk,
         memory_max: "48M",
