@@ -338,7 +338,7 @@ pub const TESTS: &[VmTest] = &[
         memory_max: "48M",
         workload: &[
             "uffd-move-swap", "--mib", "8", "--iterations", "12", "--faulters", "2",
-            "--pages-per-move", "16", "--seconds", "240",
+            "--pages-per-move", "16", "--chase", "--seconds", "240",
         ],
         ring_size: None,
         attach: None,

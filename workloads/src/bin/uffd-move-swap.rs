@@ -6,7 +6,8 @@
 //! threads
 //!   - fault source pages back in (so some moves find a present folio that
 //!     is still in the swap cache, others a swap PTE with or without a
-//!     cached folio),
+//!     cached folio); with `--chase`, one faults in the first page of each
+//!     move at the moment the move starts,
 //!   - keep paging both ranges out (entries freed while a move looks them up),
 //!   - churn a private region through swap (entries freed and reallocated
 //!     quickly, which is what makes an ABA on an entry possible).
@@ -17,7 +18,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use clap::Parser;
 use workloads::{
@@ -42,6 +43,13 @@ struct Args {
     /// swap-ins and readahead fill the swap cache.
     #[arg(long, default_value_t = 1)]
     pages_per_move: usize,
+    /// A thread faults in the first page of each chunk at the moment its
+    /// move starts (the two meet at a handshake): the fault reads the swap
+    /// PTE before the move takes it, so its swap-in adds the entry to the
+    /// swap cache while the move's lookup of it is still open (the seed-000
+    /// missed lookup, which 6.12 catches by re-checking SWAP_HAS_CACHE).
+    #[arg(long)]
+    chase: bool,
     /// Stop after this many seconds (the current iteration is finished).
     #[arg(long, default_value_t = 90)]
     seconds: u64,
@@ -233,7 +241,27 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         }
         src.madvise(0, pages, libc::MADV_PAGEOUT)?;
         let stop = AtomicBool::new(false);
+        // Handshake with the chaser: the mover publishes `chunk = page + 1`,
+        // the chaser answers `ack = page + 1` just before it faults the page.
+        let (chunk, ack) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let result = std::thread::scope(|s| {
+            if a.chase {
+                let (src, st, stop, chunk, ack) = (&src, &st, &stop, &chunk, &ack);
+                s.spawn(move || {
+                    let mut seen = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = chunk.load(Ordering::Acquire);
+                        if c == seen {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        seen = c;
+                        ack.store(c, Ordering::Release);
+                        probe_source(src, c - 1, seed, st);
+                        st.faults.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
             for f in 0..a.faulters {
                 let (src, st, stop) = (&src, &st, &stop);
                 s.spawn(move || {
@@ -292,6 +320,16 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             for k in 0..chunks {
                 let i = (k * 7919) % chunks * per;
                 let (d, s) = (dst.addr() + i * PAGE, src.addr() + i * PAGE);
+                if a.chase {
+                    chunk.store(i + 1, Ordering::Release);
+                    // Bounded: a chaser that never answers only costs time.
+                    for _ in 0..100_000 {
+                        if ack.load(Ordering::Acquire) == i + 1 {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
                 if let Err(e) = move_range(&fd, d, s, per.min(pages - i) * PAGE, &st) {
                     res = Err(e);
                     break;
