@@ -8,7 +8,7 @@
 //! task mover tid=101 pid=100 comm=uffd_mover start=5000
 //! 10 mover move_pages enter addr=0x7f0000000000
 //! 12 mover move_pages_lookup exit entry=1:0x40 folio=B state=anon|swapbacked|swapcache swap=1:0x40 ref=3
-//! expect swap_entry_aba violation
+//! expect swap_entry_aba violation entry=1:0x40 folio=B tid=mover confidence=full
 //! ```
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ use detector_common::{
 };
 use thiserror::Error;
 
-use crate::analyzer::{parse_flags, Config, RuleId, Severity};
-use crate::event::StreamItem;
+use crate::analyzer::{parse_flags, ConfidenceLevel, Config, Finding, RuleId, Severity};
+use crate::event::{fmt_entry, StreamItem};
 
 /// Event times in a script are microseconds from this base (a plausible
 /// CLOCK_MONOTONIC value, never zero).
@@ -44,13 +44,185 @@ pub struct Scenario {
     pub description: String,
     /// Seed documents the scenario comes from (`000`, `003`, ...).
     pub seeds: Vec<String>,
-    /// Exact findings expected, as a multiset of (rule, severity).
-    pub expect: Vec<(RuleId, Severity)>,
+    /// Exact findings expected: a multiset, one element per finding (an
+    /// `xN` line gives N elements). See [`check_findings`].
+    pub expect: Vec<Expectation>,
     /// `expect none` was given (a benign look-alike).
     pub expect_none: bool,
     /// Analyzer settings for this scenario (`config key=value` lines).
     pub config: Config,
     pub items: Vec<StreamItem>,
+}
+
+/// One expected finding: its rule and severity, and optionally the objects
+/// it must name and its confidence. A field left `None` / empty is not
+/// checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    pub rule: RuleId,
+    pub severity: Severity,
+    /// Swap entries the finding must list (`entry=`), raw values.
+    pub entries: Vec<u64>,
+    /// Folio addresses the finding must list (`folio=`).
+    pub folios: Vec<u64>,
+    /// Thread ids the finding must list (`tid=`).
+    pub tids: Vec<u32>,
+    pub confidence: Option<ConfidenceLevel>,
+    /// `confidence.lost_events` (`lost=`).
+    pub lost: Option<u64>,
+    /// Line of the `expect` directive (1-based) and its text, for messages.
+    pub line: usize,
+    pub text: String,
+}
+
+impl Expectation {
+    /// Only rule and severity, as the short form `expect RULE SEVERITY`.
+    pub fn new(rule: RuleId, severity: Severity) -> Expectation {
+        Expectation {
+            rule,
+            severity,
+            entries: Vec::new(),
+            folios: Vec::new(),
+            tids: Vec::new(),
+            confidence: None,
+            lost: None,
+            line: 0,
+            text: String::new(),
+        }
+    }
+
+    /// Whether `f` satisfies every declared field. Objects are checked by
+    /// inclusion: a finding lists every object of its evidence chain, and
+    /// the expectation names the ones it must blame.
+    pub fn matches(&self, f: &Finding) -> bool {
+        f.rule == self.rule
+            && f.severity == self.severity
+            && self
+                .entries
+                .iter()
+                .all(|e| f.objects.entries.contains(&fmt_entry(*e)))
+            && self
+                .folios
+                .iter()
+                .all(|x| f.objects.folios.contains(&format!("{x:#x}")))
+            && self.tids.iter().all(|t| f.objects.tids.contains(t))
+            && self.confidence.is_none_or(|c| f.confidence.level == c)
+            && self.lost.is_none_or(|n| f.confidence.lost_events == n)
+    }
+}
+
+impl std::fmt::Display for Expectation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.text.is_empty() {
+            return write!(f, "line {}: {}", self.line, self.text);
+        }
+        write!(f, "{} {}", self.rule, self.severity)?;
+        for e in &self.entries {
+            write!(f, " entry={}", fmt_entry(*e))?;
+        }
+        for x in &self.folios {
+            write!(f, " folio={x:#x}")?;
+        }
+        for t in &self.tids {
+            write!(f, " tid={t}")?;
+        }
+        if let Some(c) = self.confidence {
+            write!(f, " confidence={}", confidence_name(c))?;
+        }
+        if let Some(n) = self.lost {
+            write!(f, " lost={n}")?;
+        }
+        Ok(())
+    }
+}
+
+fn confidence_name(c: ConfidenceLevel) -> &'static str {
+    match c {
+        ConfidenceLevel::Full => "full",
+        ConfidenceLevel::Reduced => "reduced",
+    }
+}
+
+/// One line describing a finding the way an `expect` line would.
+pub fn describe_finding(f: &Finding) -> String {
+    format!(
+        "{} {} entries={:?} folios={:?} tids={:?} confidence={} lost={}",
+        f.rule,
+        f.severity,
+        f.objects.entries,
+        f.objects.folios,
+        f.objects.tids,
+        confidence_name(f.confidence.level),
+        f.confidence.lost_events
+    )
+}
+
+/// Checks `findings` against `expect` exactly: every expectation is met by
+/// its own finding and every finding meets one expectation (a perfect
+/// matching, so a loose expectation cannot steal the only finding a
+/// stricter one accepts). Returns what is missing and what is unexpected.
+pub fn check_findings(expect: &[Expectation], findings: &[Finding]) -> Result<(), String> {
+    // Kuhn's augmenting paths: scenarios hold a handful of findings.
+    let fits: Vec<Vec<usize>> = expect
+        .iter()
+        .map(|x| {
+            (0..findings.len())
+                .filter(|&j| x.matches(&findings[j]))
+                .collect()
+        })
+        .collect();
+    let mut owner: Vec<Option<usize>> = vec![None; findings.len()];
+    fn augment(
+        i: usize,
+        fits: &[Vec<usize>],
+        seen: &mut [bool],
+        owner: &mut [Option<usize>],
+    ) -> bool {
+        for &j in &fits[i] {
+            if seen[j] {
+                continue;
+            }
+            seen[j] = true;
+            if owner[j].is_none_or(|k| augment(k, fits, seen, owner)) {
+                owner[j] = Some(i);
+                return true;
+            }
+        }
+        false
+    }
+    let mut missing = Vec::new();
+    for i in 0..expect.len() {
+        let mut seen = vec![false; findings.len()];
+        if !augment(i, &fits, &mut seen, &mut owner) {
+            missing.push(i);
+        }
+    }
+    let extra: Vec<usize> = (0..findings.len())
+        .filter(|&j| owner[j].is_none())
+        .collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let mut msg = String::new();
+    for i in missing {
+        msg.push_str(&format!("\n  missing: {}", expect[i]));
+    }
+    for j in extra {
+        msg.push_str(&format!(
+            "\n  unexpected: #{} {}",
+            findings[j].id,
+            describe_finding(&findings[j])
+        ));
+    }
+    Err(msg)
+}
+
+/// An `expect` line's object keys, resolved once every event is parsed
+/// (folio names are defined by the events that use them).
+struct PendingExpect {
+    x: Expectation,
+    times: usize,
+    folios: Vec<String>,
 }
 
 struct Task {
@@ -80,6 +252,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         items: Vec::new(),
     };
     let mut last_ts = 0u64;
+    let mut pending_expect: Vec<PendingExpect> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -162,9 +335,9 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                 p.folios.insert(name.to_string(), a);
             }
             "expect" => {
-                let rule = words
-                    .next()
-                    .ok_or_else(|| err("`expect RULE SEVERITY` or `expect none`".into()))?;
+                let rule = words.next().ok_or_else(|| {
+                    err("`expect RULE SEVERITY [xN] [key=value...]` or `expect none`".into())
+                })?;
                 if rule == "none" {
                     sc.expect_none = true;
                     continue;
@@ -176,16 +349,56 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                     .ok_or_else(|| err("`expect RULE SEVERITY`".into()))?;
                 let s = Severity::from_name(sev)
                     .ok_or_else(|| err(format!("unknown severity `{sev}`")))?;
-                let times = match words.next() {
-                    Some(x) => x
-                        .strip_prefix('x')
-                        .and_then(|x| x.parse::<usize>().ok())
-                        .ok_or_else(|| err(format!("expected xN, got `{x}`")))?,
-                    None => 1,
+                let mut x = Expectation::new(r, s);
+                x.line = n + 1;
+                x.text = line.to_string();
+                let mut pending = PendingExpect {
+                    x,
+                    times: 1,
+                    folios: Vec::new(),
                 };
-                for _ in 0..times {
-                    sc.expect.push((r, s));
+                for w in words {
+                    if let Some(t) = w.strip_prefix('x').filter(|t| !t.contains('=')) {
+                        pending.times = t
+                            .parse::<usize>()
+                            .map_err(|_| err(format!("expected xN, got `{w}`")))?;
+                        continue;
+                    }
+                    let (k, v) = w
+                        .split_once('=')
+                        .ok_or_else(|| err(format!("expected xN or key=value, got `{w}`")))?;
+                    // A comma list names several objects the finding must list.
+                    for v in v.split(',') {
+                        match k {
+                            "entry" => pending.x.entries.push(entry(v).map_err(&err)?),
+                            "folio" => pending.folios.push(v.to_string()),
+                            "tid" => pending.x.tids.push(match p.tasks.get(v) {
+                                Some(t) => t.tid,
+                                None => num(v).map_err(|_| {
+                                    err(format!("`{v}` is neither a declared task nor a tid"))
+                                })? as u32,
+                            }),
+                            "confidence" => {
+                                pending.x.confidence = Some(match v {
+                                    "full" => ConfidenceLevel::Full,
+                                    "reduced" => ConfidenceLevel::Reduced,
+                                    _ => {
+                                        return Err(err(format!(
+                                            "confidence is `full` or `reduced`, not `{v}`"
+                                        )))
+                                    }
+                                })
+                            }
+                            "lost" => pending.x.lost = Some(num(v).map_err(&err)? as u64),
+                            _ => {
+                                return Err(err(format!(
+                                    "unknown expect key `{k}` (entry, folio, tid, confidence, lost)"
+                                )))
+                            }
+                        }
+                    }
                 }
+                pending_expect.push(pending);
             }
             _ => {
                 let us = num(head)
@@ -199,6 +412,26 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                 let item = p.event(ts, &rest).map_err(&err)?;
                 sc.items.push(item);
             }
+        }
+    }
+    for mut pe in pending_expect {
+        for name in &pe.folios {
+            let addr =
+                match name.strip_prefix("0x") {
+                    Some(_) => num(name).map(|v| v as u64),
+                    None => p.folios.get(name).copied().ok_or_else(|| {
+                        format!("folio `{name}` appears in no event or `folio` line")
+                    }),
+                }
+                .map_err(|msg| ScenarioError {
+                    path: path.to_string(),
+                    line: pe.x.line,
+                    msg,
+                })?;
+            pe.x.folios.push(addr);
+        }
+        for _ in 0..pe.times {
+            sc.expect.push(pe.x.clone());
         }
     }
     if sc.name.is_empty() {
@@ -421,10 +654,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.items.len(), 4);
-        assert_eq!(
-            s.expect,
-            vec![(RuleId::SwapEntryAba, Severity::NearMiss); 2]
-        );
+        let mut want = Expectation::new(RuleId::SwapEntryAba, Severity::NearMiss);
+        want.line = 8;
+        want.text = "expect swap_entry_aba near_miss x2".into();
+        assert_eq!(s.expect, vec![want; 2]);
         let StreamItem::Event(e) = s.items[2] else {
             panic!()
         };
@@ -434,6 +667,100 @@ mod tests {
             panic!()
         };
         assert_ne!(l.valid & V_ENTRY_PARTIAL, 0);
+    }
+
+    fn finding(folios: &[u64], tids: &[u32], level: ConfidenceLevel) -> Finding {
+        Finding {
+            id: 1,
+            rule: RuleId::SwapEntryAba,
+            severity: Severity::Violation,
+            objects: crate::analyzer::Objects {
+                entries: vec!["1:0x40".into()],
+                folios: folios.iter().map(|f| format!("{f:#x}")).collect(),
+                tids: tids.to_vec(),
+            },
+            explanation: String::new(),
+            cause: String::new(),
+            evidence: Vec::new(),
+            confidence: crate::analyzer::Confidence {
+                level,
+                lost_events: u64::from(level == ConfidenceLevel::Reduced) * 12,
+                note: String::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn expectations_name_objects_and_confidence() {
+        let s = parse(
+            "name t\ntask m tid=7\ntask k tid=9\n\
+             1 m move_pages_lookup exit entry=1:0x40 folio=B\n\
+             2 k swap_entry_alloc exit entry=1:0x40 folio=A\n\
+             expect swap_entry_aba violation entry=1:0x40 folio=B,A tid=m confidence=full\n\
+             expect swap_entry_aba violation x2 tid=9 lost=12\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.expect.len(), 3);
+        let (a, b) = (FOLIO_BASE + 0x40, FOLIO_BASE + 0x80);
+        assert_eq!(s.expect[0].folios, vec![a, b]);
+        assert_eq!(s.expect[0].tids, vec![7]);
+        assert_eq!(s.expect[0].confidence, Some(ConfidenceLevel::Full));
+        assert_eq!(s.expect[1].tids, vec![9]);
+        assert_eq!(s.expect[1].lost, Some(12));
+        assert!(s.expect[0].matches(&finding(&[b, a], &[7, 9], ConfidenceLevel::Full)));
+        assert!(!s.expect[0].matches(&finding(&[a], &[7], ConfidenceLevel::Full)));
+        assert!(!s.expect[0].matches(&finding(&[a, b], &[7], ConfidenceLevel::Reduced)));
+        // A folio name no event defines is a typo, not a silent mismatch.
+        let e = parse(
+            "name t\ntask m tid=7\n1 m gup_grab exit folio=F\nexpect pin_not_exclusive violation folio=G\n",
+            "f.scn",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4);
+        let e = parse(
+            "name t\nexpect pin_not_exclusive violation tid=nobody\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nobody"), "{e}");
+        let e = parse(
+            "name t\nexpect pin_not_exclusive violation confidence=high\n",
+            "f",
+        );
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn matching_is_exact_and_finds_a_perfect_assignment() {
+        let (a, b) = (0x1000, 0x2000);
+        let loose = Expectation::new(RuleId::SwapEntryAba, Severity::Violation);
+        let mut strict = loose.clone();
+        strict.folios = vec![a];
+        let fa = finding(&[a], &[1], ConfidenceLevel::Full);
+        let fb = finding(&[b], &[1], ConfidenceLevel::Full);
+        // The loose expectation comes first and could take `fa`; the
+        // matching must still give `fa` to the strict one.
+        assert!(
+            check_findings(&[loose.clone(), strict.clone()], &[fa.clone(), fb.clone()]).is_ok()
+        );
+        let err =
+            check_findings(std::slice::from_ref(&strict), std::slice::from_ref(&fb)).unwrap_err();
+        assert!(
+            err.contains("missing") && err.contains("unexpected"),
+            "{err}"
+        );
+        let err = check_findings(std::slice::from_ref(&loose), &[fa.clone(), fb]).unwrap_err();
+        assert!(
+            err.contains("unexpected") && !err.contains("missing"),
+            "{err}"
+        );
+        let err = check_findings(&[loose.clone(), loose], &[fa]).unwrap_err();
+        assert!(
+            err.contains("missing") && !err.contains("unexpected"),
+            "{err}"
+        );
+        assert!(check_findings(&[], &[]).is_ok());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use detector::analyzer::{Analyzer, ConfidenceLevel, Config, RuleId, Severity};
+use detector::analyzer::{Analyzer, ConfidenceLevel, Config, RuleId};
 use detector::cli::simulate::{load, write_trace};
+use detector::scenario::check_findings;
 use detector::sinks::{analyze_file, analyze_file_with_stats};
 use detector::stream::{ConfigChoice, Overrides};
 
@@ -29,12 +30,35 @@ fn corpus_is_large_enough_and_covers_every_rule() {
     for f in &files {
         let sc = load(f).unwrap();
         benign += sc.expect_none as usize;
-        seen.extend(sc.expect.iter().map(|(r, _)| *r));
+        seen.extend(sc.expect.iter().map(|x| x.rule));
     }
     for r in RuleId::ALL {
         assert!(seen.contains(r), "no scenario expects {r}");
     }
     assert!(benign >= 10, "only {benign} benign look-alikes");
+}
+
+/// A race scenario says what its finding blames, not only which rule fires:
+/// every expectation names at least one object (entry, folio or task) and
+/// the confidence, so a rule that fires on the wrong folio or claims full
+/// confidence across a loss fails.
+#[test]
+fn race_scenarios_name_objects_and_confidence() {
+    let mut vague = Vec::new();
+    for f in scenario_files() {
+        let sc = load(&f).unwrap();
+        for x in &sc.expect {
+            let objects = x.entries.len() + x.folios.len() + x.tids.len();
+            if objects == 0 || x.confidence.is_none() {
+                vague.push(format!("{}: {x}", f.display()));
+            }
+        }
+    }
+    assert!(
+        vague.is_empty(),
+        "expectations without objects or confidence:\n{}",
+        vague.join("\n")
+    );
 }
 
 #[test]
@@ -50,13 +74,8 @@ fn every_scenario_produces_exactly_its_findings_through_a_trace_file() {
         assert!(report.origin.starts_with("simulate:"));
         assert_eq!(report.items, sc.items.len() as u64, "{}", sc.name);
         let findings = report.findings.clone().unwrap_or_default();
-        let mut got: Vec<(RuleId, Severity)> =
-            findings.iter().map(|f| (f.rule, f.severity)).collect();
-        let mut want = sc.expect.clone();
-        got.sort();
-        want.sort();
-        if got != want {
-            failures.push(format!("{}: expected {:?}, got {:?}", sc.name, want, got));
+        if let Err(e) = check_findings(&sc.expect, &findings) {
+            failures.push(format!("{}:{e}", sc.name));
         }
         for finding in &findings {
             assert!(
@@ -93,17 +112,9 @@ fn every_scenario_replays_to_its_findings_with_the_config_its_trace_records() {
                 .unwrap();
         assert_eq!(report.config, sc.config, "{}", sc.name);
         assert_eq!(report.config_source, "from the trace header", "{}", sc.name);
-        let mut got: Vec<(RuleId, Severity)> = report
-            .findings
-            .unwrap_or_default()
-            .iter()
-            .map(|f| (f.rule, f.severity))
-            .collect();
-        let mut want = sc.expect.clone();
-        got.sort();
-        want.sort();
-        if got != want {
-            failures.push(format!("{}: expected {:?}, got {:?}", sc.name, want, got));
+        let findings = report.findings.unwrap_or_default();
+        if let Err(e) = check_findings(&sc.expect, &findings) {
+            failures.push(format!("{}:{e}", sc.name));
         }
         if sc.config != Config::default() {
             non_default += 1;

@@ -9,6 +9,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod uffd;
@@ -197,9 +198,19 @@ pub unsafe fn check_page(p: *const u8, seed: u64, page: u64) -> Option<Mismatch>
 
 /// Wall-clock budget: workloads stop early (and say so) rather than run
 /// past what the test harness allows.
+///
+/// Workloads ask [`Budget::exhausted`] only before starting a unit of work
+/// they would otherwise do, so a `true` answer means work was cut short:
+/// the budget remembers it, and the result line reports it as
+/// `timed_out=1` (the VM tests fail on that: the workload did less than
+/// the test declares).
 pub struct Budget {
     start: Instant,
     limit: Duration,
+    cut_short: AtomicBool,
+    /// The budget is the work (a soak runs until it is spent): reaching it
+    /// does not cut anything short.
+    soak: bool,
 }
 
 impl Budget {
@@ -207,10 +218,29 @@ impl Budget {
         Budget {
             start: Instant::now(),
             limit: Duration::from_secs(secs),
+            cut_short: AtomicBool::new(false),
+            soak: false,
+        }
+    }
+    /// A soak's budget: the workload runs until it is spent, so its result
+    /// line says `timed_out=0` (its effort is judged by its counters).
+    pub fn soak(secs: u64) -> Budget {
+        Budget {
+            soak: true,
+            ..Budget::new(secs)
         }
     }
     pub fn exhausted(&self) -> bool {
-        self.start.elapsed() >= self.limit
+        let out = self.start.elapsed() >= self.limit;
+        if out && !self.soak {
+            self.cut_short.store(true, Ordering::Relaxed);
+        }
+        out
+    }
+    /// 1 if [`Budget::exhausted`] ever stopped work, else 0 (the
+    /// `timed_out=` field of a result line).
+    pub fn timed_out(&self) -> u8 {
+        u8::from(self.cut_short.load(Ordering::Relaxed))
     }
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()

@@ -25,17 +25,54 @@ pub fn object_path() -> PathBuf {
     root().join("target/bpf/detector.bpf.o")
 }
 
-pub fn build(a: &Args) -> Result<()> {
-    let dir = root().join("detector-ebpf");
-    let profile = if a.debug { "debug" } else { "release" };
+/// `cargo +nightly` in the BPF crate, with the stable toolchain's variables
+/// removed (they would otherwise leak into the nightly build: RUSTC, the
+/// rustup toolchain pin, the workspace target dir).
+fn nightly(dir: &Path) -> Command {
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(&dir)
-        // The stable toolchain's variables would otherwise leak into the
-        // nightly build (RUSTC, the rustup toolchain pin).
+    cmd.current_dir(dir)
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO_TARGET_DIR")
-        .args(["+nightly", "build", "--ignore-rust-version"]);
+        .arg("+nightly");
+    cmd
+}
+
+/// rustfmt and clippy on the BPF crate, for its own target (bpfel, with
+/// build-std as its `.cargo/config.toml` sets up, like `build`).
+pub fn lint() -> Result<()> {
+    let dir = root().join("detector-ebpf");
+    for args in [
+        &["fmt", "--check"][..],
+        &[
+            "clippy",
+            "--release",
+            "--ignore-rust-version",
+            "--",
+            "-D",
+            "warnings",
+        ][..],
+    ] {
+        println!("==> (detector-ebpf) cargo +nightly {}", args.join(" "));
+        let status = nightly(&dir)
+            .args(args)
+            .status()
+            .with_context(|| format!("running `cargo +nightly {}`", args[0]))?;
+        if !status.success() {
+            bail!(
+                "`cargo +nightly {}` failed on detector-ebpf (see above); run it in detector-ebpf/ to fix",
+                args.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn build(a: &Args) -> Result<()> {
+    let dir = root().join("detector-ebpf");
+    let profile = if a.debug { "debug" } else { "release" };
+    let mut cmd = nightly(&dir);
+    cmd.args(["build", "--ignore-rust-version"]);
     if !a.debug {
         cmd.arg("--release");
     }

@@ -35,7 +35,9 @@ fn cargo(args: &[&str]) -> Result<()> {
 struct Totals {
     passed: u64,
     failed: u64,
-    ignored: u64,
+    /// Ignored or skipped tests, by name (`target: test`), with the reason
+    /// when one was given.
+    skipped: Vec<String>,
 }
 
 /// Runs `cargo test ...`, echoing its output and adding up its results.
@@ -48,9 +50,16 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
         .spawn()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if let Some(out) = child.stdout.take() {
+        let mut target = String::new();
         for line in BufReader::new(out).lines() {
             let line = line?;
             println!("{line}");
+            if let Some(t) = ignored_test(&line) {
+                totals.skipped.push(format!("{target}: {t}"));
+            }
+            if let Some(rest) = line.trim_start().strip_prefix("Running ") {
+                target = rest.split(" (").next().unwrap_or(rest).to_string();
+            }
             if let Some(rest) = line.strip_prefix("test result: ") {
                 for part in rest.split(';') {
                     let mut words = part.split_whitespace().rev();
@@ -61,7 +70,6 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
                     match what {
                         "passed" => totals.passed += n,
                         "failed" => totals.failed += n,
-                        "ignored" => totals.ignored += n,
                         _ => {}
                     }
                 }
@@ -70,16 +78,42 @@ fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
     }
     let status = child.wait()?;
     if !status.success() {
-        println!("{} passed, {} failed", totals.passed, totals.failed.max(1));
+        println!(
+            "{} passed, {} failed, {} skipped",
+            totals.passed,
+            totals.failed.max(1),
+            totals.skipped.len()
+        );
         bail!("`cargo {}` failed", args.join(" "));
     }
     Ok(())
 }
 
+/// The name (and reason) of a test libtest reports as ignored:
+/// `test path::name ... ignored` or `test path::name ... ignored, reason`.
+fn ignored_test(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, status) = rest.split_once(" ... ")?;
+    let reason = status.strip_prefix("ignored")?;
+    Some(match reason.strip_prefix(", ") {
+        Some(r) => format!("{name} ({r})"),
+        None => name.to_string(),
+    })
+}
+
 pub fn run(a: &Args) -> Result<()> {
+    // `VM_TEST_RECHECK=1` makes the VM tier re-check old results instead of
+    // booting kernels: a green run would then prove nothing about this tree.
+    if !a.no_vm && std::env::var_os("VM_TEST_RECHECK").is_some() {
+        bail!(
+            "VM_TEST_RECHECK is set: `cargo xtask test` would re-check earlier results instead of \
+             running the real-kernel tests; unset it (or pass --no-vm)"
+        );
+    }
     // The userspace binary embeds the BPF object, so it is built first.
     ebpf::build(&ebpf::Args { debug: false })?;
     if !a.no_lint {
+        ebpf::lint()?;
         cargo(&["fmt", "--all", "--check"])?;
         cargo(&[
             "clippy",
@@ -97,12 +131,16 @@ pub fn run(a: &Args) -> Result<()> {
     cargo_test(&["test", "--workspace"], &mut totals)?;
     if !a.no_vm {
         // Binaries were built above; every test on every kernel line.
-        totals.passed += crate::vm::test(crate::vm::TestArgs {
+        let vm = crate::vm::test(crate::vm::TestArgs {
             kernels: Vec::new(),
             tests: Vec::new(),
             keep: false,
             no_build: true,
-        })? as u64;
+        })?;
+        totals.passed += vm.passed as u64;
+        totals
+            .skipped
+            .extend(vm.skipped.into_iter().map(|s| format!("vm-test: {s}")));
         // The benchmark's smoke run: every phase still produces its numbers
         // (none is judged; a benchmark asserts no timing).
         println!("==> cargo xtask bench --quick");
@@ -118,7 +156,31 @@ pub fn run(a: &Args) -> Result<()> {
     }
     println!(
         "{} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
+        totals.passed,
+        totals.failed,
+        totals.skipped.len()
     );
+    for s in &totals.skipped {
+        println!("  skipped: {s}");
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ignored_test;
+
+    #[test]
+    fn ignored_tests_are_named_with_their_reason() {
+        assert_eq!(
+            ignored_test("test busy_window ... ignored, analyzer bug: x"),
+            Some("busy_window (analyzer bug: x)".to_string())
+        );
+        assert_eq!(
+            ignored_test("test a::b ... ignored"),
+            Some("a::b".to_string())
+        );
+        assert_eq!(ignored_test("test a::b ... ok"), None);
+        assert_eq!(ignored_test("running 3 tests"), None);
+    }
 }

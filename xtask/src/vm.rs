@@ -186,13 +186,23 @@ fn selected_tests(names: &[String]) -> Result<Vec<&'static vm_tests::VmTest>> {
         .collect()
 }
 
-/// Runs the selected VM tests; returns how many passed (all of them, or an
-/// error saying how many failed).
-pub fn test(args: TestArgs) -> Result<usize> {
+/// What a `vm-test` run ended with when nothing failed.
+pub struct Outcome {
+    pub passed: usize,
+    /// `kernel/test` labels of the tests that were skipped, with why.
+    pub skipped: Vec<String>,
+}
+
+/// Runs the selected VM tests; returns how many passed and which were
+/// skipped (or an error saying how many failed).
+pub fn test(args: TestArgs) -> Result<Outcome> {
     let ws = workspace_root();
     let tests = selected_tests(&args.tests)?;
     if tests.is_empty() {
-        return Ok(0);
+        return Ok(Outcome {
+            passed: 0,
+            skipped: Vec::new(),
+        });
     }
     let lines: Vec<KernelLine> = {
         let mut v: Vec<KernelLine> = if args.kernels.is_empty() {
@@ -253,9 +263,11 @@ pub fn test(args: TestArgs) -> Result<usize> {
     summarize(&results, suite_start.elapsed())
 }
 
-fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<usize> {
+fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<Outcome> {
     println!("\n== summary ({wall:.0?} wall)");
     let mut failed = 0;
+    let mut passed = 0;
+    let mut skipped = Vec::new();
     for (label, v, took) in results {
         println!(
             "{:<28} {:<5} {:>6.1?}  {}",
@@ -264,14 +276,24 @@ fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<
             took,
             v.headline()
         );
-        if !v.passed() {
-            failed += 1;
+        match (v.passed(), &v.skipped) {
+            (false, _) => failed += 1,
+            (true, Some(why)) => skipped.push(format!("{label} ({why})")),
+            (true, None) => passed += 1,
         }
+    }
+    println!(
+        "{passed} passed, {failed} failed, {} skipped{}",
+        skipped.len(),
+        if skipped.is_empty() { "" } else { ":" }
+    );
+    for s in &skipped {
+        println!("  skipped: {s}");
     }
     if failed > 0 {
         bail!("{failed} of {} VM tests failed", results.len());
     }
-    Ok(results.len())
+    Ok(Outcome { passed, skipped })
 }
 
 fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Result<Verdict> {

@@ -9,9 +9,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use detector::analyzer::{Analyzer, Config, Finding, Severity, WindowKind};
+use detector::analyzer::{Analyzer, Config, Finding, RuleId, Severity, WindowKind};
 use detector::event::{fmt_entry, EventExt, StreamItem};
-use detector::plan::AttachMode;
+use detector::plan::{AttachMode, Hook, ROLES};
 use detector::trace::{existing_segments, EndState, TraceReader};
 use detector_common::{
     swp_entry, swp_offset, swp_type, Event, EventKind, ProbeId, FS_LARGE, FS_SWAPCACHE, V_ADDR,
@@ -19,7 +19,7 @@ use detector_common::{
 };
 
 use super::vm_kernel::KernelLine;
-use super::vm_tests::{Lost, VmTest};
+use super::vm_tests::{must_attach, Lost, VmTest};
 
 /// Exit status a workload uses to say "this kernel cannot run me".
 const SKIP_STATUS: i32 = 77;
@@ -220,8 +220,13 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
             .failures
             .push("the guest left no workload exit status".to_string()),
     }
-    if let Some(last) = wl_log.lines().rev().find(|l| l.starts_with("result:")) {
+    let result_line = wl_log.lines().rev().find(|l| l.starts_with("result:"));
+    if let Some(last) = result_line {
         v.notes.push(format!("{}: {last}", t.workload[0]));
+    }
+    let ran = read_trim(dir, "workload.rc").as_deref() == Some("0");
+    if ran {
+        check_effort(t, result_line, &mut v);
     }
     if let (Some(a), Some(b)) = (
         uptime_secs(dir, "uptime.before"),
@@ -270,8 +275,57 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     if v.skipped.is_some() {
         return v;
     }
-    check_trace(t, dir, &trace, &mut v);
+    check_trace(t, line, dir, &trace, &mut v);
     v
+}
+
+/// The `key=value` counters of a workload's `result:` line.
+pub fn parse_result(line: &str) -> HashMap<String, String> {
+    line.strip_prefix("result:")
+        .unwrap_or(line)
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The workload finished the work it was given (`timed_out=0`) and its
+/// counters reach the test's floors.
+fn check_effort(t: &VmTest, result_line: Option<&str>, v: &mut Verdict) {
+    let Some(line) = result_line else {
+        v.failures.push(format!(
+            "workload {} printed no `result:` line: its effort cannot be checked",
+            t.workload[0]
+        ));
+        return;
+    };
+    let kv = parse_result(line);
+    match kv.get("timed_out").map(String::as_str) {
+        Some("0") => {}
+        Some("1") => v.failures.push(format!(
+            "workload {} ran out of its --seconds budget before finishing its iterations: \
+             it did less than the test declares (raise the budget or shrink the work)",
+            t.workload[0]
+        )),
+        other => v.failures.push(format!(
+            "workload {}'s result line has no timed_out=0|1 field (got {other:?}): \
+             every workload must say whether its time budget cut it short",
+            t.workload[0]
+        )),
+    }
+    for e in t.expect.effort {
+        match kv.get(e.key).map(|x| x.parse::<u64>()) {
+            Some(Ok(n)) if n >= e.min => {}
+            Some(Ok(n)) => v.failures.push(format!(
+                "workload {} did too little: {}={n}, the test needs at least {}",
+                t.workload[0], e.key, e.min
+            )),
+            _ => v.failures.push(format!(
+                "workload {}'s result line has no numeric {}= counter (the test needs at least {})",
+                t.workload[0], e.key, e.min
+            )),
+        }
+    }
 }
 
 /// Per-probe counters and consistency tallies gathered in one pass.
@@ -285,7 +339,14 @@ struct Tally {
     /// entry -> folio named by the last insert (removed on delete).
     cache: HashMap<u64, u64>,
     lookups_checked: u64,
+    /// Every lookup that disagreed with the recorded insert, and the first
+    /// few as evidence.
+    lookup_mismatches: u64,
     lookup_mismatch: Vec<String>,
+    /// Exits of int-returning functions whose negative value was recorded
+    /// without sign extension.
+    bad_returns: u64,
+    bad_return: Vec<String>,
     /// Lookups that found a different folio than the recorded insert, one
     /// that carries the entry in folio->swap (replaced by migration/split).
     lookup_replaced: u64,
@@ -503,6 +564,21 @@ fn describe(ev: &Event) -> String {
 
 const MAX_EVIDENCE: usize = 5;
 
+/// Whether `ret` can be what the role's function returned. The roles
+/// checked return `int` (0 or a negative errno) on every supported kernel,
+/// and the analyzer compares them with negative errnos (`-EEXIST`): a
+/// negative `int` recorded as its zero-extended 32-bit pattern
+/// (`0xffffffef`) silently disables every such rule.
+fn plausible_return(p: ProbeId, ret: i64) -> bool {
+    let zero_extended_negative = (1..=0xffff_ffff).contains(&ret) && (ret as u32 as i32) < 0;
+    match p {
+        ProbeId::SwapcachePrepare | ProbeId::SwapCacheInsert | ProbeId::SwapEntryDup => {
+            !zero_extended_negative
+        }
+        _ => true,
+    }
+}
+
 /// The folio a lookup returned: the decoded one, else the raw return value
 /// (a pointer; NULL on a miss).
 fn lookup_result(ev: &Event) -> u64 {
@@ -555,6 +631,10 @@ impl Tally {
             }
         }
         self.moves.event(p, kind, ev);
+        if kind == Some(EventKind::Exit) && ev.valid & V_RET != 0 && !plausible_return(p, ev.ret) {
+            self.bad_returns += 1;
+            push_evidence(&mut self.bad_return, describe(ev));
+        }
         match (p, kind) {
             (ProbeId::TpWriteFolio, _) => {
                 self.write_folio_pages += large_pages(ev);
@@ -602,6 +682,7 @@ impl Tally {
                         self.lookup_replaced += 1;
                         self.cache.insert(e, folio);
                     } else if named != folio {
+                        self.lookup_mismatches += 1;
                         push_evidence(
                             &mut self.lookup_mismatch,
                             format!(
@@ -632,7 +713,75 @@ impl Tally {
     }
 }
 
-fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
+/// Roles observed through a kernel function (kprobe-able), not a tracepoint.
+fn is_function_role(p: ProbeId) -> bool {
+    ROLES
+        .iter()
+        .any(|r| r.probe == p && r.hook != Hook::Tracepoint)
+}
+
+/// Every probe the kernel line must have is attached; under `--attach
+/// kprobe` every function probe went through kprobes and none through
+/// fentry.
+fn check_plan(t: &VmTest, line: KernelLine, plan: &[detector::plan::PlanEntry], v: &mut Verdict) {
+    let Some(required) = must_attach(line) else {
+        v.failures.push(format!(
+            "no list of probes that must attach is declared for kernel line {} (vm_tests::MUST_ATTACH)",
+            line.as_str()
+        ));
+        return;
+    };
+    let kprobe_only = t.attach == Some("kprobe");
+    let mut missing = Vec::new();
+    let mut wrong_mode = Vec::new();
+    for p in required {
+        match plan.iter().find(|e| e.probe == p.name()) {
+            None => missing.push(format!("{} (not in the plan)", p.name())),
+            Some(e) if e.mode == AttachMode::Unavailable => {
+                missing.push(format!("{} ({})", p.name(), e.note))
+            }
+            Some(e) if kprobe_only && is_function_role(*p) && e.mode != AttachMode::Kprobe => {
+                wrong_mode.push(format!(
+                    "{} ({} on {})",
+                    p.name(),
+                    e.mode.as_str(),
+                    e.target
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        v.failures.push(format!(
+            "{} probe(s) that must attach on {} did not:\n      {}",
+            missing.len(),
+            line.as_str(),
+            missing.join("\n      ")
+        ));
+    }
+    if !wrong_mode.is_empty() {
+        v.failures.push(format!(
+            "--attach kprobe left {} function probe(s) in another mode:\n      {}",
+            wrong_mode.len(),
+            wrong_mode.join("\n      ")
+        ));
+    }
+    if kprobe_only {
+        let fentry: Vec<&str> = plan
+            .iter()
+            .filter(|e| e.mode == AttachMode::Fentry)
+            .map(|e| e.probe.as_str())
+            .collect();
+        if !fentry.is_empty() {
+            v.failures.push(format!(
+                "--attach kprobe still attached through fentry: {}",
+                fentry.join(", ")
+            ));
+        }
+    }
+}
+
+fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Verdict) {
     // A rotated capture is several files (FILE.N oldest .. FILE newest);
     // they are one stream and go through one analyzer, oldest first.
     let mut readers = Vec::new();
@@ -676,19 +825,14 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         ));
     }
     let plan = first.header().plan.clone();
-    if t.attach == Some("kprobe") {
-        let fentry = plan.iter().filter(|p| p.mode == AttachMode::Fentry).count();
-        let kprobes = plan.iter().filter(|p| p.mode == AttachMode::Kprobe).count();
-        if fentry > 0 || kprobes < t.expect.probes.len() {
-            v.failures.push(format!(
-                "--attach kprobe gave {kprobes} kprobe and {fentry} fentry probes; \
-                 expected every function probe through kprobes"
-            ));
-        }
-    }
+    check_plan(t, line, &plan, v);
     let mut tally = Tally::default();
     // The same analyzer `detector replay` runs, fed in stream order.
-    let mut analyzer = Analyzer::new(Config::default());
+    let mut cfg = Config::default();
+    if let Some(n) = t.expect.eexist_threshold {
+        cfg.eexist_threshold = n;
+    }
+    let mut analyzer = Analyzer::new(cfg);
     if let Some(p) = detector::plan::attached_probes(&plan) {
         analyzer.set_attached(p);
     }
@@ -743,7 +887,7 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
     // Before `finish`, which closes what is still open as "trace ended".
     let open_at_end = analyzer.open_windows();
     analyzer.finish(&mut findings);
-    check_analysis(t, &analyzer, &findings, v);
+    check_analysis(t, line, &analyzer, &findings, v);
     let events: u64 = tally.per_probe.values().sum::<u64>() + tally.unknown_probe;
     let lost_stream: u64 = tally.lost_by_probe.values().sum();
     v.stats.events = events;
@@ -837,19 +981,45 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
             tally.lookup_replaced
         ));
     }
-    if !tally.lookup_mismatch.is_empty() && lost > 0 {
-        // A lost insert or delete leaves the entry -> folio map stale.
-        v.notes.push(format!(
-            "{} of {} lookups disagreed with the last recorded insert, but {lost} events were lost",
-            tally.lookup_mismatch.len(),
-            tally.lookups_checked
-        ));
-    } else if !tally.lookup_mismatch.is_empty() {
+    // A lost insert or delete leaves the entry -> folio map stale, so each
+    // lost event may explain one mismatch, no more.
+    if tally.lookup_mismatches > lost {
         v.failures.push(format!(
-            "{} of {} swap-cache lookups returned a folio other than the one inserted under that entry:\n      {}",
-            tally.lookup_mismatch.len(),
+            "{} of {} swap-cache lookups returned a folio other than the one inserted under that entry \
+             ({lost} lost events can explain at most {lost}):\n      {}",
+            tally.lookup_mismatches,
             tally.lookups_checked,
             tally.lookup_mismatch.join("\n      ")
+        ));
+    } else if tally.lookup_mismatches > 0 {
+        v.notes.push(format!(
+            "{} of {} lookups disagreed with the last recorded insert, within the {lost} lost events",
+            tally.lookup_mismatches, tally.lookups_checked
+        ));
+    }
+    // The comparison above only covers lookups whose entry's insert was
+    // recorded: it must cover most of them, or it checks nothing.
+    let compared = if tally.lookup_folios > 0 {
+        tally.lookups_checked as f64 / tally.lookup_folios as f64
+    } else {
+        1.0
+    };
+    if compared < t.expect.min_lookups_compared {
+        v.failures.push(format!(
+            "only {} of {} swap-cache lookups that returned a folio ({:.1}%) could be compared with the \
+             insert that named it; the test needs {:.0}%",
+            tally.lookups_checked,
+            tally.lookup_folios,
+            compared * 100.0,
+            t.expect.min_lookups_compared * 100.0
+        ));
+    }
+    if tally.bad_returns > 0 {
+        v.failures.push(format!(
+            "{} exit(s) of int-returning functions recorded a negative errno as an unsigned 32-bit value \
+             (the return is not sign-extended: rules comparing with -EEXIST never fire):\n      {}",
+            tally.bad_returns,
+            tally.bad_return.join("\n      ")
         ));
     }
     if !tally.lookup_swap_field_bad.is_empty() {
@@ -1056,9 +1226,17 @@ fn format_finding(f: &Finding) -> String {
 }
 
 /// Windows and findings from the analyzer: the expected windows must have
-/// been observed, and no violation may appear (each one is either a kernel
-/// bug or a false positive; the evidence is printed either way).
-fn check_analysis(t: &VmTest, a: &Analyzer, findings: &[Finding], v: &mut Verdict) {
+/// been observed often enough, every required finding must be reported
+/// often enough, and nothing outside the declaration may appear (a
+/// violation on a stock kernel is either a kernel bug or a false positive;
+/// the evidence is printed either way).
+fn check_analysis(
+    t: &VmTest,
+    line: KernelLine,
+    a: &Analyzer,
+    findings: &[Finding],
+    v: &mut Verdict,
+) {
     for k in WindowKind::ALL {
         let s = a.windows().summary(k);
         if s.count > 0 {
@@ -1076,7 +1254,7 @@ fn check_analysis(t: &VmTest, a: &Analyzer, findings: &[Finding], v: &mut Verdic
             .sum();
         if n < w.min_samples {
             v.failures.push(format!(
-                "window \"{}\" was observed {n} times (at least {} expected): its histogram is empty",
+                "window \"{}\" was observed {n} times, at least {} expected",
                 w.name, w.min_samples
             ));
         }
@@ -1092,16 +1270,52 @@ fn check_analysis(t: &VmTest, a: &Analyzer, findings: &[Finding], v: &mut Verdic
         .iter()
         .map(|((r, s), n)| format!("{r} [{s}] x{n}"))
         .collect();
-    let violations: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Violation)
-        .collect();
-    if !violations.is_empty() {
-        v.failures.push(format!(
-            "{} violation finding(s) (a kernel bug or a false positive: investigate the evidence):\n      {}",
-            violations.len(),
-            violations
+    let decl = t.expect.findings_for(line);
+    let count = |r: RuleId, sev: Severity| {
+        findings
+            .iter()
+            .filter(|f| f.rule == r && f.severity == sev)
+            .count() as u64
+    };
+    for req in decl.required {
+        let n = count(req.rule, req.severity);
+        if n < req.min {
+            v.failures.push(format!(
+                "required finding {} [{}] was reported {n} time(s), at least {} expected on {}: \
+                 the rule no longer fires on the workload built to drive it",
+                req.rule,
+                req.severity,
+                req.min,
+                line.as_str()
+            ));
+        }
+    }
+    let declared = |f: &Finding| {
+        decl.required
+            .iter()
+            .any(|r| r.rule == f.rule && r.severity == f.severity)
+            || decl
+                .allowed
                 .iter()
+                .any(|&(r, sev)| r == f.rule && sev == f.severity)
+    };
+    let mut unexpected: BTreeMap<(&str, &str), Vec<&Finding>> = BTreeMap::new();
+    for f in findings.iter().filter(|f| !declared(f)) {
+        unexpected
+            .entry((f.rule.name(), f.severity.name()))
+            .or_default()
+            .push(f);
+    }
+    for ((rule, sev), list) in unexpected {
+        let why = if sev == Severity::Violation.name() {
+            "a kernel bug or a false positive: investigate the evidence"
+        } else {
+            "not declared for this test and kernel line: a new false positive, or declare it"
+        };
+        v.failures.push(format!(
+            "{} unexpected {rule} [{sev}] finding(s) ({why}):\n      {}",
+            list.len(),
+            list.iter()
                 .take(3)
                 .map(|f| format_finding(f))
                 .collect::<Vec<_>>()
@@ -1254,5 +1468,347 @@ mod tests {
         // After the call returned, the entry is no longer watched.
         t.event(&at(ProbeId::SwapEntryFree, EventKind::Enter, 9, 100));
         assert_eq!(t.moves.freed, 1);
+    }
+
+    // ---- The verdict logic on small synthetic results ----
+    //
+    // A fixture is the directory a guest sends back, built in code: a
+    // trace written with the detector's own writer from a scenario script,
+    // the workload's log and exit status, vmstat snapshots. The good one
+    // passes; every broken variant must fail with the reason it is broken.
+
+    use crate::vm::vm_tests::{
+        effort, needs, Effort, Expect, Findings, Required, Swap, NO_FINDINGS,
+    };
+    use detector::plan::PlanEntry;
+    use detector::scenario;
+    use detector::trace::{TraceEnd, TraceHeader, TraceWriter};
+
+    const REQUIRED: &[Required] = &[needs(RuleId::LazyfreeExtraRefs, Severity::NearMiss, 1)];
+    const EFFORT: &[Effort] = &[effort("reads", 10)];
+
+    const fn fixture_test(attach: Option<&'static str>) -> VmTest {
+        VmTest {
+            name: "fixture",
+            about: "synthetic results",
+            kernels: &[KernelLine::V6_12],
+            skips_on: &[],
+            swap: Swap::Disk,
+            memory_max: "64M",
+            workload: &["fixture-load"],
+            ring_size: None,
+            attach,
+            unfiltered: false,
+            expect: Expect {
+                probes: &[ProbeId::SwapCacheLookup, ProbeId::SwapRead],
+                lost: Lost::Zero,
+                pswpin_matches: true,
+                windows: &[],
+                findings: Findings {
+                    required: REQUIRED,
+                    allowed: &[],
+                },
+                findings_on: &[(KernelLine::V6_1, NO_FINDINGS)],
+                eexist_threshold: None,
+                effort: EFFORT,
+                min_lookups_compared: 0.9,
+            },
+            timeout_secs: 1,
+            swap_mib: None,
+            setup: crate::vm::vm_tests::GuestSetup::PLAIN,
+        }
+    }
+    const FIXTURE: VmTest = fixture_test(None);
+    const FIXTURE_KPROBE: VmTest = fixture_test(Some("kprobe"));
+
+    /// What a fixture run got wrong (all `false`: a clean pass).
+    #[derive(Default)]
+    struct Broken {
+        violation: bool,
+        lost: bool,
+        lookup_mismatch: bool,
+        pswpin_off: bool,
+        missing_probe: bool,
+        no_required_finding: bool,
+        unexpected_finding: bool,
+        little_effort: bool,
+        timed_out: bool,
+        fentry_mode: bool,
+        unsigned_return: bool,
+    }
+
+    const TASKS: &str = "name fixture\ntask k tid=90 comm=kswapd0\ntask app tid=300 comm=app\n";
+
+    fn fixture(b: &Broken) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut script = String::from(TASKS);
+        let mut t = 10;
+        let mut line = |s: &mut String, l: &str| {
+            s.push_str(&format!("{t} {l}\n"));
+            t += 1;
+        };
+        // 20 pages swapped out and looked up again, each read back once.
+        for i in 0..20 {
+            line(&mut script, &format!(
+                "k swap_cache_insert exit entry=1:{i} folio=F{i} state=anon|swapbacked|swapcache|locked swap=1:{i} ref=3 map=0 ret=0"
+            ));
+            line(&mut script, &format!(
+                "k swap_cache_lookup exit entry=1:{i} folio=F{i} state=anon|swapbacked|swapcache swap=1:{i} ref=3 map=0"
+            ));
+            line(&mut script, &format!(
+                "k swap_read enter entry=1:{i} folio=F{i} state=anon|swapbacked|swapcache|locked swap=1:{i} ref=2 map=0"
+            ));
+        }
+        if b.lookup_mismatch {
+            // Another folio, with no state to vouch for it.
+            line(&mut script, "k swap_cache_lookup exit entry=1:3 folio=G");
+        }
+        if b.unsigned_return {
+            // -EEXIST as a zero-extended 32-bit value.
+            line(
+                &mut script,
+                "k swapcache_prepare exit entry=1:5 nr=1 ret=4294967279",
+            );
+        }
+        if !b.no_required_finding {
+            // Seed 003 on a fixed kernel: the pinned lazyfree folio is kept.
+            line(&mut script, "app madvise_free enter addr=0x7f1000000000");
+            line(&mut script, "app gup_grab exit folio=L state=anon|anon_exclusive ref=1025 map=1 nr=1 foll_pin ret=0");
+            line(
+                &mut script,
+                "k try_to_unmap_one enter folio=L state=anon|anon_exclusive ref=1026 map=1",
+            );
+            line(&mut script, "k try_to_unmap_one exit folio=L state=anon|swapbacked|anon_exclusive ref=1026 map=1 ret=0");
+            line(&mut script, "app gup_put enter folio=L state=anon|swapbacked|anon_exclusive ref=1025 map=1 nr=1 foll_pin");
+        }
+        if b.violation {
+            line(
+                &mut script,
+                "app gup_grab exit folio=V state=anon|lru ref=1026 map=2 nr=1 foll_pin ret=0",
+            );
+        }
+        if b.unexpected_finding {
+            // A COW of a folio carrying the pin bias, no pin seen: near miss.
+            line(
+                &mut script,
+                "app do_wp_page enter folio=W state=anon|lru ref=1026 map=2 addr=0x7f2000000000",
+            );
+        }
+        if b.lost {
+            line(&mut script, "lost gup_put 3");
+        }
+        // The workload's task exits before the recorder stops.
+        line(&mut script, "app task_exit tp");
+        script.push_str("expect none\n");
+        let sc = scenario::parse(&script, "fixture").unwrap();
+
+        let mut header = TraceHeader::new("fixture");
+        header.plan = must_attach(KernelLine::V6_12)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let tp = !is_function_role(*p);
+                let mut mode = match (tp, b.fentry_mode) {
+                    (true, _) => AttachMode::Tracepoint,
+                    (false, true) => AttachMode::Fentry,
+                    (false, false) => AttachMode::Kprobe,
+                };
+                let mut note = String::new();
+                if b.missing_probe && *p == ProbeId::DoWpPage {
+                    mode = AttachMode::Unavailable;
+                    note = "do_wp_page: not in this kernel".into();
+                }
+                PlanEntry {
+                    probe: p.name().to_string(),
+                    target: p.name().to_string(),
+                    mode,
+                    entry: true,
+                    exit: true,
+                    note,
+                    filter: String::new(),
+                }
+            })
+            .collect();
+        let mut w = TraceWriter::create(d.join("trace.dtr"), &header).unwrap();
+        for it in &sc.items {
+            w.write_item(it).unwrap();
+        }
+        w.finish(TraceEnd::at(scenario::BASE_NS + 1_000_000, "signal"))
+            .unwrap();
+
+        let reads = if b.little_effort { 3 } else { 40 };
+        let timed_out = u8::from(b.timed_out);
+        let pswpin = if b.pswpin_off { 200 } else { 20 };
+        let files = [
+            ("workload.rc", "0".to_string()),
+            (
+                "workload.log",
+                format!("fixture-load: starting\nresult: reads={reads} pswpin={pswpin} secs=1.0 timed_out={timed_out}\n"),
+            ),
+            ("record.rc", "0".to_string()),
+            ("record.log", "recorded\n".to_string()),
+            ("dmesg.txt", "[0.1] booted\n".to_string()),
+            ("vmstat.before", "pswpin 100\npswpout 7\n".to_string()),
+            ("vmstat.after", format!("pswpin {}\npswpout 7\n", 100 + pswpin)),
+            ("uptime.before", "10.0 1.0".to_string()),
+            ("uptime.after", "11.0 2.0".to_string()),
+        ];
+        for (name, text) in files {
+            fs::write(d.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn verdict(t: &VmTest, b: Broken) -> Verdict {
+        let dir = fixture(&b);
+        check(t, KernelLine::V6_12, dir.path())
+    }
+
+    /// The run fails, and one of its failures says `why`.
+    fn fails(t: &VmTest, b: Broken, why: &str) {
+        let v = verdict(t, b);
+        assert!(
+            !v.passed(),
+            "expected a failure mentioning {why:?}; notes: {:#?}",
+            v.notes
+        );
+        assert!(
+            v.failures.iter().any(|f| f.contains(why)),
+            "no failure mentions {why:?}: {:#?}",
+            v.failures
+        );
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let v = verdict(&FIXTURE, Broken::default());
+        assert!(v.passed(), "{:#?}\n{:#?}", v.failures, v.notes);
+        assert_eq!(v.stats.findings_total, 1);
+        let v = verdict(&FIXTURE_KPROBE, Broken::default());
+        assert!(v.passed(), "{:#?}", v.failures);
+    }
+
+    #[test]
+    fn a_violation_fails() {
+        let b = Broken {
+            violation: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "unexpected pin_not_exclusive [violation]");
+    }
+
+    #[test]
+    fn unexplained_loss_fails() {
+        let b = Broken {
+            lost: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "events were lost");
+    }
+
+    #[test]
+    fn count_mismatches_fail() {
+        let b = Broken {
+            lookup_mismatch: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "returned a folio other than the one inserted");
+        let b = Broken {
+            pswpin_off: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "do not match the pswpin delta");
+        let b = Broken {
+            unsigned_return: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "not sign-extended");
+    }
+
+    #[test]
+    fn a_missing_probe_fails() {
+        let b = Broken {
+            missing_probe: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "do_wp_page (do_wp_page: not in this kernel)");
+        // Under --attach kprobe a function probe left on fentry fails.
+        let b = Broken {
+            fentry_mode: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE_KPROBE, b, "--attach kprobe left");
+        let v = verdict(
+            &FIXTURE,
+            Broken {
+                fentry_mode: true,
+                ..Broken::default()
+            },
+        );
+        assert!(v.passed(), "{:#?}", v.failures);
+    }
+
+    #[test]
+    fn a_missing_required_finding_fails() {
+        let b = Broken {
+            no_required_finding: true,
+            ..Broken::default()
+        };
+        fails(
+            &FIXTURE,
+            b,
+            "required finding lazyfree_extra_refs [near_miss] was reported 0 time(s)",
+        );
+    }
+
+    #[test]
+    fn an_undeclared_finding_fails() {
+        let b = Broken {
+            unexpected_finding: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "unexpected cow_of_pinned [near_miss]");
+    }
+
+    #[test]
+    fn too_little_effort_fails() {
+        let b = Broken {
+            little_effort: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "reads=3, the test needs at least 10");
+    }
+
+    #[test]
+    fn a_timed_out_workload_fails() {
+        let b = Broken {
+            timed_out: true,
+            ..Broken::default()
+        };
+        fails(&FIXTURE, b, "ran out of its --seconds budget");
+    }
+
+    #[test]
+    fn a_kernel_line_uses_its_own_declaration() {
+        // On 6.1 the fixture test declares no finding: the near miss that
+        // 6.12 requires is unexpected there.
+        let dir = fixture(&Broken::default());
+        let v = check(&FIXTURE, KernelLine::V6_1, dir.path());
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("unexpected lazyfree_extra_refs")),
+            "{:#?}",
+            v.failures
+        );
+    }
+
+    #[test]
+    fn result_lines_parse() {
+        let kv = parse_result("result: reads=2000 pageout_calls=5 secs=40.0 timed_out=0");
+        assert_eq!(kv.get("reads").map(String::as_str), Some("2000"));
+        assert_eq!(kv.get("timed_out").map(String::as_str), Some("0"));
+        assert_eq!(kv.len(), 4);
     }
 }

@@ -462,8 +462,11 @@ impl Analyzer {
     /// differs from the state's owner: whatever the old task left open (its
     /// exit lost, or outside this trace) is dropped without findings, so the
     /// new task can neither join nor close the old one's windows.
+    ///
+    /// Any event of the owner itself shows it is alive: a mover busy with
+    /// lookups and moves inside one long window is not idle.
     fn check_identity(&mut self, e: &Event, out: &mut Vec<Finding>) {
-        let Some(t) = self.tasks.get(&e.tid) else {
+        let Some(t) = self.tasks.get_mut(&e.tid) else {
             return;
         };
         let other_group = t.pid != 0 && e.pid != 0 && t.pid != e.pid;
@@ -473,6 +476,9 @@ impl Analyzer {
             if self.forget_task(e.tid, out) {
                 self.lifetimes.windows_ended_by_new_task += 1;
             }
+        } else {
+            // Clocks of different CPUs interleave out of order: never back.
+            t.last_ts = t.last_ts.max(e.ts_ns);
         }
     }
 

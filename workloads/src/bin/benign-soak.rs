@@ -189,14 +189,15 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     }
     let after = vmstat(&["pswpin", "pswpout"]);
     println!(
-        "result: passes={passes} forks={} lazyfree_rounds={} pageout_calls={} bad={} pswpin={} pswpout={} secs={:.1}",
+        "result: passes={passes} forks={} lazyfree_rounds={} pageout_calls={} bad={} pswpin={} pswpout={} secs={:.1} timed_out={}",
         forks.load(Ordering::Relaxed),
         lazy_rounds.load(Ordering::Relaxed),
         pageouts.load(Ordering::Relaxed),
         bad.load(Ordering::Relaxed),
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     Ok(bad.load(Ordering::Relaxed))
 }

@@ -219,12 +219,13 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     let after = vmstat(&["pswpin", "pswpout"]);
     let bad = bad.load(Ordering::Relaxed) + child_failures + leaked;
     println!(
-        "result: forks={forks} dio_reads={} touch_rounds={} child_failures={child_failures} corrupt={bad} pswpin={} pswpout={} secs={:.1}",
+        "result: forks={forks} dio_reads={} touch_rounds={} child_failures={child_failures} corrupt={bad} pswpin={} pswpout={} secs={:.1} timed_out={}",
         reads.load(Ordering::Relaxed),
         touches.load(Ordering::Relaxed),
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     Ok(bad)
 }

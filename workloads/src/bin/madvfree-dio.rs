@@ -169,7 +169,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     let after = vmstat(&["pswpin", "pswpout", "pglazyfree", "pglazyfreed"]);
     let bad = bad.load(Ordering::Relaxed);
     println!(
-        "result: reads={} pageout_calls={} corrupt_pages={bad} zeroed_pages={} pglazyfree={} pglazyfreed={} pswpin={} pswpout={} secs={:.1}",
+        "result: reads={} pageout_calls={} corrupt_pages={bad} zeroed_pages={} pglazyfree={} pglazyfreed={} pswpin={} pswpout={} secs={:.1} timed_out={}",
         reads.load(Ordering::Relaxed),
         pageouts.load(Ordering::Relaxed),
         zeroed.load(Ordering::Relaxed),
@@ -177,7 +177,8 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         after[3] - before[3],
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     Ok(bad)
 }

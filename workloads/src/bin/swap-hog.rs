@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let mthp_after = mthp_stats(MTHP_KEYS);
     println!(
         "result: pages={pages} passes={done} corrupt_pages={bad} pswpin={} pswpout={} thp_swpout={} thp_swpout_fallback={} \
-         mthp_anon_fault_alloc={} mthp_anon_fault_fallback={} mthp_swpout={} mthp_swpout_fallback={} secs={:.1}",
+         mthp_anon_fault_alloc={} mthp_anon_fault_fallback={} mthp_swpout={} mthp_swpout_fallback={} secs={:.1} timed_out={}",
         after[0] - before[0],
         after[1] - before[1],
         after[2] - before[2],
@@ -95,7 +95,8 @@ fn main() -> ExitCode {
         mthp_after[1] - mthp_before[1],
         mthp_after[2] - mthp_before[2],
         mthp_after[3] - mthp_before[3],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     if bad > 0 {
         eprintln!("swap-hog: {bad} pages came back from swap with the wrong data");

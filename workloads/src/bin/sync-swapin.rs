@@ -46,10 +46,12 @@ fn main() -> ExitCode {
     let before = vmstat(&["pswpin", "pswpout"]);
     let bad = AtomicU64::new(0);
     let rounds = AtomicU64::new(0);
+    let completed = AtomicU64::new(0);
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (m, bad, rounds, barrier, budget) = (&m, &bad, &rounds, &barrier, &budget);
+            let (m, bad, rounds, barrier, budget, completed) =
+                (&m, &bad, &rounds, &barrier, &budget, &completed);
             let iterations = a.iterations;
             s.spawn(move || {
                 for round in 0..iterations {
@@ -85,22 +87,22 @@ fn main() -> ExitCode {
                             }
                         }
                     }
-                    barrier.wait();
+                    if barrier.wait().is_leader() {
+                        completed.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             });
         }
     });
     let after = vmstat(&["pswpin", "pswpout"]);
-    let done = match rounds.load(Ordering::SeqCst) {
-        u64::MAX => "budget",
-        _ => "all",
-    };
+    let done = completed.load(Ordering::SeqCst);
     let bad = bad.load(Ordering::Relaxed);
     println!(
-        "result: pages={pages} threads={threads} rounds={done} corrupt_reads={bad} pswpin={} pswpout={} secs={:.1}",
+        "result: pages={pages} threads={threads} rounds={done} corrupt_reads={bad} pswpin={} pswpout={} secs={:.1} timed_out={}",
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     if bad > 0 {
         eprintln!("sync-swapin: {bad} page reads returned the wrong data");

@@ -285,7 +285,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         a.pages > 0 && a.concurrency > 0,
         "--pages and --concurrency must be at least 1"
     );
-    let budget = Budget::new(a.seconds);
+    let budget = Budget::soak(a.seconds);
     let can_move = !a.no_move && Uffd::move_supported()?;
     let mem = Mapping::anon(a.mib << 20)?;
     let nchunks = mem.pages() / a.pages;
@@ -383,7 +383,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     println!(
         "result: rounds={round} threads={} tasks_with_ids={spawned} distinct_tids={} tid_reuses={reuses} \
          swapin_tasks={} cow_tasks={} move_tasks={} idle_tasks={} move_supported={} moved={} eagain={} ebusy={} \
-         pages_verified={} bad={} child_failures={} pid_max={} pswpin={} pswpout={} secs={:.1}",
+         pages_verified={} bad={} child_failures={} pid_max={} pswpin={} pswpout={} secs={:.1} timed_out={}",
         ld(&st.threads),
         seen.len(),
         ld(&st.swapin_tasks),
@@ -400,7 +400,8 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         read_u64("/proc/sys/kernel/pid_max"),
         after[0] - before[0],
         after[1] - before[1],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     if let Some(e) = failure {
         anyhow::bail!(e);

@@ -14,7 +14,10 @@
 //! being moved and its neighbours (read and write faults, MADV_PAGEOUT and
 //! re-faults), so between the mover's swap-cache lookup and its PTE
 //! recheck an entry is swapped in, freed, and reallocated, and the move
-//! retries on a page that is present again. With `--large-folios` the
+//! retries on a page that is present again. With `--chase`, one thread
+//! faults in the first page of each move at the moment the move starts
+//! (the two meet at a handshake), so the fault's swap-in fills the swap
+//! cache while the move's lookup of that entry is open. With `--large-folios` the
 //! source may be backed by mTHP folios, which reach the swap cache whole.
 //!
 //! Every destination page must end with exactly the data its source page
@@ -37,7 +40,8 @@ struct Args {
     /// Size of the moved range per iteration, in MiB.
     #[arg(long, default_value_t = 8)]
     mib: usize,
-    /// Iterations (a fresh source and destination each).
+    /// Iterations (a fresh source and destination each); 0 runs until
+    /// `--seconds` is spent (a soak, judged by its counters).
     #[arg(long, default_value_t = 12)]
     iterations: u64,
     /// Threads faulting source pages in.
@@ -66,6 +70,13 @@ struct Args {
     /// a longer call keeps its earlier lookups' entries in view longer.
     #[arg(long, default_value_t = 1)]
     move_pages: usize,
+    /// A thread faults in the first page of each move at the moment the move
+    /// starts: the fault reads the swap PTE before the move takes it, so its
+    /// swap-in adds the entry to the swap cache while the move's lookup of
+    /// it is still open (the seed-000 missed lookup, which 6.12 catches by
+    /// re-checking SWAP_HAS_CACHE).
+    #[arg(long)]
+    chase: bool,
 }
 
 /// Counters reported at the end.
@@ -280,7 +291,12 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         "--move-pages must divide the {} pages of --mib",
         (a.mib << 20) / PAGE
     );
-    let budget = Budget::new(a.seconds);
+    // --iterations 0: a soak that runs until the budget is spent.
+    let budget = if a.iterations == 0 {
+        Budget::soak(a.seconds)
+    } else {
+        Budget::new(a.seconds)
+    };
     let st = Stats::default();
     let map = |len| {
         if a.large_folios {
@@ -294,7 +310,11 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     let mthp_before = mthp_stats(MTHP_KEYS);
     let mut iterations = 0;
     let mut failure = None;
-    for iter in 0..a.iterations {
+    for iter in 0..if a.iterations == 0 {
+        u64::MAX
+    } else {
+        a.iterations
+    } {
         if budget.exhausted() {
             break;
         }
@@ -312,7 +332,27 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         }
         src.madvise(0, pages, libc::MADV_PAGEOUT)?;
         let stop = AtomicBool::new(false);
+        // Handshake with the chaser: the mover publishes `chunk = page + 1`,
+        // the chaser answers `ack = page + 1` just before it faults the page.
+        let (chunk, ack) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let result = std::thread::scope(|s| {
+            if a.chase {
+                let (src, st, stop, chunk, ack) = (&src, &st, &stop, &chunk, &ack);
+                spawn_named(s, "chaser".to_string(), move || {
+                    let mut seen = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = chunk.load(Ordering::Acquire);
+                        if c == seen {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        seen = c;
+                        ack.store(c, Ordering::Release);
+                        probe_source(src, c - 1, seed, st);
+                        st.faults.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
             for f in 0..a.faulters {
                 let (src, st, stop) = (&src, &st, &stop);
                 spawn_named(s, "faulter".to_string(), move || {
@@ -377,6 +417,16 @@ fn run(a: &Args) -> anyhow::Result<u64> {
                 let first = (k * 7919) % runs * run;
                 cursor.store(first, Ordering::Relaxed);
                 let (d, s) = (dst.addr() + first * PAGE, src.addr() + first * PAGE);
+                if a.chase {
+                    chunk.store(first + 1, Ordering::Release);
+                    // Bounded: a chaser that never answers only costs time.
+                    for _ in 0..100_000 {
+                        if ack.load(Ordering::Acquire) == first + 1 {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                }
                 if let Err(e) = move_pages(&fd, d, s, run, &st, |i| {
                     moved[first + i].store(true, Ordering::Release);
                     cursor.store(first + i + 1, Ordering::Relaxed);
@@ -415,7 +465,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
     println!(
         "result: iterations={iterations} moved={} eagain={} ebusy={} ebusy_fallbacks={} source_reads={} pageout_calls={} churned_pages={} \
          sibling_reads={} sibling_writes={} sibling_pageouts={} sibling_dst_checks={} bad={} pswpin={} pswpout={} \
-         mthp_anon_fault_alloc={} mthp_swpout={} mthp_swpout_fallback={} secs={:.1}",
+         mthp_anon_fault_alloc={} mthp_swpout={} mthp_swpout_fallback={} secs={:.1} timed_out={}",
         ld(&st.moved),
         ld(&st.eagain),
         ld(&st.ebusy),
@@ -433,7 +483,8 @@ fn run(a: &Args) -> anyhow::Result<u64> {
         mthp_after[0] - mthp_before[0],
         mthp_after[1] - mthp_before[1],
         mthp_after[2] - mthp_before[2],
-        budget.elapsed().as_secs_f64()
+        budget.elapsed().as_secs_f64(),
+        budget.timed_out()
     );
     match failure {
         Some(e) => Err(anyhow::anyhow!(e)),
