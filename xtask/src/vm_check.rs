@@ -41,6 +41,8 @@ pub struct Stats {
     pub workload_secs: f64,
     pub pswpin: u64,
     pub pswpout: u64,
+    /// `uname -r` of the guest, from the trace header (or version.txt).
+    pub kernel: String,
 }
 
 impl Verdict {
@@ -58,6 +60,14 @@ impl Verdict {
             (false, _) => "FAIL",
             (true, Some(_)) => "SKIP",
             (true, None) => "ok",
+        }
+    }
+    /// The guest kernel's exact release, as it reported it.
+    pub fn kernel_release(&self) -> &str {
+        if self.stats.kernel.is_empty() {
+            "-"
+        } else {
+            &self.stats.kernel
         }
     }
     pub fn headline(&self) -> String {
@@ -79,7 +89,8 @@ impl Verdict {
     }
     pub fn print(&self, label: &str, took: Duration) {
         println!(
-            "   {label}: {} in {took:.1?}: {}",
+            "   {label} ({}): {} in {took:.1?}: {}",
+            self.kernel_release(),
             self.status(),
             self.headline()
         );
@@ -427,6 +438,7 @@ fn check_trace(t: &VmTest, dir: &Path, path: &Path, v: &mut Verdict) {
         }
     };
     let plan = reader.header().plan.clone();
+    v.stats.kernel = reader.header().kernel_release.clone();
     if t.attach == Some("kprobe") {
         let fentry = plan.iter().filter(|p| p.mode == AttachMode::Fentry).count();
         let kprobes = plan.iter().filter(|p| p.mode == AttachMode::Kprobe).count();
