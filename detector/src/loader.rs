@@ -354,6 +354,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut functions_attached = 0usize;
     let mut move_pages_attached = false;
     let mut failures = String::new();
+    // Attached roles' symbol and spec, for the one adjustment made after
+    // all of them are attached (below).
+    let mut attached: Vec<(ProbeId, String, ArgSpec)> = Vec::new();
 
     for role in ROLES.iter().filter(|r| r.hook != Hook::Tracepoint) {
         let probe = role.probe;
@@ -425,12 +428,37 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             if probe == ProbeId::MovePages {
                 move_pages_attached = true;
             }
+            attached.push((probe, sym.to_string(), resolved_spec));
         }
         let mut e = entry(probe, sym, mode, role.hook, notes.join("; "));
         if mode != AttachMode::Unavailable {
             e.filter = plan::relevance_text(resolved_spec.relevance);
         }
         plan.push(e);
+    }
+
+    // Where UFFDIO_MOVE looks up the swap cache with the same function as
+    // everyone else (6.18, 7.x), move_pages_lookup reports the calls inside
+    // a move window; the general lookup probe then leaves those out so each
+    // call is one event. Decided once both are attached, so a lookup role
+    // whose move twin failed keeps every call.
+    let find = |p: ProbeId| attached.iter().find(|(q, _, _)| *q == p);
+    if let (Some((_, lsym, lspec)), Some((_, msym, _))) = (
+        find(ProbeId::SwapCacheLookup),
+        find(ProbeId::MovePagesLookup),
+    ) {
+        if lsym == msym {
+            let mut spec = *lspec;
+            spec.relevance |= detector_common::REL_OUTSIDE_MOVE;
+            if set_spec(&mut ebpf, ProbeId::SwapCacheLookup, &spec).is_ok() {
+                if let Some(e) = plan
+                    .iter_mut()
+                    .find(|e| e.probe == ProbeId::SwapCacheLookup.name())
+                {
+                    e.filter = plan::relevance_text(spec.relevance);
+                }
+            }
+        }
     }
 
     let degraded = functions_attached == 0;

@@ -185,7 +185,11 @@ macro_rules! layout_fields {
             pg_uptodate,
             foll_pin,
             page_size_of,
-            page_compound_head;
+            page_compound_head,
+            si_type,
+            si_cluster_info,
+            ci_size_of,
+            cluster_pages;
             vmemmap_base_sym
         )
     };
