@@ -444,8 +444,9 @@ pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
                         "add bookworm-backports to the apt sources and run \
                                      `apt-get update` (or `bash .ci/setup`)",
                     Source::Private =>
-                        "check network access to deb.debian.org (the package \
-                                        lists under target/vm/apt/ could not be fetched)",
+                        "the package lists under target/vm/apt/ could not be fetched: \
+                         check network access to deb.debian.org and that debian-archive-keyring \
+                         carries the trixie keys (2023.3+deb12u2 or newer)",
                 }
             ),
         },
