@@ -54,6 +54,9 @@ pub struct Capture {
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     last_lost: [u64; MAX_PROBES as usize],
+    /// Per probe, the programs whose recursion misses are lost events of
+    /// that probe (see [`crate::bpfstats::recursion_misses`]).
+    miss_programs: Vec<(usize, String)>,
     /// Records of the wrong size (should never happen with a matching object).
     pub malformed: u64,
 }
@@ -90,11 +93,13 @@ impl Capture {
         // and unchanged for the AsyncFd's whole lifetime.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(std::io::Error::other(e.to_string())))?;
+        let miss_programs = miss_programs(&loaded.plan);
         Ok(Capture {
             loaded,
             ring,
             lost,
             last_lost: [0; MAX_PROBES as usize],
+            miss_programs,
             malformed: 0,
         })
     }
@@ -159,7 +164,14 @@ impl Capture {
     ) -> Result<(), CaptureError> {
         for probe in detector_common::ProbeId::ALL {
             let idx = *probe as u32;
-            let total = sum_percpu(&self.lost, idx, "LOST")?;
+            let mut total = sum_percpu(&self.lost, idx, "LOST")?;
+            for (_, name) in self
+                .miss_programs
+                .iter()
+                .filter(|(i, _)| *i == idx as usize)
+            {
+                total += crate::bpfstats::recursion_misses(&self.loaded.ebpf, name).unwrap_or(0);
+            }
             let last = &mut self.last_lost[idx as usize];
             if total != *last {
                 *last = total;
@@ -177,6 +189,28 @@ impl Capture {
     pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
         &self.last_lost
     }
+}
+
+/// The programs whose skipped runs are lost events, per probe index. A
+/// kprobe that only saves arguments for its kretprobe is left out: when it
+/// is skipped, the kretprobe finds nothing stashed and already counts the
+/// event in `LOST`.
+fn miss_programs(plan: &[PlanEntry]) -> Vec<(usize, String)> {
+    use crate::bpfstats::{programs_of, ProgKind};
+    let mut v = Vec::new();
+    for e in plan {
+        let Some(probe) = detector_common::ProbeId::from_name(&e.probe) else {
+            continue;
+        };
+        let (entry, exit) = programs_of(e);
+        for kind in [entry, exit].into_iter().flatten() {
+            if kind == ProgKind::Kprobe && !e.entry {
+                continue;
+            }
+            v.push((probe as usize, kind.program_name(probe)));
+        }
+    }
+    v
 }
 
 /// Decodes one ring-buffer event into the stream.
@@ -220,6 +254,38 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::AttachMode;
+
+    #[test]
+    fn recursion_misses_count_where_the_event_is_lost() {
+        let e = |probe: &str, mode, entry, exit| PlanEntry {
+            probe: probe.into(),
+            target: "f".into(),
+            mode,
+            entry,
+            exit,
+            note: String::new(),
+            filter: String::new(),
+        };
+        let plan = [
+            e("swap_read", AttachMode::Fentry, true, false),
+            e("do_swap_page", AttachMode::Kprobe, true, true),
+            // Exit-only in kprobe mode: a skipped kprobe leaves the
+            // kretprobe nothing to emit, which LOST already counts.
+            e("swap_cache_lookup", AttachMode::Kprobe, false, true),
+            e("move_pages", AttachMode::Unavailable, false, false),
+        ];
+        let names: Vec<String> = miss_programs(&plan).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "fentry_swap_read",
+                "kprobe_do_swap_page",
+                "kretprobe_do_swap_page",
+                "kretprobe_swap_cache_lookup"
+            ]
+        );
+    }
 
     #[test]
     fn event_bytes_round_trip() {

@@ -247,7 +247,10 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::UnpinUserPage,
         hook: Hook::Enter,
-        candidates: &["unpin_user_page"],
+        // Direct I/O releases its pins with unpin_user_folio(folio, npages)
+        // (bio_release_pages). 7.x inlines gup_put_folio into it, so the
+        // gup_put role no longer sees those releases there.
+        candidates: &["unpin_user_folio", "unpin_user_page"],
         degraded_only: false,
     },
     Role {
@@ -306,7 +309,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
     let page = proto.find(|p| p.ty.is_ptr_to("page"));
     let entry = proto.find(|p| p.ty == CType::Named("swp_entry_t".into()));
     let vmf = proto.find(|p| p.ty.is_ptr_to("vm_fault"));
-    let nr = proto.find(|p| is_u(p, &["nr", "nr_pages", "nr_entries", "refs"]));
+    let nr = proto.find(|p| is_u(p, &["nr", "nr_pages", "nr_entries", "refs", "npages"]));
     let ret_folio = proto.ret.is_ptr_to("folio");
     s.has_ret = u8::from(proto.ret != CType::Void);
     s.nr = nr.unwrap_or(NO_ARG);
@@ -745,6 +748,7 @@ mod tests {
                     (P::MovePagesLookup, Some("__filemap_get_folio")),
                     (P::GupGrab, Some("try_grab_page")),
                     (P::GupGrabFast, Some("try_grab_folio")),
+                    (P::UnpinUserPage, Some("unpin_user_page")),
                     (P::SwapRead, Some("swap_readpage")),
                 ],
             ),
@@ -762,6 +766,7 @@ mod tests {
                     (P::MovePagesLookup, Some("__filemap_get_folio")),
                     (P::GupGrab, Some("try_grab_folio")),
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
+                    (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
                 ],
             ),
@@ -779,6 +784,7 @@ mod tests {
                     (P::MovePagesLookup, Some("swap_cache_get_folio")),
                     (P::GupGrab, Some("try_grab_folio")),
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
+                    (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
                 ],
             ),
@@ -796,6 +802,7 @@ mod tests {
                     (P::MovePagesLookup, Some("swap_cache_get_folio")),
                     (P::GupGrab, Some("try_grab_folio")),
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
+                    (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
                 ],
             ),
@@ -808,7 +815,6 @@ mod tests {
             (P::TryToUnmapOne, "try_to_unmap_one"),
             (P::MadviseFree, "madvise_free_pte_range"),
             (P::GupPut, "gup_put_folio"),
-            (P::UnpinUserPage, "unpin_user_page"),
             (P::DoWpPage, "do_wp_page"),
         ];
         assert_eq!(DIGESTS.len(), expect.len());
@@ -880,6 +886,9 @@ mod tests {
         assert_eq!(spec(ProbeId::MovePages).addr, 6);
         let l = spec(ProbeId::MovePagesLookup);
         assert_eq!((l.entry, l.ret_folio, l.index), (0, 1, NO_ARG));
+        // unpin_user_folio(folio, npages): the page count of the release.
+        let u = spec(ProbeId::UnpinUserPage);
+        assert_eq!((u.folio, u.nr), (0, 1));
         // Fork's swap_dup_entry_direct keeps the failed-calls filter.
         assert_eq!(spec(ProbeId::SwapEntryDup).relevance, REL_FAILED);
     }
