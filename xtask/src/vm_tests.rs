@@ -20,14 +20,16 @@ pub enum Swap {
 /// What the lost-event counters must say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lost {
-    Zero,
+    /// The ring buffer keeps up: the only losses are runs the kernel itself
+    /// skipped, which the probes cannot prevent and the detector counts —
+    /// the kprobe recursion guard and kretprobe instance pool in kprobe
+    /// mode, and on preemptible kernels (Debian's 6.18 and 7.x) a probe
+    /// program preempted on a CPU while another task calls the same
+    /// function there. A few per ten thousand events at most, and every
+    /// one in the stream and the footer; a filling ring loses thousands.
+    Rare,
     /// A deliberately tiny ring buffer: losses must happen and be reported.
     Positive,
-    /// kprobe mode: the kernel may skip a kprobe or kretprobe (recursion
-    /// guard, kretprobe instance pool), which the programs count as lost.
-    /// A few are tolerated; every one must be in the stream and the footer,
-    /// and the other checks allow for them.
-    Counted,
 }
 
 /// A window histogram that must be non-empty on this test.
@@ -131,7 +133,7 @@ pub const TESTS: &[VmTest] = &[
         unfiltered: false,
         expect: Expect {
             probes: SWAP_CORE,
-            lost: Lost::Zero,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: REALLOC,
         },
@@ -153,7 +155,7 @@ pub const TESTS: &[VmTest] = &[
         unfiltered: false,
         expect: Expect {
             probes: SWAP_CORE,
-            lost: Lost::Counted,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: REALLOC,
         },
@@ -201,7 +203,7 @@ pub const TESTS: &[VmTest] = &[
                 P::SwapEntryFree,
                 P::DoSwapPage,
             ],
-            lost: Lost::Zero,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: &[
                 WindowExpect {
@@ -232,7 +234,7 @@ pub const TESTS: &[VmTest] = &[
         unfiltered: false,
         expect: Expect {
             probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
-            lost: Lost::Zero,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: GUP,
         },
@@ -254,7 +256,7 @@ pub const TESTS: &[VmTest] = &[
         unfiltered: true,
         expect: Expect {
             probes: &[P::GupGrabFast, P::GupPut, P::DoWpPage],
-            lost: Lost::Zero,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: GUP,
         },
@@ -274,7 +276,7 @@ pub const TESTS: &[VmTest] = &[
         unfiltered: false,
         expect: Expect {
             probes: &[P::SwapcachePrepare, P::SwapcacheClear, P::DoSwapPage, P::SwapRead],
-            lost: Lost::Zero,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: PREP,
         },
@@ -294,7 +296,7 @@ pub const TESTS: &[VmTest] = &[
         unfiltered: false,
         expect: Expect {
             probes: SWAP_CORE,
-            lost: Lost::Zero,
+            lost: Lost::Rare,
             pswpin_matches: true,
             windows: REALLOC,
         },
