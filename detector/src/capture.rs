@@ -57,6 +57,8 @@ pub struct Capture {
     /// Per probe, the programs whose recursion misses are lost events of
     /// that probe (see [`crate::bpfstats::recursion_misses`]).
     miss_programs: Vec<(usize, String)>,
+    /// The part of `last_lost` that is skipped runs.
+    last_skipped: [u64; MAX_PROBES as usize],
     /// Records of the wrong size (should never happen with a matching object).
     pub malformed: u64,
 }
@@ -100,6 +102,7 @@ impl Capture {
             lost,
             last_lost: [0; MAX_PROBES as usize],
             miss_programs,
+            last_skipped: [0; MAX_PROBES as usize],
             malformed: 0,
         })
     }
@@ -188,6 +191,12 @@ impl Capture {
     /// Lost totals as last polled, indexed by probe id.
     pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
         &self.last_lost
+    }
+
+    /// The part of [`lost_totals`](Self::lost_totals) that the kernel
+    /// skipped rather than the ring buffer dropped, indexed by probe id.
+    pub fn skipped_totals(&self) -> &[u64; MAX_PROBES as usize] {
+        &self.last_skipped
     }
 }
 

@@ -309,6 +309,7 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
         .map(|p| (p.name(), cap.lost_totals()[*p as usize]))
         .filter(|(_, v)| *v > 0)
         .collect();
+    let skipped_total: u64 = cap.skipped_totals().iter().sum();
     let malformed = cap.malformed;
     let mut costs = Vec::new();
     if let Some(m) = &meter {
@@ -351,6 +352,11 @@ async fn record(args: Args, opts: LoadOptions) -> anyhow::Result<ExitCode> {
     if lost_total > 0 {
         eprintln!(
             "detector: events were lost (the ring buffer filled, or in kprobe mode the kernel skipped a probe); a larger --ring-size or a --pid/--cgroup filter reduces ring-buffer loss"
+        );
+    }
+    if skipped_total > 0 {
+        eprintln!(
+            "detector: {skipped_total} of the lost events are calls the kernel did not trace because the probe was already running on that CPU (a preempted probe on a preemptible kernel, or kprobe recursion), not ring-buffer overflow"
         );
     }
     if let Some(l) = &latency {
