@@ -540,7 +540,8 @@ impl Kernel {
     }
 
     /// `wanted` modules and everything they depend on, dependencies first.
-    /// Names that are built into this kernel are skipped.
+    /// Names that are built into this kernel are skipped; a name ending in
+    /// `?` is loaded only where this kernel ships it as a module.
     pub fn modules(&self, wanted: &[&str]) -> Result<Vec<Module>> {
         let mut index = BTreeMap::new();
         index_modules(&self.modules_dir.join("kernel"), &mut index)?;
@@ -548,14 +549,13 @@ impl Kernel {
         let mut done = HashSet::new();
         let mut out = Vec::new();
         for w in wanted {
-            self.visit(
-                &w.replace('-', "_"),
-                &index,
-                &builtin,
-                &mut done,
-                &mut out,
-                0,
-            )?;
+            let name = w.replace('-', "_");
+            let name = match name.strip_suffix('?') {
+                Some(n) if !index.contains_key(n) => continue,
+                Some(n) => n.to_string(),
+                None => name,
+            };
+            self.visit(&name, &index, &builtin, &mut done, &mut out, 0)?;
         }
         Ok(out)
     }
