@@ -167,14 +167,19 @@ impl Capture {
     ) -> Result<(), CaptureError> {
         for probe in detector_common::ProbeId::ALL {
             let idx = *probe as u32;
-            let mut total = sum_percpu(&self.lost, idx, "LOST")?;
+            let mut skipped = 0;
             for (_, name) in self
                 .miss_programs
                 .iter()
                 .filter(|(i, _)| *i == idx as usize)
             {
-                total += crate::bpfstats::recursion_misses(&self.loaded.ebpf, name).unwrap_or(0);
+                skipped += crate::bpfstats::recursion_misses(&self.loaded.ebpf, name).unwrap_or(0);
             }
+            // Never below an earlier reading: a total that went down would
+            // read as no loss at all downstream.
+            let skipped = skipped.max(self.last_skipped[idx as usize]);
+            self.last_skipped[idx as usize] = skipped;
+            let total = sum_percpu(&self.lost, idx, "LOST")? + skipped;
             let last = &mut self.last_lost[idx as usize];
             if total != *last {
                 *last = total;
