@@ -84,7 +84,7 @@ pub struct Event {
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(EVENT_SIZE.is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<Layout>() == 112);
+const _: () = assert!(core::mem::size_of::<Layout>() == 128);
 
 // `valid` bits.
 pub const V_FOLIO: u8 = 1 << 0;
@@ -267,6 +267,14 @@ pub struct Layout {
     pub page_compound_head: u32,
     /// `struct task_struct.start_time` (ns since boot, monotonic).
     pub task_start_time: u32,
+    /// `struct swap_info_struct.type` (a `signed char`: the swap type).
+    pub si_type: u32,
+    /// `struct swap_info_struct.cluster_info` (the cluster array).
+    pub si_cluster_info: u32,
+    /// `sizeof(struct swap_cluster_info)`.
+    pub ci_size_of: u32,
+    /// Pages per swap cluster (`SWAPFILE_CLUSTER`).
+    pub cluster_pages: u32,
     pub _pad: u32,
     /// Address of the `vmemmap_base` variable (0: use the fixed default).
     pub vmemmap_base_sym: u64,
@@ -299,6 +307,10 @@ impl Layout {
         page_size_of: ABSENT,
         page_compound_head: ABSENT,
         task_start_time: ABSENT,
+        si_type: ABSENT,
+        si_cluster_info: ABSENT,
+        ci_size_of: ABSENT,
+        cluster_pages: ABSENT,
         _pad: 0,
         vmemmap_base_sym: 0,
     };
@@ -359,6 +371,14 @@ pub struct ArgSpec {
     /// The function concerns the whole folio and takes no count: `nr` is
     /// the folio's page count (a large folio covers `nr` swap entries).
     pub nr_from_folio: u8,
+    /// The swap entry as (device, cluster, offset in the cluster), the way
+    /// the swap-table kernels' cluster functions take it: a
+    /// `struct swap_info_struct *` argument, a `struct swap_cluster_info *`
+    /// argument and the offset argument. The entry is
+    /// `swp_entry(si->type, (ci - si->cluster_info) * SWAPFILE_CLUSTER + off)`.
+    pub si: u8,
+    pub ci: u8,
+    pub ci_off: u8,
 }
 
 /// Entry: only clean lazyfree folios (anon, not swap-backed, not dirty:
@@ -374,6 +394,11 @@ pub const REL_MAYBE_PINNED: u8 = 2;
 /// Only calls that returned nonzero (an error): `swap_duplicate` succeeds
 /// on every fork of a swapped range, and no rule needs the successes.
 pub const REL_FAILED: u8 = 4;
+/// Only calls made outside a UFFDIO_MOVE window: where the move's own
+/// swap-cache lookup is the same function, the `move_pages_lookup` role
+/// reports the calls inside the window and this one the rest, so each
+/// call is one event.
+pub const REL_OUTSIDE_MOVE: u8 = 8;
 /// `GUP_PIN_COUNTING_BIAS` (include/linux/mm.h).
 pub const GUP_PIN_BIAS: i32 = 1024;
 
@@ -398,6 +423,9 @@ impl ArgSpec {
         ret_pte: 0,
         entry_index_bits: 0,
         nr_from_folio: 0,
+        si: NO_ARG,
+        ci: NO_ARG,
+        ci_off: NO_ARG,
     };
 }
 

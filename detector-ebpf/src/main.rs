@@ -27,7 +27,8 @@ use detector_common::{
     ArgSpec, Event, EventKind, Filter, Layout, ProbeId, ABSENT, FS_ANON, FS_ANON_EXCLUSIVE,
     FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE,
     FS_WRITEBACK, GUP_PIN_BIAS, MAX_PROBES, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED,
-    V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
+    REL_OUTSIDE_MOVE, V_ADDR, V_ENTRY, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_PIN, V_PTE,
+    V_RET,
 };
 
 /// Resolved by userspace from the running kernel's BTF, written before any
@@ -250,11 +251,22 @@ fn is_kptr(v: u64) -> bool {
     detector_common::is_kernel_ptr(v)
 }
 
-/// `page_folio()`: a tail page points at its head with bit 0 set.
+/// `page_folio()`: a tail page's first word has bit 0 set and holds either
+/// its head's address (+1) or, on 7.x with the HugeTLB vmemmap optimization
+/// and a power-of-two `struct page`, a mask of high bits that turns the tail
+/// page's address into its head's. A mask is all ones down to some bit and
+/// zeros below; no vmemmap address looks like that, so the value says which.
 #[inline(always)]
 fn page_to_folio(page: u64, l: &Layout) -> u64 {
     match rd64(page, l.page_compound_head) {
-        Some(h) if h & 1 != 0 => h - 1,
+        Some(h) if h & 1 != 0 => {
+            let low = !(h & !1);
+            if low & low.wrapping_add(1) == 0 {
+                page & h
+            } else {
+                h - 1
+            }
+        }
         _ => page,
     }
 }
@@ -507,10 +519,39 @@ fn fill<A: Args>(
             }
         }
         e.valid |= V_ENTRY;
+    } else if let Some(en) = cluster_entry(a, spec, l) {
+        e.entry = en;
+        e.valid |= V_ENTRY;
     } else if let Some(ix) = a.arg(spec.index) {
         e.entry = ix;
         e.valid |= V_ENTRY_PARTIAL;
     }
+}
+
+/// The swap entry a (device, cluster, offset in cluster) argument triple
+/// names: `swp_entry(si->type, cluster index * SWAPFILE_CLUSTER + off)`.
+#[inline(always)]
+fn cluster_entry<A: Args>(a: &A, spec: &ArgSpec, l: &Layout) -> Option<u64> {
+    let si = a.arg(spec.si)?;
+    let ci = a.arg(spec.ci)?;
+    // An `unsigned int` argument: the upper half of its register is not
+    // defined by the calling convention.
+    let off = a.arg(spec.ci_off)? & 0xffff_ffff;
+    if l.ci_size_of == ABSENT || l.ci_size_of == 0 || l.cluster_pages == ABSENT {
+        return None;
+    }
+    if !is_kptr(si) || !is_kptr(ci) || l.si_type == ABSENT {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address.
+    let ty = unsafe { bpf_probe_read_kernel((si + l.si_type as u64) as *const u8) }.ok()?;
+    let base = rd64(si, l.si_cluster_info)?;
+    if ci < base {
+        return None;
+    }
+    let cluster = (ci - base) / l.ci_size_of as u64;
+    let offset = cluster * l.cluster_pages as u64 + off;
+    Some(detector_common::swp_entry(ty as u32, offset))
 }
 
 /// The in-kernel relevance filter of a probe (`ArgSpec::relevance`): false
@@ -519,6 +560,9 @@ fn fill<A: Args>(
 #[inline(always)]
 fn relevant<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: EventKind) -> bool {
     let r = spec.relevance;
+    if r & REL_OUTSIDE_MOVE != 0 && in_move_window() {
+        return false;
+    }
     if r & REL_FAILED != 0 {
         // The filtered functions return int: the low half is the result.
         if let Some(v) = a.ret() {

@@ -29,7 +29,7 @@ pub enum BtfError {
 }
 
 /// A simplified C type, enough to recognise the arguments probes care about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CType {
     Void,
     /// `struct NAME *` (or union).
@@ -48,14 +48,14 @@ impl CType {
 }
 
 /// A function parameter as BTF describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Param {
     pub name: String,
     pub ty: CType,
 }
 
 /// A function prototype as BTF describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proto {
     pub params: Vec<Param>,
     pub ret: CType,
@@ -159,6 +159,34 @@ impl KernelBtf {
             }
         }
         None
+    }
+
+    /// Element count of array member `member` of `struct sname` (a direct
+    /// member, typedefs looked through).
+    pub fn member_array_len(&self, sname: &str, member: &str) -> Option<u32> {
+        let s = self.find_struct(sname)?;
+        let m = s.members.iter().find(|m| self.name_of(*m) == member)?;
+        match self.strip(self.btf.resolve_chained_type(m).ok()?) {
+            Type::Array(a) => u32::try_from(a.len()).ok(),
+            _ => None,
+        }
+    }
+
+    /// Pages per swap cluster (`SWAPFILE_CLUSTER`, a macro, so not in BTF
+    /// itself): `HPAGE_PMD_NR` with `CONFIG_THP_SWAP`, else 256. The swap
+    /// allocator keeps one slot per order up to `PMD_ORDER` with THP_SWAP
+    /// and a single one without (`SWAP_NR_ORDERS`), and that array length
+    /// is in BTF.
+    pub fn swap_cluster_pages(&self) -> Option<u32> {
+        let orders = self
+            .member_array_len("swap_sequential_cluster", "next")
+            .or_else(|| self.member_array_len("percpu_swap_cluster", "offset"))?;
+        match orders {
+            0 => None,
+            1 => Some(256),
+            n if n <= 20 => Some(1 << (n - 1)),
+            _ => None,
+        }
     }
 
     /// `sizeof(struct sname)`.
@@ -301,13 +329,27 @@ impl KernelBtf {
             .unwrap_or(ABSENT);
         l.vmf_orig_pte = self.member_offset("vm_fault", "orig_pte").unwrap_or(ABSENT);
         l.vmf_address = self.member_offset("vm_fault", "address").unwrap_or(ABSENT);
+        // Renamed `compound_info` in 7.x, where with the HugeTLB vmemmap
+        // optimization a tail page may hold a mask instead of a pointer
+        // (the BPF side tells the two encodings apart by value).
         l.page_compound_head = self
             .member_offset("page", "compound_head")
+            .or_else(|| self.member_offset("page", "compound_info"))
             .unwrap_or(ABSENT);
         l.page_size_of = self.struct_size("page").unwrap_or(ABSENT);
         l.task_start_time = self
             .member_offset("task_struct", "start_time")
             .unwrap_or(ABSENT);
+        // A swap entry named by (device, cluster, offset in cluster), as the
+        // swap-table kernels' free path passes it.
+        l.si_type = self
+            .member_offset("swap_info_struct", "type")
+            .unwrap_or(ABSENT);
+        l.si_cluster_info = self
+            .member_offset("swap_info_struct", "cluster_info")
+            .unwrap_or(ABSENT);
+        l.ci_size_of = self.struct_size("swap_cluster_info").unwrap_or(ABSENT);
+        l.cluster_pages = self.swap_cluster_pages().unwrap_or(ABSENT);
 
         let pg = |name: &str| {
             self.enum_value("pageflags", name)

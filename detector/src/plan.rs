@@ -43,7 +43,9 @@ pub struct PlanEntry {
     pub filter: String,
 }
 
-use detector_common::{ArgSpec, ProbeId, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED};
+use detector_common::{
+    ArgSpec, ProbeId, NO_ARG, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED, REL_OUTSIDE_MOVE,
+};
 
 /// The probes a plan attached, for `Analyzer::set_attached`. `None` when
 /// the plan is empty (a simulated stream that records no plan): then the
@@ -71,6 +73,9 @@ pub fn relevance_text(relevance: u8) -> String {
     }
     if relevance & REL_FAILED != 0 {
         parts.push("only failed calls");
+    }
+    if relevance & REL_OUTSIDE_MOVE != 0 {
+        parts.push("only calls outside a UFFDIO_MOVE window (move_pages_lookup has those)");
     }
     parts.join(", ")
 }
@@ -107,7 +112,11 @@ pub struct Role {
     pub degraded_only: bool,
 }
 
-/// The probe set. Alternates cover 6.1, 6.12 and 6.18.
+/// The probe set. Alternates cover 6.1, 6.12, 6.18 and the swap-table
+/// kernels (7.x), where the swap cache lives in per-cluster swap tables,
+/// SWAP_HAS_CACHE and `swapcache_prepare` are gone and the swap-cache folio
+/// itself pins an entry during swap-in (see docs/probes.md for what each
+/// 7.x function stands for).
 pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::SwapCacheLookup,
@@ -118,13 +127,26 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::SwapCacheInsert,
         hook: Hook::Exit,
-        candidates: &["swap_cache_add_folio", "add_to_swap_cache"],
+        // 7.x: the one place both the swap-out allocator
+        // (__swap_cache_add_folio) and the swap-in allocation
+        // (swap_cache_alloc_folio) put a folio into the swap table.
+        candidates: &[
+            "__swap_cache_do_add_folio",
+            "swap_cache_add_folio",
+            "add_to_swap_cache",
+        ],
         degraded_only: false,
     },
     Role {
         probe: ProbeId::SwapCacheDelete,
         hook: Hook::Enter,
-        candidates: &["__swap_cache_del_folio", "__delete_from_swap_cache"],
+        // 7.x: __swap_cache_del_folio and the swap-in allocation's roll
+        // back (a failed memcg charge) both end here.
+        candidates: &[
+            "__swap_cache_do_del_folio",
+            "__swap_cache_del_folio",
+            "__delete_from_swap_cache",
+        ],
         degraded_only: false,
     },
     Role {
@@ -136,29 +158,45 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::SwapEntryDup,
         hook: Hook::Exit,
-        candidates: &["swap_duplicate", "__swap_duplicate"],
+        // 7.x: swap_dup_entry_direct is fork's copy of a swap PTE (what
+        // swap_duplicate did); the unmap side became folio_dup_swap.
+        candidates: &[
+            "swap_duplicate",
+            "__swap_duplicate",
+            "swap_dup_entry_direct",
+        ],
         degraded_only: false,
     },
     Role {
         probe: ProbeId::SwapEntryFree,
         hook: Hook::Enter,
+        // 7.x: every slot whose count and cache are both gone is freed by
+        // __swap_cluster_free_entries(si, ci, ci_start, nr_pages).
         candidates: &[
             "swap_entries_free",
             "swap_entry_range_free",
             "free_swap_slot",
+            "__swap_cluster_free_entries",
         ],
         degraded_only: false,
     },
     Role {
         probe: ProbeId::SwapcachePrepare,
         hook: Hook::Exit,
-        candidates: &["swapcache_prepare"],
+        // 7.x: the swap-in pin is taken by allocating the folio straight
+        // into the swap cache: a folio back (pinned, locked) or -EEXIST
+        // (another folio already holds the entry), as swapcache_prepare's
+        // 0 or -EEXIST.
+        candidates: &["swapcache_prepare", "swap_cache_alloc_folio"],
         degraded_only: false,
     },
     Role {
         probe: ProbeId::SwapcacheClear,
         hook: Hook::Enter,
-        candidates: &["swapcache_clear"],
+        // 7.x: the pin ends when the folio leaves the swap cache outside
+        // reclaim (swap-in done: folio_free_swap; back-outs; zswap
+        // writeback). Reclaim's own removal is __swap_cache_del_folio.
+        candidates: &["swapcache_clear", "swap_cache_del_folio"],
         degraded_only: false,
     },
     Role {
@@ -176,13 +214,18 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::MovePages,
         hook: Hook::Both,
-        candidates: &["move_pages"],
+        // 7.x inlines move_pages: its per-PMD worker move_pages_ptes holds
+        // the whole lookup -> lock -> recheck -> move sequence of a page.
+        candidates: &["move_pages", "move_pages_ptes"],
         degraded_only: false,
     },
     Role {
         probe: ProbeId::MovePagesLookup,
         hook: Hook::Exit,
-        candidates: &["__filemap_get_folio"],
+        // 6.18 and 7.x look up with the one-argument swap_cache_get_folio;
+        // 6.12 with filemap_get_folio (its swap_cache_get_folio takes a vma
+        // and address for readahead accounting, which UFFDIO_MOVE avoids).
+        candidates: &["swap_cache_get_folio", "__filemap_get_folio"],
         degraded_only: false,
     },
     Role {
@@ -224,7 +267,10 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::UnpinUserPage,
         hook: Hook::Enter,
-        candidates: &["unpin_user_page"],
+        // Direct I/O releases its pins with unpin_user_folio(folio, npages)
+        // (bio_release_pages). 7.x inlines gup_put_folio into it, so the
+        // gup_put role no longer sees those releases there.
+        candidates: &["unpin_user_folio", "unpin_user_page"],
         degraded_only: false,
     },
     Role {
@@ -302,7 +348,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
     let page = proto.find(|p| p.ty.is_ptr_to("page"));
     let entry = proto.find(|p| p.ty == CType::Named("swp_entry_t".into()));
     let vmf = proto.find(|p| p.ty.is_ptr_to("vm_fault"));
-    let nr = proto.find(|p| is_u(p, &["nr", "nr_pages", "nr_entries", "refs"]));
+    let nr = proto.find(|p| is_u(p, &["nr", "nr_pages", "nr_entries", "refs", "npages"]));
     let ret_folio = proto.ret.is_ptr_to("folio");
     s.has_ret = u8::from(proto.ret != CType::Void);
     s.nr = nr.unwrap_or(NO_ARG);
@@ -335,15 +381,42 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             }
             s.nr_from_folio = 1;
         }
-        ProbeId::SwapEntryDup
-        | ProbeId::SwapEntryFree
-        | ProbeId::SwapcachePrepare
-        | ProbeId::SwapcacheClear => {
+        ProbeId::SwapEntryDup => {
             s.entry = need("swp_entry_t argument", entry)?;
-            if probe == ProbeId::SwapEntryDup {
-                s.relevance = REL_FAILED;
-            }
+            s.relevance = REL_FAILED;
         }
+        ProbeId::SwapEntryFree => match entry {
+            Some(e) => s.entry = e,
+            None => {
+                // (device, cluster, offset in cluster), as 7.x frees.
+                s.si = need(
+                    "swp_entry_t or swap_info_struct argument",
+                    proto.find(|p| p.ty.is_ptr_to("swap_info_struct")),
+                )?;
+                s.ci = need(
+                    "swap_cluster_info argument",
+                    proto.find(|p| p.ty.is_ptr_to("swap_cluster_info")),
+                )?;
+                s.ci_off = need(
+                    "offset-in-cluster argument",
+                    proto.find(|p| is_u(p, &["ci_start", "ci_off", "offset"])),
+                )?;
+            }
+        },
+        ProbeId::SwapcachePrepare => {
+            s.entry = need("swp_entry_t argument", entry)?;
+            // swapcache_prepare returns 0 / -EEXIST; its 7.x successor the
+            // pinned folio itself / ERR_PTR(-EEXIST).
+            s.ret_folio = u8::from(ret_folio);
+        }
+        ProbeId::SwapcacheClear => match (entry, folio) {
+            (Some(e), _) => s.entry = e,
+            (None, Some(f)) => {
+                s.folio = f;
+                s.entry_from_folio = 1;
+            }
+            _ => return Err("prototype has no swp_entry_t or folio argument".into()),
+        },
         ProbeId::DoSwapPage => {
             s.vmf = need("vm_fault argument", vmf)?;
         }
@@ -372,8 +445,23 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
             }
         }
         ProbeId::MovePages => {
-            // Only the UFFDIO_MOVE worker: it takes src_start.
-            s.addr = need("src_start argument", proto.find(|p| p.name == "src_start"))?;
+            // Only the UFFDIO_MOVE worker: it takes src_start (move_pages)
+            // or src_addr (move_pages_ptes); the move_pages(2) syscall's
+            // helpers take neither.
+            s.addr = need(
+                "src_start argument",
+                proto.find(|p| is_u(p, &["src_start", "src_addr"])),
+            )?;
+        }
+        ProbeId::MovePagesLookup if entry.is_some() => {
+            // The pure swap-cache lookup: the entry, nothing else.
+            if proto.params.len() != 1 || !ret_folio {
+                return Err(
+                    "not the one-argument swap-cache lookup UFFDIO_MOVE uses on this kernel".into(),
+                );
+            }
+            s.entry = need("swp_entry_t argument", entry)?;
+            s.ret_folio = 1;
         }
         ProbeId::MovePagesLookup => {
             s.addr = need(
@@ -471,6 +559,15 @@ pub struct Resolved {
 /// Picks the first candidate of `role` that BTF knows with a fitting
 /// prototype.
 pub fn resolve(btf: &KernelBtf, role: &Role) -> Result<Resolved, String> {
+    resolve_with(|sym| btf.func_proto(sym), role)
+}
+
+/// [`resolve`] over any source of prototypes (a kernel's BTF, or a
+/// recorded digest of one in tests).
+pub fn resolve_with(
+    proto_of: impl Fn(&str) -> Option<Proto>,
+    role: &Role,
+) -> Result<Resolved, String> {
     let mut skipped = Vec::new();
     for sym in role.candidates {
         if role.hook == Hook::Tracepoint {
@@ -480,7 +577,7 @@ pub fn resolve(btf: &KernelBtf, role: &Role) -> Result<Resolved, String> {
                 skipped,
             });
         }
-        match btf.func_proto(sym) {
+        match proto_of(sym) {
             None => skipped.push(format!("{sym}: not in this kernel")),
             Some(proto) => match arg_spec(role.probe, &proto) {
                 Ok(spec) => {
@@ -641,5 +738,244 @@ mod tests {
             let r = resolve(&btf, role).unwrap_or_else(|e| panic!("{probe:?}: {e}"));
             assert_eq!(r.spec.enabled, 1);
         }
+    }
+
+    /// A BTF digest of a real Debian kernel (`examples/btf_digest.rs`).
+    struct Digest {
+        kernel: String,
+        functions: std::collections::BTreeMap<String, Option<Proto>>,
+    }
+
+    fn digest(json: &str) -> Digest {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            kernel: String,
+            functions: std::collections::BTreeMap<String, Option<Proto>>,
+        }
+        let r: Raw = serde_json::from_str(json).expect("digest parses");
+        Digest {
+            kernel: r.kernel,
+            functions: r.functions,
+        }
+    }
+
+    const DIGESTS: &[(&str, &str)] = &[
+        ("6.1", include_str!("../testdata/btf/6.1.json")),
+        ("6.12", include_str!("../testdata/btf/6.12.json")),
+        ("6.18", include_str!("../testdata/btf/6.18.json")),
+        ("7.2", include_str!("../testdata/btf/7.2.json")),
+    ];
+
+    /// Every function role of a digest: the symbol chosen, or why none.
+    fn resolve_all(d: &Digest) -> Vec<(ProbeId, Result<Resolved, String>)> {
+        ROLES
+            .iter()
+            .filter(|r| r.hook != Hook::Tracepoint)
+            .map(|r| {
+                let lookup = |sym: &str| match d.functions.get(sym) {
+                    Some(p) => p.clone(),
+                    None => panic!(
+                        "the {} digest has no entry for {sym}: regenerate detector/testdata/btf \
+                         with examples/btf_digest.rs",
+                        d.kernel
+                    ),
+                };
+                (r.probe, resolve_with(lookup, r))
+            })
+            .collect()
+    }
+
+    /// The role table against four real kernels' BTF: which symbol each
+    /// role takes, and why a role has none (6.1 has no UFFDIO_MOVE).
+    #[test]
+    fn roles_resolve_on_every_kernel_line() {
+        use ProbeId as P;
+        // Symbols that differ between the lines; every other function role
+        // takes the same symbol everywhere (checked below).
+        type Line = (&'static str, &'static [(ProbeId, Option<&'static str>)]);
+        let expect: &[Line] = &[
+            (
+                "6.1",
+                &[
+                    (P::SwapCacheInsert, Some("add_to_swap_cache")),
+                    (P::SwapCacheDelete, Some("__delete_from_swap_cache")),
+                    (P::SwapEntryDup, Some("swap_duplicate")),
+                    (P::SwapEntryFree, Some("free_swap_slot")),
+                    (P::SwapcachePrepare, Some("swapcache_prepare")),
+                    (P::SwapcacheClear, Some("swapcache_clear")),
+                    (P::FolioMoveAnonRmap, Some("page_move_anon_rmap")),
+                    (P::MovePages, None),
+                    (P::MovePagesLookup, Some("__filemap_get_folio")),
+                    (P::GupGrab, Some("try_grab_page")),
+                    (P::GupGrabFast, Some("try_grab_folio")),
+                    (P::UnpinUserPage, Some("unpin_user_page")),
+                    (P::SwapRead, Some("swap_readpage")),
+                ],
+            ),
+            (
+                "6.12",
+                &[
+                    (P::SwapCacheInsert, Some("add_to_swap_cache")),
+                    (P::SwapCacheDelete, Some("__delete_from_swap_cache")),
+                    (P::SwapEntryDup, Some("swap_duplicate")),
+                    (P::SwapEntryFree, Some("swap_entry_range_free")),
+                    (P::SwapcachePrepare, Some("swapcache_prepare")),
+                    (P::SwapcacheClear, Some("swapcache_clear")),
+                    (P::FolioMoveAnonRmap, Some("folio_move_anon_rmap")),
+                    (P::MovePages, Some("move_pages")),
+                    (P::MovePagesLookup, Some("__filemap_get_folio")),
+                    (P::GupGrab, Some("try_grab_folio")),
+                    (P::GupGrabFast, Some("try_grab_folio_fast")),
+                    (P::UnpinUserPage, Some("unpin_user_folio")),
+                    (P::SwapRead, Some("swap_read_folio")),
+                ],
+            ),
+            (
+                "6.18",
+                &[
+                    (P::SwapCacheInsert, Some("swap_cache_add_folio")),
+                    (P::SwapCacheDelete, Some("__swap_cache_del_folio")),
+                    (P::SwapEntryDup, Some("swap_duplicate")),
+                    (P::SwapEntryFree, Some("swap_entries_free")),
+                    (P::SwapcachePrepare, Some("swapcache_prepare")),
+                    (P::SwapcacheClear, Some("swapcache_clear")),
+                    (P::FolioMoveAnonRmap, Some("folio_move_anon_rmap")),
+                    (P::MovePages, Some("move_pages")),
+                    (P::MovePagesLookup, Some("swap_cache_get_folio")),
+                    (P::GupGrab, Some("try_grab_folio")),
+                    (P::GupGrabFast, Some("try_grab_folio_fast")),
+                    (P::UnpinUserPage, Some("unpin_user_folio")),
+                    (P::SwapRead, Some("swap_read_folio")),
+                ],
+            ),
+            (
+                "7.2",
+                &[
+                    (P::SwapCacheInsert, Some("__swap_cache_do_add_folio")),
+                    (P::SwapCacheDelete, Some("__swap_cache_do_del_folio")),
+                    (P::SwapEntryDup, Some("swap_dup_entry_direct")),
+                    (P::SwapEntryFree, Some("__swap_cluster_free_entries")),
+                    (P::SwapcachePrepare, Some("swap_cache_alloc_folio")),
+                    (P::SwapcacheClear, Some("swap_cache_del_folio")),
+                    (P::FolioMoveAnonRmap, Some("folio_move_anon_rmap")),
+                    (P::MovePages, Some("move_pages_ptes")),
+                    (P::MovePagesLookup, Some("swap_cache_get_folio")),
+                    (P::GupGrab, Some("try_grab_folio")),
+                    (P::GupGrabFast, Some("try_grab_folio_fast")),
+                    (P::UnpinUserPage, Some("unpin_user_folio")),
+                    (P::SwapRead, Some("swap_read_folio")),
+                ],
+            ),
+        ];
+        let same: &[(ProbeId, &str)] = &[
+            (P::SwapCacheLookup, "swap_cache_get_folio"),
+            (P::SwapEntryAlloc, "folio_alloc_swap"),
+            (P::DoSwapPage, "do_swap_page"),
+            (P::RemoveMapping, "__remove_mapping"),
+            (P::TryToUnmapOne, "try_to_unmap_one"),
+            (P::MadviseFree, "madvise_free_pte_range"),
+            (P::GupPut, "gup_put_folio"),
+            (P::DoWpPage, "do_wp_page"),
+        ];
+        assert_eq!(DIGESTS.len(), expect.len());
+        for ((line, json), (eline, roles)) in DIGESTS.iter().zip(expect) {
+            assert_eq!(line, eline);
+            let d = digest(json);
+            let got = resolve_all(&d);
+            assert_eq!(
+                got.len(),
+                roles.len() + same.len(),
+                "{line}: a role is unaccounted for"
+            );
+            for (probe, r) in &got {
+                let want = roles
+                    .iter()
+                    .find(|(p, _)| p == probe)
+                    .map(|(_, s)| *s)
+                    .or_else(|| same.iter().find(|(p, _)| p == probe).map(|(_, s)| Some(*s)))
+                    .unwrap_or_else(|| panic!("{line}: no expectation for {probe:?}"));
+                match (r, want) {
+                    (Ok(r), Some(sym)) => {
+                        assert_eq!(r.symbol, sym, "{line} {probe:?}");
+                        assert_eq!(r.spec.enabled, 1);
+                    }
+                    (Err(why), None) => {
+                        // Unavailable, and the reason names every candidate.
+                        let role = ROLES.iter().find(|x| x.probe == *probe).unwrap();
+                        for c in role.candidates {
+                            assert!(why.contains(c), "{line} {probe:?}: {why}");
+                        }
+                    }
+                    (r, w) => panic!("{line} {probe:?}: resolved {r:?}, expected {w:?}"),
+                }
+            }
+        }
+    }
+
+    /// The swap-table kernel's prototypes put the objects where the BPF
+    /// side must look for them.
+    #[test]
+    fn swap_table_kernel_arguments() {
+        let d = digest(DIGESTS[3].1);
+        assert!(d.kernel.starts_with("7.2"));
+        let got = resolve_all(&d);
+        let spec = |p: ProbeId| {
+            got.iter()
+                .find(|(q, _)| *q == p)
+                .and_then(|(_, r)| r.as_ref().ok())
+                .map(|r| r.spec)
+                .unwrap_or_else(|| panic!("{p:?} unresolved"))
+        };
+        // __swap_cluster_free_entries(si, ci, ci_start, nr_pages): no entry,
+        // the cluster triple instead.
+        let f = spec(ProbeId::SwapEntryFree);
+        assert_eq!((f.entry, f.si, f.ci, f.ci_off, f.nr), (NO_ARG, 0, 1, 2, 3));
+        // __swap_cache_do_add_folio(ci, folio, entry).
+        let i = spec(ProbeId::SwapCacheInsert);
+        assert_eq!((i.folio, i.entry, i.has_ret), (1, 2, 0));
+        // swap_cache_alloc_folio(targ_entry, ...) returns the pinned folio.
+        let p = spec(ProbeId::SwapcachePrepare);
+        assert_eq!((p.entry, p.ret_folio, p.has_ret), (0, 1, 1));
+        // swap_cache_del_folio(folio): the entry is still in folio->swap at
+        // entry to the call.
+        let c = spec(ProbeId::SwapcacheClear);
+        assert_eq!((c.folio, c.entry, c.entry_from_folio), (0, NO_ARG, 1));
+        // move_pages_ptes(mm, dst_pmd, src_pmd, dst_vma, src_vma, dst_addr,
+        // src_addr, len, mode): src_addr is the 7th argument (fentry only;
+        // kprobes see the first six).
+        assert_eq!(spec(ProbeId::MovePages).addr, 6);
+        let l = spec(ProbeId::MovePagesLookup);
+        assert_eq!((l.entry, l.ret_folio, l.index), (0, 1, NO_ARG));
+        // unpin_user_folio(folio, npages): the page count of the release.
+        let u = spec(ProbeId::UnpinUserPage);
+        assert_eq!((u.folio, u.nr), (0, 1));
+        // Fork's swap_dup_entry_direct keeps the failed-calls filter.
+        assert_eq!(spec(ProbeId::SwapEntryDup).relevance, REL_FAILED);
+    }
+
+    #[test]
+    fn move_lookup_takes_only_the_one_argument_swap_cache_lookup() {
+        // 6.12: swap_cache_get_folio(entry, vma, addr) accounts readahead;
+        // UFFDIO_MOVE calls filemap_get_folio there instead.
+        let old = Proto {
+            params: vec![
+                p("entry", CType::Named("swp_entry_t".into())),
+                p("vma", CType::PtrTo("vm_area_struct".into())),
+                p("addr", CType::Named("long unsigned int".into())),
+            ],
+            ret: CType::PtrTo("folio".into()),
+        };
+        assert!(arg_spec(ProbeId::MovePagesLookup, &old).is_err());
+        assert!(arg_spec(ProbeId::SwapCacheLookup, &old).is_ok());
+        let new = Proto {
+            params: vec![p("entry", CType::Named("swp_entry_t".into()))],
+            ret: CType::PtrTo("folio".into()),
+        };
+        let s = arg_spec(ProbeId::MovePagesLookup, &new).unwrap();
+        assert_eq!((s.entry, s.ret_folio), (0, 1));
+        assert_eq!(
+            relevance_text(REL_OUTSIDE_MOVE),
+            "only calls outside a UFFDIO_MOVE window (move_pages_lookup has those)"
+        );
     }
 }

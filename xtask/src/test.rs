@@ -130,9 +130,11 @@ pub fn run(a: &Args) -> Result<()> {
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace"], &mut totals)?;
     if !a.no_vm {
-        // Binaries were built above; every test on every kernel line.
+        // Binaries were built above; the CI matrix (every test on one
+        // kernel line, a smoke set on the others: docs/vm-tests.md).
         let vm = crate::vm::test(crate::vm::TestArgs {
             kernels: Vec::new(),
+            matrix: crate::vm::Matrix::Ci,
             tests: Vec::new(),
             keep: false,
             no_build: true,

@@ -31,11 +31,27 @@ use vm_kernel::KernelLine;
 use vm_qemu::Boot;
 use vm_tests::{GuestRun, TESTS};
 
+/// Which (test, kernel line) pairs `vm-test` runs when `--kernel` does not
+/// name the lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Matrix {
+    /// What CI runs: every test on one line, a smoke set on the others
+    /// (`VmTest::ci`, see docs/vm-tests.md).
+    #[default]
+    Ci,
+    /// Every test on every line it applies to.
+    Full,
+}
+
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Kernel line(s) to test; default: every line a selected test runs on.
+    /// Kernel line(s) to test; default: the lines `--matrix` selects.
+    /// Naming lines runs every selected test on each of them.
     #[arg(long = "kernel", value_enum, num_args = 1..)]
     pub kernels: Vec<KernelLine>,
+    /// `ci` (default): the CI selection; `full`: every test on every line.
+    #[arg(long, value_enum, default_value_t = Matrix::Ci)]
+    pub matrix: Matrix,
     /// Run only these tests (default: all). `--test list` prints the names.
     #[arg(long = "test", num_args = 1..)]
     pub tests: Vec<String>,
@@ -167,9 +183,20 @@ fn cleanup(b: &BootDir) {
 fn selected_tests(names: &[String]) -> Result<Vec<&'static vm_tests::VmTest>> {
     if names.iter().any(|n| n == "list") {
         for t in TESTS {
-            let ks: Vec<_> = t.kernels.iter().map(|k| k.as_str()).collect();
+            let ks: Vec<_> = t
+                .kernels
+                .iter()
+                .map(|k| {
+                    if t.ci.contains(k) {
+                        format!("{}*", k.as_str())
+                    } else {
+                        k.as_str().to_string()
+                    }
+                })
+                .collect();
             println!("{:<16} [{}] {}", t.name, ks.join(", "), t.about);
         }
+        println!("(* = run by CI, `--matrix ci`; `--matrix full` runs every line listed)");
         return Ok(Vec::new());
     }
     if names.is_empty() {
@@ -204,19 +231,9 @@ pub fn test(args: TestArgs) -> Result<Outcome> {
             skipped: Vec::new(),
         });
     }
-    let lines: Vec<KernelLine> = {
-        let mut v: Vec<KernelLine> = if args.kernels.is_empty() {
-            tests
-                .iter()
-                .flat_map(|t| t.kernels.iter().copied())
-                .collect()
-        } else {
-            args.kernels.clone()
-        };
-        v.sort();
-        v.dedup();
-        v
-    };
+    let runs = select_runs(&tests, &args.kernels, args.matrix);
+    let mut lines: Vec<KernelLine> = runs.iter().map(|(l, _)| *l).collect();
+    lines.dedup();
     let suite_start = Instant::now();
     let mut results: Vec<(String, Verdict, Duration)> = Vec::new();
     // `VM_TEST_RECHECK=1`: do not boot, re-run the host-side checks on the
@@ -225,7 +242,7 @@ pub fn test(args: TestArgs) -> Result<Outcome> {
     // `TestArgs` stable for callers that build it directly.
     if std::env::var_os("VM_TEST_RECHECK").is_some_and(|v| v == "1") {
         for line in lines {
-            for t in tests.iter().filter(|t| t.kernels.contains(&line)) {
+            for t in runs.iter().filter(|(l, _)| *l == line).map(|(_, t)| *t) {
                 let label = format!("{}/{}", line.as_str(), t.name);
                 let out = vm_root(&ws).join(line.as_str()).join(t.name).join("out");
                 let start = Instant::now();
@@ -243,13 +260,8 @@ pub fn test(args: TestArgs) -> Result<Outcome> {
     let bins = binaries(&ws, args.no_build)?;
     for line in lines {
         let prep = prepare(&ws, line, &bins)?;
-        println!(
-            "== kernel {} ({}, package {})",
-            line.as_str(),
-            prep.kernel.release,
-            prep.kernel.package
-        );
-        for t in tests.iter().filter(|t| t.kernels.contains(&line)) {
+        println!("== kernel {} ({})", line.as_str(), prep.kernel.describe());
+        for t in runs.iter().filter(|(l, _)| *l == line).map(|(_, t)| *t) {
             let label = format!("{}/{}", line.as_str(), t.name);
             println!("-- {label}: {}", t.about);
             let start = Instant::now();
@@ -263,6 +275,32 @@ pub fn test(args: TestArgs) -> Result<Outcome> {
     summarize(&results, suite_start.elapsed())
 }
 
+/// The (line, test) pairs to run, in line order: the named lines (every
+/// selected test that applies to them), else what `matrix` selects.
+fn select_runs(
+    tests: &[&'static vm_tests::VmTest],
+    kernels: &[KernelLine],
+    matrix: Matrix,
+) -> Vec<(KernelLine, &'static vm_tests::VmTest)> {
+    let mut runs = Vec::new();
+    for &line in KernelLine::ALL {
+        for &t in tests {
+            let chosen = if kernels.is_empty() {
+                match matrix {
+                    Matrix::Ci => t.ci.contains(&line),
+                    Matrix::Full => t.kernels.contains(&line),
+                }
+            } else {
+                kernels.contains(&line) && t.kernels.contains(&line)
+            };
+            if chosen {
+                runs.push((line, t));
+            }
+        }
+    }
+    runs
+}
+
 fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<Outcome> {
     println!("\n== summary ({wall:.0?} wall)");
     let mut failed = 0;
@@ -270,10 +308,11 @@ fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<
     let mut skipped = Vec::new();
     for (label, v, took) in results {
         println!(
-            "{:<28} {:<5} {:>6.1?}  {}",
+            "{:<28} {:<5} {:>6.1?}  {:<26} {}",
             label,
             v.status(),
             took,
+            v.kernel_release(),
             v.headline()
         );
         match (v.passed(), &v.skipped) {
@@ -393,7 +432,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
     eprintln!(
         "vm: booting {} ({}) under QEMU TCG; the guest powers off when `detector` exits",
-        prep.kernel.release, prep.kernel.package
+        args.kernel.as_str(),
+        prep.kernel.describe()
     );
     let console_log = b.dir.join("console.log");
     let outcome = vm_qemu::boot(&Boot {

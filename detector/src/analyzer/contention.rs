@@ -10,8 +10,20 @@
 //!   against writeback, zswap invalidation and a racing swap-in. Reported
 //!   only when the holder state was established by observed events since
 //!   the last loss on the probes that maintain it.
+//!
+//! On the swap-table kernels (7.x) SWAP_HAS_CACHE is gone: a swap-in pins
+//! the entry by allocating its folio straight into the swap cache
+//! (`swap_cache_alloc_folio`, the `swapcache_prepare` role there), which
+//! returns that folio, locked, or -EEXIST when another folio already holds
+//! the entry; racers then find that folio and wait on its lock. The pin is
+//! the swap-cache folio, and it ends when the folio leaves the swap cache
+//! (`swap_cache_del_folio`, the `swapcache_clear` role). Both rules read the
+//! same there: -EEXIST storms are racers failing to take the pin, and a
+//! swap read into a folio outside the swap cache is a read nobody pinned.
+//! A successful prepare that returns a folio makes that folio the holder,
+//! as an insert does on the older kernels' asynchronous path.
 
-use detector_common::{Event, FS_SWAPCACHE, V_FOLIO_STATE, V_RET};
+use detector_common::{Event, FS_SWAPCACHE, V_FOLIO, V_FOLIO_STATE, V_RET};
 
 use super::state::{eflags, StormState};
 use super::windows::WindowKind;
@@ -25,7 +37,19 @@ impl Analyzer {
         }
         self.seen_prepare = true;
         let epoch = self.holder_epoch;
-        if e.ret == 0 {
+        // 7.x: the pinned swap-cache folio itself came back.
+        let pinned_folio = e.valid & V_FOLIO != 0 && e.folio != 0 && e.ret as u64 == e.folio;
+        if pinned_folio {
+            for ent in Self::range(e) {
+                let s = self.entry_mut(ent);
+                s.holder = 0;
+                s.folio = e.folio;
+                s.prepare_ts = e.ts_ns.max(1);
+                s.flags = (s.flags | eflags::HAS_CACHE | eflags::TRUSTED) & !eflags::FREE;
+                s.epoch = epoch;
+                self.end_storm(ent);
+            }
+        } else if e.ret == 0 {
             for ent in Self::range(e) {
                 let s = self.entry_mut(ent);
                 s.holder = e.tid;
@@ -147,7 +171,9 @@ impl Analyzer {
 mod tests {
     use super::super::testutil::*;
     use super::super::{Config, RuleId, Severity};
-    use detector_common::{swp_entry, ProbeId, FS_ANON, FS_SWAPBACKED, FS_SWAPCACHE};
+    use detector_common::{
+        swp_entry, EventKind, ProbeId, FS_ANON, FS_LOCKED, FS_SWAPBACKED, FS_SWAPCACHE,
+    };
 
     #[test]
     fn storm_reported_once_per_holding_window() {
@@ -201,5 +227,69 @@ mod tests {
         t.lost(ProbeId::SwapcachePrepare, 1);
         t.swap_read(2, s, 0xd0, FS_ANON | FS_SWAPBACKED);
         assert!(t.kinds().is_empty());
+    }
+
+    /// 7.x: `swap_cache_alloc_folio` returns the pinned folio, which was
+    /// inserted inside the call; the swap-in side drops the cache with
+    /// `swap_cache_del_folio` (the clear role), then the delete and the
+    /// free follow.
+    fn pinned_alloc(t: &mut T, tid: u32, s: u64, folio: u64) {
+        t.insert(tid, s, folio);
+        let e = with_folio(
+            ev(ProbeId::SwapcachePrepare, EventKind::Exit, tid),
+            folio,
+            FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE | FS_LOCKED,
+            2,
+            0,
+        );
+        t.feed(with_ret(with_entry(e, s), folio as i64));
+    }
+
+    #[test]
+    fn swap_table_pin_is_the_cache_folio() {
+        const SC: u32 = FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE;
+        let s = swp_entry(1, 0x30);
+        let folio = 0xff00_0000_0040_0000;
+        let mut t = T::new();
+        pinned_alloc(&mut t, 1, s, folio);
+        t.swap_read(1, s, folio, SC | FS_LOCKED);
+        // A racer took the existing folio from the cache: no read of its own.
+        t.swap_read(2, s, folio, SC | FS_LOCKED);
+        t.clear(1, s);
+        t.delete(1, s, folio);
+        t.free(1, s);
+        assert!(t.kinds().is_empty());
+        assert_eq!(
+            t.a.windows()
+                .summary(super::WindowKind::PrepareToClear)
+                .count,
+            1
+        );
+
+        // The pin held by the folio: another task reading the entry into
+        // a folio outside the swap cache read it unpinned.
+        let mut t = T::new();
+        pinned_alloc(&mut t, 1, s, folio);
+        t.swap_read(2, s, 0xff00_0000_0080_0000, FS_ANON | FS_SWAPBACKED);
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::SwapinWithoutCachePin, Severity::Violation)]
+        );
+        assert!(t.out[0].explanation.contains("swap-cache folio"));
+    }
+
+    #[test]
+    fn swap_table_eexist_is_a_failed_pin() {
+        let mut t = T::with(Config {
+            eexist_threshold: 2,
+            ..Config::default()
+        });
+        let s = swp_entry(1, 0x31);
+        pinned_alloc(&mut t, 1, s, 0xff00_0000_0040_0000);
+        // ERR_PTR(-EEXIST) as the raw return value.
+        for _ in 0..3 {
+            t.prepare(2, s, -17);
+        }
+        assert_eq!(t.kinds(), vec![(RuleId::EexistStorm, Severity::Info)]);
     }
 }

@@ -24,7 +24,8 @@ use detector_common::ProbeId;
 use crate::plan::{self, AttachMode, PlanEntry};
 
 pub use sample::{
-    enable, CostMeter, LiveCosts, Sampler, SpanCosts, StatsEnabled, StatsError, LIVE_EVERY,
+    enable, recursion_misses, CostMeter, LiveCosts, Sampler, SpanCosts, StatsEnabled, StatsError,
+    LIVE_EVERY,
 };
 
 /// The kind of BPF program, which fixes its name in the object.

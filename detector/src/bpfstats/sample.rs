@@ -132,6 +132,57 @@ fn read_program(ebpf: &Ebpf, name: &str) -> Result<RunStats, StatsError> {
     })
 }
 
+/// Runs of program `name` the kernel skipped because the same program was
+/// already running on that CPU (`bpf_prog_info.recursion_misses`, Linux
+/// 5.12+; kprobes count theirs there too on recent kernels). On a
+/// preemptible kernel a task preempted inside a probe leaves it "running",
+/// so another task hitting the same function on that CPU is not traced:
+/// each miss is a lost event. `None` when the kernel does not report it.
+/// Counted whether or not run-time statistics are enabled.
+pub fn recursion_misses(ebpf: &Ebpf, name: &str) -> Option<u64> {
+    use std::os::fd::{AsFd, AsRawFd};
+    // `struct bpf_prog_info` up to and including `recursion_misses`, which
+    // sits at byte 208 (include/uapi/linux/bpf.h); the kernel fills what
+    // it knows of the first `info_len` bytes and reports how many.
+    const MISSES_AT: usize = 208;
+    let fd = ebpf.program(name)?.fd().ok()?.as_fd().as_raw_fd();
+    let mut info = [0u64; MISSES_AT / 8 + 1];
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = [0u64; 16];
+    let req = InfoByFd {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: `attr` is larger than `InfoByFd` and 8-byte aligned; the
+    // write stays inside it.
+    unsafe { std::ptr::write(attr.as_mut_ptr().cast::<InfoByFd>(), req) };
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD reads `attr` (the fd, the buffer's
+    // length and address) and writes at most `info_len` bytes into `info`,
+    // which lives until the call returns, and the written length into
+    // `attr`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as libc::c_uint,
+        )
+    };
+    // SAFETY: same layout as written above; the kernel updated info_len.
+    let got = unsafe { std::ptr::read(attr.as_ptr().cast::<InfoByFd>()) };
+    if r != 0 || (got.info_len as usize) < MISSES_AT + 8 {
+        return None;
+    }
+    Some(info[MISSES_AT / 8])
+}
+
 /// Statistics switched on for one measured span (a `doctor --stats` wait, a
 /// `record` run), with the counters read at its start.
 #[derive(Debug)]

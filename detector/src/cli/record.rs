@@ -151,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| (p.name(), source.lost_totals()[*p as usize]))
         .filter(|(_, v)| *v > 0)
         .collect();
+    let skipped_total: u64 = source.skipped_totals().iter().sum();
     let mut costs = Vec::new();
     if let Some(m) = &meter {
         let _ = write_span(&mut costs, &m.span(source.loaded()));
@@ -196,6 +197,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if lost_total > 0 {
         eprintln!(
             "detector: events were lost (the ring buffer filled, or in kprobe mode the kernel skipped a probe); a larger --ring-size or a --pid/--cgroup filter reduces ring-buffer loss"
+        );
+    }
+    if skipped_total > 0 {
+        eprintln!(
+            "detector: {skipped_total} of the lost events are calls the kernel did not trace because the probe was already running on that CPU (a preempted probe on a preemptible kernel, or kprobe recursion), not ring-buffer overflow"
         );
     }
     for line in sink.iter().flat_map(Latency::lines) {

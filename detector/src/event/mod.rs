@@ -132,6 +132,19 @@ pub fn ret_is_pointer(probe: ProbeId) -> bool {
     )
 }
 
+/// Roles whose function returns an integer on some kernels and a folio on
+/// others: `swapcache_prepare` (0 or -EEXIST) became the swap-table
+/// kernels' `swap_cache_alloc_folio` (the folio, or the one already
+/// cached). Such a return is a pointer when its value is a kernel address.
+pub fn ret_may_be_pointer(probe: ProbeId) -> bool {
+    matches!(probe, ProbeId::SwapcachePrepare)
+}
+
+/// A value in the kernel half of the address space and not an errno.
+pub fn is_kernel_pointer(ret: i64) -> bool {
+    (ret as u64) >= 0xffff_8000_0000_0000 && !names::is_errno(ret)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,9 +175,19 @@ mod tests {
             ],
         };
         for p in ProbeId::ALL {
-            let with_folio_ret = crate::plan::arg_spec(*p, &proto(ptr("folio")));
-            let folio_ret = with_folio_ret.is_ok_and(|s| s.ret_folio != 0);
-            assert_eq!(folio_ret, ret_is_pointer(*p), "{p:?}");
+            // The swap-table kernels' one-argument lookup: the entry alone.
+            let lookup = Proto {
+                ret: ptr("folio"),
+                params: vec![param("entry", CType::Named("swp_entry_t".into()))],
+            };
+            let folio_ret = [proto(ptr("folio")), lookup]
+                .iter()
+                .any(|pr| crate::plan::arg_spec(*p, pr).is_ok_and(|s| s.ret_folio != 0));
+            assert_eq!(
+                folio_ret,
+                ret_is_pointer(*p) || ret_may_be_pointer(*p),
+                "{p:?}"
+            );
         }
     }
 }

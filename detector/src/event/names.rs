@@ -5,7 +5,7 @@ use std::fmt;
 
 use detector_common::{swp_offset, swp_type, EventKind, ProbeId};
 
-use super::ret_is_pointer;
+use super::{is_kernel_pointer, ret_is_pointer, ret_may_be_pointer};
 
 /// Errno names for the values memory-management paths return.
 const ERRNO_NAMES: &[(i32, &str)] = &[
@@ -55,7 +55,10 @@ pub struct RetFmt {
 impl fmt::Display for RetFmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self.ret;
-        match self.probe.map(ret_is_pointer) {
+        // An errno from a role that may return either prints as an errno.
+        let pointer =
+            |p: ProbeId| ret_is_pointer(p) || (ret_may_be_pointer(p) && is_kernel_pointer(r));
+        match self.probe.map(pointer) {
             Some(true) if r == 0 => f.write_str("NULL"),
             Some(true) if is_errno(r) => match errno_name(r) {
                 Some(name) => write!(f, "ERR(-{name})"),

@@ -181,8 +181,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         opts,
         plan: Vec::with_capacity(ROLES.len()),
         failures: String::new(),
+        attached: Vec::with_capacity(ROLES.len()),
     };
     let functions = att.functions(&kbtf, &layout);
+    att.split_move_lookups();
     // Tracepoints stand in for what function probes would have seen.
     let degraded = functions == 0;
     att.tracepoints(degraded);
@@ -234,6 +236,9 @@ struct Attaching<'a> {
     plan: Vec<PlanEntry>,
     /// `  role: why` for every role that attached nowhere.
     failures: String,
+    /// Attached function roles: symbol and spec, for the adjustments made
+    /// once every role is attached.
+    attached: Vec<(ProbeId, String, ArgSpec)>,
 }
 
 impl Attaching<'_> {
@@ -323,8 +328,38 @@ impl Attaching<'_> {
         let mut e = entry(probe, sym, mode, role.hook, notes.join("; "));
         if mode != AttachMode::Unavailable {
             e.filter = plan::relevance_text(spec.relevance);
+            self.attached.push((probe, sym.to_string(), spec));
         }
         e
+    }
+
+    /// Where UFFDIO_MOVE looks up the swap cache with the same function as
+    /// everyone else (6.18, 7.x), `move_pages_lookup` reports the calls
+    /// inside a move window; the general lookup probe then leaves those out
+    /// so each call is one event. Decided once both are attached, so a
+    /// lookup role whose move twin failed keeps every call.
+    fn split_move_lookups(&mut self) {
+        let find = |p: ProbeId| self.attached.iter().find(|(q, _, _)| *q == p);
+        let (Some((_, lsym, lspec)), Some((_, msym, _))) = (
+            find(ProbeId::SwapCacheLookup),
+            find(ProbeId::MovePagesLookup),
+        ) else {
+            return;
+        };
+        if lsym != msym {
+            return;
+        }
+        let mut spec = *lspec;
+        spec.relevance |= detector_common::REL_OUTSIDE_MOVE;
+        if set_spec(self.ebpf, ProbeId::SwapCacheLookup, &spec).is_ok() {
+            if let Some(e) = self
+                .plan
+                .iter_mut()
+                .find(|e| e.probe == ProbeId::SwapCacheLookup.name())
+            {
+                e.filter = plan::relevance_text(spec.relevance);
+            }
+        }
     }
 
     /// The tracepoint roles; the degraded-only ones only when no function

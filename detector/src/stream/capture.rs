@@ -55,6 +55,11 @@ pub struct Capture {
     ring: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
     last_lost: [u64; MAX_PROBES as usize],
+    /// Per probe, the programs whose recursion misses are lost events of
+    /// that probe (see [`crate::bpfstats::recursion_misses`]).
+    miss_programs: Vec<(usize, String)>,
+    /// The part of `last_lost` that is skipped runs.
+    last_skipped: [u64; MAX_PROBES as usize],
     /// Records of the wrong size (should never happen with a matching object).
     pub malformed: u64,
 }
@@ -91,11 +96,14 @@ impl Capture {
         // and unchanged for the AsyncFd's whole lifetime.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(std::io::Error::other(e.to_string())))?;
+        let miss_programs = miss_programs(&loaded.plan);
         Ok(Capture {
             loaded,
             ring,
             lost,
             last_lost: [0; MAX_PROBES as usize],
+            miss_programs,
+            last_skipped: [0; MAX_PROBES as usize],
             malformed: 0,
         })
     }
@@ -146,7 +154,19 @@ impl Capture {
     ) -> Result<(), CaptureError> {
         for probe in detector_common::ProbeId::ALL {
             let idx = *probe as u32;
-            let total = sum_percpu(&self.lost, idx, "LOST")?;
+            let mut skipped = 0;
+            for (_, name) in self
+                .miss_programs
+                .iter()
+                .filter(|(i, _)| *i == idx as usize)
+            {
+                skipped += crate::bpfstats::recursion_misses(&self.loaded.ebpf, name).unwrap_or(0);
+            }
+            // Never below an earlier reading: a total that went down would
+            // read as no loss at all downstream.
+            let skipped = skipped.max(self.last_skipped[idx as usize]);
+            self.last_skipped[idx as usize] = skipped;
+            let total = sum_percpu(&self.lost, idx, "LOST")? + skipped;
             let last = &mut self.last_lost[idx as usize];
             if total != *last {
                 *last = total;
@@ -164,6 +184,34 @@ impl Capture {
     pub fn lost_totals(&self) -> &[u64; MAX_PROBES as usize] {
         &self.last_lost
     }
+
+    /// The part of [`lost_totals`](Self::lost_totals) that the kernel
+    /// skipped rather than the ring buffer dropped, indexed by probe id.
+    pub fn skipped_totals(&self) -> &[u64; MAX_PROBES as usize] {
+        &self.last_skipped
+    }
+}
+
+/// The programs whose skipped runs are lost events, per probe index. A
+/// kprobe that only saves arguments for its kretprobe is left out: when it
+/// is skipped, the kretprobe finds nothing stashed and already counts the
+/// event in `LOST`.
+fn miss_programs(plan: &[PlanEntry]) -> Vec<(usize, String)> {
+    use crate::bpfstats::{programs_of, ProgKind};
+    let mut v = Vec::new();
+    for e in plan {
+        let Some(probe) = detector_common::ProbeId::from_name(&e.probe) else {
+            continue;
+        };
+        let (entry, exit) = programs_of(e);
+        for kind in [entry, exit].into_iter().flatten() {
+            if kind == ProgKind::Kprobe && !e.entry {
+                continue;
+            }
+            v.push((probe as usize, kind.program_name(probe)));
+        }
+    }
+    v
 }
 
 fn drain_ring(
@@ -187,6 +235,38 @@ fn drain_ring(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::AttachMode;
+
+    #[test]
+    fn recursion_misses_count_where_the_event_is_lost() {
+        let e = |probe: &str, mode, entry, exit| PlanEntry {
+            probe: probe.into(),
+            target: "f".into(),
+            mode,
+            entry,
+            exit,
+            note: String::new(),
+            filter: String::new(),
+        };
+        let plan = [
+            e("swap_read", AttachMode::Fentry, true, false),
+            e("do_swap_page", AttachMode::Kprobe, true, true),
+            // Exit-only in kprobe mode: a skipped kprobe leaves the
+            // kretprobe nothing to emit, which LOST already counts.
+            e("swap_cache_lookup", AttachMode::Kprobe, false, true),
+            e("move_pages", AttachMode::Unavailable, false, false),
+        ];
+        let names: Vec<String> = miss_programs(&plan).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "fentry_swap_read",
+                "kprobe_do_swap_page",
+                "kretprobe_do_swap_page",
+                "kretprobe_swap_cache_lookup"
+            ]
+        );
+    }
 
     #[test]
     fn event_bytes_round_trip() {

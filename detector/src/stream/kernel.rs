@@ -95,6 +95,12 @@ impl KernelSource {
         self.cap.lost_totals()
     }
 
+    /// The part of the lost totals that the kernel skipped (a probe
+    /// already running on that CPU) rather than the ring buffer dropped.
+    pub fn skipped_totals(&self) -> &[u64; MAX_PROBES as usize] {
+        self.cap.skipped_totals()
+    }
+
     /// Ring-buffer records of the wrong size (a mismatched object).
     pub fn malformed(&self) -> u64 {
         self.cap.malformed

@@ -207,7 +207,11 @@ macro_rules! layout_fields {
             foll_pin,
             page_size_of,
             page_compound_head,
-            task_start_time;
+            task_start_time,
+            si_type,
+            si_cluster_info,
+            ci_size_of,
+            cluster_pages;
             vmemmap_base_sym
         )
     };
