@@ -18,6 +18,8 @@ use anyhow::{bail, Context, Result};
 mod vm_check;
 #[path = "vm_image.rs"]
 pub(crate) mod vm_image;
+#[path = "vm_inject.rs"]
+pub(crate) mod vm_inject;
 #[path = "vm_kernel.rs"]
 pub(crate) mod vm_kernel;
 #[path = "vm_qemu.rs"]
@@ -59,6 +61,9 @@ pub struct RunArgs {
     /// `memory.max` of the workload cgroup.
     #[arg(long, default_value = "64M")]
     pub memory_max: String,
+    /// Size of the swap disk in MiB (a tiny one recycles freed slots at once).
+    #[arg(long, default_value_t = SWAP_DISK_MIB)]
+    pub swap_mib: u64,
     /// Guest wall-clock limit in seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -135,6 +140,17 @@ pub(crate) struct BootDir {
 }
 
 pub(crate) fn boot_dir(dir: &Path) -> Result<BootDir> {
+    boot_dir_sized(dir, SWAP_DISK_MIB)
+}
+
+fn swap_disk_mib(swap: vm_tests::Swap) -> u64 {
+    match swap {
+        vm_tests::Swap::DiskSized { mib } => mib,
+        _ => SWAP_DISK_MIB,
+    }
+}
+
+pub(crate) fn boot_dir_sized(dir: &Path, swap_mib: u64) -> Result<BootDir> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
@@ -144,7 +160,7 @@ pub(crate) fn boot_dir(dir: &Path) -> Result<BootDir> {
         dir.join("out.img"),
         dir.join("data.img"),
     ];
-    vm_qemu::sparse_disk(&disks[0], SWAP_DISK_MIB)?;
+    vm_qemu::sparse_disk(&disks[0], swap_mib)?;
     vm_qemu::results_disk(&disks[1], OUT_DISK_MIB)?;
     vm_qemu::sparse_disk(&disks[2], DATA_DISK_MIB)?;
     Ok(BootDir {
@@ -199,6 +215,9 @@ pub fn test(args: TestArgs) -> Result<usize> {
         } else {
             args.kernels.clone()
         };
+        if args.kernels.is_empty() && args.tests.is_empty() {
+            v.retain(|l| !l.on_request_only());
+        }
         v.sort();
         v.dedup();
         v
@@ -211,7 +230,7 @@ pub fn test(args: TestArgs) -> Result<usize> {
     // `TestArgs` stable for callers that build it directly.
     if std::env::var_os("VM_TEST_RECHECK").is_some_and(|v| v == "1") {
         for line in lines {
-            for t in tests.iter().filter(|t| t.kernels.contains(&line)) {
+            for t in tests.iter().filter(|t| line.runs(t.kernels)) {
                 let label = format!("{}/{}", line.as_str(), t.name);
                 let out = vm_root(&ws).join(line.as_str()).join(t.name).join("out");
                 let start = Instant::now();
@@ -235,7 +254,7 @@ pub fn test(args: TestArgs) -> Result<usize> {
             prep.kernel.release,
             prep.kernel.package
         );
-        for t in tests.iter().filter(|t| t.kernels.contains(&line)) {
+        for t in tests.iter().filter(|t| line.runs(t.kernels)) {
             let label = format!("{}/{}", line.as_str(), t.name);
             println!("-- {label}: {}", t.about);
             let start = Instant::now();
@@ -272,7 +291,10 @@ fn summarize(results: &[(String, Verdict, Duration)], wall: Duration) -> Result<
 
 fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Result<Verdict> {
     let line = prep.kernel.line;
-    let b = boot_dir(&vm_root(ws).join(line.as_str()).join(t.name))?;
+    let b = boot_dir_sized(
+        &vm_root(ws).join(line.as_str()).join(t.name),
+        swap_disk_mib(t.swap),
+    )?;
     let ring = t.ring_size.unwrap_or(vm_tests::RING_BYTES);
     let mut record = vec!["--ring-size".to_string(), ring.to_string()];
     if t.unfiltered {
@@ -335,7 +357,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let ws = workspace_root();
     let bins = binaries(&ws, args.no_build)?;
     let prep = prepare(&ws, args.kernel, &bins)?;
-    let b = boot_dir(&vm_root(&ws).join(args.kernel.as_str()).join("run"))?;
+    let b = boot_dir_sized(
+        &vm_root(&ws).join(args.kernel.as_str()).join("run"),
+        args.swap_mib,
+    )?;
     let workload = match &args.workload {
         Some(w) => Some(
             shlex::split(w)
@@ -345,7 +370,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let run = GuestRun {
-        swap: vm_tests::Swap::Disk,
+        swap: vm_tests::Swap::DiskSized { mib: args.swap_mib },
         memory_max: args.memory_max.clone(),
         record: None,
         workload,

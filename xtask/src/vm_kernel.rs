@@ -1,6 +1,7 @@
 //! The guest kernels: Debian cloud kernels fetched with `apt-get download`,
 //! unpacked once under `target/vm/<kernel>/`, and the kernel modules a test
-//! needs (with their dependencies, decompressed for busybox `insmod`).
+//! needs (with their dependencies, decompressed for busybox `insmod`); or
+//! the fault-injected kernel `cargo xtask build-kernel` builds (no modules).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -18,6 +19,10 @@ pub enum KernelLine {
     /// Debian 6.1 LTS (bookworm): no UFFDIO_MOVE, older symbol names.
     #[value(name = "6.1")]
     V6_1,
+    /// Debian's 6.12 source built by `cargo xtask build-kernel` with the
+    /// race-injection patches (active only for tasks named `inj-*`).
+    #[value(name = "6.12-inject")]
+    V6_12Inject,
 }
 
 impl KernelLine {
@@ -25,7 +30,23 @@ impl KernelLine {
         match self {
             KernelLine::V6_12 => "6.12",
             KernelLine::V6_1 => "6.1",
+            KernelLine::V6_12Inject => "6.12-inject",
         }
+    }
+
+    /// Lines the default suite (no `--kernel`, no `--test`) leaves out: the
+    /// injected kernel is built locally (minutes) and its tests expect the
+    /// races it injects.
+    pub fn on_request_only(self) -> bool {
+        self == KernelLine::V6_12Inject
+    }
+
+    /// Whether a test listing `kernels` runs on this line. The injected
+    /// kernel is a 6.12 kernel: asked for by name, it also runs every 6.12
+    /// test, whose tasks do not opt in and must see the stock kernel.
+    pub fn runs(self, kernels: &[KernelLine]) -> bool {
+        kernels.contains(&self)
+            || (self == KernelLine::V6_12Inject && kernels.contains(&KernelLine::V6_12))
     }
 
     /// Regex over package names for `apt-cache search --names-only`, and the
@@ -34,6 +55,8 @@ impl KernelLine {
         match self {
             KernelLine::V6_12 => r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$",
             KernelLine::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+            // Built locally: `fetch` never asks apt for it.
+            KernelLine::V6_12Inject => r"^$",
         }
     }
 }
@@ -46,6 +69,8 @@ pub struct Kernel {
     pub release: String,
     pub vmlinuz: PathBuf,
     modules_dir: PathBuf,
+    /// Everything the guest needs is built in (the injected kernel).
+    no_modules: bool,
 }
 
 /// Numeric components of a package name (`6.12.113` -> [6, 12, 113]), so the
@@ -87,8 +112,33 @@ fn cached_packages(root: &Path) -> Vec<String> {
     v
 }
 
+/// The injected kernel, built (or taken from the cache) by
+/// `cargo xtask build-kernel`.
+fn built_inject() -> Result<Kernel> {
+    let b = crate::kernel_build::ensure(&crate::kernel_build::Args {
+        source: PathBuf::from(crate::kernel_build::SOURCE_TARBALL),
+        ..Default::default()
+    })?;
+    Ok(Kernel {
+        line: KernelLine::V6_12Inject,
+        package: format!(
+            "linux-source-6.12 {} + {} patches, {}",
+            b.source_version,
+            b.patches,
+            b.dir.display()
+        ),
+        release: b.release,
+        vmlinuz: b.bzimage,
+        modules_dir: PathBuf::new(),
+        no_modules: true,
+    })
+}
+
 /// Resolves, downloads (once) and unpacks the newest kernel of `line`.
 pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
+    if line == KernelLine::V6_12Inject {
+        return built_inject();
+    }
     let root = vm_root.join(line.as_str()).join("kernels");
     fs::create_dir_all(&root)?;
     let package = match newest_available(line)? {
@@ -162,6 +212,7 @@ pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
         release,
         vmlinuz,
         modules_dir,
+        no_modules: false,
     })
 }
 
@@ -236,6 +287,9 @@ impl Kernel {
     /// `wanted` modules and everything they depend on, dependencies first.
     /// Names that are built into this kernel are skipped.
     pub fn modules(&self, wanted: &[&str]) -> Result<Vec<Module>> {
+        if self.no_modules {
+            return Ok(Vec::new());
+        }
         let mut index = BTreeMap::new();
         index_modules(&self.modules_dir.join("kernel"), &mut index)?;
         let builtin = self.builtin();

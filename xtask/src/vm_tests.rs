@@ -12,6 +12,10 @@ use super::vm_kernel::KernelLine;
 pub enum Swap {
     /// /dev/vda, a virtio disk: asynchronous swap-in through the swap cache.
     Disk,
+    /// The same disk with this many MiB instead of the default: a tiny one
+    /// stays full, so a freed slot is the next one allocated (the ABA on a
+    /// swap entry needs its reuse inside a short window).
+    DiskSized { mib: u64 },
     /// zram: SWP_SYNCHRONOUS_IO, so single-mapped entries take the
     /// synchronous swap-in path guarded by `swapcache_prepare`.
     Zram { mib: u32 },
@@ -351,7 +355,7 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
 "#,
     );
     match run.swap {
-        Swap::Disk => s.push_str(
+        Swap::Disk | Swap::DiskSized { .. } => s.push_str(
             "mkswap /dev/vda >/dev/null && swapon /dev/vda || log 'swap on /dev/vda failed'\n",
         ),
         Swap::Zram { mib } => {
