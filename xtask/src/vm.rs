@@ -18,6 +18,8 @@ use anyhow::{bail, Context, Result};
 mod vm_check;
 #[path = "vm_image.rs"]
 pub(crate) mod vm_image;
+#[path = "vm_inject.rs"]
+pub(crate) mod vm_inject;
 #[path = "vm_kernel.rs"]
 pub(crate) mod vm_kernel;
 #[path = "vm_qemu.rs"]
@@ -75,6 +77,9 @@ pub struct RunArgs {
     /// `memory.max` of the workload cgroup.
     #[arg(long, default_value = "64M")]
     pub memory_max: String,
+    /// Size of the swap disk in MiB (a tiny one recycles freed slots at once).
+    #[arg(long, default_value_t = SWAP_DISK_MIB)]
+    pub swap_mib: u64,
     /// Guest wall-clock limit in seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -283,7 +288,7 @@ fn select_runs(
     matrix: Matrix,
 ) -> Vec<(KernelLine, &'static vm_tests::VmTest)> {
     let mut runs = Vec::new();
-    for &line in KernelLine::ALL {
+    for &line in KernelLine::EVERY {
         for &t in tests {
             let chosen = if kernels.is_empty() {
                 match matrix {
@@ -412,7 +417,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let ws = workspace_root();
     let bins = binaries(&ws, args.no_build)?;
     let prep = prepare(&ws, args.kernel, &bins)?;
-    let b = boot_dir(&vm_root(&ws).join(args.kernel.as_str()).join("run"))?;
+    let b = boot_dir_with_swap(
+        &vm_root(&ws).join(args.kernel.as_str()).join("run"),
+        args.swap_mib,
+    )?;
     let workload = match &args.workload {
         Some(w) => Some(
             shlex::split(w)

@@ -154,6 +154,14 @@ impl Stage {
             copy_stripped(b, &dir.join("bin").join(name))?;
             libs.extend(ldd_libs(b)?);
         }
+        // `inj-<workload>`: exec'd through this name, a workload's comm
+        // starts with "inj-", which opts it (and its threads) into the
+        // races the 6.12-inject kernel brings back; elsewhere it is a no-op.
+        for w in &bins.workloads {
+            if let Some(n) = w.file_name().and_then(|n| n.to_str()) {
+                symlink(n, dir.join("bin").join(format!("inj-{n}")))?;
+            }
+        }
         for lib in libs {
             let rel = lib.strip_prefix("/").unwrap_or(&lib);
             let dst = dir.join(rel);

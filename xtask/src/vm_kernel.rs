@@ -10,6 +10,9 @@
 //! stub that depends on `linux-binary-*` (the kernel), `linux-modules-*`
 //! and `linux-base-*` (`modules.builtin`), all downloaded and unpacked into
 //! one tree.
+//!
+//! `6.12-inject` is not fetched: it is Debian's 6.12 source built by
+//! `cargo xtask build-kernel` with the race-injection patches (no modules).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -36,6 +39,10 @@ pub enum KernelLine {
     /// swap-cache folio is the swap-in pin, `swapcache_prepare` is gone.
     #[value(name = "7.2")]
     V7_2,
+    /// Debian's 6.12 source built by `cargo xtask build-kernel` with the
+    /// race-injection patches (active only for tasks named `inj-*`).
+    #[value(name = "6.12-inject")]
+    V6_12Inject,
 }
 
 /// Where apt finds a line's packages.
@@ -65,12 +72,22 @@ impl KernelLine {
         KernelLine::V7_2,
     ];
 
+    /// The Debian lines and the injected kernel: what a test may name.
+    pub const EVERY: &'static [KernelLine] = &[
+        KernelLine::V6_1,
+        KernelLine::V6_12,
+        KernelLine::V6_18,
+        KernelLine::V7_2,
+        KernelLine::V6_12Inject,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KernelLine::V6_12 => "6.12",
             KernelLine::V6_1 => "6.1",
             KernelLine::V6_18 => "6.18",
             KernelLine::V7_2 => "7.2",
+            KernelLine::V6_12Inject => "6.12-inject",
         }
     }
 
@@ -82,6 +99,7 @@ impl KernelLine {
             KernelLine::V6_1 => r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
             KernelLine::V6_18 => r"^linux-image-6\.18\.[0-9]+\+deb[0-9]+-cloud-amd64$",
             KernelLine::V7_2 => r"^linux-image-7\.2\.[0-9]+\+deb[0-9]+-cloud-amd64$",
+            KernelLine::V6_12Inject => r"^$",
         }
     }
 
@@ -89,6 +107,8 @@ impl KernelLine {
         match self {
             KernelLine::V6_12 | KernelLine::V6_1 => Source::Host,
             KernelLine::V6_18 | KernelLine::V7_2 => Source::Private,
+            // Built locally: `fetch` never asks apt for it.
+            KernelLine::V6_12Inject => Source::Host,
         }
     }
 }
@@ -104,6 +124,8 @@ pub struct Kernel {
     pub release: String,
     pub vmlinuz: PathBuf,
     modules_dir: PathBuf,
+    /// Everything the guest needs is built in (the injected kernel).
+    no_modules: bool,
 }
 
 impl Kernel {
@@ -415,8 +437,34 @@ fn locate(unpacked: &Path) -> Result<(PathBuf, String, PathBuf)> {
     )
 }
 
+/// The injected kernel, built (or taken from the cache) by
+/// `cargo xtask build-kernel`.
+fn built_inject() -> Result<Kernel> {
+    let b = crate::kernel_build::ensure(&crate::kernel_build::Args {
+        source: PathBuf::from(crate::kernel_build::SOURCE_TARBALL),
+        ..Default::default()
+    })?;
+    Ok(Kernel {
+        line: KernelLine::V6_12Inject,
+        package: format!(
+            "linux-source-6.12 {} + {} patches, {}",
+            b.source_version,
+            b.patches,
+            b.dir.display()
+        ),
+        version: String::new(),
+        release: b.release,
+        vmlinuz: b.bzimage,
+        modules_dir: PathBuf::new(),
+        no_modules: true,
+    })
+}
+
 /// Resolves, downloads (once) and unpacks the newest kernel of `line`.
 pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
+    if line == KernelLine::V6_12Inject {
+        return built_inject();
+    }
     let root = vm_root.join(line.as_str()).join("kernels");
     fs::create_dir_all(&root)?;
     let apt = Apt::for_line(line, vm_root)?;
@@ -468,6 +516,7 @@ pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
         release,
         vmlinuz,
         modules_dir,
+        no_modules: false,
     })
 }
 
@@ -543,6 +592,9 @@ impl Kernel {
     /// Names that are built into this kernel are skipped; a name ending in
     /// `?` is loaded only where this kernel ships it as a module.
     pub fn modules(&self, wanted: &[&str]) -> Result<Vec<Module>> {
+        if self.no_modules {
+            return Ok(Vec::new());
+        }
         let mut index = BTreeMap::new();
         index_modules(&self.modules_dir.join("kernel"), &mut index)?;
         let builtin = self.builtin();

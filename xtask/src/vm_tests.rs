@@ -275,6 +275,8 @@ const ROLES_6_1: &[ProbeId] = &[
 pub const MUST_ATTACH: &[(KernelLine, &[ProbeId])] = &[
     (KernelLine::V6_12, ALL_ROLES),
     (KernelLine::V6_1, ROLES_6_1),
+    // The same 6.12 source, built with the config fragment's BPF options.
+    (KernelLine::V6_12Inject, ALL_ROLES),
 ];
 
 pub fn must_attach(line: KernelLine) -> Option<&'static [ProbeId]> {

@@ -1,0 +1,641 @@
+//! The `6.12-inject` kernel's log contract and what the detector must say
+//! about it.
+//!
+//! The injection patches (`xtask/kernel/patches/`) log one line each time an
+//! injection changed the kernel's outcome for an opted-in (`inj-*`) task:
+//!
+//! ```text
+//! detector-inject: seed003 lazyfree-discard folio=%px addr=%lx ref=%d map=%d comm=%s pid=%d
+//! detector-inject: seed000 stale-folio folio=%px entry=%lx swapcache=%d folio_swap=%lx pid=%d
+//! detector-inject: seed000 missed-lookup entry=%lx pid=%d
+//! ```
+//!
+//! [`parse_injections`] reads them out of a `dmesg` text and
+//! [`match_injections`] compares them with the analyzer's findings: every
+//! real race must be reported, and every violation on this kernel must be a
+//! real race.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use detector::analyzer::{Analyzer, Config, Finding, RuleId, Severity};
+use detector::event::fmt_entry;
+use detector::trace::TraceReader;
+
+/// The marker every injection line starts with (after the printk prefix).
+pub const MARKER: &str = "detector-inject: ";
+
+/// One injection line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Injection {
+    /// Seed 003: reclaim discarded a clean lazyfree folio whose refcount the
+    /// stock kernel would have refused (`ref != 1 + map`).
+    LazyfreeDiscard {
+        folio: u64,
+        addr: u64,
+        refcount: i32,
+        mapcount: i32,
+        comm: String,
+        pid: u32,
+    },
+    /// Seed 000: UFFDIO_MOVE moved a folio that was no longer the swap-cache
+    /// folio of the entry the PTE held (the stock guard returns -EAGAIN).
+    StaleFolio {
+        folio: u64,
+        /// `swp_entry_t.val` of the source PTE.
+        entry: u64,
+        swapcache: bool,
+        folio_swap: u64,
+        pid: u32,
+    },
+    /// Seed 000: an empty swap-cache lookup, yet the entry had a cache
+    /// folio (SWAP_HAS_CACHE) by the time the PTEs were locked; the move
+    /// went ahead. Harmless here: a near miss, not a violation.
+    MissedLookup { entry: u64, pid: u32 },
+}
+
+impl Injection {
+    fn describe(&self) -> String {
+        match self {
+            Injection::LazyfreeDiscard {
+                folio,
+                addr,
+                refcount,
+                mapcount,
+                pid,
+                ..
+            } => format!(
+                "seed003 discard of folio {folio:#x} (addr {addr:#x}, ref {refcount}, map {mapcount}, pid {pid})"
+            ),
+            Injection::StaleFolio {
+                folio,
+                entry,
+                swapcache,
+                folio_swap,
+                pid,
+            } => format!(
+                "seed000 stale-folio move of folio {folio:#x} for entry {} (swapcache {}, folio->swap {}, pid {pid})",
+                fmt_entry(*entry),
+                u8::from(*swapcache),
+                fmt_entry(*folio_swap)
+            ),
+            Injection::MissedLookup { entry, pid } => {
+                format!("seed000 missed lookup of entry {} (pid {pid})", fmt_entry(*entry))
+            }
+        }
+    }
+}
+
+/// Per-kind counts of injection lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub lazyfree_discard: usize,
+    pub stale_folio: usize,
+    pub missed_lookup: usize,
+}
+
+pub fn counts(inj: &[Injection]) -> Counts {
+    let mut c = Counts::default();
+    for i in inj {
+        match i {
+            Injection::LazyfreeDiscard { .. } => c.lazyfree_discard += 1,
+            Injection::StaleFolio { .. } => c.stale_folio += 1,
+            Injection::MissedLookup { .. } => c.missed_lookup += 1,
+        }
+    }
+    c
+}
+
+/// `key=value` fields of one line; `comm=` runs up to ` pid=` because a
+/// task name may hold spaces.
+fn fields(rest: &str) -> HashMap<&str, &str> {
+    let mut out = HashMap::new();
+    let (head, comm_tail) = match rest.find(" comm=") {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
+    };
+    for tok in head.split_whitespace() {
+        if let Some((k, v)) = tok.split_once('=') {
+            out.insert(k, v);
+        }
+    }
+    if let Some(t) = comm_tail {
+        let t = t.strip_prefix("comm=").unwrap_or(t);
+        match t.rfind(" pid=") {
+            Some(at) => {
+                out.insert("comm", &t[..at]);
+                out.insert("pid", t[at + 5..].trim());
+            }
+            None => {
+                out.insert("comm", t);
+            }
+        }
+    }
+    out
+}
+
+fn hex(f: &HashMap<&str, &str>, k: &str) -> Option<u64> {
+    let v = f.get(k)?;
+    u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+}
+
+fn dec<T: std::str::FromStr>(f: &HashMap<&str, &str>, k: &str) -> Option<T> {
+    f.get(k)?.parse().ok()
+}
+
+fn parse_line(body: &str) -> Option<Injection> {
+    let (kind, rest) = body.split_once(' ').unwrap_or((body, ""));
+    let (what, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let f = fields(rest);
+    match (kind, what) {
+        ("seed003", "lazyfree-discard") => Some(Injection::LazyfreeDiscard {
+            folio: hex(&f, "folio")?,
+            addr: hex(&f, "addr")?,
+            refcount: dec(&f, "ref")?,
+            mapcount: dec(&f, "map")?,
+            comm: f.get("comm")?.to_string(),
+            pid: dec(&f, "pid")?,
+        }),
+        ("seed000", "stale-folio") => Some(Injection::StaleFolio {
+            folio: hex(&f, "folio")?,
+            entry: hex(&f, "entry")?,
+            swapcache: dec::<u8>(&f, "swapcache")? != 0,
+            folio_swap: hex(&f, "folio_swap")?,
+            pid: dec(&f, "pid")?,
+        }),
+        ("seed000", "missed-lookup") => Some(Injection::MissedLookup {
+            entry: hex(&f, "entry")?,
+            pid: dec(&f, "pid")?,
+        }),
+        _ => None,
+    }
+}
+
+/// The injection lines of a `dmesg` text (any printk prefix before the
+/// marker is skipped), and the marked lines that break the contract.
+pub fn parse_injections(dmesg: &str) -> (Vec<Injection>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut malformed = Vec::new();
+    for line in dmesg.lines() {
+        let Some(at) = line.find(MARKER) else {
+            continue;
+        };
+        match parse_line(line[at + MARKER.len()..].trim_end()) {
+            Some(i) => found.push(i),
+            None => malformed.push(line.to_string()),
+        }
+    }
+    (found, malformed)
+}
+
+fn folio_of(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+}
+
+fn names_folio(f: &Finding, folio: u64) -> bool {
+    f.objects.folios.iter().any(|s| folio_of(s) == Some(folio))
+}
+
+fn headline(f: &Finding) -> String {
+    format!(
+        "{} {} #{} (folios {}, entries {})",
+        f.rule,
+        f.severity,
+        f.id,
+        f.objects.folios.join(" "),
+        f.objects.entries.join(" ")
+    )
+}
+
+/// Pairs each line with a distinct finding that `fits` it, in order; returns
+/// the unpaired line indexes and which findings were used.
+fn assign(
+    lines: &[&Injection],
+    cands: &[&Finding],
+    fits: impl Fn(&Injection, &Finding) -> bool,
+) -> (Vec<usize>, Vec<bool>) {
+    let mut used = vec![false; cands.len()];
+    let mut unpaired = Vec::new();
+    for (li, l) in lines.iter().enumerate() {
+        match (0..cands.len()).find(|&ci| !used[ci] && fits(l, cands[ci])) {
+            Some(ci) => used[ci] = true,
+            None => unpaired.push(li),
+        }
+    }
+    (unpaired, used)
+}
+
+/// Compares the injection log with the analyzer's findings; one sentence
+/// per disagreement, empty when they agree:
+///
+/// - every seed003 line has exactly one `lazyfree_extra_refs` violation
+///   naming its folio, and every such violation has its line;
+/// - every seed000 stale-folio line has a `stale_folio_move` or
+///   `swap_entry_aba` violation naming its folio; such a violation naming
+///   no folio of a stale-folio line is a failure (one race may yield both
+///   findings);
+/// - every seed000 missed-lookup line has a `missed_swapcache_lookup` near
+///   miss naming its entry, and none is reported as a violation.
+pub fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<String> {
+    let mut out = Vec::new();
+    let violations = |rules: &[RuleId]| -> Vec<&Finding> {
+        findings
+            .iter()
+            .filter(|f| f.severity == Severity::Violation && rules.contains(&f.rule))
+            .collect()
+    };
+    let folio = |i: &Injection| match i {
+        Injection::LazyfreeDiscard { folio, .. } | Injection::StaleFolio { folio, .. } => {
+            Some(*folio)
+        }
+        Injection::MissedLookup { .. } => None,
+    };
+
+    // Seed 003: one line, one violation.
+    let lines: Vec<&Injection> = inj
+        .iter()
+        .filter(|i| matches!(i, Injection::LazyfreeDiscard { .. }))
+        .collect();
+    let cands = violations(&[RuleId::LazyfreeExtraRefs]);
+    let (unpaired, used) = assign(&lines, &cands, |l, f| {
+        folio(l).is_some_and(|x| names_folio(f, x))
+    });
+    for li in unpaired {
+        out.push(format!(
+            "{}: no lazyfree_extra_refs violation names this folio",
+            lines[li].describe()
+        ));
+    }
+    for (f, _) in cands.iter().zip(&used).filter(|(_, u)| !**u) {
+        out.push(format!("{} matches no seed003 injection line", headline(f)));
+    }
+
+    // Seed 000, stale folio.
+    let lines: Vec<&Injection> = inj
+        .iter()
+        .filter(|i| matches!(i, Injection::StaleFolio { .. }))
+        .collect();
+    let cands = violations(&[RuleId::StaleFolioMove, RuleId::SwapEntryAba]);
+    let (unpaired, used) = assign(&lines, &cands, |l, f| {
+        folio(l).is_some_and(|x| names_folio(f, x))
+    });
+    for li in unpaired {
+        out.push(format!(
+            "{}: no stale_folio_move or swap_entry_aba violation names this folio",
+            lines[li].describe()
+        ));
+    }
+    for (f, _) in cands.iter().zip(&used).filter(|(_, u)| !**u) {
+        let explained = lines
+            .iter()
+            .any(|l| folio(l).is_some_and(|x| names_folio(f, x)));
+        if !explained {
+            out.push(format!(
+                "{} matches no seed000 stale-folio injection line",
+                headline(f)
+            ));
+        }
+    }
+
+    // Seed 000, missed lookup: a near miss, never a violation.
+    let lines: Vec<&Injection> = inj
+        .iter()
+        .filter(|i| matches!(i, Injection::MissedLookup { .. }))
+        .collect();
+    let names_entry = |l: &Injection, f: &Finding| match l {
+        Injection::MissedLookup { entry, .. } => {
+            let e = fmt_entry(*entry);
+            f.rule == RuleId::MissedSwapcacheLookup && f.objects.entries.contains(&e)
+        }
+        _ => false,
+    };
+    let near: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.rule == RuleId::MissedSwapcacheLookup && f.severity == Severity::NearMiss)
+        .collect();
+    let (unpaired, _) = assign(&lines, &near, names_entry);
+    for li in unpaired {
+        out.push(format!(
+            "{}: no missed_swapcache_lookup near miss names this entry",
+            lines[li].describe()
+        ));
+    }
+    for f in violations(&[RuleId::MissedSwapcacheLookup]) {
+        if lines.iter().any(|l| names_entry(l, f)) {
+            out.push(format!(
+                "{} is a violation, but the injected missed lookup it reports is harmless (a near miss)",
+                headline(f)
+            ));
+        }
+    }
+    out
+}
+
+/// `cargo xtask inject-match`: a guest run's dmesg against its trace.
+#[derive(clap::Args)]
+pub struct MatchArgs {
+    /// Results directory of a run (holds dmesg.txt and trace.dtr), e.g.
+    /// target/vm/6.12-inject/run/out.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The guest's dmesg (default: DIR/dmesg.txt).
+    #[arg(long)]
+    pub dmesg: Option<PathBuf>,
+    /// The recorded trace (default: DIR/trace.dtr).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// The findings `detector replay` would print for a trace.
+pub fn analyze(trace: &Path) -> Result<Vec<Finding>> {
+    let mut reader = TraceReader::open(trace)
+        .with_context(|| format!("opening the trace {}", trace.display()))?;
+    let mut analyzer = Analyzer::new(Config::default());
+    let mut findings = Vec::new();
+    for (index, item) in reader.by_ref() {
+        analyzer.process(index, &item, &mut findings);
+    }
+    analyzer.finish(&mut findings);
+    Ok(findings)
+}
+
+pub fn run_match(a: &MatchArgs) -> Result<()> {
+    let pick = |given: &Option<PathBuf>, name: &str| -> Result<PathBuf> {
+        match (given, &a.dir) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(d)) => Ok(d.join(name)),
+            (None, None) => bail!("give --dir, or both --dmesg and --trace"),
+        }
+    };
+    let dmesg_path = pick(&a.dmesg, "dmesg.txt")?;
+    let trace = pick(&a.trace, "trace.dtr")?;
+    let dmesg = std::fs::read_to_string(&dmesg_path)
+        .with_context(|| format!("reading {}", dmesg_path.display()))?;
+    let (inj, malformed) = parse_injections(&dmesg);
+    let c = counts(&inj);
+    println!(
+        "injection lines: {} seed003 lazyfree-discard, {} seed000 stale-folio, {} seed000 missed-lookup",
+        c.lazyfree_discard, c.stale_folio, c.missed_lookup
+    );
+    let findings = analyze(&trace)?;
+    let mut by_rule: BTreeMap<(RuleId, Severity), usize> = BTreeMap::new();
+    for f in &findings {
+        *by_rule.entry((f.rule, f.severity)).or_default() += 1;
+    }
+    println!("findings:");
+    for ((rule, sev), n) in &by_rule {
+        println!("  {rule:<26} {sev:<10} {n}");
+    }
+    let mut failures: Vec<String> = malformed
+        .iter()
+        .map(|l| format!("an injection line breaks the log contract: {l}"))
+        .collect();
+    failures.extend(match_injections(&inj, &findings));
+    if failures.is_empty() {
+        println!("every injection is reported and every violation is an injection");
+        return Ok(());
+    }
+    println!("{} disagreement(s):", failures.len());
+    for f in &failures {
+        println!("  {f}");
+    }
+    bail!(
+        "the detector's findings and the injection log disagree in {} place(s)",
+        failures.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use detector::analyzer::{Confidence, Objects};
+
+    const DMESG: &str = "\
+[    1.000000] Linux version 6.12.117-detector-inject
+[   12.345678] detector-inject: seed003 lazyfree-discard folio=ff1e3f0000123400 addr=7f0012345000 ref=1027 map=1 comm=inj-madvfree-di pid=301
+[   13.000001] detector-inject: seed000 stale-folio folio=ff1e3f0000abc000 entry=1a2 swapcache=0 folio_swap=0 pid=402
+[   13.000002] detector-inject: seed000 missed-lookup entry=40000000000001f pid=402
+[   14.000000] detector-inject: seed003 lazyfree-discard folio=ff1e3f0000123400 addr=7f0012346000 ref=2 map=0 comm=inj- a b pid=305
+[   15.000000] detector-inject: seed000 stale-folio folio=zz entry=1 swapcache=0 folio_swap=0 pid=1
+";
+
+    fn finding(
+        id: u64,
+        rule: RuleId,
+        severity: Severity,
+        folios: &[&str],
+        entries: &[&str],
+    ) -> Finding {
+        Finding {
+            id,
+            rule,
+            severity,
+            objects: Objects {
+                entries: entries.iter().map(|s| s.to_string()).collect(),
+                folios: folios.iter().map(|s| s.to_string()).collect(),
+                tids: vec![],
+            },
+            explanation: String::new(),
+            cause: String::new(),
+            evidence: vec![],
+            confidence: Confidence::full(),
+        }
+    }
+
+    #[test]
+    fn lines_parse_into_records() {
+        let (inj, bad) = parse_injections(DMESG);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("folio=zz"));
+        assert_eq!(inj.len(), 4);
+        assert_eq!(
+            inj[0],
+            Injection::LazyfreeDiscard {
+                folio: 0xff1e_3f00_0012_3400,
+                addr: 0x7f00_1234_5000,
+                refcount: 1027,
+                mapcount: 1,
+                comm: "inj-madvfree-di".into(),
+                pid: 301,
+            }
+        );
+        assert_eq!(
+            inj[1],
+            Injection::StaleFolio {
+                folio: 0xff1e_3f00_00ab_c000,
+                entry: 0x1a2,
+                swapcache: false,
+                folio_swap: 0,
+                pid: 402,
+            }
+        );
+        assert_eq!(
+            inj[2],
+            Injection::MissedLookup {
+                entry: 0x0400_0000_0000_001f,
+                pid: 402
+            }
+        );
+        // A comm with spaces is kept whole.
+        assert!(
+            matches!(&inj[3], Injection::LazyfreeDiscard { comm, pid: 305, .. } if comm == "inj- a b")
+        );
+        assert_eq!(
+            counts(&inj),
+            Counts {
+                lazyfree_discard: 2,
+                stale_folio: 1,
+                missed_lookup: 1
+            }
+        );
+    }
+
+    #[test]
+    fn every_line_matched_and_every_violation_explained_is_clean() {
+        let (inj, _) = parse_injections(DMESG);
+        let f = vec![
+            finding(
+                1,
+                RuleId::LazyfreeExtraRefs,
+                Severity::Violation,
+                &["0xff1e3f0000123400"],
+                &[],
+            ),
+            finding(
+                2,
+                RuleId::LazyfreeExtraRefs,
+                Severity::Violation,
+                &["0xff1e3f0000123400"],
+                &[],
+            ),
+            // A near miss on another folio (the stock guard held) is fine.
+            finding(
+                3,
+                RuleId::LazyfreeExtraRefs,
+                Severity::NearMiss,
+                &["0xff1e3f0000999000"],
+                &[],
+            ),
+            // One stale move may be reported under both rules.
+            finding(
+                4,
+                RuleId::StaleFolioMove,
+                Severity::Violation,
+                &["0xff1e3f0000abc000"],
+                &["0:0x1a2"],
+            ),
+            finding(
+                5,
+                RuleId::SwapEntryAba,
+                Severity::Violation,
+                &["0xff1e3f0000abc000"],
+                &["0:0x1a2"],
+            ),
+            finding(
+                6,
+                RuleId::MissedSwapcacheLookup,
+                Severity::NearMiss,
+                &[],
+                &["1:0x1f"],
+            ),
+        ];
+        assert_eq!(match_injections(&inj, &f), Vec::<String>::new());
+    }
+
+    #[test]
+    fn missing_and_unexplained_findings_are_named() {
+        let (inj, _) = parse_injections(DMESG);
+        let f = vec![
+            // Only one of the two discards of the folio is reported.
+            finding(
+                1,
+                RuleId::LazyfreeExtraRefs,
+                Severity::Violation,
+                &["0xff1e3f0000123400"],
+                &[],
+            ),
+            // A lazyfree violation on a folio no line names.
+            finding(
+                2,
+                RuleId::LazyfreeExtraRefs,
+                Severity::Violation,
+                &["0xff1e3f0000777000"],
+                &[],
+            ),
+            // The stale move is reported as a near miss only: not enough.
+            finding(
+                3,
+                RuleId::StaleFolioMove,
+                Severity::NearMiss,
+                &["0xff1e3f0000abc000"],
+                &[],
+            ),
+            // An ABA violation nobody injected.
+            finding(
+                4,
+                RuleId::SwapEntryAba,
+                Severity::Violation,
+                &["0xff1e3f0000555000"],
+                &[],
+            ),
+            // The missed lookup reported as a violation.
+            finding(
+                5,
+                RuleId::MissedSwapcacheLookup,
+                Severity::Violation,
+                &[],
+                &["1:0x1f"],
+            ),
+        ];
+        let m = match_injections(&inj, &f);
+        assert_eq!(m.len(), 6, "{m:#?}");
+        assert!(
+            m[0].contains("seed003 discard of folio 0xff1e3f0000123400 (addr 0x7f0012346000"),
+            "{}",
+            m[0]
+        );
+        assert!(
+            m[1].contains("lazyfree_extra_refs violation #2"),
+            "{}",
+            m[1]
+        );
+        assert!(
+            m[2].contains("seed000 stale-folio move of folio 0xff1e3f0000abc000"),
+            "{}",
+            m[2]
+        );
+        assert!(m[3].contains("swap_entry_aba violation #4"), "{}", m[3]);
+        assert!(
+            m[4].contains("seed000 missed lookup of entry 1:0x1f"),
+            "{}",
+            m[4]
+        );
+        assert!(
+            m[5].contains("missed_swapcache_lookup violation #5"),
+            "{}",
+            m[5]
+        );
+    }
+
+    #[test]
+    fn a_clean_log_and_no_violations_agree() {
+        assert!(parse_injections("[ 1.0] nothing here\n").0.is_empty());
+        let near = finding(
+            1,
+            RuleId::LazyfreeExtraRefs,
+            Severity::NearMiss,
+            &["0x1"],
+            &[],
+        );
+        assert!(match_injections(&[], &[near]).is_empty());
+        let v = finding(
+            2,
+            RuleId::StaleFolioMove,
+            Severity::Violation,
+            &["0x1"],
+            &[],
+        );
+        assert_eq!(match_injections(&[], &[v]).len(), 1);
+    }
+}
