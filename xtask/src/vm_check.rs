@@ -12,7 +12,8 @@ use std::time::Duration;
 use detector::analyzer::{Analyzer, Config, Finding, RuleId, Severity, WindowKind};
 use detector::event::{fmt_entry, EventExt, StreamItem};
 use detector::plan::{AttachMode, Hook, ROLES};
-use detector::trace::{existing_segments, EndState, TraceReader};
+use detector::stream::{AnalyzerSetup, Ctx, FileSource, Pipeline, Sink, Speed};
+use detector::trace::{existing_segments, EndState};
 use detector_common::{
     swp_entry, swp_offset, swp_type, Event, EventKind, ProbeId, FS_LARGE, FS_SWAPCACHE, V_ADDR,
     V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE, V_RET,
@@ -23,6 +24,8 @@ use super::vm_tests::{must_attach, Lost, VmTest};
 
 /// Exit status a workload uses to say "this kernel cannot run me".
 const SKIP_STATUS: i32 = 77;
+/// Exit status a workload uses when its own data check failed.
+const EXIT_CORRUPT: i32 = 1;
 
 #[derive(Default)]
 pub struct Verdict {
@@ -222,6 +225,14 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
                 tail(&wl_log, 1)
             ));
         }
+        // The injected race corrupts the workload's data by design: its own
+        // check failing is the race observed, compared with the findings
+        // below (check_injections).
+        Some(EXIT_CORRUPT) if t.injected.is_some() => v.notes.push(format!(
+            "workload {}'s own data check failed, as the injected race makes it: {}",
+            t.workload[0],
+            tail(&wl_log, 1)
+        )),
         Some(SKIP_STATUS) => v.failures.push(format!(
             "workload {} skipped on {}, which should support it: {}",
             t.workload[0],
@@ -813,28 +824,69 @@ fn check_plan(t: &VmTest, line: KernelLine, plan: &[detector::plan::PlanEntry], 
     }
 }
 
-fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Verdict) {
-    // A rotated capture is several files (FILE.N oldest .. FILE newest);
-    // they are one stream and go through one analyzer, oldest first.
-    let mut readers = Vec::new();
-    for seg in existing_segments(path) {
-        match TraceReader::open(&seg) {
-            Ok(r) => readers.push(r),
-            Err(e) => {
-                v.failures.push(format!(
-                    "the trace segment {} cannot be opened: {e}",
-                    seg.display()
-                ));
-                return;
+/// The pipeline's sink for a check: raw tallies, every finding, when each
+/// loss was reported, and the windows still open when the stream ended.
+#[derive(Default)]
+struct Check {
+    tally: Tally,
+    findings: Vec<Finding>,
+    /// When each loss was reported (the poll after it happened).
+    losses: Vec<u64>,
+    open_at_end: usize,
+}
+
+impl Sink for Check {
+    fn item(&mut self, _: u64, item: &StreamItem, found: &mut Vec<Finding>) -> std::io::Result<()> {
+        match *item {
+            StreamItem::Event(ref ev) => self.tally.event(ev),
+            StreamItem::Lost {
+                probe,
+                total,
+                ts_ns,
+            } => {
+                self.tally.lost_records += 1;
+                let e = self.tally.lost_by_probe.entry(probe).or_default();
+                if total > *e {
+                    self.losses.push(ts_ns);
+                }
+                *e = (*e).max(total);
             }
         }
+        self.findings.append(found);
+        Ok(())
     }
-    let Some(first) = readers.first() else {
+
+    // Before `finish`, which closes what is still open as "trace ended".
+    fn before_finish(&mut self, a: &Analyzer) {
+        self.open_at_end = a.open_windows();
+    }
+
+    fn finish(&mut self, found: &mut Vec<Finding>, _: &mut Ctx<'_>) -> std::io::Result<()> {
+        self.findings.append(found);
+        Ok(())
+    }
+}
+
+fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Verdict) {
+    // A rotated capture is several files (FILE.N oldest .. FILE newest);
+    // they are one stream and go through one pipeline, oldest first.
+    let segments = existing_segments(path);
+    if segments.is_empty() {
         v.failures
             .push("the guest sent back no trace file".to_string());
         return;
+    }
+    let mut source = match FileSource::open_segments(&segments, Speed::Max) {
+        Ok(s) => s,
+        Err(e) => {
+            v.failures.push(format!(
+                "a trace segment of {} cannot be opened: {e}",
+                path.display()
+            ));
+            return;
+        }
     };
-    let numbers: Vec<u32> = readers.iter().map(|r| r.header().segment).collect();
+    let numbers: Vec<u32> = source.segment_headers().map(|h| h.segment).collect();
     if numbers[0] != 0 {
         v.failures.push(format!(
             "the oldest kept trace segment is number {}: segments 0..{} were deleted during the run \
@@ -848,60 +900,51 @@ fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Ve
             "the kept trace segments are not consecutive: {numbers:?}"
         ));
     }
-    if readers.len() > 1 {
+    if numbers.len() > 1 {
         v.notes.push(format!(
             "analyzed {} rotated segments ({}..={}) as one stream",
-            readers.len(),
+            numbers.len(),
             numbers[0],
             numbers[numbers.len() - 1]
         ));
     }
-    let plan = first.header().plan.clone();
-    v.stats.kernel = first.header().kernel_release.clone();
+    let (plan, kernel) = match source.segment_headers().next() {
+        Some(h) => (h.plan.clone(), h.kernel_release.clone()),
+        None => return,
+    };
+    v.stats.kernel = kernel;
     check_plan(t, line, &plan, v);
-    let mut tally = Tally::default();
-    // The same analyzer `detector replay` runs, fed in stream order.
+    // The same pipeline and analyzer `detector replay` runs.
     let mut cfg = Config::default();
     if let Some(n) = t.expect.eexist_threshold {
         cfg.eexist_threshold = n;
     }
-    let mut analyzer = Analyzer::new(cfg);
-    if let Some(p) = detector::plan::attached_probes(&plan) {
-        analyzer.set_attached(p);
-    }
-    let mut findings: Vec<Finding> = Vec::new();
-    // Item indexes restart in every segment; evidence cites the index in
-    // the whole stream.
-    let mut base = 0u64;
-    // When each loss was reported (the poll after it happened).
-    let mut losses: Vec<u64> = Vec::new();
+    let mut check = Check::default();
+    let analyzer = match Pipeline::new(&mut source)
+        .analyze(&AnalyzerSetup::given(cfg))
+        .run(&mut check)
+    {
+        Ok(out) => out.analyzer,
+        Err(e) => {
+            v.failures.push(format!("the analysis failed: {e}"));
+            return;
+        }
+    };
+    let Some(analyzer) = analyzer else {
+        v.failures.push("the pipeline ran no analyzer".to_string());
+        return;
+    };
+    let Check {
+        tally,
+        findings,
+        losses,
+        open_at_end,
+    } = check;
     let mut footer: Option<detector::trace::TraceFooter> = None;
     let mut segments_complete = true;
-    for mut reader in readers {
-        let mut next = base;
-        for (index, item) in reader.by_ref() {
-            next = base + index + 1;
-            analyzer.process(base + index, &item, &mut findings);
-            match item {
-                StreamItem::Event(ev) => tally.event(&ev),
-                StreamItem::Lost {
-                    probe,
-                    total,
-                    ts_ns,
-                } => {
-                    tally.lost_records += 1;
-                    let e = tally.lost_by_probe.entry(probe).or_default();
-                    if total > *e {
-                        losses.push(ts_ns);
-                    }
-                    *e = (*e).max(total);
-                }
-            }
-        }
-        let seg = reader.header().segment;
-        match reader.end_state() {
+    for seg in source.segment_ends() {
+        match &seg.end {
             Some(EndState::Complete { footer: f }) => {
-                base += f.records.max(next - base);
                 // Lost totals run across segments; events are per file.
                 footer = Some(match footer.take() {
                     None => f.clone(),
@@ -913,23 +956,23 @@ fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Ve
                 });
             }
             Some(other) => {
-                base = next;
                 segments_complete = false;
                 v.failures.push(format!(
-                    "the trace (segment {seg}) did not end cleanly: {other}"
+                    "the trace (segment {}) did not end cleanly: {other}",
+                    seg.segment
                 ));
             }
-            None => {
-                base = next;
-                segments_complete = false;
-            }
+            None => segments_complete = false,
         }
     }
+    if source.segment_ends().len() < numbers.len() {
+        segments_complete = false;
+    }
     let footer = footer.filter(|_| segments_complete);
-    // Before `finish`, which closes what is still open as "trace ended".
-    let open_at_end = analyzer.open_windows();
-    analyzer.finish(&mut findings);
     check_analysis(t, line, &analyzer, &findings, &losses, v);
+    if let Some(inj) = &t.injected {
+        check_injections(t, inj, dir, &findings, v);
+    }
     let events: u64 = tally.per_probe.values().sum::<u64>() + tally.unknown_probe;
     let lost_stream: u64 = tally.lost_by_probe.values().sum();
     v.stats.events = events;
@@ -1237,6 +1280,160 @@ fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path, v: &mut Ve
     }
 }
 
+/// The fault-injected kernel's own account of the races it let happen
+/// (`detector-inject:` lines in its log) against the findings, one for one
+/// (`vm_inject::match_injections`), and for seed 003 the workload's own
+/// zeroed pages against the violations on their address and task.
+fn check_injections(
+    t: &VmTest,
+    want: &super::vm_tests::Injected,
+    dir: &Path,
+    findings: &[Finding],
+    v: &mut Verdict,
+) {
+    use super::vm_inject::{counts, match_injections, parse_injections};
+    let dmesg = fs::read_to_string(dir.join("dmesg.txt")).unwrap_or_default();
+    let (inj, malformed) = parse_injections(&dmesg);
+    for m in malformed.iter().take(3) {
+        v.failures
+            .push(format!("an injection line the check cannot read: {m}"));
+    }
+    let c = counts(&inj);
+    v.notes.push(format!(
+        "injected races the kernel logged: {} seed-003 lazyfree discards, {} seed-000 stale moves, {} seed-000 missed lookups",
+        c.lazyfree_discard, c.stale_folio, c.missed_lookup
+    ));
+    for (what, got, min) in [
+        (
+            "seed-003 lazyfree discard",
+            c.lazyfree_discard as u64,
+            want.lazyfree_discards,
+        ),
+        (
+            "seed-000 stale move",
+            c.stale_folio as u64,
+            want.stale_moves,
+        ),
+    ] {
+        if got < min {
+            v.failures.push(format!(
+                "the kernel logged {got} injected {what}(s), the test needs at least {min}: \
+                 the race never happened, so the run proves nothing about its detection"
+            ));
+        }
+    }
+    let disagreements = match_injections(&inj, findings);
+    if !disagreements.is_empty() {
+        v.failures.push(format!(
+            "{} disagreement(s) between the kernel's injection log and the findings:\n      {}",
+            disagreements.len(),
+            disagreements
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n      ")
+        ));
+    }
+    let log = fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
+    if want.lazyfree_discards > 0 {
+        check_zeroed_pages(t, &log, findings, v);
+    }
+    if want.stale_moves > 0 {
+        // The mover's own check: words of a destination page that are not
+        // what its source held.
+        let bad = log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("result:"))
+            .and_then(|l| parse_result(l).get("bad")?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let moves = findings
+            .iter()
+            .filter(|f| {
+                f.severity == Severity::Violation
+                    && matches!(f.rule, RuleId::SwapEntryAba | RuleId::StaleFolioMove)
+            })
+            .count();
+        v.notes.push(format!(
+            "{} saw {bad} wrong word(s) in moved pages; the detector {moves} stale-move violation(s)",
+            t.workload[0]
+        ));
+        if bad > 0 && moves == 0 {
+            v.failures.push(format!(
+                "{} saw wrong data in moved pages, but no swap_entry_aba or stale_folio_move violation was reported",
+                t.workload[0]
+            ));
+        }
+    }
+}
+
+/// Every page madvfree-dio found zeroed after a read (`zeroed: addr=A
+/// tid=T ...`) has a `lazyfree_extra_refs` violation whose evidence
+/// unmapped address A and whose objects name T (the reader whose direct
+/// I/O pinned it), one violation per zeroed page.
+fn check_zeroed_pages(t: &VmTest, log: &str, findings: &[Finding], v: &mut Verdict) {
+    let mut zeroed: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    for l in log.lines().filter_map(|l| l.strip_prefix("zeroed: ")) {
+        let kv = parse_result(l);
+        let (Some(addr), Some(tid)) = (
+            kv.get("addr").cloned(),
+            kv.get("tid").and_then(|x| x.parse::<u32>().ok()),
+        ) else {
+            v.failures
+                .push(format!("a zeroed-page line without addr= and tid=: {l}"));
+            continue;
+        };
+        *zeroed.entry((addr, tid)).or_default() += 1;
+    }
+    let mut found: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    for f in findings
+        .iter()
+        .filter(|f| f.rule == RuleId::LazyfreeExtraRefs && f.severity == Severity::Violation)
+    {
+        let addrs: std::collections::BTreeSet<&String> = f
+            .evidence
+            .iter()
+            .filter_map(|e| e.state.addr.as_ref())
+            .collect();
+        for a in addrs {
+            for &tid in &f.objects.tids {
+                *found.entry((a.clone(), tid)).or_default() += 1;
+            }
+        }
+    }
+    let pages: u64 = zeroed.values().sum();
+    let mut unexplained = Vec::new();
+    for ((addr, tid), n) in &zeroed {
+        let have = found.get(&(addr.clone(), *tid)).copied().unwrap_or(0);
+        if have < *n {
+            unexplained.push(format!(
+                "{addr} (task {tid}): zeroed {n} time(s), {have} violation(s)"
+            ));
+        }
+    }
+    let violations = findings
+        .iter()
+        .filter(|f| f.rule == RuleId::LazyfreeExtraRefs && f.severity == Severity::Violation)
+        .count();
+    v.notes.push(format!(
+        "{} reported {pages} zeroed page(s); the detector {violations} lazyfree_extra_refs violation(s)",
+        t.workload[0]
+    ));
+    if !unexplained.is_empty() {
+        v.failures.push(format!(
+            "{} zeroed page(s) have no lazyfree_extra_refs violation on their address and task:\n      {}",
+            unexplained.len(),
+            unexplained
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n      ")
+        ));
+    }
+}
+
 /// How long after a loss its report may come: `record` polls the counters
 /// every 250 ms, and the guest under TCG can be slower.
 const LOSS_REPORT_LAG_NS: u64 = 1_000_000_000;
@@ -1291,6 +1488,9 @@ fn format_finding(f: &Finding) -> String {
         }
         if let Some(x) = &st.flags {
             let _ = write!(s, " flags={x}");
+        }
+        if let Some(x) = &st.addr {
+            let _ = write!(s, " addr={x}");
         }
         if let Some(x) = e.ret_display() {
             let _ = write!(s, " ret={x}");
@@ -1676,6 +1876,7 @@ mod tests {
                 min_lookups_compared: 0.9,
             },
             kernel_bugs: &[],
+            injected: None,
             timeout_secs: 1,
             swap_mib: None,
             setup: crate::vm::vm_tests::GuestSetup::PLAIN,
@@ -1683,6 +1884,23 @@ mod tests {
     }
     const FIXTURE: VmTest = fixture_test(None);
     const FIXTURE_KPROBE: VmTest = fixture_test(Some("kprobe"));
+    /// The fixture on the injected kernel: the discard is a violation the
+    /// kernel's log must account for.
+    const FIXTURE_INJ: VmTest = VmTest {
+        name: "inj-fixture",
+        expect: Expect {
+            findings: Findings {
+                required: &[needs(RuleId::LazyfreeExtraRefs, Severity::Violation, 1)],
+                allowed: &[(RuleId::LazyfreeExtraRefs, Severity::NearMiss)],
+            },
+            ..fixture_test(None).expect
+        },
+        injected: Some(crate::vm::vm_tests::Injected {
+            lazyfree_discards: 1,
+            stale_moves: 0,
+        }),
+        ..fixture_test(None)
+    };
 
     /// What a fixture run got wrong (all `false`: a clean pass).
     #[derive(Default)]
@@ -1698,6 +1916,20 @@ mod tests {
         timed_out: bool,
         fentry_mode: bool,
         unsigned_return: bool,
+        /// A pinned lazyfree page discarded (seed 003 injected), with the
+        /// kernel's log line and the workload's zeroed page, each of which
+        /// may be wrong.
+        discard: Option<Discard>,
+    }
+
+    #[derive(Clone, Copy, Default)]
+    struct Discard {
+        /// The kernel logged a different folio.
+        wrong_folio_logged: bool,
+        /// The kernel logged nothing.
+        not_logged: bool,
+        /// The workload found a second page zeroed, which nothing explains.
+        extra_zeroed: bool,
     }
 
     const TASKS: &str = "name fixture\ntask k tid=90 comm=kswapd0\ntask app tid=300 comm=app\n";
@@ -1761,6 +1993,14 @@ mod tests {
         if b.lost {
             line(&mut script, "lost gup_put 300");
         }
+        if b.discard.is_some() {
+            line(&mut script, "app gup_grab exit folio=D state=anon|anon_exclusive|lru ref=1025 map=1 nr=1 foll_pin ret=0");
+            line(&mut script, "k try_to_unmap_one enter folio=D state=anon|anon_exclusive ref=1026 map=1 addr=0x7f3000000000");
+            line(
+                &mut script,
+                "k try_to_unmap_one exit folio=D state=anon ref=1025 map=0 ret=1",
+            );
+        }
         // The workload's task exits before the recorder stops.
         line(&mut script, "app task_exit tp");
         script.push_str("expect none\n");
@@ -1800,6 +2040,38 @@ mod tests {
         w.finish(TraceEnd::at(scenario::BASE_NS + 1_000_000, "signal"))
             .unwrap();
 
+        let mut dmesg = String::from("[0.1] booted\n");
+        let mut zeroed = String::new();
+        if let Some(x) = b.discard {
+            let folio = sc
+                .items
+                .iter()
+                .find_map(|it| match it {
+                    detector::event::StreamItem::Event(e)
+                        if e.probe == ProbeId::TryToUnmapOne as u16 && e.ret == 1 =>
+                    {
+                        Some(e.folio)
+                    }
+                    _ => None,
+                })
+                .unwrap();
+            let logged = if x.wrong_folio_logged {
+                folio + 0x40
+            } else {
+                folio
+            };
+            if !x.not_logged {
+                dmesg.push_str(&format!(
+                    "[2.0] detector-inject: seed003 lazyfree-discard folio={logged:x} addr=7f3000000000 ref=1026 map=1 comm=inj-fixture pid=300\n"
+                ));
+            }
+            zeroed.push_str("zeroed: addr=0x7f3000000000 iter=0 tid=300 reader=0 device_page=1\n");
+            if x.extra_zeroed {
+                zeroed.push_str(
+                    "zeroed: addr=0x7f3000001000 iter=0 tid=300 reader=0 device_page=2\n",
+                );
+            }
+        }
         let reads = if b.little_effort { 3 } else { 40 };
         let timed_out = u8::from(b.timed_out);
         let pswpin = if b.pswpin_off { 200 } else { 20 };
@@ -1807,11 +2079,11 @@ mod tests {
             ("workload.rc", "0".to_string()),
             (
                 "workload.log",
-                format!("fixture-load: starting\nresult: reads={reads} pswpin={pswpin} secs=1.0 timed_out={timed_out}\n"),
+                format!("fixture-load: starting\n{zeroed}result: reads={reads} pswpin={pswpin} secs=1.0 timed_out={timed_out}\n"),
             ),
             ("record.rc", "0".to_string()),
             ("record.log", "recorded\n".to_string()),
-            ("dmesg.txt", "[0.1] booted\n".to_string()),
+            ("dmesg.txt", dmesg),
             ("vmstat.before", "pswpin 100\npswpout 7\n".to_string()),
             ("vmstat.after", format!("pswpin {}\npswpout 7\n", 100 + pswpin)),
             ("uptime.before", "10.0 1.0".to_string()),
@@ -1841,6 +2113,55 @@ mod tests {
             "no failure mentions {why:?}: {:#?}",
             v.failures
         );
+    }
+
+    #[test]
+    fn injected_races_are_matched_with_the_kernel_log_and_the_workload() {
+        let ok = Broken {
+            discard: Some(Discard::default()),
+            ..Broken::default()
+        };
+        let v = verdict(&FIXTURE_INJ, ok);
+        assert!(v.passed(), "{:#?}\n{:#?}", v.failures, v.notes);
+        // The same run on a stock line: a violation there fails.
+        let v = verdict(
+            &FIXTURE,
+            Broken {
+                discard: Some(Discard::default()),
+                ..Broken::default()
+            },
+        );
+        assert!(!v.passed());
+        let broken = |d: Discard| Broken {
+            discard: Some(d),
+            ..Broken::default()
+        };
+        fails(
+            &FIXTURE_INJ,
+            broken(Discard {
+                wrong_folio_logged: true,
+                ..Discard::default()
+            }),
+            "no lazyfree_extra_refs violation names this folio",
+        );
+        fails(
+            &FIXTURE_INJ,
+            broken(Discard {
+                not_logged: true,
+                ..Discard::default()
+            }),
+            "the race never happened",
+        );
+        fails(
+            &FIXTURE_INJ,
+            broken(Discard {
+                extra_zeroed: true,
+                ..Discard::default()
+            }),
+            "zeroed page(s) have no lazyfree_extra_refs violation",
+        );
+        // No discard at all: nothing proves the rule.
+        fails(&FIXTURE_INJ, Broken::default(), "the race never happened");
     }
 
     #[test]

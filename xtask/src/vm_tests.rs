@@ -154,6 +154,10 @@ pub struct VmTest {
     pub unfiltered: bool,
     pub expect: Expect,
     pub kernel_bugs: &'static [KernelBug],
+    /// On the fault-injected kernel: the races it brings back for this
+    /// workload, which the kernel logs and the detector must report one for
+    /// one (docs/vm-tests.md, "Fault-injected kernel").
+    pub injected: Option<Injected>,
     /// Wall-clock limit for the whole boot.
     pub timeout_secs: u64,
     /// Size of the swap disk in MiB; `None` uses the harness default. A
@@ -162,6 +166,17 @@ pub struct VmTest {
     pub swap_mib: Option<u64>,
     /// Guest settings beyond swap and the cgroup.
     pub setup: GuestSetup,
+}
+
+/// The races a test on the injected kernel drives, and how many times at
+/// least the kernel must log each (a run where the race never happened
+/// proves nothing).
+#[derive(Clone, Copy, Debug)]
+pub struct Injected {
+    /// `detector-inject: seed003 lazyfree-discard` lines.
+    pub lazyfree_discards: u64,
+    /// `detector-inject: seed000 stale-folio` lines.
+    pub stale_moves: u64,
 }
 
 /// Guest settings a test may change; [`GuestSetup::PLAIN`] changes none.
@@ -370,6 +385,10 @@ const MOVE_BUGS: &[KernelBug] = &[KernelBug {
            finds the destination filled: UFFDIO_MOVE returns -EEXIST for a page it moved",
 }];
 
+/// The fault-injected kernel (`cargo xtask build-kernel`): only its own
+/// tests run there, in CI too.
+const INJECT: &[KernelLine] = &[KernelLine::V6_12Inject];
+
 /// Lines with UFFDIO_MOVE and mTHP swap-out (6.10+).
 const MODERN: &[KernelLine] = &[KernelLine::V6_12, KernelLine::V6_18, KernelLine::V7_2];
 
@@ -401,6 +420,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -431,6 +451,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -463,6 +484,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: 0.0,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 300,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -521,6 +543,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: MOVE_BUGS,
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -562,6 +585,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -610,6 +634,7 @@ pub const TESTS: &[VmTest] = &[
                    the copy the parent no longer maps (seed 001's wrong COW; fixed when direct I/O \
                    moved to FOLL_PIN)",
         }],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -650,6 +675,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: 0.9,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -691,6 +717,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
@@ -743,6 +770,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: MOVE_BUGS,
+        injected: None,
         timeout_secs: 600,
         swap_mib: Some(6),
         setup: GuestSetup::PLAIN,
@@ -787,6 +815,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: MOVE_BUGS,
+        injected: None,
         timeout_secs: 1200,
         swap_mib: None,
         setup: GuestSetup {
@@ -825,6 +854,7 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: &[],
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: MTHP,
@@ -862,9 +892,94 @@ pub const TESTS: &[VmTest] = &[
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: MOVE_BUGS,
+        injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: MTHP,
+    },
+    VmTest {
+        name: "inj-madvfree-dio",
+        about: "madvfree-dio opted into the injected seed-003 race (reclaim discards a pinned lazyfree page): every discard the kernel logs is one lazyfree_extra_refs violation, every zeroed page has one",
+        kernels: INJECT,
+        ci: INJECT,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "48M",
+        workload: &[
+            "inj-madvfree-dio", "--device", "/dev/vdc", "--mib", "4", "--iterations", "1000", "--seconds", "240",
+        ],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
+            lost: Lost::Rare,
+            pswpin_matches: true,
+            windows: &[window_n("gup pin", 1_000)],
+            // The race itself, once per discard; kswapd (not opted in)
+            // still meets the stock refcount check: near misses.
+            findings: Findings {
+                required: &[needs(R::LazyfreeExtraRefs, S::Violation, 1)],
+                allowed: &[(R::LazyfreeExtraRefs, S::NearMiss), (R::LazyfreeExtraRefs, S::Info)],
+            },
+            findings_on: &[],
+            eexist_threshold: None,
+            effort: &[effort("reads", 2_000)],
+            min_lookups_compared: COMPARED,
+        },
+        kernel_bugs: &[],
+        injected: Some(Injected {
+            lazyfree_discards: 1,
+            stale_moves: 0,
+        }),
+        timeout_secs: 600,
+        swap_mib: None,
+        setup: GuestSetup::PLAIN,
+    },
+    VmTest {
+        name: "inj-uffd-move-swap",
+        about: "UFFDIO_MOVE opted into the injected seed-000 race (move_swap_pte's guards skipped, its windows widened) on a nearly full swap disk while siblings churn the pages being moved: every stale move the kernel logs is a swap_entry_aba or stale_folio_move violation",
+        kernels: INJECT,
+        ci: INJECT,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "48M",
+        workload: &[
+            "inj-uffd-move-swap", "--mib", "4", "--iterations", "0", "--siblings", "3",
+            "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "120",
+        ],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: MOVE_PROBES,
+            lost: Lost::Rare,
+            pswpin_matches: true,
+            windows: &[window_n("move_pages lookup", 100)],
+            findings: Findings {
+                required: &[],
+                allowed: &[
+                    (R::SwapEntryAba, S::Violation),
+                    (R::StaleFolioMove, S::Violation),
+                    (R::SwapEntryAba, S::NearMiss),
+                    (R::SwapEntryAba, S::Info),
+                    (R::StaleFolioMove, S::NearMiss),
+                    (R::MissedSwapcacheLookup, S::NearMiss),
+                ],
+            },
+            findings_on: &[],
+            eexist_threshold: None,
+            effort: &[effort("moved", 1_000), effort("sibling_pageouts", 100)],
+            min_lookups_compared: COMPARED,
+        },
+        kernel_bugs: &[],
+        injected: Some(Injected {
+            lazyfree_discards: 0,
+            stale_moves: 1,
+        }),
+        timeout_secs: 900,
+        swap_mib: Some(6),
+        setup: GuestSetup::PLAIN,
     },
 ];
 

@@ -5,8 +5,8 @@
 //! when a finding is actually emitted.
 
 use detector_common::{
-    Event, EventKind, ProbeId, FS_LARGE, FS_SWAPCACHE, V_ENTRY_PARTIAL, V_FOLIO, V_FOLIO_STATE,
-    V_RET,
+    Event, EventKind, ProbeId, FS_LARGE, FS_SWAPCACHE, V_ADDR, V_ENTRY_PARTIAL, V_FOLIO,
+    V_FOLIO_STATE, V_RET,
 };
 
 use super::finding::{Evidence, StateSnapshot};
@@ -20,6 +20,8 @@ pub(crate) struct Ev {
     /// Full swap entry (explicit or decoded from a swap PTE), 0 when none.
     pub entry: u64,
     pub f_swap: u64,
+    /// User virtual address the call concerned (`V_ADDR`), 0 when none.
+    pub addr: u64,
     pub ret: i64,
     /// Running total of lost events when this event was seen.
     pub lost: u64,
@@ -45,6 +47,7 @@ impl Ev {
             folio: if e.valid & V_FOLIO != 0 { e.folio } else { 0 },
             entry: entry.unwrap_or(0),
             f_swap: e.f_swap,
+            addr: if e.valid & V_ADDR != 0 { e.addr } else { 0 },
             ret: e.ret,
             lost,
             tid: e.tid,
@@ -108,6 +111,7 @@ impl Ev {
                 }
                 .to_string()
             }),
+            addr: (self.addr != 0).then(|| format!("{:#x}", self.addr)),
         };
         let mut note = self.note.to_string();
         if partial {

@@ -149,6 +149,11 @@ pub struct StateSnapshot {
     /// findings written before it existed.
     #[serde(default)]
     pub ret_text: Option<String>,
+    /// The user virtual address the call concerned (the faulting or moved
+    /// address, the one reclaim unmapped), in hex. Absent when the probe
+    /// has none, and in findings written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
 }
 
 /// One step of the ordered chain that proves a finding.

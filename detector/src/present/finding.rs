@@ -47,6 +47,9 @@ impl fmt::Display for EvidenceState<'_> {
         if let Some(x) = &s.folio_swap {
             write!(f, " swap={x}")?;
         }
+        if let Some(x) = &s.addr {
+            write!(f, " addr={x}")?;
+        }
         if let Some(x) = self.ret {
             write!(f, " ret={x}")?;
         }
