@@ -379,12 +379,20 @@ pub struct ArgSpec {
     pub si: u8,
     pub ci: u8,
     pub ci_off: u8,
+    /// Width of the return type in bits when narrower than a register (8
+    /// for `bool`, 32 for `int`), else 0. The x86-64 ABI leaves the upper
+    /// bits of the return register undefined, and compilers differ (a
+    /// kernel built with another configuration returned -EEXIST as
+    /// 0xffffffef): the programs narrow, and sign-extend a signed type.
+    pub ret_bits: u8,
+    pub ret_signed: u8,
 }
 
-/// Entry: only clean lazyfree folios (anon, not swap-backed, not dirty:
-/// after MADV_FREE) holding references beyond 1 + mapcount (large folios
-/// kept); exit: only the calls whose entry passed. Exactly what the lazyfree
-/// rules, the only consumers of `try_to_unmap_one`, start from.
+/// Entry: only clean anon folios (not dirty; swap-backed or not, since
+/// MADV_FREE clears PG_swapbacked from a per-CPU batch the call itself may
+/// drain) holding references beyond 1 + mapcount (large folios kept);
+/// exit: only the calls whose entry passed. What the lazyfree rules, the
+/// only consumers of `try_to_unmap_one`, start from.
 pub const REL_LAZYFREE: u8 = 1;
 /// Only folios that may be DMA-pinned: refcount at least
 /// `GUP_PIN_COUNTING_BIAS`, or large (whose pins are counted apart), or
@@ -426,6 +434,8 @@ impl ArgSpec {
         si: NO_ARG,
         ci: NO_ARG,
         ci_off: NO_ARG,
+        ret_bits: 0,
+        ret_signed: 0,
     };
 }
 

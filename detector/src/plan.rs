@@ -342,6 +342,23 @@ fn is_u(p: &crate::btf::Param, names: &[&str]) -> bool {
 
 /// Builds the argument spec of `probe` for a function with prototype
 /// `proto`, or says why the prototype does not fit the role.
+/// Bits and signedness of a return type narrower than a register, as
+/// `ArgSpec::ret_bits` / `ret_signed` take them; (0, 0) for a full-width
+/// or pointer return.
+fn ret_width(t: &CType) -> (u8, u8) {
+    let CType::Named(name) = t else {
+        return (0, 0);
+    };
+    match name.as_str() {
+        "int" | "s32" | "int32_t" => (32, 1),
+        "unsigned int" | "u32" | "uint32_t" | "vm_fault_t" | "gfp_t" | "fgf_t" => (32, 0),
+        "bool" | "_Bool" | "u8" | "unsigned char" => (8, 0),
+        "short int" | "s16" => (16, 1),
+        "short unsigned int" | "u16" => (16, 0),
+        _ => (0, 0),
+    }
+}
+
 pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
     let mut s = ArgSpec::NONE;
     let folio = proto.find(|p| p.ty.is_ptr_to("folio"));
@@ -351,6 +368,7 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, String> {
     let nr = proto.find(|p| is_u(p, &["nr", "nr_pages", "nr_entries", "refs", "npages"]));
     let ret_folio = proto.ret.is_ptr_to("folio");
     s.has_ret = u8::from(proto.ret != CType::Void);
+    (s.ret_bits, s.ret_signed) = ret_width(&proto.ret);
     s.nr = nr.unwrap_or(NO_ARG);
     let need = |what: &str, v: Option<u8>| v.ok_or_else(|| format!("prototype has no {what}"));
     match probe {
@@ -642,6 +660,29 @@ mod tests {
         assert_eq!((a.folio, a.entry), (0, 1));
         assert_eq!((b.folio, b.entry), (1, 2));
         assert_eq!(a.has_ret, 0);
+    }
+
+    #[test]
+    fn narrow_returns_carry_their_width() {
+        let proto = |ret: &str| Proto {
+            ret: CType::Named(ret.into()),
+            params: vec![
+                Param {
+                    name: "entry".into(),
+                    ty: CType::Named("swp_entry_t".into()),
+                },
+                Param {
+                    name: "nr".into(),
+                    ty: CType::Other,
+                },
+            ],
+        };
+        let s = arg_spec(ProbeId::SwapcachePrepare, &proto("int")).unwrap();
+        assert_eq!((s.has_ret, s.ret_bits, s.ret_signed), (1, 32, 1));
+        let s = arg_spec(ProbeId::SwapcachePrepare, &proto("bool")).unwrap();
+        assert_eq!((s.ret_bits, s.ret_signed), (8, 0));
+        let s = arg_spec(ProbeId::SwapcachePrepare, &proto("long int")).unwrap();
+        assert_eq!((s.ret_bits, s.ret_signed), (0, 0));
     }
 
     #[test]

@@ -777,7 +777,7 @@ pub const TESTS: &[VmTest] = &[
     },
     VmTest {
         name: "tid-churn",
-        about: "5-minute soak: thousands of short-lived threads doing swap-in, fork/COW and UFFDIO_MOVE (where the kernel has it) with pid_max lowered so tids are reused, recorded with rotation",
+        about: "2-minute soak: thousands of short-lived threads doing swap-in, fork/COW and UFFDIO_MOVE (where the kernel has it) with pid_max lowered so tids are reused, recorded with rotation",
         kernels: ALL,
         ci: CI_FULL,
         skips_on: &[],
@@ -788,7 +788,7 @@ pub const TESTS: &[VmTest] = &[
         // the tasks' faults to read from the disk.
         memory_max: "24M",
         workload: &[
-            "tid-churn", "--seconds", "300", "--mib", "32", "--pages", "16", "--concurrency", "4",
+            "tid-churn", "--seconds", "120", "--mib", "32", "--pages", "16", "--concurrency", "4",
         ],
         ring_size: None,
         attach: None,
