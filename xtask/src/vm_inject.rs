@@ -261,7 +261,7 @@ pub fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<String> 
     let pinned = |i: &Injection| match i {
         Injection::LazyfreeDiscard {
             refcount, mapcount, ..
-        } => refcount - mapcount - 1 >= detector::event::GUP_PIN_COUNTING_BIAS,
+        } => refcount - mapcount > detector::event::GUP_PIN_COUNTING_BIAS,
         _ => false,
     };
     let optional: Vec<&Injection> = inj
