@@ -26,6 +26,14 @@ pub(super) fn is_lazyfree(f_state: u32) -> bool {
     f_state & FS_ANON != 0 && f_state & (FS_SWAPBACKED | FS_KSM) == 0
 }
 
+/// A discard under a GUP-fast pin not yet past the fast path's re-check.
+#[derive(Clone, Debug)]
+pub(crate) struct Deferred {
+    chain: Vec<Ev>,
+    why: String,
+    folio: u64,
+}
+
 /// References beyond the isolation reference and one per mapping.
 pub(super) fn extra_refs(ev: &Ev) -> i32 {
     ev.refcount - (1 + ev.mapcount)
@@ -129,6 +137,30 @@ impl Analyzer {
                          released unseen",
                     ),
                 };
+                // The only pin is a GUP-fast grab its task has not moved on
+                // from: the fast path re-checks the PTE after grabbing and
+                // drops the pin when it changed (as this discard changed
+                // it), then faults a fresh page for the I/O. Judge when the
+                // grab is confirmed or dropped.
+                let unconfirmed_fast = cause == "discarded_pinned"
+                    && self.pins.get(&e.folio).is_some_and(|p| !p.confirmed)
+                    && pin.is_some_and(|g| {
+                        self.tasks
+                            .get(&g.tid)
+                            .and_then(|t| t.pending_fast)
+                            .is_some_and(|p| p.folio == e.folio)
+                    });
+                if unconfirmed_fast {
+                    self.deferred_discards.insert(
+                        e.folio,
+                        Deferred {
+                            chain,
+                            why,
+                            folio: e.folio,
+                        },
+                    );
+                    return;
+                }
                 let msg = format!(
                     "reclaim discarded the PTE of clean lazyfree folio {:#x} while it held extra references ({why}): \
                      {tail}",
@@ -180,6 +212,52 @@ impl Analyzer {
             chain.push(exit.with_note(note));
             self.emit(out, RuleId::LazyfreeExtraRefs, severity, cause, msg, &chain);
         }
+    }
+}
+
+impl Analyzer {
+    /// A deferred discard's GUP-fast pin was confirmed (`kept`: the task
+    /// moved on with it, the I/O went to the discarded page) or dropped by
+    /// the fast path's re-check (the I/O went to a page faulted afresh).
+    pub(super) fn judge_deferred_discard(
+        &mut self,
+        folio: u64,
+        kept: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        if self.deferred_discards.is_empty() {
+            return;
+        }
+        let Some(d) = self.deferred_discards.remove(&folio) else {
+            return;
+        };
+        let (severity, cause, tail) = if kept {
+            (
+                Severity::Violation,
+                "discarded_pinned",
+                "the GUP-fast pin was kept past its re-check: a direct-I/O read into it completes into an \
+                 unmapped page and userspace reads zeroes",
+            )
+        } else {
+            (
+                Severity::NearMiss,
+                "fast_pin_dropped",
+                "GUP-fast's re-check then saw the PTE gone and dropped the pin, so the I/O went to a page \
+                 faulted afresh: no data was lost this time",
+            )
+        };
+        let msg = format!(
+            "reclaim discarded the PTE of clean lazyfree folio {:#x} while it held extra references ({}): {tail}",
+            d.folio, d.why
+        );
+        self.emit(
+            out,
+            RuleId::LazyfreeExtraRefs,
+            severity,
+            cause,
+            msg,
+            &d.chain,
+        );
     }
 }
 

@@ -154,6 +154,11 @@ pub struct Analyzer {
     /// Folio -> the `lazyfree_mark` that made it lazyfree (MADV_FREE): the
     /// first link of a lazyfree finding's evidence.
     lazyfree_marks: HashMap<u64, Ev>,
+    /// Folio -> a discard made while its only pin was a GUP-fast grab still
+    /// awaiting the fast path's re-check: judged when the grab is confirmed
+    /// (a violation) or dropped (the re-check saw the PTE gone and the I/O
+    /// went to a page faulted afresh: a near miss).
+    deferred_discards: HashMap<u64, lazyfree::Deferred>,
     /// Bumped whenever pin-release events are lost: pins recorded before
     /// may have been released unseen.
     pin_epoch: u32,
@@ -198,6 +203,7 @@ impl Analyzer {
             open_windows: Vec::new(),
             pending_fast: 0,
             lazyfree_marks: HashMap::new(),
+            deferred_discards: HashMap::new(),
             pin_epoch: 0,
             attached: u64::MAX,
             last_sweep_ts: 0,
@@ -270,6 +276,7 @@ impl Analyzer {
             + self.deficits.len()
             + self.tasks.len()
             + self.lazyfree_marks.len()
+            + self.deferred_discards.len()
     }
 
     /// Highest [`tracked_objects`](Self::tracked_objects) seen after an
@@ -306,6 +313,7 @@ impl Analyzer {
             + table(&self.storms)
             + table(&self.deficits)
             + table(&self.lazyfree_marks)
+            + table(&self.deferred_discards)
             + self.tasks.bytes()
             + table(&self.spaces)
             + lookups
@@ -430,8 +438,8 @@ impl Analyzer {
             ProbeId::RemoveMapping if is(Exit) => self.on_remove_mapping_exit(index, e, out),
             ProbeId::GupGrab if is(Exit) => self.on_grab(index, e, false, out),
             ProbeId::GupGrabFast if is(Exit) => self.on_grab(index, e, true, out),
-            ProbeId::GupPut if !is(Exit) => self.on_put(index, e, false),
-            ProbeId::UnpinUserPage if !is(Exit) => self.on_put(index, e, true),
+            ProbeId::GupPut if !is(Exit) => self.on_put(index, e, false, out),
+            ProbeId::UnpinUserPage if !is(Exit) => self.on_put(index, e, true, out),
             ProbeId::DoWpPage if is(Enter) => self.on_wp(index, e, out),
             ProbeId::TpPageFree if is(Tracepoint) => self.on_folio_freed(e.folio),
             ProbeId::TpWriteFolio if is(Tracepoint) => self.on_tp_write(e),

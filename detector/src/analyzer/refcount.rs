@@ -138,8 +138,9 @@ impl Analyzer {
         if p.index == index {
             return;
         }
-        let dropping =
-            matches!(probe, ProbeId::GupPut | ProbeId::UnpinUserPage) && e.folio == p.folio;
+        // The fast path drops a pin its re-check rejects with
+        // gup_put_folio; an unpin_user_page is the pin's user done with it.
+        let dropping = probe == ProbeId::GupPut && e.folio == p.folio;
         if !dropping {
             self.resolve_pending_fast(e.tid, Some(index), out);
         }
@@ -159,6 +160,7 @@ impl Analyzer {
         if let Some(rec) = self.pins.get_mut(&p.folio) {
             rec.confirmed = true;
         }
+        self.judge_deferred_discard(p.folio, true, out);
         if p.has_state() && small_anon_shared(p.f_state) {
             let msg = format!(
                 "GUP-fast kept a FOLL_PIN on anon folio {:#x} that was not anon-exclusive when grabbed; its \
@@ -177,7 +179,7 @@ impl Analyzer {
         }
     }
 
-    pub(super) fn on_put(&mut self, index: u64, e: &Event, unpin: bool) {
+    pub(super) fn on_put(&mut self, index: u64, e: &Event, unpin: bool, out: &mut Vec<Finding>) {
         let _ = index;
         let (folio, tid) = (e.folio, e.tid);
         if folio == 0 {
@@ -207,13 +209,18 @@ impl Analyzer {
             }
         };
         let mut removable = false;
+        let mut fast_dropped = false;
         if let Some(t) = task {
             if t.pending_fast.is_some_and(|p| p.folio == folio) {
                 // GUP-fast grab, re-check failed, dropped: the benign case.
                 t.pending_fast = None;
                 self.pending_fast = self.pending_fast.saturating_sub(1);
+                fast_dropped = true;
             }
             removable = t.is_removable();
+        }
+        if fast_dropped {
+            self.judge_deferred_discard(folio, false, out);
         }
         let released = match self.folios.get_mut(&folio) {
             Some(f) => {
