@@ -594,6 +594,81 @@ pub fn resolve_with(
     Err(skipped.join("; "))
 }
 
+/// Roles that only mean something inside a UFFDIO_MOVE window: the loader
+/// attaches them only once `move_pages` attached (6.1 has the functions,
+/// but no window to read them in).
+pub fn needs_move_window(probe: ProbeId) -> bool {
+    matches!(probe, ProbeId::MovePagesLookup | ProbeId::MovePresent)
+}
+
+/// A recorded digest of one kernel's BTF (`examples/btf_digest.rs`,
+/// `detector/testdata/btf/`): the prototype of every candidate symbol and
+/// the typed tracepoints' presence, so the role table can be checked
+/// against real kernels without booting them.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BtfDigest {
+    /// `uname -r` of the kernel.
+    pub kernel: String,
+    /// Prototype per symbol; `None`: the kernel has no such function.
+    pub functions: std::collections::BTreeMap<String, Option<Proto>>,
+    /// Typed tracepoint (`group:name`) -> present.
+    pub tracepoints: std::collections::BTreeMap<String, bool>,
+}
+
+impl BtfDigest {
+    pub fn parse(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Candidates of the role table the digest has no record of (it
+    /// predates them): regenerate it with `examples/btf_digest.rs`.
+    pub fn unrecorded(&self) -> Vec<&'static str> {
+        ROLES
+            .iter()
+            .flat_map(|r| r.candidates.iter().map(move |c| (r.hook, *c)))
+            .filter(|(hook, c)| match hook {
+                Hook::Tracepoint => !self.tracepoints.contains_key(*c),
+                _ => !self.functions.contains_key(*c),
+            })
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    /// [`resolve`] against the digest. An unrecorded symbol counts as
+    /// absent; check [`BtfDigest::unrecorded`] first.
+    pub fn resolve(&self, role: &Role) -> Result<Resolved, String> {
+        if role.hook == Hook::Tracepoint {
+            let absent: Vec<&str> = role
+                .candidates
+                .iter()
+                .copied()
+                .filter(|c| self.tracepoints.get(*c) != Some(&true))
+                .collect();
+            if !absent.is_empty() {
+                return Err(format!("{}: not in this kernel", absent.join(", ")));
+            }
+        }
+        resolve_with(|sym| self.functions.get(sym).cloned().flatten(), role)
+    }
+
+    /// The roles the loader attaches on this kernel when it allows
+    /// function probes (not degraded mode): every function role that
+    /// resolves (the move-window ones only with `move_pages`) and every
+    /// tracepoint role the kernel has that is not degraded-only.
+    pub fn attaches(&self) -> Vec<ProbeId> {
+        let move_window = ROLES
+            .iter()
+            .any(|r| r.probe == ProbeId::MovePages && self.resolve(r).is_ok());
+        ROLES
+            .iter()
+            .filter(|r| !r.degraded_only)
+            .filter(|r| move_window || !needs_move_window(r.probe))
+            .filter(|r| self.resolve(r).is_ok())
+            .map(|r| r.probe)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,23 +815,16 @@ mod tests {
         }
     }
 
-    /// A BTF digest of a real Debian kernel (`examples/btf_digest.rs`).
-    struct Digest {
-        kernel: String,
-        functions: std::collections::BTreeMap<String, Option<Proto>>,
-    }
-
-    fn digest(json: &str) -> Digest {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            kernel: String,
-            functions: std::collections::BTreeMap<String, Option<Proto>>,
-        }
-        let r: Raw = serde_json::from_str(json).expect("digest parses");
-        Digest {
-            kernel: r.kernel,
-            functions: r.functions,
-        }
+    fn digest(json: &str) -> BtfDigest {
+        let d = BtfDigest::parse(json).expect("digest parses");
+        assert!(
+            d.unrecorded().is_empty(),
+            "the {} digest has no entry for {:?}: regenerate detector/testdata/btf with \
+             examples/btf_digest.rs",
+            d.kernel,
+            d.unrecorded()
+        );
+        d
     }
 
     const DIGESTS: &[(&str, &str)] = &[
@@ -767,21 +835,11 @@ mod tests {
     ];
 
     /// Every function role of a digest: the symbol chosen, or why none.
-    fn resolve_all(d: &Digest) -> Vec<(ProbeId, Result<Resolved, String>)> {
+    fn resolve_all(d: &BtfDigest) -> Vec<(ProbeId, Result<Resolved, String>)> {
         ROLES
             .iter()
             .filter(|r| r.hook != Hook::Tracepoint)
-            .map(|r| {
-                let lookup = |sym: &str| match d.functions.get(sym) {
-                    Some(p) => p.clone(),
-                    None => panic!(
-                        "the {} digest has no entry for {sym}: regenerate detector/testdata/btf \
-                         with examples/btf_digest.rs",
-                        d.kernel
-                    ),
-                };
-                (r.probe, resolve_with(lookup, r))
-            })
+            .map(|r| (r.probe, d.resolve(r)))
             .collect()
     }
 
@@ -810,6 +868,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio")),
                     (P::UnpinUserPage, Some("unpin_user_page")),
                     (P::SwapRead, Some("swap_readpage")),
+                    (P::LazyfreeMark, Some("mark_page_lazyfree")),
                 ],
             ),
             (
@@ -828,6 +887,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
                     (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
+                    (P::LazyfreeMark, Some("folio_mark_lazyfree")),
                 ],
             ),
             (
@@ -846,6 +906,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
                     (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
+                    (P::LazyfreeMark, Some("folio_mark_lazyfree")),
                 ],
             ),
             (
@@ -864,6 +925,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
                     (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
+                    (P::LazyfreeMark, Some("folio_mark_lazyfree")),
                 ],
             ),
         ];
@@ -876,6 +938,9 @@ mod tests {
             (P::MadviseFree, "madvise_free_pte_range"),
             (P::GupPut, "gup_put_folio"),
             (P::DoWpPage, "do_wp_page"),
+            // Resolves on 6.1 too, which has no move window to attach it in
+            // (see BtfDigest::attaches).
+            (P::MovePresent, "ptep_clear_flush"),
         ];
         assert_eq!(DIGESTS.len(), expect.len());
         for ((line, json), (eline, roles)) in DIGESTS.iter().zip(expect) {
@@ -909,6 +974,44 @@ mod tests {
                     (r, w) => panic!("{line} {probe:?}: resolved {r:?}, expected {w:?}"),
                 }
             }
+        }
+    }
+
+    /// Every typed tracepoint role exists on every line: task_exit is a
+    /// DEFINE_EVENT of sched_process_template up to 6.15 (no BTF trace
+    /// function of its own) and its own TRACE_EVENT, with `group_dead`,
+    /// from 6.16; both attach through `btf_trace_sched_process_exit`.
+    #[test]
+    fn tracepoints_exist_on_every_kernel_line() {
+        for (line, json) in DIGESTS {
+            let d = digest(json);
+            for r in ROLES.iter().filter(|r| r.hook == Hook::Tracepoint) {
+                let got = d.resolve(r);
+                assert!(got.is_ok(), "{line} {:?}: {got:?}", r.probe);
+            }
+        }
+        let mut d = digest(DIGESTS[0].1);
+        d.tracepoints
+            .insert("sched:sched_process_exit".into(), false);
+        let role = ROLES.iter().find(|r| r.probe == ProbeId::TaskExit).unwrap();
+        assert!(d.resolve(role).is_err());
+        assert!(!d.attaches().contains(&ProbeId::TaskExit));
+    }
+
+    /// What a line attaches: the move-window roles only where move_pages
+    /// resolves, degraded-only tracepoints never.
+    #[test]
+    fn attaches_follows_the_move_window() {
+        use ProbeId as P;
+        for (line, json) in DIGESTS {
+            let a = digest(json).attaches();
+            let window = *line != "6.1";
+            for p in [P::MovePages, P::MovePagesLookup, P::MovePresent] {
+                assert_eq!(a.contains(&p), window, "{line} {p:?}");
+            }
+            assert!(a.contains(&P::LazyfreeMark), "{line}");
+            assert!(a.contains(&P::TaskExit), "{line}");
+            assert!(!a.contains(&P::TpPageFree), "{line}");
         }
     }
 
