@@ -210,7 +210,7 @@ const SWAP_CORE: &[ProbeId] = &[
 
 /// Every function role of the plan (`detector::plan::ROLES`), the
 /// swap-out tracepoint the pswpout check counts and the task-exit
-/// tracepoint: all exist on 6.12.
+/// tracepoint: all exist on 6.12, 6.18 and 7.2.
 const ALL_ROLES: &[ProbeId] = &[
     P::SwapCacheLookup,
     P::SwapCacheInsert,
@@ -275,6 +275,8 @@ const ROLES_6_1: &[ProbeId] = &[
 pub const MUST_ATTACH: &[(KernelLine, &[ProbeId])] = &[
     (KernelLine::V6_12, ALL_ROLES),
     (KernelLine::V6_1, ROLES_6_1),
+    (KernelLine::V6_18, ALL_ROLES),
+    (KernelLine::V7_2, ALL_ROLES),
 ];
 
 pub fn must_attach(line: KernelLine) -> Option<&'static [ProbeId]> {
@@ -1101,6 +1103,38 @@ mod tests {
             let list = must_attach(*line)
                 .unwrap_or_else(|| panic!("no MUST_ATTACH entry for {}", line.as_str()));
             assert!(!list.is_empty(), "{}", line.as_str());
+        }
+    }
+
+    /// Each line's list is what the role table resolves on that line's
+    /// kernel (its BTF digest, detector/testdata/btf), with the loader's
+    /// move-window rule: neither a role the kernel cannot have nor one it
+    /// has and the list forgot.
+    #[test]
+    fn must_attach_lists_match_each_lines_btf() {
+        use clap::ValueEnum;
+        let digest = |line: KernelLine| match line {
+            KernelLine::V6_1 => include_str!("../../detector/testdata/btf/6.1.json"),
+            KernelLine::V6_12 => include_str!("../../detector/testdata/btf/6.12.json"),
+            KernelLine::V6_18 => include_str!("../../detector/testdata/btf/6.18.json"),
+            KernelLine::V7_2 => include_str!("../../detector/testdata/btf/7.2.json"),
+        };
+        for line in KernelLine::value_variants() {
+            let d = detector::plan::BtfDigest::parse(digest(*line)).expect("digest parses");
+            assert!(d.kernel.starts_with(line.as_str()), "{}", d.kernel);
+            assert!(
+                d.unrecorded().is_empty(),
+                "{}: {:?}",
+                d.kernel,
+                d.unrecorded()
+            );
+            let names = |v: &[ProbeId]| {
+                let mut n: Vec<&str> = v.iter().map(|p| p.name()).collect();
+                n.sort_unstable();
+                n
+            };
+            let want = names(must_attach(*line).unwrap_or_default());
+            assert_eq!(want, names(&d.attaches()), "{}", line.as_str());
         }
     }
 
