@@ -214,9 +214,16 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::MovePages,
         hook: Hook::Both,
-        // 7.x inlines move_pages: its per-PMD worker move_pages_ptes holds
-        // the whole lookup -> lock -> recheck -> move sequence of a page.
-        candidates: &["move_pages", "move_pages_ptes"],
+        // The per-PMD worker move_pages_ptes (6.18, 7.x; 7.x inlines
+        // move_pages) holds the whole lookup -> lock -> recheck -> move
+        // sequence of a page, and gives up with -EAGAIN once the source PTE
+        // it looked up changes: a retry is a new call. Its present path
+        // clears PTEs inline, so per-call windows are what keep a retry's
+        // present-path move apart from the lookup before it (the analyzer's
+        // "which path a move took"). 6.12 inlines move_pages_pte into
+        // move_pages, whose window spans retries; ptep_clear_flush
+        // (move_present) marks the present path there.
+        candidates: &["move_pages_ptes", "move_pages"],
         degraded_only: false,
     },
     Role {
@@ -900,7 +907,7 @@ mod tests {
                     (P::SwapcachePrepare, Some("swapcache_prepare")),
                     (P::SwapcacheClear, Some("swapcache_clear")),
                     (P::FolioMoveAnonRmap, Some("folio_move_anon_rmap")),
-                    (P::MovePages, Some("move_pages")),
+                    (P::MovePages, Some("move_pages_ptes")),
                     (P::MovePagesLookup, Some("swap_cache_get_folio")),
                     (P::GupGrab, Some("try_grab_folio")),
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
@@ -1012,6 +1019,27 @@ mod tests {
             assert!(a.contains(&P::LazyfreeMark), "{line}");
             assert!(a.contains(&P::TaskExit), "{line}");
             assert!(!a.contains(&P::TpPageFree), "{line}");
+        }
+    }
+
+    /// The move window is one move_pages_ptes call wherever BTF has the
+    /// worker out of line (6.18, 7.2; a retry is a new window), the whole
+    /// move_pages call where it is inlined (6.12).
+    #[test]
+    fn move_window_is_the_per_pmd_worker_where_it_exists() {
+        let role = ROLES
+            .iter()
+            .find(|r| r.probe == ProbeId::MovePages)
+            .unwrap();
+        for (line, sym, addr) in [
+            ("6.12", "move_pages", 2),
+            ("6.18", "move_pages_ptes", 6),
+            ("7.2", "move_pages_ptes", 6),
+        ] {
+            let (_, json) = DIGESTS.iter().find(|(l, _)| *l == line).unwrap();
+            let d = digest(json);
+            let r = d.resolve(role).unwrap();
+            assert_eq!((r.symbol.as_str(), r.spec.addr), (sym, addr), "{line}");
         }
     }
 
