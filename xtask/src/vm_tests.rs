@@ -708,8 +708,9 @@ pub const TESTS: &[VmTest] = &[
         // a freed entry comes back within the move windows. The siblings
         // do the faulting (no separate random faulter spinning on present
         // pages and taking their CPU). 16 pages per UFFDIO_MOVE call: the
-        // call looks up each page in turn, so its window holds its earlier
-        // lookups while the siblings churn the run's neighbours.
+        // call looks up each page in turn, so on 6.12 its window holds its
+        // earlier lookups while the siblings churn the run's neighbours
+        // (6.18 and 7.x: one window per page's move_pages_ptes call).
         workload: &[
             "uffd-move-swap", "--mib", "4", "--iterations", "0", "--siblings", "3",
             "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "60",
@@ -1113,14 +1114,17 @@ mod tests {
     #[test]
     fn must_attach_lists_match_each_lines_btf() {
         use clap::ValueEnum;
+        // Every line decides here (the match is exhaustive): a Debian
+        // package's digest, or None with the reason.
         let digest = |line: KernelLine| match line {
-            KernelLine::V6_1 => include_str!("../../detector/testdata/btf/6.1.json"),
-            KernelLine::V6_12 => include_str!("../../detector/testdata/btf/6.12.json"),
-            KernelLine::V6_18 => include_str!("../../detector/testdata/btf/6.18.json"),
-            KernelLine::V7_2 => include_str!("../../detector/testdata/btf/7.2.json"),
+            KernelLine::V6_1 => Some(include_str!("../../detector/testdata/btf/6.1.json")),
+            KernelLine::V6_12 => Some(include_str!("../../detector/testdata/btf/6.12.json")),
+            KernelLine::V6_18 => Some(include_str!("../../detector/testdata/btf/6.18.json")),
+            KernelLine::V7_2 => Some(include_str!("../../detector/testdata/btf/7.2.json")),
         };
         for line in KernelLine::value_variants() {
-            let d = detector::plan::BtfDigest::parse(digest(*line)).expect("digest parses");
+            let Some(json) = digest(*line) else { continue };
+            let d = detector::plan::BtfDigest::parse(json).expect("digest parses");
             assert!(d.kernel.starts_with(line.as_str()), "{}", d.kernel);
             assert!(
                 d.unrecorded().is_empty(),
