@@ -80,8 +80,7 @@ fn main() -> Result<()> {
         .iter()
         .map(|tp| {
             let name = tp.split(':').nth(1).unwrap_or(tp);
-            // A typed tracepoint exists when its BTF trace function does.
-            let present = btf.func_proto(&format!("__bpf_trace_{name}")).is_some();
+            let present = btf.has_tracepoint(name);
             format!(
                 "    {}: {present}",
                 serde_json::to_string(tp).unwrap_or_default()

@@ -260,6 +260,17 @@ impl KernelBtf {
         (None, s)
     }
 
+    /// Whether typed tracepoint `name` (without its group) exists: tp_btf
+    /// programs attach through the `btf_trace_<name>` typedef, which every
+    /// tracepoint has. The `__bpf_trace_*` function is named after the event
+    /// class instead, so it is absent for events defined with DEFINE_EVENT
+    /// (`sched_process_exit` up to 6.15).
+    pub fn has_tracepoint(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .is_ok_and(|ts| ts.iter().any(|t| matches!(t, Type::Typedef(_))))
+    }
+
     /// Prototype of kernel function `func`, if BTF knows it.
     pub fn func_proto(&self, func: &str) -> Option<Proto> {
         let types = self.btf.resolve_types_by_name(func).ok()?;
@@ -431,5 +442,17 @@ mod tests {
         assert!(p.params[0].ty.is_ptr_to("vm_fault"));
         let p = btf.func_proto("swap_cache_get_folio").expect("lookup");
         assert!(p.ret.is_ptr_to("folio"));
+    }
+
+    #[test]
+    fn tracepoints_are_found_through_their_typedef() {
+        let Ok(btf) = KernelBtf::open_vmlinux() else {
+            return;
+        };
+        // sched_wakeup is a DEFINE_EVENT of sched_wakeup_template: no BTF
+        // trace function of its own, yet attachable.
+        assert!(btf.func_proto("__bpf_trace_sched_wakeup").is_none());
+        assert!(btf.has_tracepoint("sched_wakeup"));
+        assert!(!btf.has_tracepoint("sched_no_such_event"));
     }
 }

@@ -214,9 +214,16 @@ pub const ROLES: &[Role] = &[
     Role {
         probe: ProbeId::MovePages,
         hook: Hook::Both,
-        // 7.x inlines move_pages: its per-PMD worker move_pages_ptes holds
-        // the whole lookup -> lock -> recheck -> move sequence of a page.
-        candidates: &["move_pages", "move_pages_ptes"],
+        // The per-PMD worker move_pages_ptes (6.18, 7.x; 7.x inlines
+        // move_pages) holds the whole lookup -> lock -> recheck -> move
+        // sequence of a page, and gives up with -EAGAIN once the source PTE
+        // it looked up changes: a retry is a new call. Its present path
+        // clears PTEs inline, so per-call windows are what keep a retry's
+        // present-path move apart from the lookup before it (the analyzer's
+        // "which path a move took"). 6.12 inlines move_pages_pte into
+        // move_pages, whose window spans retries; ptep_clear_flush
+        // (move_present) marks the present path there.
+        candidates: &["move_pages_ptes", "move_pages"],
         degraded_only: false,
     },
     Role {
@@ -612,6 +619,81 @@ pub fn resolve_with(
     Err(skipped.join("; "))
 }
 
+/// Roles that only mean something inside a UFFDIO_MOVE window: the loader
+/// attaches them only once `move_pages` attached (6.1 has the functions,
+/// but no window to read them in).
+pub fn needs_move_window(probe: ProbeId) -> bool {
+    matches!(probe, ProbeId::MovePagesLookup | ProbeId::MovePresent)
+}
+
+/// A recorded digest of one kernel's BTF (`examples/btf_digest.rs`,
+/// `detector/testdata/btf/`): the prototype of every candidate symbol and
+/// the typed tracepoints' presence, so the role table can be checked
+/// against real kernels without booting them.
+#[derive(Clone, Debug, Deserialize)]
+pub struct BtfDigest {
+    /// `uname -r` of the kernel.
+    pub kernel: String,
+    /// Prototype per symbol; `None`: the kernel has no such function.
+    pub functions: std::collections::BTreeMap<String, Option<Proto>>,
+    /// Typed tracepoint (`group:name`) -> present.
+    pub tracepoints: std::collections::BTreeMap<String, bool>,
+}
+
+impl BtfDigest {
+    pub fn parse(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Candidates of the role table the digest has no record of (it
+    /// predates them): regenerate it with `examples/btf_digest.rs`.
+    pub fn unrecorded(&self) -> Vec<&'static str> {
+        ROLES
+            .iter()
+            .flat_map(|r| r.candidates.iter().map(move |c| (r.hook, *c)))
+            .filter(|(hook, c)| match hook {
+                Hook::Tracepoint => !self.tracepoints.contains_key(*c),
+                _ => !self.functions.contains_key(*c),
+            })
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    /// [`resolve`] against the digest. An unrecorded symbol counts as
+    /// absent; check [`BtfDigest::unrecorded`] first.
+    pub fn resolve(&self, role: &Role) -> Result<Resolved, String> {
+        if role.hook == Hook::Tracepoint {
+            let absent: Vec<&str> = role
+                .candidates
+                .iter()
+                .copied()
+                .filter(|c| self.tracepoints.get(*c) != Some(&true))
+                .collect();
+            if !absent.is_empty() {
+                return Err(format!("{}: not in this kernel", absent.join(", ")));
+            }
+        }
+        resolve_with(|sym| self.functions.get(sym).cloned().flatten(), role)
+    }
+
+    /// The roles the loader attaches on this kernel when it allows
+    /// function probes (not degraded mode): every function role that
+    /// resolves (the move-window ones only with `move_pages`) and every
+    /// tracepoint role the kernel has that is not degraded-only.
+    pub fn attaches(&self) -> Vec<ProbeId> {
+        let move_window = ROLES
+            .iter()
+            .any(|r| r.probe == ProbeId::MovePages && self.resolve(r).is_ok());
+        ROLES
+            .iter()
+            .filter(|r| !r.degraded_only)
+            .filter(|r| move_window || !needs_move_window(r.probe))
+            .filter(|r| self.resolve(r).is_ok())
+            .map(|r| r.probe)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,23 +863,16 @@ mod tests {
         }
     }
 
-    /// A BTF digest of a real Debian kernel (`examples/btf_digest.rs`).
-    struct Digest {
-        kernel: String,
-        functions: std::collections::BTreeMap<String, Option<Proto>>,
-    }
-
-    fn digest(json: &str) -> Digest {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            kernel: String,
-            functions: std::collections::BTreeMap<String, Option<Proto>>,
-        }
-        let r: Raw = serde_json::from_str(json).expect("digest parses");
-        Digest {
-            kernel: r.kernel,
-            functions: r.functions,
-        }
+    fn digest(json: &str) -> BtfDigest {
+        let d = BtfDigest::parse(json).expect("digest parses");
+        assert!(
+            d.unrecorded().is_empty(),
+            "the {} digest has no entry for {:?}: regenerate detector/testdata/btf with \
+             examples/btf_digest.rs",
+            d.kernel,
+            d.unrecorded()
+        );
+        d
     }
 
     const DIGESTS: &[(&str, &str)] = &[
@@ -808,21 +883,11 @@ mod tests {
     ];
 
     /// Every function role of a digest: the symbol chosen, or why none.
-    fn resolve_all(d: &Digest) -> Vec<(ProbeId, Result<Resolved, String>)> {
+    fn resolve_all(d: &BtfDigest) -> Vec<(ProbeId, Result<Resolved, String>)> {
         ROLES
             .iter()
             .filter(|r| r.hook != Hook::Tracepoint)
-            .map(|r| {
-                let lookup = |sym: &str| match d.functions.get(sym) {
-                    Some(p) => p.clone(),
-                    None => panic!(
-                        "the {} digest has no entry for {sym}: regenerate detector/testdata/btf \
-                         with examples/btf_digest.rs",
-                        d.kernel
-                    ),
-                };
-                (r.probe, resolve_with(lookup, r))
-            })
+            .map(|r| (r.probe, d.resolve(r)))
             .collect()
     }
 
@@ -851,6 +916,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio")),
                     (P::UnpinUserPage, Some("unpin_user_page")),
                     (P::SwapRead, Some("swap_readpage")),
+                    (P::LazyfreeMark, Some("mark_page_lazyfree")),
                 ],
             ),
             (
@@ -869,6 +935,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
                     (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
+                    (P::LazyfreeMark, Some("folio_mark_lazyfree")),
                 ],
             ),
             (
@@ -881,12 +948,13 @@ mod tests {
                     (P::SwapcachePrepare, Some("swapcache_prepare")),
                     (P::SwapcacheClear, Some("swapcache_clear")),
                     (P::FolioMoveAnonRmap, Some("folio_move_anon_rmap")),
-                    (P::MovePages, Some("move_pages")),
+                    (P::MovePages, Some("move_pages_ptes")),
                     (P::MovePagesLookup, Some("swap_cache_get_folio")),
                     (P::GupGrab, Some("try_grab_folio")),
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
                     (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
+                    (P::LazyfreeMark, Some("folio_mark_lazyfree")),
                 ],
             ),
             (
@@ -905,6 +973,7 @@ mod tests {
                     (P::GupGrabFast, Some("try_grab_folio_fast")),
                     (P::UnpinUserPage, Some("unpin_user_folio")),
                     (P::SwapRead, Some("swap_read_folio")),
+                    (P::LazyfreeMark, Some("folio_mark_lazyfree")),
                 ],
             ),
         ];
@@ -917,6 +986,9 @@ mod tests {
             (P::MadviseFree, "madvise_free_pte_range"),
             (P::GupPut, "gup_put_folio"),
             (P::DoWpPage, "do_wp_page"),
+            // Resolves on 6.1 too, which has no move window to attach it in
+            // (see BtfDigest::attaches).
+            (P::MovePresent, "ptep_clear_flush"),
         ];
         assert_eq!(DIGESTS.len(), expect.len());
         for ((line, json), (eline, roles)) in DIGESTS.iter().zip(expect) {
@@ -950,6 +1022,65 @@ mod tests {
                     (r, w) => panic!("{line} {probe:?}: resolved {r:?}, expected {w:?}"),
                 }
             }
+        }
+    }
+
+    /// Every typed tracepoint role exists on every line: task_exit is a
+    /// DEFINE_EVENT of sched_process_template up to 6.15 (no BTF trace
+    /// function of its own) and its own TRACE_EVENT, with `group_dead`,
+    /// from 6.16; both attach through `btf_trace_sched_process_exit`.
+    #[test]
+    fn tracepoints_exist_on_every_kernel_line() {
+        for (line, json) in DIGESTS {
+            let d = digest(json);
+            for r in ROLES.iter().filter(|r| r.hook == Hook::Tracepoint) {
+                let got = d.resolve(r);
+                assert!(got.is_ok(), "{line} {:?}: {got:?}", r.probe);
+            }
+        }
+        let mut d = digest(DIGESTS[0].1);
+        d.tracepoints
+            .insert("sched:sched_process_exit".into(), false);
+        let role = ROLES.iter().find(|r| r.probe == ProbeId::TaskExit).unwrap();
+        assert!(d.resolve(role).is_err());
+        assert!(!d.attaches().contains(&ProbeId::TaskExit));
+    }
+
+    /// What a line attaches: the move-window roles only where move_pages
+    /// resolves, degraded-only tracepoints never.
+    #[test]
+    fn attaches_follows_the_move_window() {
+        use ProbeId as P;
+        for (line, json) in DIGESTS {
+            let a = digest(json).attaches();
+            let window = *line != "6.1";
+            for p in [P::MovePages, P::MovePagesLookup, P::MovePresent] {
+                assert_eq!(a.contains(&p), window, "{line} {p:?}");
+            }
+            assert!(a.contains(&P::LazyfreeMark), "{line}");
+            assert!(a.contains(&P::TaskExit), "{line}");
+            assert!(!a.contains(&P::TpPageFree), "{line}");
+        }
+    }
+
+    /// The move window is one move_pages_ptes call wherever BTF has the
+    /// worker out of line (6.18, 7.2; a retry is a new window), the whole
+    /// move_pages call where it is inlined (6.12).
+    #[test]
+    fn move_window_is_the_per_pmd_worker_where_it_exists() {
+        let role = ROLES
+            .iter()
+            .find(|r| r.probe == ProbeId::MovePages)
+            .unwrap();
+        for (line, sym, addr) in [
+            ("6.12", "move_pages", 2),
+            ("6.18", "move_pages_ptes", 6),
+            ("7.2", "move_pages_ptes", 6),
+        ] {
+            let (_, json) = DIGESTS.iter().find(|(l, _)| *l == line).unwrap();
+            let d = digest(json);
+            let r = d.resolve(role).unwrap();
+            assert_eq!((r.symbol.as_str(), r.spec.addr), (sym, addr), "{line}");
         }
     }
 

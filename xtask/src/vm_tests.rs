@@ -225,7 +225,7 @@ const SWAP_CORE: &[ProbeId] = &[
 
 /// Every function role of the plan (`detector::plan::ROLES`), the
 /// swap-out tracepoint the pswpout check counts and the task-exit
-/// tracepoint: all exist on 6.12.
+/// tracepoint: all exist on 6.12, 6.18 and 7.2.
 const ALL_ROLES: &[ProbeId] = &[
     P::SwapCacheLookup,
     P::SwapCacheInsert,
@@ -292,6 +292,8 @@ pub const MUST_ATTACH: &[(KernelLine, &[ProbeId])] = &[
     (KernelLine::V6_1, ROLES_6_1),
     // The same 6.12 source, built with the config fragment's BPF options.
     (KernelLine::V6_12Inject, ALL_ROLES),
+    (KernelLine::V6_18, ALL_ROLES),
+    (KernelLine::V7_2, ALL_ROLES),
 ];
 
 pub fn must_attach(line: KernelLine) -> Option<&'static [ProbeId]> {
@@ -735,8 +737,9 @@ pub const TESTS: &[VmTest] = &[
         // a freed entry comes back within the move windows. The siblings
         // do the faulting (no separate random faulter spinning on present
         // pages and taking their CPU). 16 pages per UFFDIO_MOVE call: the
-        // call looks up each page in turn, so its window holds its earlier
-        // lookups while the siblings churn the run's neighbours.
+        // call looks up each page in turn, so on 6.12 its window holds its
+        // earlier lookups while the siblings churn the run's neighbours
+        // (6.18 and 7.x: one window per page's move_pages_ptes call).
         workload: &[
             "uffd-move-swap", "--mib", "4", "--iterations", "0", "--siblings", "3",
             "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "60",
@@ -1218,6 +1221,44 @@ mod tests {
             let list = must_attach(*line)
                 .unwrap_or_else(|| panic!("no MUST_ATTACH entry for {}", line.as_str()));
             assert!(!list.is_empty(), "{}", line.as_str());
+        }
+    }
+
+    /// Each line's list is what the role table resolves on that line's
+    /// kernel (its BTF digest, detector/testdata/btf), with the loader's
+    /// move-window rule: neither a role the kernel cannot have nor one it
+    /// has and the list forgot.
+    #[test]
+    fn must_attach_lists_match_each_lines_btf() {
+        use clap::ValueEnum;
+        // Every line decides here (the match is exhaustive): a Debian
+        // package's digest, or None with the reason.
+        let digest = |line: KernelLine| match line {
+            KernelLine::V6_1 => Some(include_str!("../../detector/testdata/btf/6.1.json")),
+            KernelLine::V6_12 => Some(include_str!("../../detector/testdata/btf/6.12.json")),
+            KernelLine::V6_18 => Some(include_str!("../../detector/testdata/btf/6.18.json")),
+            KernelLine::V7_2 => Some(include_str!("../../detector/testdata/btf/7.2.json")),
+            // Built here from the 6.12 source: no Debian package to digest;
+            // the VM test's plan check is what holds it to every role.
+            KernelLine::V6_12Inject => None,
+        };
+        for line in KernelLine::value_variants() {
+            let Some(json) = digest(*line) else { continue };
+            let d = detector::plan::BtfDigest::parse(json).expect("digest parses");
+            assert!(d.kernel.starts_with(line.as_str()), "{}", d.kernel);
+            assert!(
+                d.unrecorded().is_empty(),
+                "{}: {:?}",
+                d.kernel,
+                d.unrecorded()
+            );
+            let names = |v: &[ProbeId]| {
+                let mut n: Vec<&str> = v.iter().map(|p| p.name()).collect();
+                n.sort_unstable();
+                n
+            };
+            let want = names(must_attach(*line).unwrap_or_default());
+            assert_eq!(want, names(&d.attaches()), "{}", line.as_str());
         }
     }
 

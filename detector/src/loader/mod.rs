@@ -249,9 +249,7 @@ impl Attaching<'_> {
         for role in ROLES.iter().filter(|r| r.hook != Hook::Tracepoint) {
             let why_not = if self.opts.policy == AttachPolicy::Tracepoint {
                 Some("tracepoint mode requested")
-            } else if matches!(role.probe, ProbeId::MovePagesLookup | ProbeId::MovePresent)
-                && !move_pages
-            {
+            } else if plan::needs_move_window(role.probe) && !move_pages {
                 Some("needs the move_pages probe (UFFDIO_MOVE window)")
             } else {
                 None
