@@ -387,7 +387,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                                             "confidence is `full` or `reduced`, not `{v}`"
                                         )))
                                     }
-                                })
+                                });
                             }
                             "lost" => pending.x.lost = Some(num(v).map_err(&err)? as u64),
                             _ => {

@@ -40,7 +40,7 @@ use crate::vm::vm_tests::{init_script, GuestRun, GuestSetup, Swap};
 use crate::vm::{boot_dir, prepare, vm_root};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Smoke run: one repetition and small sizes; docs are not rewritten.
     #[arg(long)]
     pub quick: bool,
@@ -66,7 +66,7 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// benign-soak untraced / detector / bpftrace.
     Overhead,
     /// Latency and BPF run-time stats under benign-soak.
@@ -82,7 +82,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub(crate) const ALL: [Phase; 6] = [
         Phase::Overhead,
         Phase::Stats,
         Phase::Loop,
@@ -259,7 +259,7 @@ echo "done" >> $B
     )
 }
 
-pub fn run(a: &Args) -> Result<()> {
+pub(crate) fn run(a: &Args) -> Result<()> {
     let plan = Plan::new(a);
     let root = ebpf::root();
     let out_dir = root.join("target/bench");

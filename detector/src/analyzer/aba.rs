@@ -139,7 +139,7 @@ impl Analyzer {
             let Some(w) = self.tasks.get_mut(&tid).and_then(|t| t.window.as_mut()) else {
                 continue;
             };
-            for l in w.lookups[..w.active].iter_mut() {
+            for l in &mut w.lookups[..w.active] {
                 if l.entry == 0 && l.space != 0 {
                     if let Some(m) = self.spaces.get(&l.space) {
                         let guess = detector_common::swp_entry(

@@ -362,7 +362,7 @@ impl Analyzer {
                 | ProbeId::SwapCacheDelete,
             ) => self.holder_epoch = self.holder_epoch.wrapping_add(1),
             Some(ProbeId::GupPut | ProbeId::UnpinUserPage) => {
-                self.pin_epoch = self.pin_epoch.wrapping_add(1)
+                self.pin_epoch = self.pin_epoch.wrapping_add(1);
             }
             _ => {}
         }
@@ -409,10 +409,10 @@ impl Analyzer {
             ProbeId::MovePages if is(Enter) => self.open_window(index, e, out),
             ProbeId::MovePages if is(Exit) => {
                 let close = self.ev(index, e, "move_pages returned");
-                self.close_window(e.tid, Some(close), out)
+                self.close_window(e.tid, Some(close), out);
             }
             ProbeId::MovePagesLookup | ProbeId::SwapCacheLookup if is(Exit) => {
-                self.on_lookup(index, e)
+                self.on_lookup(index, e);
             }
             ProbeId::FolioMoveAnonRmap if !is(Exit) => self.on_move(index, e, out),
             ProbeId::MovePresent if is(Exit) => self.on_move_present(index, e),

@@ -278,8 +278,7 @@ mod tests {
             ..Event::default()
         };
         // SAFETY: reading the bytes of a POD value.
-        let bytes =
-            unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), EVENT_SIZE) };
+        let bytes = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), EVENT_SIZE) };
         assert_eq!(event_from_bytes(bytes), Some(ev));
         assert_eq!(event_from_bytes(&bytes[1..]), None);
     }
