@@ -268,7 +268,8 @@ pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 pub const GLOBALS: &[&str] = &[GLOBAL_FILTER, GLOBAL_WAKEUP_BYTES];
 
 /// Field offsets and flag bits of the running kernel, resolved from BTF by
-/// userspace and handed to the BPF programs as a global before load.
+/// userspace and handed to the BPF programs in the `LAYOUT` map before any
+/// probe attaches.
 /// Offsets are bytes from the start of the struct; [`ABSENT`] when the field
 /// does not exist on this kernel.
 #[repr(C)]
