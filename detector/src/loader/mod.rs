@@ -283,10 +283,18 @@ impl Attaching<'_> {
         let probe = role.probe;
         let resolved = match plan::resolve(kbtf, role) {
             Ok(r) => r,
-            Err(why) => return entry(probe, "", AttachMode::Unavailable, role.hook, why),
+            Err(why) => {
+                return entry(
+                    probe,
+                    "",
+                    AttachMode::Unavailable,
+                    role.hook,
+                    why.to_string(),
+                )
+            }
         };
         let sym = resolved.symbol.as_str();
-        let mut notes = resolved.skipped.clone();
+        let mut notes: Vec<String> = resolved.skipped.iter().map(ToString::to_string).collect();
         let mut spec = resolved.spec;
         if spec.folio_from_pte != 0 && layout.vmemmap_base_sym == 0 {
             // With a randomized memory layout the fixed vmemmap default would
