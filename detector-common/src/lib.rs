@@ -228,8 +228,48 @@ probes! {
 /// Number of slots in per-probe counter maps (indexed by `ProbeId as u32`).
 pub const MAX_PROBES: u32 = 64;
 
+// Names of the BPF object's maps and globals, which userspace looks up by
+// name. aya-ebpf's `#[map]` names a map after its static (its `name = ..`
+// takes only a literal), so the BPF crate's statics carry these exact
+// identifiers; the detector's `bpf_object_names` test reads the built
+// object and fails when the two disagree.
+
+/// Ring buffer of [`Event`]s (resized by userspace before load).
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU, per-probe count of events lost to a full ring buffer or a
+/// skipped kretprobe.
+pub const MAP_LOST: &str = "LOST";
+/// The running kernel's [`Layout`], one slot.
+pub const MAP_LAYOUT: &str = "LAYOUT";
+/// One [`ArgSpec`] per probe.
+pub const MAP_ARGS: &str = "ARGS";
+/// Threads inside a UFFDIO_MOVE window (BPF side only).
+pub const MAP_IN_MOVE: &str = "IN_MOVE";
+/// kprobe-mode arguments saved for the kretprobe (BPF side only).
+pub const MAP_STASH: &str = "STASH";
+/// Calls whose entry passed a lazyfree filter (BPF side only).
+pub const MAP_GATE: &str = "GATE";
+/// Every map of the object.
+pub const MAPS: &[&str] = &[
+    MAP_EVENTS,
+    MAP_LOST,
+    MAP_LAYOUT,
+    MAP_ARGS,
+    MAP_IN_MOVE,
+    MAP_STASH,
+    MAP_GATE,
+];
+/// The capture [`Filter`], a read-only global set before load.
+pub const GLOBAL_FILTER: &str = "FILTER";
+/// Unread ring-buffer bytes at which a submit wakes the consumer, a
+/// read-only global set before load.
+pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+/// Every global userspace sets.
+pub const GLOBALS: &[&str] = &[GLOBAL_FILTER, GLOBAL_WAKEUP_BYTES];
+
 /// Field offsets and flag bits of the running kernel, resolved from BTF by
-/// userspace and handed to the BPF programs as a global before load.
+/// userspace and handed to the BPF programs in the `LAYOUT` map before any
+/// probe attaches.
 /// Offsets are bytes from the start of the struct; [`ABSENT`] when the field
 /// does not exist on this kernel.
 #[repr(C)]

@@ -3,6 +3,10 @@
 //!
 //! `cargo bench -p detector --bench analyzer [-- EVENTS] [analyzer|reader|e2e|bounded]`
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
@@ -10,7 +14,7 @@ use std::time::Instant;
 use detector::analyzer::{Analyzer, Config};
 use detector::event::StreamItem;
 use detector::synth::{Synth, DEFAULT_OBJECTS};
-use detector::trace::{TraceEnd, TraceHeader, TraceReader, TraceWriter};
+use detector::trace::{EndState, TraceEnd, TraceHeader, TraceReader, TraceWriter};
 
 /// Analyzer alone, items already in memory.
 #[inline(never)]
@@ -36,7 +40,7 @@ fn reader_only(path: &Path) -> (f64, u64) {
             sum = sum.wrapping_add(e.ts_ns ^ e.folio);
         }
     }
-    assert!(r.end_state().is_some_and(|s| s.is_complete()));
+    assert!(r.end_state().is_some_and(EndState::is_complete));
     (t.elapsed().as_secs_f64(), black_box(sum))
 }
 
@@ -51,7 +55,7 @@ fn end_to_end(path: &Path) -> (f64, usize) {
         a.process(i, it, &mut out);
     }
     a.finish(&mut out);
-    assert!(r.end_state().is_some_and(|s| s.is_complete()));
+    assert!(r.end_state().is_some_and(EndState::is_complete));
     (t.elapsed().as_secs_f64(), out.len())
 }
 

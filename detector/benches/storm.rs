@@ -14,6 +14,10 @@
 //! each run writes a trace file of ~1.5 GB to a temporary directory). With
 //! `storm` or `calm` only that stream runs, so its RSS is the process's own.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

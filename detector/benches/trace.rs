@@ -2,11 +2,15 @@
 //! `cargo bench -p detector --bench trace [-- EVENTS]`.
 //! Prints events per second; asserts nothing about speed.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use detector::event::StreamItem;
-use detector::trace::{TraceEnd, TraceHeader, TraceReader, TraceWriter};
+use detector::trace::{EndState, TraceEnd, TraceHeader, TraceReader, TraceWriter};
 use detector_common::Event;
 
 fn event(i: u64) -> Event {
@@ -110,7 +114,7 @@ fn main() {
             }
         }
         let secs = t.elapsed().as_secs_f64();
-        assert!(r.end_state().is_some_and(|e| e.is_complete()));
+        assert!(r.end_state().is_some_and(EndState::is_complete));
         assert_eq!(events, n);
         black_box(sum);
         println!(

@@ -9,6 +9,10 @@
 //!
 //! `cargo bench -p detector --bench tui [-- EVENTS]`
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -14,6 +14,10 @@
 //!     > detector/testdata/btf/7.2.json
 //! ```
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 

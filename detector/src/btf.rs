@@ -211,7 +211,7 @@ impl KernelBtf {
                 .members
                 .iter()
                 .find(|m| self.name_of(*m) == member)
-                .map(|m| m.val()),
+                .map(btf_rs::Enum64Member::val),
             _ => None,
         }
     }
@@ -278,9 +278,8 @@ impl KernelBtf {
             Type::Func(f) => Some(f),
             _ => None,
         })?;
-        let proto = match self.btf.resolve_chained_type(&f).ok()? {
-            Type::FuncProto(p) => p,
-            _ => return None,
+        let Type::FuncProto(proto) = self.btf.resolve_chained_type(&f).ok()? else {
+            return None;
         };
         let ret = if proto.return_type_id() == 0 {
             CType::Void

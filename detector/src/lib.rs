@@ -8,39 +8,27 @@
 //!
 //! [`Event`]: detector_common::Event
 
-// Every dependency is used by the library itself (the unit tests also link
-// the dev-dependencies the integration tests use).
-#![cfg_attr(not(test), warn(unused_crate_dependencies))]
+// Integration tests use it (the property tests); the unit tests link it
+// all the same.
+#[cfg(test)]
+use proptest as _;
 
 // Items are `pub` only when other crates (the binary, tests, xtask) use
-// them. Not yet for the modules others are editing (analyzer, plan, btf,
-// scenario).
+// them (`unreachable_pub` in the workspace lints).
 
 pub mod analyzer;
-#[warn(unreachable_pub)]
 pub mod bpfstats;
 pub mod btf;
-#[warn(unreachable_pub)]
 pub mod cli;
-#[warn(unreachable_pub)]
 pub mod event;
-#[warn(unreachable_pub)]
 pub mod groups;
-#[warn(unreachable_pub)]
 pub mod loader;
 pub mod plan;
-#[warn(unreachable_pub)]
 pub mod present;
 pub mod scenario;
-#[warn(unreachable_pub)]
 pub mod sinks;
-#[warn(unreachable_pub)]
 pub mod stream;
-#[warn(unreachable_pub)]
 pub mod synth;
-#[warn(unreachable_pub)]
 pub mod trace;
-#[warn(unreachable_pub)]
 pub mod tui;
-#[warn(unreachable_pub)]
 pub mod usage;

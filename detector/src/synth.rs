@@ -363,7 +363,7 @@ mod tests {
             last = e.ts_ns;
             match ProbeId::from_u16(e.probe) {
                 Some(ProbeId::SwapEntryAlloc) => {
-                    assert!(allocated.insert(e.entry), "{:#x} allocated twice", e.entry)
+                    assert!(allocated.insert(e.entry), "{:#x} allocated twice", e.entry);
                 }
                 Some(ProbeId::SwapEntryFree) => {
                     assert!(allocated.remove(&e.entry), "{:#x} not allocated", e.entry);

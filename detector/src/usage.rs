@@ -18,7 +18,7 @@ pub fn self_usage() -> Option<Usage> {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a live, writable `rusage`; getrusage only writes
     // into it, and RUSAGE_SELF is always a valid target.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut ru) } != 0 {
         return None;
     }
     let time = |t: libc::timeval| {

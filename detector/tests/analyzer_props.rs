@@ -2,6 +2,10 @@
 //! behaviour produce no violation, and the analyzer gives byte-identical
 //! findings whether it is fed items directly or through a trace file.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use detector::analyzer::{Analyzer, Config, Finding, Severity};
 use detector::event::StreamItem;
 use detector::trace::{TraceEnd, TraceHeader, TraceReader, TraceWriter};

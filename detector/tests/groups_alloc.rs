@@ -3,6 +3,10 @@
 //! with a counting global allocator (its own test binary, one test, so no
 //! other thread allocates while it counts).
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 

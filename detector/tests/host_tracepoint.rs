@@ -4,8 +4,13 @@
 //! `--attach tracepoint` so the degraded path is exercised even on a kernel
 //! that would allow fentry.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::process::Command;
 
+use detector::event::StreamItem;
 use detector::plan::AttachMode;
 use detector::trace::read_all;
 use detector_common::ProbeId;
@@ -88,7 +93,7 @@ fn records_tracepoint_events_into_a_replayable_file() {
     let mut lru = 0u64;
     let mut our_exits = 0u64;
     for item in &items {
-        if let detector::event::StreamItem::Event(e) = item {
+        if let StreamItem::Event(e) = item {
             match ProbeId::from_u16(e.probe) {
                 Some(ProbeId::TpPageFree) => {
                     frees += 1;
@@ -206,8 +211,8 @@ fn pid_filter_keeps_only_that_process() {
     let pids: Vec<u32> = items
         .iter()
         .filter_map(|i| match i {
-            detector::event::StreamItem::Event(e) => Some(e.pid),
-            _ => None,
+            StreamItem::Event(e) => Some(e.pid),
+            StreamItem::Lost { .. } => None,
         })
         .collect();
     assert!(

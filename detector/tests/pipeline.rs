@@ -2,6 +2,10 @@
 //! stream, a failing recording, and a stop that still hands over what was
 //! captured.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 mod tui_support;
 
 use std::path::Path;
@@ -17,7 +21,7 @@ use detector::stream::{
     Source, SourceError, SourceInfo, Speed, TraceRecorder,
 };
 use detector::trace::{
-    encode_event, existing_segments, read_all, RotationPolicy, TraceError, TraceHeader,
+    encode_event, existing_segments, read_all, EndState, RotationPolicy, TraceError, TraceHeader,
     TraceSummary,
 };
 use detector_common::EVENT_SIZE;
@@ -224,7 +228,7 @@ fn rotated_segments_read_back_as_one_stream() {
     assert_eq!(ends.len(), segments.len());
     assert!(ends
         .iter()
-        .all(|e| e.end.as_ref().is_some_and(|e| e.is_complete())));
+        .all(|e| e.end.as_ref().is_some_and(EndState::is_complete)));
     let numbers: Vec<u32> = ends.iter().map(|e| e.segment).collect();
     assert_eq!(numbers, (0..segments.len() as u32).collect::<Vec<_>>());
 

@@ -10,6 +10,10 @@
 //! ([`detector::scenario::check_findings`]), so a failure prints what was
 //! missing and what was unexpected.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use detector::analyzer::{Analyzer, ConfidenceLevel, Config, Finding};
 use detector::event::StreamItem;
 use detector::scenario::{self, check_findings, describe_finding};
@@ -516,7 +520,7 @@ fn script(ops: &[Op], stream: &[Src], extra_tasks: &[String]) -> scenario::Scena
         match *src {
             Src::Line { op, line } => s.push_str(&format!("{t} {}\n", ops[op].lines[line])),
             Src::Lost { probe, total } => {
-                s.push_str(&format!("{t} lost {} {total}\n", probe.name()))
+                s.push_str(&format!("{t} lost {} {total}\n", probe.name()));
             }
         }
     }

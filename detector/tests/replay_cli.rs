@@ -3,6 +3,10 @@
 //! from the trace header unless a flag overrides it, and a storm of
 //! identical findings reads as one group while `--all` still lists each.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,6 +2,10 @@
 //! (script -> `simulate` -> trace file -> reader -> analyzer) and must
 //! produce exactly the findings it declares.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::path::{Path, PathBuf};
 
 use detector::analyzer::{Analyzer, ConfidenceLevel, Config, RuleId};

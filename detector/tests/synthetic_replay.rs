@@ -2,6 +2,10 @@
 //! writes it, `replay` reads it back under a `--max-tracked` far below the
 //! objects it names. No timing is asserted, only counts and bounds.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use std::process::Command;
 
 use detector::analyzer::{Config, Severity};

@@ -1,6 +1,10 @@
 //! Damaged, cut-off and foreign files: every one must produce a clear error
 //! or replay exactly the intact records, and none may panic.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use detector::event::StreamItem;
 use detector::trace::{
     EndState, TraceEnd, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION, MAGIC,

@@ -1,5 +1,9 @@
 //! Writing and reading back trace files.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 use detector::event::StreamItem;
 use detector::plan::{AttachMode, PlanEntry};
 use detector::trace::{

@@ -3,6 +3,10 @@
 //! `tmux capture-pane`. Waits are deadlines for the screen to show
 //! something, never timing assertions.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 mod tui_support;
 
 use std::path::Path;

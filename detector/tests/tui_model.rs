@@ -1,6 +1,10 @@
 //! Sources, the plain finding stream and the UI's worker: every item
 //! reaches the model in order, whatever the pacing or batching.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 mod tui_support;
 
 use std::sync::atomic::AtomicBool;

@@ -2,6 +2,10 @@
 //! source, worker and analyzer into the model, and the views are rendered
 //! with ratatui's TestBackend; the assertions read the screen text.
 
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
 mod tui_support;
 
 use std::sync::atomic::AtomicBool;
@@ -10,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use detector::analyzer::Config;
 use detector::bpfstats::{CostUpdate, ProbeCost, ProgCost, ProgKind, RunStats};
+use detector::event::StreamItem;
 use detector::groups::GroupInput;
 use detector::plan::AttachMode;
 use detector::stream::AnalyzerSetup;
@@ -279,7 +284,7 @@ fn findings_list_and_evidence_drill_down() {
 #[test]
 fn a_storm_is_one_group_whose_examples_drill_down() {
     let mut items = tui_support::stream(3000);
-    let end = items.last().map_or(0, |i| i.ts_ns());
+    let end = items.last().map_or(0, StreamItem::ts_ns);
     tui_support::storm(&mut items, end + 1_000, 500);
     let mut f = fixture_with(150, 36, items);
     {

@@ -12,6 +12,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+// Only the binaries parse arguments and report errors with these; a
+// package's dependencies are its library's too.
+use anyhow as _;
+use clap as _;
+
 pub mod uffd;
 
 pub const PAGE: usize = 4096;

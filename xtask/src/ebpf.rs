@@ -6,14 +6,14 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Build without optimizations (the verifier may reject the result).
     #[arg(long)]
     pub debug: bool,
 }
 
 /// Workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -21,7 +21,7 @@ pub fn root() -> PathBuf {
 }
 
 /// Where the embedded object is expected by `detector/build.rs`.
-pub fn object_path() -> PathBuf {
+pub(crate) fn object_path() -> PathBuf {
     root().join("target/bpf/detector.bpf.o")
 }
 
@@ -40,7 +40,7 @@ fn nightly(dir: &Path) -> Command {
 
 /// rustfmt and clippy on the BPF crate, for its own target (bpfel, with
 /// build-std as its `.cargo/config.toml` sets up, like `build`).
-pub fn lint() -> Result<()> {
+pub(crate) fn lint() -> Result<()> {
     let dir = root().join("detector-ebpf");
     for args in [
         &["fmt", "--check"][..],
@@ -68,7 +68,7 @@ pub fn lint() -> Result<()> {
     Ok(())
 }
 
-pub fn build(a: &Args) -> Result<()> {
+pub(crate) fn build(a: &Args) -> Result<()> {
     let dir = root().join("detector-ebpf");
     let profile = if a.debug { "debug" } else { "release" };
     let mut cmd = nightly(&dir);

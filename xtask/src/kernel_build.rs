@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 /// Where Debian's `linux-source-6.12` package puts the tarball.
-pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+pub(crate) const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
 /// Bumped whenever the build steps below change what comes out, so a cached
 /// kernel from an older recipe is not reused.
@@ -30,7 +30,7 @@ const CACHE_PREFIX: &str = "6.12-inject-";
 const STAMP: &str = "build.ok";
 
 #[derive(clap::Args, Default)]
-pub struct Args {
+pub(crate) struct Args {
     /// Source tarball (Debian's linux-source-6.12).
     #[arg(long, default_value = SOURCE_TARBALL)]
     pub source: PathBuf,
@@ -44,7 +44,7 @@ pub struct Args {
 }
 
 /// A built (or cached) kernel.
-pub struct Built {
+pub(crate) struct Built {
     pub dir: PathBuf,
     pub bzimage: PathBuf,
     /// `uname -r` of the kernel.
@@ -62,7 +62,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// `target/` (or `$CARGO_TARGET_DIR`).
-pub fn target_dir(ws: &Path) -> PathBuf {
+pub(crate) fn target_dir(ws: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"))
@@ -72,7 +72,7 @@ fn kernel_dir(ws: &Path) -> PathBuf {
     ws.join("xtask/kernel")
 }
 
-pub fn run(args: &Args) -> Result<()> {
+pub(crate) fn run(args: &Args) -> Result<()> {
     let b = ensure(args)?;
     println!(
         "kernel: {} ({} {} + {} patches) in {}",
@@ -88,14 +88,14 @@ pub fn run(args: &Args) -> Result<()> {
 /// One option line of a config fragment: `CONFIG_X=value`, or
 /// `# CONFIG_X is not set` (value `None`).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Setting {
+pub(crate) struct Setting {
     pub name: String,
     pub value: Option<String>,
 }
 
 /// Every option a fragment (or a `.config`) sets or unsets; comments and
 /// blank lines are skipped.
-pub fn parse_config(text: &str) -> Vec<Setting> {
+pub(crate) fn parse_config(text: &str) -> Vec<Setting> {
     text.lines()
         .filter_map(|l| {
             let l = l.trim();
@@ -118,7 +118,7 @@ pub fn parse_config(text: &str) -> Vec<Setting> {
 /// The fragment lines the final `.config` does not honour, one sentence
 /// each (an option `olddefconfig` dropped because a dependency is missing,
 /// or one that does not exist in this source).
-pub fn config_mismatches(fragment: &str, config: &str) -> Vec<String> {
+pub(crate) fn config_mismatches(fragment: &str, config: &str) -> Vec<String> {
     let have: std::collections::HashMap<String, Option<String>> = parse_config(config)
         .into_iter()
         .map(|s| (s.name, s.value))
@@ -148,7 +148,7 @@ pub fn config_mismatches(fragment: &str, config: &str) -> Vec<String> {
 
 /// Cache key over everything that decides the kernel: the recipe, the
 /// source package version and every input file (name and content).
-pub fn cache_key(source_version: &str, inputs: &[(String, Vec<u8>)]) -> String {
+pub(crate) fn cache_key(source_version: &str, inputs: &[(String, Vec<u8>)]) -> String {
     let mut h = Sha256::new();
     for part in [RECIPE.as_bytes(), source_version.as_bytes()] {
         h.update((part.len() as u64).to_le_bytes());
@@ -252,7 +252,7 @@ fn make(src: &Path, build: &Path) -> Command {
 }
 
 /// Builds the kernel, or returns the cached one when its inputs are unchanged.
-pub fn ensure(args: &Args) -> Result<Built> {
+pub(crate) fn ensure(args: &Args) -> Result<Built> {
     let ws = workspace_root();
     let tarball = &args.source;
     let version = source_version(tarball)?;
@@ -357,7 +357,7 @@ pub fn ensure(args: &Args) -> Result<Built> {
         );
     }
     let jobs = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(1);
     eprintln!(
         "kernel: building bzImage with -j{jobs} (config verified: {} options)",

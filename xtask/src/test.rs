@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::ebpf;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Skip the real-kernel tests in QEMU (the slowest tier).
     #[arg(long)]
     pub no_vm: bool,
@@ -101,7 +101,7 @@ fn ignored_test(line: &str) -> Option<String> {
     })
 }
 
-pub fn run(a: &Args) -> Result<()> {
+pub(crate) fn run(a: &Args) -> Result<()> {
     // `VM_TEST_RECHECK=1` makes the VM tier re-check old results instead of
     // booting kernels: a green run would then prove nothing about this tree.
     if !a.no_vm && std::env::var_os("VM_TEST_RECHECK").is_some() {

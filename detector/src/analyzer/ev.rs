@@ -39,7 +39,7 @@ pub(crate) struct Ev {
 }
 
 impl Ev {
-    pub fn new(index: u64, e: &Event, lost: u64, note: &'static str) -> Ev {
+    pub(super) fn new(index: u64, e: &Event, lost: u64, note: &'static str) -> Ev {
         let entry = e.swap_entry();
         Ev {
             index,
@@ -64,16 +64,16 @@ impl Ev {
         }
     }
 
-    pub fn with_note(mut self, note: &'static str) -> Ev {
+    pub(super) fn with_note(mut self, note: &'static str) -> Ev {
         self.note = note;
         self
     }
 
-    pub fn has_state(&self) -> bool {
+    pub(super) fn has_state(&self) -> bool {
         self.valid & V_FOLIO_STATE != 0
     }
 
-    pub fn evidence(&self) -> Evidence {
+    pub(super) fn evidence(&self) -> Evidence {
         let probe = ProbeId::from_u16(self.probe)
             .map(|p| p.name().to_string())
             .unwrap_or_else(|| format!("probe#{}", self.probe));

@@ -5,120 +5,40 @@
 //! files or terminals, so live and replay produce identical findings.
 //!
 //! Each rule lives in its own module; this one owns the shared state
-//! (entries, folios, pins, tasks and their windows), the dispatch by probe,
-//! lost-event accounting and eviction. See `docs/analyzer.md`.
+//! (entries, folios, pins, tasks and their windows), the dispatch by probe
+//! and lost-event accounting. `tasks` ends the state of tasks that are
+//! gone, `memory` bounds the tables, `config` holds the settings and
+//! counters. See `docs/analyzer.md`.
 
 mod aba;
+mod config;
 mod contention;
+mod entries;
 mod ev;
 mod finding;
 mod lazyfree;
+mod memory;
 mod refcount;
 mod stale_move;
 mod state;
+mod tasks;
 #[cfg(test)]
 mod testutil;
 mod windows;
 
+pub use config::{Config, Stats, TaskLifetimes};
 pub use ev::{flags_string, parse_flags};
 pub use finding::{
     Confidence, ConfidenceLevel, Evidence, Finding, Objects, RuleId, Severity, StateSnapshot,
 };
 pub use windows::{WindowKind, WindowStats, WindowSummary};
 
-use detector_common::{swp_offset, swp_type, Event, ProbeId, MAX_PROBES, V_ENTRY, V_FOLIO_STATE};
+use detector_common::{swp_offset, swp_type, Event, ProbeId, V_ENTRY, V_FOLIO_STATE};
 use hashbrown::HashMap;
-use serde::{Deserialize, Serialize};
 
 use crate::event::{fmt_entry, StreamItem};
 use ev::Ev;
-use state::{EntryState, FolioState, PinRecord, StormState, TaskState, Tasks};
-
-/// Analyzer settings. `record` writes the ones it used into the trace header and
-/// `replay` uses the header's (flags override them); `Default` is what a
-/// trace without them gets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Config {
-    /// Upper bound on tracked objects (entries, folios, tasks, side
-    /// records); beyond it the least recently seen dead objects are evicted.
-    pub max_tracked: usize,
-    /// `swapcache_prepare` -EEXIST answers for one entry, within one holding
-    /// window, that make an `eexist_storm` finding.
-    pub eexist_threshold: u32,
-    /// Lookups remembered per `move_pages` window (the oldest is dropped).
-    pub lookups_per_window: usize,
-    /// A task with an open window and no event for this long (stream time)
-    /// is considered gone; its windows are closed without findings. Applied
-    /// all along the stream, not only under memory pressure: a task whose
-    /// exit was lost (or fell outside a trace segment) must not keep a window
-    /// that a later task with the same tid could inherit.
-    pub task_idle_ns: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_tracked: 1 << 20,
-            eexist_threshold: 64,
-            lookups_per_window: 16,
-            task_idle_ns: 30_000_000_000,
-        }
-    }
-}
-
-/// Event and loss counters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    pub items: u64,
-    pub events: u64,
-    /// Events with a probe id this build does not know.
-    pub unknown_probe: u64,
-    /// Total lost events, all probes (sum of the latest running totals).
-    pub lost: u64,
-    pub events_per_probe: Vec<u64>,
-    /// Latest running lost total per probe.
-    pub lost_per_probe: Vec<u64>,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            items: 0,
-            events: 0,
-            unknown_probe: 0,
-            lost: 0,
-            events_per_probe: vec![0; MAX_PROBES as usize],
-            lost_per_probe: vec![0; MAX_PROBES as usize],
-        }
-    }
-}
-
-impl Stats {
-    /// `(probe, events, lost)` for every probe that saw either.
-    pub fn per_probe(&self) -> impl Iterator<Item = (ProbeId, u64, u64)> + '_ {
-        ProbeId::ALL.iter().filter_map(move |p| {
-            let i = *p as usize;
-            let (e, l) = (self.events_per_probe[i], self.lost_per_probe[i]);
-            (e != 0 || l != 0).then_some((*p, e, l))
-        })
-    }
-}
-
-/// What task lifetimes did to the analyzer's state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskLifetimes {
-    /// `task_exit` events seen.
-    pub exits: u64,
-    /// Events of a tid whose thread group or start time differed from the
-    /// tracked task's: the tid had been given to a new task.
-    pub tid_reuses: u64,
-    /// `move_pages` windows ended, without findings, by their task's exit,
-    /// by `task_idle_ns` without an event, or by a new task taking the tid
-    /// (the old task's exit was lost or outside the trace).
-    pub windows_ended_by_exit: u64,
-    pub windows_ended_idle: u64,
-    pub windows_ended_by_new_task: u64,
-}
+use state::{EntryState, FolioState, PinRecord, StormState, Tasks};
 
 /// Learned mapping of a swap `address_space` pointer to its swap type and
 /// first offset (filemap lookups that miss only report the index).
@@ -286,39 +206,6 @@ impl Analyzer {
         self.peak_tracked
     }
 
-    /// Bytes held by the analyzer's object tables (capacity, not length:
-    /// what the allocator actually gave us), excluding histograms.
-    pub fn state_bytes(&self) -> usize {
-        fn table<K, V>(m: &HashMap<K, V>) -> usize {
-            // hashbrown: one control byte per bucket plus the slot itself.
-            m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
-        }
-        let lookups: usize = self
-            .tasks
-            .values()
-            .map(|t| {
-                let w = t.window.as_ref().map(|w| &w.lookups[..]).unwrap_or(&[]);
-                w.iter()
-                    .chain(t.pool.iter())
-                    .map(|l| {
-                        std::mem::size_of::<state::Lookup>()
-                            + l.chain.capacity() * std::mem::size_of::<Ev>()
-                    })
-                    .sum::<usize>()
-            })
-            .sum();
-        table(&self.entries)
-            + table(&self.folios)
-            + table(&self.pins)
-            + table(&self.storms)
-            + table(&self.deficits)
-            + table(&self.lazyfree_marks)
-            + table(&self.deferred_discards)
-            + self.tasks.bytes()
-            + table(&self.spaces)
-            + lookups
-    }
-
     /// Feeds one stream item; findings it completes are appended to `out`.
     /// `index` is the item's position in the stream (cited as evidence).
     pub fn process(&mut self, index: u64, item: &StreamItem, out: &mut Vec<Finding>) {
@@ -370,7 +257,7 @@ impl Analyzer {
                 | ProbeId::SwapCacheDelete,
             ) => self.holder_epoch = self.holder_epoch.wrapping_add(1),
             Some(ProbeId::GupPut | ProbeId::UnpinUserPage) => {
-                self.pin_epoch = self.pin_epoch.wrapping_add(1)
+                self.pin_epoch = self.pin_epoch.wrapping_add(1);
             }
             _ => {}
         }
@@ -417,10 +304,10 @@ impl Analyzer {
             ProbeId::MovePages if is(Enter) => self.open_window(index, e, out),
             ProbeId::MovePages if is(Exit) => {
                 let close = self.ev(index, e, "move_pages returned");
-                self.close_window(e.tid, Some(close), out)
+                self.close_window(e.tid, Some(close), out);
             }
             ProbeId::MovePagesLookup | ProbeId::SwapCacheLookup if is(Exit) => {
-                self.on_lookup(index, e)
+                self.on_lookup(index, e);
             }
             ProbeId::FolioMoveAnonRmap if !is(Exit) => self.on_move(index, e, out),
             ProbeId::MovePresent if is(Exit) => self.on_move_present(index, e),
@@ -455,84 +342,6 @@ impl Analyzer {
 
     fn ev(&self, index: u64, e: &Event, note: &'static str) -> Ev {
         Ev::new(index, e, self.stats.lost, note)
-    }
-
-    /// The state of the task that produced `e`, created (and stamped with
-    /// its identity) if absent. `check_identity` already dropped the state
-    /// of an earlier task that had the same tid.
-    fn task(&mut self, e: &Event) -> &mut TaskState {
-        let t = self.tasks.get_or_default(e.tid);
-        t.touch(e);
-        t
-    }
-
-    /// A tid names a new task when the thread group or the start time
-    /// differs from the state's owner: whatever the old task left open (its
-    /// exit lost, or outside this trace) is dropped without findings, so the
-    /// new task can neither join nor close the old one's windows.
-    ///
-    /// Any event of the owner itself shows it is alive: a mover busy with
-    /// lookups and moves inside one long window is not idle.
-    fn check_identity(&mut self, e: &Event, out: &mut Vec<Finding>) {
-        let Some(t) = self.tasks.get_mut(&e.tid) else {
-            return;
-        };
-        let other_group = t.pid != 0 && e.pid != 0 && t.pid != e.pid;
-        let other_start = t.start != 0 && e.task_start != 0 && t.start != e.task_start;
-        if other_group || other_start {
-            self.lifetimes.tid_reuses += 1;
-            if self.forget_task(e.tid, out) {
-                self.lifetimes.windows_ended_by_new_task += 1;
-            }
-        } else {
-            // Clocks of different CPUs interleave out of order: never back.
-            t.last_ts = t.last_ts.max(e.ts_ns);
-        }
-    }
-
-    /// The task is gone (exited, idle past `task_idle_ns`, or its tid reused):
-    /// its open windows end without findings; a GUP-fast pin it kept is
-    /// resolved as kept, as at the end of a trace. Returns whether a
-    /// `move_pages` window was open.
-    fn forget_task(&mut self, tid: u32, out: &mut Vec<Finding>) -> bool {
-        self.resolve_pending_fast(tid, None, out);
-        let had_window = self.abandon_window(tid);
-        self.tasks.remove(&tid);
-        had_window
-    }
-
-    fn on_task_exit(&mut self, e: &Event, out: &mut Vec<Finding>) {
-        self.lifetimes.exits += 1;
-        if self.tasks.get(&e.tid).is_some() && self.forget_task(e.tid, out) {
-            self.lifetimes.windows_ended_by_exit += 1;
-        }
-    }
-
-    /// Applies `task_idle_ns` along the stream. Only tasks with something
-    /// open are in the table, so the scan is short.
-    fn sweep_idle(&mut self, out: &mut Vec<Finding>) {
-        let now = self.last_ts;
-        self.last_sweep_ts = now;
-        let idle = self.cfg.task_idle_ns;
-        let mut stale: Vec<(u64, u32)> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| now.saturating_sub(t.last_ts) > idle)
-            .map(|(k, t)| (t.last_ts, *k))
-            .collect();
-        // Table order differs between two analyzers; findings must not.
-        stale.sort_unstable();
-        for (_, tid) in stale {
-            if self.forget_task(tid, out) {
-                self.lifetimes.windows_ended_idle += 1;
-            }
-        }
-    }
-
-    fn drop_task_if_idle(&mut self, tid: u32) {
-        if self.tasks.get(&tid).is_some_and(TaskState::is_removable) {
-            self.tasks.remove(&tid);
-        }
     }
 
     /// The entry's holding window ended: its -EEXIST count starts over.
@@ -661,54 +470,6 @@ impl Analyzer {
         self.spaces.get(&space).map(|m| {
             detector_common::swp_entry(m.ty, m.base + (index & (SWAP_ADDRESS_SPACE_PAGES - 1)))
         })
-    }
-
-    /// Bounded memory: drop dead objects first (free entries nobody
-    /// watches, folios without pins), then the least recently seen half.
-    fn evict(&mut self) {
-        let before = self.tracked_objects();
-        let idle = self.cfg.task_idle_ns;
-        let now = self.last_ts;
-        let stale: Vec<u32> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| now.saturating_sub(t.last_ts) > idle)
-            .map(|(k, _)| *k)
-            .collect();
-        for tid in stale {
-            if self.abandon_window(tid) {
-                self.lifetimes.windows_ended_idle += 1;
-            }
-            if let Some(t) = self.tasks.get(&tid) {
-                if t.pending_fast.is_some() {
-                    self.pending_fast = self.pending_fast.saturating_sub(1);
-                }
-            }
-            self.tasks.remove(&tid);
-        }
-        self.entries
-            .retain(|_, s| s.watchers > 0 || s.flags & state::eflags::FREE == 0);
-        let pins = &self.pins;
-        self.folios.retain(|k, _| pins.contains_key(k));
-        self.folio_present = 0;
-        let target = self.cfg.max_tracked - self.cfg.max_tracked / 4;
-        if self.tracked_objects() > target {
-            let mut clocks: Vec<u32> = self.entries.values().map(|s| s.last_seen).collect();
-            if !clocks.is_empty() {
-                let mid = clocks.len() / 2;
-                let (_, cut, _) = clocks.select_nth_unstable(mid);
-                let cut = *cut;
-                self.entries
-                    .retain(|_, s| s.watchers > 0 || s.last_seen > cut);
-            }
-            self.deficits.clear();
-            self.lazyfree_marks.clear();
-            self.storms.retain(|_, s| !s.reported);
-        }
-        if self.tracked_objects() > target && self.pins.len() > self.cfg.max_tracked / 4 {
-            self.pins.retain(|_, p| p.confirmed);
-        }
-        self.evictions += before.saturating_sub(self.tracked_objects()) as u64;
     }
 }
 

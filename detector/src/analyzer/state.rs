@@ -12,12 +12,12 @@ use super::ev::Ev;
 pub(crate) mod eflags {
     /// SWAP_HAS_CACHE is held (by a task through `swapcache_prepare`, or by
     /// a folio in the swap cache / being swapped out).
-    pub const HAS_CACHE: u8 = 1 << 0;
+    pub(crate) const HAS_CACHE: u8 = 1 << 0;
     /// The entry was returned to the allocator and not allocated since.
-    pub const FREE: u8 = 1 << 1;
+    pub(crate) const FREE: u8 = 1 << 1;
     /// The SWAP_HAS_CACHE state was established by an observed event (not
     /// guessed): only then may a missing holder be reported.
-    pub const TRUSTED: u8 = 1 << 2;
+    pub(crate) const TRUSTED: u8 = 1 << 2;
 }
 
 /// One swap entry (`type:offset`).
@@ -96,7 +96,7 @@ pub(crate) struct Lookup {
 }
 
 impl Lookup {
-    pub fn empty(ev: Ev) -> Lookup {
+    pub(super) fn empty(ev: Ev) -> Lookup {
         Lookup {
             ev,
             entry: 0,
@@ -162,7 +162,7 @@ impl TaskState {
     /// Marks the state as the event's task's (identity on first use) and
     /// records the time it was last active.
     #[inline]
-    pub fn touch(&mut self, e: &detector_common::Event) {
+    pub(super) fn touch(&mut self, e: &detector_common::Event) {
         if self.pid == 0 && self.start == 0 {
             self.pid = e.pid;
             self.start = e.task_start;
@@ -170,7 +170,7 @@ impl TaskState {
         self.last_ts = e.ts_ns;
     }
 
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.window.is_none()
             && self.pending_fast.is_none()
             && self.ttu_enter.is_none()
@@ -179,7 +179,7 @@ impl TaskState {
     }
 
     /// Nothing open and no pooled lookup slots: the task can be forgotten.
-    pub fn is_removable(&self) -> bool {
+    pub(super) fn is_removable(&self) -> bool {
         self.is_idle() && self.pool.is_empty()
     }
 }
@@ -211,28 +211,28 @@ const SPARE_TASKS: usize = 64;
 
 impl Tasks {
     #[inline]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.map.len()
     }
 
     #[inline]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
     #[inline]
-    pub fn get(&self, tid: &u32) -> Option<&TaskState> {
+    pub(super) fn get(&self, tid: &u32) -> Option<&TaskState> {
         self.map.get(tid).map(|b| &**b)
     }
 
     #[inline]
-    pub fn get_mut(&mut self, tid: &u32) -> Option<&mut TaskState> {
+    pub(super) fn get_mut(&mut self, tid: &u32) -> Option<&mut TaskState> {
         self.map.get_mut(tid).map(|b| &mut **b)
     }
 
     /// The task, inserted in its default state if absent.
     #[inline]
-    pub fn get_or_default(&mut self, tid: u32) -> &mut TaskState {
+    pub(super) fn get_or_default(&mut self, tid: u32) -> &mut TaskState {
         let spare = &mut self.spare;
         self.map
             .entry(tid)
@@ -240,7 +240,7 @@ impl Tasks {
     }
 
     #[inline]
-    pub fn remove(&mut self, tid: &u32) {
+    pub(super) fn remove(&mut self, tid: &u32) {
         if let Some(mut t) = self.map.remove(tid) {
             if self.spare.len() >= SPARE_TASKS {
                 return;
@@ -258,17 +258,17 @@ impl Tasks {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&u32, &TaskState)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&u32, &TaskState)> {
         self.map.iter().map(|(k, v)| (k, &**v))
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &TaskState> {
+    pub(super) fn values(&self) -> impl Iterator<Item = &TaskState> {
         self.map.values().map(|v| &**v)
     }
 
     /// Bytes held: table slots and control bytes, and every box, live or
     /// spare.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.map.capacity() * (std::mem::size_of::<(u32, Box<TaskState>)>() + 1)
             + (self.map.len() + self.spare.len()) * std::mem::size_of::<TaskState>()
             + self.spare.capacity() * std::mem::size_of::<Box<TaskState>>()

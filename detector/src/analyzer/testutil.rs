@@ -7,7 +7,7 @@ use detector_common::{
 use super::{Analyzer, Config, Finding, RuleId, Severity};
 use crate::event::StreamItem;
 
-pub struct T {
+pub(super) struct T {
     pub a: Analyzer,
     pub out: Vec<Finding>,
     pub index: u64,
@@ -16,7 +16,7 @@ pub struct T {
     pub starts: std::collections::HashMap<u32, u32>,
 }
 
-pub fn ev(probe: ProbeId, kind: EventKind, tid: u32) -> Event {
+pub(super) fn ev(probe: ProbeId, kind: EventKind, tid: u32) -> Event {
     let mut e = Event {
         probe: probe as u16,
         kind: kind as u8,
@@ -29,7 +29,13 @@ pub fn ev(probe: ProbeId, kind: EventKind, tid: u32) -> Event {
     e
 }
 
-pub fn with_folio(mut e: Event, folio: u64, f_state: u32, refcount: i32, mapcount: i32) -> Event {
+pub(super) fn with_folio(
+    mut e: Event,
+    folio: u64,
+    f_state: u32,
+    refcount: i32,
+    mapcount: i32,
+) -> Event {
     e.folio = folio;
     e.f_state = f_state;
     e.f_refcount = refcount;
@@ -38,24 +44,24 @@ pub fn with_folio(mut e: Event, folio: u64, f_state: u32, refcount: i32, mapcoun
     e
 }
 
-pub fn with_entry(mut e: Event, entry: u64) -> Event {
+pub(super) fn with_entry(mut e: Event, entry: u64) -> Event {
     e.entry = entry;
     e.valid |= V_ENTRY;
     e
 }
 
-pub fn with_ret(mut e: Event, ret: i64) -> Event {
+pub(super) fn with_ret(mut e: Event, ret: i64) -> Event {
     e.ret = ret;
     e.valid |= V_RET;
     e
 }
 
 impl T {
-    pub fn new() -> T {
+    pub(super) fn new() -> T {
         T::with(Config::default())
     }
 
-    pub fn with(cfg: Config) -> T {
+    pub(super) fn with(cfg: Config) -> T {
         T {
             a: Analyzer::new(cfg),
             out: Vec::new(),
@@ -66,19 +72,19 @@ impl T {
     }
 
     /// From now on, events of `tid` come from a task started at `start`.
-    pub fn set_start(&mut self, tid: u32, start: u32) {
+    pub(super) fn set_start(&mut self, tid: u32, start: u32) {
         self.starts.insert(tid, start);
     }
 
     /// Lets stream time pass without events.
-    pub fn sleep(&mut self, ns: u64) {
+    pub(super) fn sleep(&mut self, ns: u64) {
         self.ts += ns;
     }
 
     /// Feeds `e` stamped `back` ns before the stream's latest time: the event
     /// of a CPU that stalled between reserving its record and reading the
     /// clock comes later in the stream than its timestamp says.
-    pub fn feed_late(&mut self, mut e: Event, back: u64) {
+    pub(super) fn feed_late(&mut self, mut e: Event, back: u64) {
         e.ts_ns = self.ts.saturating_sub(back);
         if e.task_start == 0 {
             e.task_start = self.starts.get(&e.tid).copied().unwrap_or(0);
@@ -88,7 +94,7 @@ impl T {
         self.index += 1;
     }
 
-    pub fn feed(&mut self, mut e: Event) {
+    pub(super) fn feed(&mut self, mut e: Event) {
         self.ts += 1_000;
         e.ts_ns = self.ts;
         if e.task_start == 0 {
@@ -99,7 +105,7 @@ impl T {
         self.index += 1;
     }
 
-    pub fn lost(&mut self, probe: ProbeId, total: u64) {
+    pub(super) fn lost(&mut self, probe: ProbeId, total: u64) {
         self.ts += 1_000;
         self.a.process(
             self.index,
@@ -113,12 +119,20 @@ impl T {
         self.index += 1;
     }
 
-    pub fn kinds(&mut self) -> Vec<(RuleId, Severity)> {
+    pub(super) fn kinds(&mut self) -> Vec<(RuleId, Severity)> {
         self.a.finish(&mut self.out);
         self.out.iter().map(|f| (f.rule, f.severity)).collect()
     }
 
-    pub fn gup_grab(&mut self, tid: u32, folio: u64, st: u32, refc: i32, map: i32, slow: bool) {
+    pub(super) fn gup_grab(
+        &mut self,
+        tid: u32,
+        folio: u64,
+        st: u32,
+        refc: i32,
+        map: i32,
+        slow: bool,
+    ) {
         let p = if slow {
             ProbeId::GupGrab
         } else {
@@ -132,7 +146,7 @@ impl T {
         self.feed(e);
     }
 
-    pub fn gup_put(&mut self, tid: u32, folio: u64, st: u32, refc: i32, map: i32) {
+    pub(super) fn gup_put(&mut self, tid: u32, folio: u64, st: u32, refc: i32, map: i32) {
         let mut e = with_folio(
             ev(ProbeId::GupPut, EventKind::Enter, tid),
             folio,
@@ -145,7 +159,7 @@ impl T {
     }
 
     /// try_to_unmap_one enter (ref, map) and exit (ref, map) with `ret`.
-    pub fn ttu(
+    pub(super) fn ttu(
         &mut self,
         tid: u32,
         folio: u64,
@@ -176,18 +190,18 @@ impl T {
         self.feed(with_ret(e, ret));
     }
 
-    pub fn move_enter(&mut self, tid: u32) {
+    pub(super) fn move_enter(&mut self, tid: u32) {
         let mut e = ev(ProbeId::MovePages, EventKind::Enter, tid);
         e.addr = 0x7000_0000;
         e.valid |= V_ADDR;
         self.feed(e);
     }
 
-    pub fn move_exit(&mut self, tid: u32, ret: i64) {
+    pub(super) fn move_exit(&mut self, tid: u32, ret: i64) {
         self.feed(with_ret(ev(ProbeId::MovePages, EventKind::Exit, tid), ret));
     }
 
-    pub fn lookup(&mut self, tid: u32, entry: u64, folio: u64, st: u32) {
+    pub(super) fn lookup(&mut self, tid: u32, entry: u64, folio: u64, st: u32) {
         let mut e = with_entry(ev(ProbeId::MovePagesLookup, EventKind::Exit, tid), entry);
         if folio != 0 {
             e = with_folio(e, folio, st, 3, 0);
@@ -198,7 +212,7 @@ impl T {
         self.feed(e);
     }
 
-    pub fn alloc(&mut self, tid: u32, entry: u64, folio: u64) {
+    pub(super) fn alloc(&mut self, tid: u32, entry: u64, folio: u64) {
         let e = with_folio(
             ev(ProbeId::SwapEntryAlloc, EventKind::Exit, tid),
             folio,
@@ -209,14 +223,14 @@ impl T {
         self.feed(with_entry(e, entry));
     }
 
-    pub fn free(&mut self, tid: u32, entry: u64) {
+    pub(super) fn free(&mut self, tid: u32, entry: u64) {
         self.feed(with_entry(
             ev(ProbeId::SwapEntryFree, EventKind::Enter, tid),
             entry,
         ));
     }
 
-    pub fn insert(&mut self, tid: u32, entry: u64, folio: u64) {
+    pub(super) fn insert(&mut self, tid: u32, entry: u64, folio: u64) {
         let mut e = with_folio(
             ev(ProbeId::SwapCacheInsert, EventKind::Exit, tid),
             folio,
@@ -228,7 +242,7 @@ impl T {
         self.feed(with_ret(with_entry(e, entry), 0));
     }
 
-    pub fn delete(&mut self, tid: u32, entry: u64, folio: u64) {
+    pub(super) fn delete(&mut self, tid: u32, entry: u64, folio: u64) {
         let mut e = with_folio(
             ev(ProbeId::SwapCacheDelete, EventKind::Enter, tid),
             folio,
@@ -240,7 +254,7 @@ impl T {
         self.feed(with_entry(e, entry));
     }
 
-    pub fn move_rmap(&mut self, tid: u32, folio: u64, st: u32, swap: u64) {
+    pub(super) fn move_rmap(&mut self, tid: u32, folio: u64, st: u32, swap: u64) {
         let mut e = with_folio(
             ev(ProbeId::FolioMoveAnonRmap, EventKind::Enter, tid),
             folio,
@@ -252,21 +266,21 @@ impl T {
         self.feed(e);
     }
 
-    pub fn prepare(&mut self, tid: u32, entry: u64, ret: i64) {
+    pub(super) fn prepare(&mut self, tid: u32, entry: u64, ret: i64) {
         self.feed(with_ret(
             with_entry(ev(ProbeId::SwapcachePrepare, EventKind::Exit, tid), entry),
             ret,
         ));
     }
 
-    pub fn clear(&mut self, tid: u32, entry: u64) {
+    pub(super) fn clear(&mut self, tid: u32, entry: u64) {
         self.feed(with_entry(
             ev(ProbeId::SwapcacheClear, EventKind::Enter, tid),
             entry,
         ));
     }
 
-    pub fn swap_read(&mut self, tid: u32, entry: u64, folio: u64, st: u32) {
+    pub(super) fn swap_read(&mut self, tid: u32, entry: u64, folio: u64, st: u32) {
         let e = with_folio(
             ev(ProbeId::SwapRead, EventKind::Enter, tid),
             folio,
@@ -279,7 +293,7 @@ impl T {
 
     /// The present-PTE path of a move: `ptep_clear_flush` in the window
     /// returned the PTE mapping `folio`.
-    pub fn move_present(&mut self, tid: u32, folio: u64) {
+    pub(super) fn move_present(&mut self, tid: u32, folio: u64) {
         let mut e = with_folio(
             ev(ProbeId::MovePresent, EventKind::Exit, tid),
             folio,
@@ -293,11 +307,11 @@ impl T {
         self.feed(e);
     }
 
-    pub fn task_exit(&mut self, tid: u32) {
+    pub(super) fn task_exit(&mut self, tid: u32) {
         self.feed(ev(ProbeId::TaskExit, EventKind::Tracepoint, tid));
     }
 
-    pub fn swap_fault_exit(&mut self, tid: u32, pid: u32, entry: u64) {
+    pub(super) fn swap_fault_exit(&mut self, tid: u32, pid: u32, entry: u64) {
         let mut e = ev(ProbeId::DoSwapPage, EventKind::Exit, tid);
         e.pid = pid;
         // x86_64 swap PTE for `entry` (type in the top bits, offset inverted).

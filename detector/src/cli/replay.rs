@@ -114,11 +114,11 @@ fn report(args: Args, out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let r = if args.format == Format::Json {
         serde_json::to_writer_pretty(&mut *out, &report)
             .map_err(io::Error::other)
-            .and_then(|_| writeln!(out))
+            .and_then(|()| writeln!(out))
     } else {
         report.render(out)
     };
-    written(r.and_then(|_| out.flush()))?;
+    written(r.and_then(|()| out.flush()))?;
     if args.stats {
         eprintln!("detector: {stats}");
     }

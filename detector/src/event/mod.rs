@@ -46,7 +46,7 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(clock, &raw mut ts) };
     if rc != 0 {
         return 0;
     }

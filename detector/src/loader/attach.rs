@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use aya::maps::Array;
 use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe};
 use aya::{Btf, Ebpf};
-use detector_common::{ArgSpec, ProbeId};
+use detector_common::{ArgSpec, ProbeId, MAP_ARGS};
 use thiserror::Error;
 
 use crate::plan::Hook;
@@ -92,8 +92,8 @@ pub(super) fn short(e: &dyn std::error::Error) -> String {
 /// Tells the programs of `probe` where their arguments are.
 pub(super) fn set_spec(ebpf: &mut Ebpf, probe: ProbeId, spec: &ArgSpec) -> Result<(), AttachError> {
     let map = ebpf
-        .map_mut("ARGS")
-        .ok_or(AttachError::MissingMap("ARGS"))?;
+        .map_mut(MAP_ARGS)
+        .ok_or(AttachError::MissingMap(MAP_ARGS))?;
     let mut args: Array<_, ArgSpec> = Array::try_from(map).map_err(|e| AttachError::refused(&e))?;
     args.set(probe as u32, spec, 0)
         .map_err(|e| AttachError::refused(&e))

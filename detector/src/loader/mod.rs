@@ -14,7 +14,9 @@ use std::fmt::Write as _;
 
 use aya::maps::Array;
 use aya::{Btf, Ebpf, EbpfLoader};
-use detector_common::{ArgSpec, Filter, Layout, ProbeId};
+use detector_common::{
+    ArgSpec, Filter, Layout, ProbeId, GLOBAL_FILTER, GLOBAL_WAKEUP_BYTES, MAP_EVENTS, MAP_LAYOUT,
+};
 
 use crate::btf::{BtfError, KernelBtf};
 use crate::plan::{self, AttachMode, Hook, PlanEntry, Role, ROLES};
@@ -209,18 +211,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
 fn open_object(opts: &LoadOptions, btf: &Btf, layout: Layout) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
-        .override_global("FILTER", &opts.filter, true)
+        .override_global(GLOBAL_FILTER, &opts.filter, true)
         .override_global(
-            "WAKEUP_BYTES",
+            GLOBAL_WAKEUP_BYTES,
             &opts.wakeup_bytes.unwrap_or(u64::from(opts.ring_bytes) / 4),
             true,
         )
-        .map_max_entries("EVENTS", opts.ring_bytes)
+        .map_max_entries(MAP_EVENTS, opts.ring_bytes)
         .load(BPF_OBJECT)
         .map_err(|e| LoadError::Object(short(&e)))?;
     let map = ebpf
-        .map_mut("LAYOUT")
-        .ok_or_else(|| LoadError::Object("the LAYOUT map is missing".into()))?;
+        .map_mut(MAP_LAYOUT)
+        .ok_or_else(|| LoadError::Object(format!("the {MAP_LAYOUT} map is missing")))?;
     let mut arr: Array<_, Layout> =
         Array::try_from(map).map_err(|e| LoadError::Object(short(&e)))?;
     arr.set(0, layout, 0)
@@ -279,10 +281,18 @@ impl Attaching<'_> {
         let probe = role.probe;
         let resolved = match plan::resolve(kbtf, role) {
             Ok(r) => r,
-            Err(why) => return entry(probe, "", AttachMode::Unavailable, role.hook, why),
+            Err(why) => {
+                return entry(
+                    probe,
+                    "",
+                    AttachMode::Unavailable,
+                    role.hook,
+                    why.to_string(),
+                )
+            }
         };
         let sym = resolved.symbol.as_str();
-        let mut notes = resolved.skipped.clone();
+        let mut notes: Vec<String> = resolved.skipped.iter().map(ToString::to_string).collect();
         let mut spec = resolved.spec;
         if spec.folio_from_pte != 0 && layout.vmemmap_base_sym == 0 {
             // With a randomized memory layout the fixed vmemmap default would
@@ -427,6 +437,9 @@ pub fn degraded_statement(plan: &[PlanEntry]) -> Option<String> {
         None
     }
 }
+
+#[cfg(test)]
+mod object_tests;
 
 #[cfg(test)]
 mod tests {

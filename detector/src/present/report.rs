@@ -123,7 +123,7 @@ impl Report {
                 })
                 .collect(),
             end: end
-                .map(|e| e.to_string())
+                .map(ToString::to_string)
                 .unwrap_or_else(|| "unknown".into()),
             complete: end.is_some_and(EndState::is_complete),
             config: analysis.config,

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use detector_common::{Event, EVENT_SIZE, MAX_PROBES};
+use detector_common::{Event, EVENT_SIZE, MAP_EVENTS, MAP_LOST, MAX_PROBES};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::StreamItem;
@@ -81,16 +81,16 @@ impl Capture {
         let mut loaded = loader::load(opts)?;
         let ring = loaded
             .ebpf
-            .take_map("EVENTS")
-            .ok_or(CaptureError::MissingMap("EVENTS"))?;
+            .take_map(MAP_EVENTS)
+            .ok_or(CaptureError::MissingMap(MAP_EVENTS))?;
         let ring =
-            RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e.to_string()))?;
+            RingBuf::try_from(ring).map_err(|e| CaptureError::Map(MAP_EVENTS, e.to_string()))?;
         let lost = loaded
             .ebpf
-            .take_map("LOST")
-            .ok_or(CaptureError::MissingMap("LOST"))?;
+            .take_map(MAP_LOST)
+            .ok_or(CaptureError::MissingMap(MAP_LOST))?;
         let lost =
-            PerCpuArray::try_from(lost).map_err(|e| CaptureError::Map("LOST", e.to_string()))?;
+            PerCpuArray::try_from(lost).map_err(|e| CaptureError::Map(MAP_LOST, e.to_string()))?;
         // SAFETY: the ring buffer owns its map fd for as long as the RingBuf
         // lives, and the RingBuf moves into the AsyncFd, so the fd stays open
         // and unchanged for the AsyncFd's whole lifetime.
@@ -166,7 +166,7 @@ impl Capture {
             // read as no loss at all downstream.
             let skipped = skipped.max(self.last_skipped[idx as usize]);
             self.last_skipped[idx as usize] = skipped;
-            let total = sum_percpu(&self.lost, idx, "LOST")? + skipped;
+            let total = sum_percpu(&self.lost, idx, MAP_LOST)? + skipped;
             let last = &mut self.last_lost[idx as usize];
             if total != *last {
                 *last = total;
@@ -278,8 +278,7 @@ mod tests {
             ..Event::default()
         };
         // SAFETY: reading the bytes of a POD value.
-        let bytes =
-            unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), EVENT_SIZE) };
+        let bytes = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), EVENT_SIZE) };
         assert_eq!(event_from_bytes(bytes), Some(ev));
         assert_eq!(event_from_bytes(&bytes[1..]), None);
     }

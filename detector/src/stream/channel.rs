@@ -34,14 +34,20 @@ pub struct CostSlot {
 
 impl CostSlot {
     pub fn publish(&self, u: &CostUpdate) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         g.1.clone_from(u);
         g.0 = true;
     }
 
     /// Copies the reading into `out` if it was not taken yet.
     pub fn take(&self, out: &mut CostUpdate) -> bool {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !g.0 {
             return false;
         }

@@ -144,7 +144,7 @@ pub(super) fn decode_event_into(b: &[u8; EVENT_SIZE], out: &mut Event) {
         // copy has no alignment requirement. On a little-endian host the
         // memory layout is the on-disk layout (`offsets_match_repr_c_layout`).
         unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), (out as *mut Event).cast::<u8>(), EVENT_SIZE)
+            std::ptr::copy_nonoverlapping(b.as_ptr(), (out as *mut Event).cast::<u8>(), EVENT_SIZE);
         }
     }
     #[cfg(not(target_endian = "little"))]

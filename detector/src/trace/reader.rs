@@ -225,7 +225,7 @@ impl<R: Read> TraceReader<R> {
             record_index: self.records,
             reason,
         };
-        self.stop(s)
+        self.stop(s);
     }
 
     /// Makes `need` bytes available or records why not.
@@ -403,7 +403,7 @@ impl<R: Read> TraceReader<R> {
                     record_index: self.records + 1,
                     reason: format!("data after the footer (footer at byte {footer_offset})"),
                 };
-                self.stop(s)
+                self.stop(s);
             }
             Err(e) => {
                 let s = EndState::ReadError {
@@ -411,7 +411,7 @@ impl<R: Read> TraceReader<R> {
                     records_read: self.records,
                     message: e.to_string(),
                 };
-                self.stop(s)
+                self.stop(s);
             }
         }
     }

@@ -115,12 +115,12 @@ impl RotatingWriter {
 
     /// Bytes written over all segments, including buffered records.
     pub fn bytes_written(&self) -> u64 {
-        self.finished_bytes + self.current.as_ref().map_or(0, |w| w.bytes_written())
+        self.finished_bytes + self.current.as_ref().map_or(0, TraceWriter::bytes_written)
     }
 
     /// Event records written over all segments.
     pub fn events_written(&self) -> u64 {
-        self.totals.events + self.current.as_ref().map_or(0, |w| w.events_written())
+        self.totals.events + self.current.as_ref().map_or(0, TraceWriter::events_written)
     }
 
     fn writer(&mut self) -> Result<&mut TraceWriter<File>, TraceError> {

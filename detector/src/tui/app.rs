@@ -203,7 +203,7 @@ impl UiState {
             KeyCode::Char('?') => self.help = true,
             KeyCode::Tab => self.view_index = (self.view_index + 1) % View::ALL.len(),
             KeyCode::BackTab => {
-                self.view_index = (self.view_index + View::ALL.len() - 1) % View::ALL.len()
+                self.view_index = (self.view_index + View::ALL.len() - 1) % View::ALL.len();
             }
             KeyCode::Char(c @ '1'..='4') => self.view_index = usize::from(c as u8 - b'1'),
             KeyCode::Char('/') => self.prompt = Some(String::new()),
@@ -310,10 +310,10 @@ impl UiState {
         };
         match self.view() {
             View::Findings if self.finding_detail.is_some() => {
-                self.detail_scroll = self.detail_scroll.saturating_add_signed(delta).min(10_000)
+                self.detail_scroll = self.detail_scroll.saturating_add_signed(delta).min(10_000);
             }
             View::Objects if self.object_detail.is_some() => {
-                self.detail_scroll = self.detail_scroll.saturating_add_signed(delta).min(10_000)
+                self.detail_scroll = self.detail_scroll.saturating_add_signed(delta).min(10_000);
             }
             View::Findings => {
                 let len = self.filtered_findings(model).count();
@@ -331,7 +331,7 @@ impl UiState {
             }
             View::Windows => self.window_sel = step(self.window_sel, model.windows.len()),
             View::Overview => {
-                self.probe_scroll = step(self.probe_scroll, model.info.plan.len().max(1))
+                self.probe_scroll = step(self.probe_scroll, model.info.plan.len().max(1));
             }
         }
     }

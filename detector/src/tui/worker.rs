@@ -28,7 +28,7 @@ pub type Shared = Arc<Mutex<Model>>;
 /// Locks the model; a panic elsewhere while holding the lock leaves data
 /// that is still fine to display.
 pub fn lock(m: &Mutex<Model>) -> MutexGuard<'_, Model> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the worker did, for the last line printed after the UI closes.

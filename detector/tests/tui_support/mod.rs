@@ -14,13 +14,13 @@ use detector_common::{
     FS_UPTODATE, V_ADDR, V_ENTRY, V_FOLIO, V_FOLIO_STATE, V_RET,
 };
 
-pub const MOVER_TID: u32 = 4242;
-pub const RECLAIM_TID: u32 = 77;
-pub const FOLIO_A: u64 = 0xffff_ea00_0004_2000;
-pub const FOLIO_B: u64 = 0xffff_ea00_0004_3000;
-pub const BASE_TS: u64 = 1_000_000_000_000;
+pub(crate) const MOVER_TID: u32 = 4242;
+pub(crate) const RECLAIM_TID: u32 = 77;
+pub(crate) const FOLIO_A: u64 = 0xffff_ea00_0004_2000;
+pub(crate) const FOLIO_B: u64 = 0xffff_ea00_0004_3000;
+pub(crate) const BASE_TS: u64 = 1_000_000_000_000;
 
-pub fn entry_s() -> u64 {
+pub(crate) fn entry_s() -> u64 {
     swp_entry(0, 0x1a2b)
 }
 
@@ -36,7 +36,7 @@ fn plan_entry(probe: ProbeId, target: &str, mode: AttachMode, note: &str) -> Pla
     }
 }
 
-pub fn plan() -> Vec<PlanEntry> {
+pub(crate) fn plan() -> Vec<PlanEntry> {
     use AttachMode::*;
     vec![
         plan_entry(ProbeId::SwapCacheLookup, "swap_cache_get_folio", Fentry, ""),
@@ -73,7 +73,7 @@ pub fn plan() -> Vec<PlanEntry> {
     ]
 }
 
-pub fn header() -> TraceHeader {
+pub(crate) fn header() -> TraceHeader {
     let mut h = TraceHeader::new("test:tui");
     h.kernel_release = "6.12.95+deb12-cloud-amd64".to_string();
     h.plan = plan();
@@ -119,7 +119,7 @@ fn ret(mut e: Event, r: i64) -> Event {
 
 /// Background swap traffic: `n` lookups and inserts spread over `secs`
 /// seconds on other entries, from kswapd and a memory hog.
-pub fn background(items: &mut Vec<StreamItem>, start: u64, secs: u64, n: u64) {
+pub(crate) fn background(items: &mut Vec<StreamItem>, start: u64, secs: u64, n: u64) {
     let st = FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE | FS_UPTODATE | FS_LRU;
     for i in 0..n {
         let ts = start + i * secs * 1_000_000_000 / n.max(1);
@@ -150,7 +150,7 @@ pub fn background(items: &mut Vec<StreamItem>, start: u64, secs: u64, n: u64) {
 /// The seed-000 interleaving: the mover looks entry S up inside its
 /// move_pages window and gets folio A; reclaim frees S and allocates it again
 /// for folio B before the mover's window closes.
-pub fn aba(items: &mut Vec<StreamItem>, t: u64) {
+pub(crate) fn aba(items: &mut Vec<StreamItem>, t: u64) {
     let st = FS_ANON | FS_SWAPBACKED | FS_SWAPCACHE | FS_UPTODATE;
     let s = entry_s();
     let mut e = ev(
@@ -238,7 +238,7 @@ pub fn aba(items: &mut Vec<StreamItem>, t: u64) {
 
 /// The whole stream: 3 s of background with the ABA in the middle and a
 /// loss report on the lookup probe.
-pub fn stream(background_events: u64) -> Vec<StreamItem> {
+pub(crate) fn stream(background_events: u64) -> Vec<StreamItem> {
     let mut items = Vec::new();
     background(&mut items, BASE_TS, 3, background_events);
     let mid = items.len() / 2;
@@ -254,7 +254,7 @@ pub fn stream(background_events: u64) -> Vec<StreamItem> {
         total: 17,
     });
     // Keep time order: the tail starts after the ABA.
-    for it in tail.iter_mut() {
+    for it in &mut tail {
         if let StreamItem::Event(e) = it {
             e.ts_ns += 40_000;
         }
@@ -263,7 +263,7 @@ pub fn stream(background_events: u64) -> Vec<StreamItem> {
     items
 }
 
-pub fn write_trace(path: &Path, items: &[StreamItem]) {
+pub(crate) fn write_trace(path: &Path, items: &[StreamItem]) {
     let mut w = TraceWriter::create(path, &header()).unwrap();
     for it in items {
         w.write_item(it).unwrap();
@@ -275,13 +275,13 @@ pub fn write_trace(path: &Path, items: &[StreamItem]) {
     w.finish(TraceEnd::at(end, "test")).unwrap();
 }
 
-pub const STORM_TID: u32 = 700;
+pub(crate) const STORM_TID: u32 = 700;
 
 /// A kernel that skips the swap-in pin: after one pinned swap-in shows the
 /// prepare probe works, task `stress` reads `n` swapped-out entries without
 /// SWAP_HAS_CACHE, one `swapin_without_cache_pin` finding each, all with
 /// cause `not_held`. Starts at `t`, 1 µs per swap-in.
-pub fn storm(items: &mut Vec<StreamItem>, t: u64, n: u64) {
+pub(crate) fn storm(items: &mut Vec<StreamItem>, t: u64, n: u64) {
     use detector_common::FS_LOCKED;
     let other = 601;
     let s0 = swp_entry(2, 0x20);

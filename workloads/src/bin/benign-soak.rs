@@ -98,7 +98,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
                     }
                     let mut status = 0;
                     // SAFETY: waiting for our own child.
-                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    unsafe { libc::waitpid(pid, &raw mut status, 0) };
                     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                         report(
                             bad,

@@ -161,7 +161,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
                             buf.page_ptr(i)
                                 .add(HALF)
                                 .cast::<u64>()
-                                .write_volatile(round)
+                                .write_volatile(round);
                         };
                     }
                     touches.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +188,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
             forks += 1;
             let mut status = 0;
             // SAFETY: waiting for the child we just forked.
-            if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+            if unsafe { libc::waitpid(pid, &raw mut status, 0) } < 0 {
                 stop.store(true, Ordering::Relaxed);
                 return Err(last_err("waitpid").into());
             }

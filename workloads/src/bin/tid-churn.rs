@@ -193,7 +193,7 @@ fn cow_task(pool: &Pool, st: &Stats, rng: &mut u64) -> Option<u32> {
     );
     let mut status = 0;
     // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
     if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         st.child_failures.fetch_add(1, Ordering::Relaxed);
         report_bad(

@@ -368,7 +368,7 @@ fn run(a: &Args) -> anyhow::Result<u64> {
                 let (src, dst, moved, cursor, st, stop) = (&src, &dst, &moved, &cursor, &st, &stop);
                 let neighbours = a.neighbours;
                 spawn_named(s, format!("sibling-{id}"), move || {
-                    sibling(id, src, dst, moved, cursor, neighbours, seed, st, stop)
+                    sibling(id, src, dst, moved, cursor, neighbours, seed, st, stop);
                 });
             }
             {

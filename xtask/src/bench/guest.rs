@@ -1,0 +1,262 @@
+//! The guest side: the script the 6.12 guest runs, its boot, and the
+//! lines it reports back.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Args, Cap, Guest, Phase, Plan};
+use crate::vm::vm_image::Binaries;
+use crate::vm::vm_kernel::KernelLine;
+use crate::vm::vm_qemu::{boot, extract_results, Boot};
+use crate::vm::vm_tests::{init_script, GuestRun, GuestSetup, Swap};
+use crate::vm::{boot_dir, prepare, vm_root};
+
+/// The bpftrace side of the overhead comparison, kept in the repository.
+const COMPARABLE_BT: &str = include_str!("../../bench/comparable.bt");
+
+fn guest_script(p: &Plan) -> String {
+    let tracers = if p.bpftrace {
+        "none detector bpftrace"
+    } else {
+        "none detector"
+    };
+    let rates: Vec<String> = p.rates.iter().map(u64::to_string).collect();
+    let loss_rates: Vec<String> = p.loss_rates.iter().map(u64::to_string).collect();
+    let on = |ph: Phase| if p.phases.contains(&ph) { "1" } else { "0" };
+    format!(
+        r#"#!/bin/sh
+# Started inside the workload cgroup: leave it, so its memory limit (and the
+# memcg charge of BPF maps) applies to the workloads only.
+echo $$ > /sys/fs/cgroup/cgroup.procs
+B=/out/bench.log
+wl() {{ sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec "$@"' wl "$@"; }}
+# Every step is bounded: a step that hangs is reported (with the blocked
+# tasks' kernel stacks) and the run goes on, instead of stalling the boot.
+diag() {{ echo "log hung: $1" >> $B; for p in $(ls /proc | grep '^[0-9]'); do
+  st=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null); case "$st" in D|R)
+  echo "log hung-task $p $(cat /proc/$p/comm) $st $(tr '\n' ' ' < /proc/$p/stack 2>/dev/null | cut -c1-300)" >> $B;; esac; done; }}
+bounded() {{ timeout -s KILL {bound} "$@" || echo "log step exited $?: $*" >> $B; }}
+soak() {{ bounded sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec benign-soak {soak}' > /tmp/soak.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/soak.log | cut -d= -f2; }}
+waitfor() {{ i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
+# detector record in the background until `stop`; $1 = log, rest = flags.
+rec() {{ L=$1; shift; detector record --duration 3600s "$@" > $L 2>&1 & T=$!; waitfor $L attached; sleep 1; }}
+stop() {{ kill -INT $T; i=0; while kill -0 $T 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+  if kill -0 $T 2>/dev/null; then diag "pid $T did not exit 60 s after SIGINT"; kill -KILL $T; fi; wait $T; }}
+summary() {{ grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' $1; }}
+echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal /proc/meminfo | tr -s ' ')" >> $B
+
+# 1. overhead
+[ {ov} = 1 ] && for it in $(seq {n}); do
+  for t in {tracers}; do
+    case $t in
+    none) echo "run none $(soak)" >> $B;;
+    detector)
+      rec /tmp/rec.log -o /out/soak.dtr
+      echo "run detector $(soak)" >> $B
+      stop; echo "log detector $(summary /tmp/rec.log)" >> $B
+      grep '^detector: CPU' /tmp/rec.log | sed 's/^/log detector /' >> $B; rm -f /out/soak.dtr;;
+    bpftrace)
+      # A perf buffer large enough that bpftrace, like the detector, keeps
+      # (nearly) everything: a tracer that drops does less work.
+      BPFTRACE_PERF_RB_PAGES=1024 bpftrace -B full -o /out/soak.bt /bin/comparable.bt > /tmp/bt.log 2>&1 & T=$!
+      waitfor /out/soak.bt Attaching; sleep 1
+      echo "run bpftrace $(soak)" >> $B
+      stop; echo "log bpftrace $(grep -c . /out/soak.bt) lines, lost $(awk '/^Lost [0-9]+ events/ {{s+=$2}} END {{print s+0}}' /out/soak.bt) events" >> $B
+      grep -i error /tmp/bt.log | head -3 | sed 's/^/log bpftrace-error /' >> $B; rm -f /out/soak.bt;;
+    esac
+  done
+done
+
+# 3 + 4a. latency and per-probe BPF run time, on the same load
+if [ {st} = 1 ]; then
+rec /tmp/stats.log -o /dev/null --analyze --latency --stats
+echo "run detector-stats $(soak)" >> $B
+stop; summary /tmp/stats.log | sed 's/^/log detector-stats /' >> $B
+grep -E '^  [a-z_]+ +[0-9]+ events' /tmp/stats.log | sed 's/^/perprobe /' >> $B
+sed -n '/^latency/p' /tmp/stats.log | sed 's/^/latency /' >> $B
+sed -n '/^per-probe BPF run time/,/^note:/p' /tmp/stats.log | sed 's/^/stats /' >> $B
+grep '^detector: CPU' /tmp/stats.log | sed 's/^/log detector-stats /' >> $B
+fi
+
+# 4b. whole per-call cost: tight loops with and without the probes
+[ {lp} = 1 ] && for m in gup madvise-free; do
+  echo "loop $m none $(bounded probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
+  rec /tmp/loop.log -o /dev/null
+  echo "loop $m detector $(bounded probe-load --mode $m --seconds {loop} | grep -o 'ns_per_call=[0-9]*' | cut -d= -f2)" >> $B
+  stop
+done
+
+# 2. capacity: one probe at fixed rates, default configuration (file on disk)
+cap() {{ cfg=$1; r=$2; shift 2
+  rec /tmp/cap.log -o /out/cap.dtr "$@"
+  got=$(bounded probe-load --mode gup --rate $r --threads 2 --seconds {load} | grep -o ' rate=[0-9]*' | cut -d= -f2)
+  sleep 0.5; stop
+  echo "cap $cfg $r $got $(summary /tmp/cap.log)" >> $B; rm -f /out/cap.dtr; }}
+if [ {cp} = 1 ]; then
+for r in {rates}; do cap default $r; done
+cap wake-every-record 0 --wakeup-bytes 0
+cap ring-64M 0 --ring-size 64M
+for ring in {loss_rings}; do for r in {loss_rates}; do cap ring-$ring $r --ring-size $ring; done; done
+fi
+echo "done" >> $B
+"#,
+        soak = p.soak,
+        n = p.iterations,
+        tracers = tracers,
+        loop = p.loop_secs,
+        load = p.load_secs,
+        rates = rates.join(" "),
+        loss_rings = p.loss_rings.join(" "),
+        loss_rates = loss_rates.join(" "),
+        bound = if p.iterations == 1 && p.load_secs <= 2 { 240 } else { 600 },
+        ov = on(Phase::Overhead),
+        st = on(Phase::Stats),
+        lp = on(Phase::Loop),
+        cp = on(Phase::Capacity),
+    )
+}
+
+/// Boots the guest and runs the guest phases; `None` in investigation mode.
+pub(super) fn boot_guest(
+    a: &Args,
+    plan: &Plan,
+    root: &Path,
+    bins: &Binaries,
+) -> Result<Option<(Guest, Duration)>> {
+    let prep = prepare(root, KernelLine::V6_12, bins)?;
+    std::fs::write(prep.stage.root.join("bin/comparable.bt"), COMPARABLE_BT)?;
+    let script = match &a.guest_script {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => guest_script(plan),
+    };
+    std::fs::write(prep.stage.root.join("bin/bench.sh"), script)?;
+    let init = init_script(&GuestRun {
+        swap: Swap::Disk,
+        memory_max: "48M".into(),
+        record: None,
+        workload: Some(vec!["sh".into(), "/bin/bench.sh".into()]),
+        foreground: None,
+        setup: GuestSetup::PLAIN,
+    });
+    let b = boot_dir(&vm_root(root).join("6.12/bench"))?;
+    prep.stage.pack(&init, &b.initrd)?;
+    let console = b.dir.join("console.log");
+    println!(
+        "booting 6.12: {} repetition(s) per tracer, {} capacity row(s)…",
+        plan.iterations,
+        plan.capacity_rows()
+    );
+    let started = Instant::now();
+    let outcome = boot(&Boot {
+        vmlinuz: &prep.kernel.vmlinuz,
+        initrd: &b.initrd,
+        disks: b.disks.clone(),
+        memory: if plan.bpftrace { "1536M" } else { "768M" },
+        timeout: Duration::from_secs(900 + 300 * u64::from(plan.iterations) * 3),
+        console_log: &console,
+        echo: false,
+        interactive: false,
+    })?;
+    if !outcome.finished() {
+        bail!(
+            "the guest did not finish (see {}){}",
+            console.display(),
+            if outcome.timed_out { ": timed out" } else { "" }
+        );
+    }
+    let res = b.dir.join("out");
+    extract_results(&b.disks[1], &res)?;
+    if a.guest_script.is_some() {
+        println!("guest script finished; its files: {}", res.display());
+        return Ok(None);
+    }
+    let log = std::fs::read_to_string(res.join("bench.log"))
+        .with_context(|| format!("reading {}", res.join("bench.log").display()))?;
+    let guest = parse_guest(&log);
+    if !guest.done {
+        bail!(
+            "the guest benchmark stopped early (see {} and {})",
+            res.join("bench.log").display(),
+            console.display()
+        );
+    }
+    Ok(Some((guest, started.elapsed())))
+}
+
+pub(super) fn parse_guest(log: &str) -> Guest {
+    let mut g = Guest::default();
+    for line in log.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "guest" => g.header = rest.to_string(),
+            "run" => {
+                let mut w = rest.split_whitespace();
+                if let (Some(cfg), Some(Ok(s))) = (w.next(), w.next().map(str::parse::<f64>)) {
+                    g.runs.entry(cfg.to_string()).or_default().push(s);
+                } else {
+                    g.logs
+                        .push(format!("no time for `{rest}` (workload failed?)"));
+                }
+            }
+            "log" => g.logs.push(rest.to_string()),
+            "latency" => g.latency.push(rest.to_string()),
+            "stats" => g.stats.push(rest.to_string()),
+            "perprobe" => g.per_probe.push(rest.to_string()),
+            "loop" => {
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if w.len() == 3 {
+                    g.loops
+                        .push((w[0].to_string(), w[1].to_string(), w[2].to_string()));
+                }
+            }
+            "cap" => {
+                if let Some(c) = parse_cap(rest) {
+                    g.caps.push(c);
+                }
+            }
+            "done" => g.done = true,
+            _ => {}
+        }
+    }
+    g
+}
+
+/// `default 50000 49870 250123 events in 6.1s (41003 events/s), lost 0`
+fn parse_cap(s: &str) -> Option<Cap> {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    if w.len() < 10 {
+        return None;
+    }
+    Some(Cap {
+        cfg: w[0].to_string(),
+        target: w[1].parse().ok()?,
+        achieved: w[2].parse().ok()?,
+        events: w[3].parse().ok()?,
+        lost: w.last()?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_capacity_and_runs() {
+        let g = parse_guest(
+            "guest 6.12 2 cpus\nrun none 10.5\nrun detector\n\
+             cap default 50000 49870 250123 events in 6.1s (41003 events/s), lost 7\ndone\n",
+        );
+        assert!(g.done);
+        assert_eq!(g.runs["none"], vec![10.5]);
+        assert_eq!(g.logs.len(), 1, "a run without a time is reported");
+        let c = &g.caps[0];
+        assert_eq!(
+            (c.target, c.achieved, c.events, c.lost),
+            (50000, 49870, 250123, 7)
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! `cargo xtask bench`: what the detector costs and what it sustains.
+//!
+//! One 6.12 guest boot (QEMU TCG, the only place fentry runs here) measures,
+//! so the figures are comparable with each other:
+//!   1. overhead: the benign-soak workload's wall time untraced, under
+//!      `detector record`, and under bpftrace printing a comparable record
+//!      per hit from the same functions (`xtask/bench/comparable.bt`), runs
+//!      alternating so emulator drift hits all alike;
+//!   2. capacity: `probe-load` drives one probe at fixed rates under the
+//!      default `detector record`; events and losses per rate;
+//!   3. latency: `record --analyze --latency` during benign-soak, kernel
+//!      timestamp to the moment the analyzer has the event;
+//!   4. per-probe cost: the kernel's BPF run-time stats (`record --stats`)
+//!      during benign-soak, and the whole cost (trampoline, program, ring
+//!      buffer) as the per-call delta of a tight loop with and without the
+//!      probes attached.
+//!
+//! The host measures the analyzer replaying a large synthetic trace file
+//! through the real binary (events/s, peak RSS, with and without
+//! `--max-tracked`).
+//!
+//! Results go to `target/bench/results.md`; without `--quick` they also
+//! replace the generated part of `docs/performance.md`. A benchmark
+//! reports: nothing here asserts a timing. `--quick` is the CI smoke run
+//! (one repetition, small sizes) proving every phase still works.
+
+mod guest;
+mod host;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::ebpf;
+use crate::vm::vm_image::build_binaries;
+use guest::boot_guest;
+use host::{host_record, host_replay};
+use report::{complete, render, splice_doc, DOC};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Smoke run: one repetition and small sizes; docs are not rewritten.
+    #[arg(long)]
+    pub quick: bool,
+    /// Workload repetitions per tracer for the overhead figures.
+    #[arg(long, default_value_t = 5)]
+    pub iterations: u32,
+    /// Leave bpftrace out even if it is installed.
+    #[arg(long)]
+    pub no_bpftrace: bool,
+    /// Run only these parts (comma-separated); docs are rewritten only
+    /// when all run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
+    pub phases: Vec<Phase>,
+    /// Investigation: run this guest script instead of the benchmark (in
+    /// the same guest, with the workloads and `detector` on PATH), leave
+    /// its files on the results disk and report nothing.
+    #[arg(long, hide = true)]
+    pub guest_script: Option<PathBuf>,
+    /// Investigation: extra host binaries (with their libraries) to put in
+    /// the guest, e.g. perf or strace.
+    #[arg(long, hide = true)]
+    pub extra_bin: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(crate) enum Phase {
+    /// benign-soak untraced / detector / bpftrace.
+    Overhead,
+    /// Latency and BPF run-time stats under benign-soak.
+    Stats,
+    /// Tight-loop cost per call with and without the probes.
+    Loop,
+    /// Events and losses at fixed event rates.
+    Capacity,
+    /// Host: analyzer replay of a large synthetic trace.
+    Replay,
+    /// Host: `detector record` in this kernel's own attach mode, natively.
+    Host,
+}
+
+impl Phase {
+    pub(crate) const ALL: [Phase; 6] = [
+        Phase::Overhead,
+        Phase::Stats,
+        Phase::Loop,
+        Phase::Capacity,
+        Phase::Replay,
+        Phase::Host,
+    ];
+}
+
+struct Plan {
+    iterations: u32,
+    soak: &'static str,
+    rates: &'static [u64],
+    /// Rings too small for the load, to show how loss grows past the
+    /// sustained rate (the default ring is not driven to loss by one probe
+    /// from two emulated CPUs).
+    loss_rings: &'static [&'static str],
+    loss_rates: &'static [u64],
+    load_secs: u32,
+    loop_secs: u32,
+    synth_events: u64,
+    bpftrace: bool,
+    phases: Vec<Phase>,
+}
+
+impl Plan {
+    /// Rows the capacity phase writes: the default ring at every rate, the
+    /// two top-rate variants, and every small ring at every loss rate.
+    fn capacity_rows(&self) -> usize {
+        self.rates.len() + 2 + self.loss_rings.len() * self.loss_rates.len()
+    }
+
+    fn new(a: &Args) -> Plan {
+        let bpftrace = !a.no_bpftrace && Path::new("/usr/bin/bpftrace").exists();
+        if a.quick {
+            Plan {
+                iterations: 1,
+                soak: "--mib 64 --iterations 1 --seconds 60",
+                rates: &[20_000, 0],
+                loss_rings: &["16K"],
+                loss_rates: &[0],
+                load_secs: 2,
+                loop_secs: 1,
+                synth_events: 2_000_000,
+                bpftrace,
+                phases: a.phases.clone(),
+            }
+        } else {
+            Plan {
+                iterations: a.iterations.max(1),
+                soak: "--mib 64 --iterations 3 --seconds 600",
+                rates: &[
+                    10_000, 25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 0,
+                ],
+                loss_rings: &["16K", "64K", "256K"],
+                loss_rates: &[10_000, 25_000, 50_000, 100_000, 0],
+                load_secs: 5,
+                loop_secs: 3,
+                synth_events: 30_000_000,
+                bpftrace,
+                phases: a.phases.clone(),
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Guest {
+    header: String,
+    runs: BTreeMap<String, Vec<f64>>,
+    logs: Vec<String>,
+    latency: Vec<String>,
+    stats: Vec<String>,
+    per_probe: Vec<String>,
+    loops: Vec<(String, String, String)>,
+    caps: Vec<Cap>,
+    done: bool,
+}
+
+struct Cap {
+    cfg: String,
+    target: u64,
+    achieved: u64,
+    events: u64,
+    lost: u64,
+}
+
+/// Host side: a large synthetic trace replayed through the real binary.
+struct HostReplay {
+    cpu: String,
+    rows: Vec<(String, String)>,
+    /// `detector record` on the host itself: summary, CPU and stats lines.
+    record: Vec<String>,
+}
+
+pub(crate) fn run(a: &Args) -> Result<()> {
+    let plan = Plan::new(a);
+    let root = ebpf::root();
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut bins = build_binaries(&root)?;
+    if !plan.bpftrace {
+        println!(
+            "bpftrace not used (not installed or --no-bpftrace): the comparison column stays empty"
+        );
+    } else {
+        bins.workloads.push(PathBuf::from("/usr/bin/bpftrace"));
+    }
+
+    bins.workloads.extend(a.extra_bin.iter().cloned());
+    let guest_phases = [Phase::Overhead, Phase::Stats, Phase::Loop, Phase::Capacity];
+    let (guest, took) =
+        if a.guest_script.is_some() || plan.phases.iter().any(|p| guest_phases.contains(p)) {
+            match boot_guest(a, &plan, &root, &bins)? {
+                Some(g) => g,
+                None => return Ok(()),
+            }
+        } else {
+            (
+                Guest {
+                    done: true,
+                    ..Guest::default()
+                },
+                Duration::ZERO,
+            )
+        };
+    let host = if plan.phases.contains(&Phase::Replay) {
+        host_replay(&root, &bins.detector, &out_dir, plan.synth_events)?
+    } else {
+        HostReplay {
+            cpu: "not run".into(),
+            rows: Vec::new(),
+            record: Vec::new(),
+        }
+    };
+    let mut host = host;
+    if plan.phases.contains(&Phase::Host) {
+        let probe_load = bins
+            .workloads
+            .iter()
+            .find(|p| p.ends_with("probe-load"))
+            .context("probe-load was not built")?;
+        host.record = host_record(&bins.detector, probe_load, &out_dir, plan.loop_secs + 2)?;
+    }
+    let md = render(&plan, &guest, &host, took);
+    let results = out_dir.join("results.md");
+    std::fs::write(&results, &md)?;
+    println!("{md}");
+    println!("results: {}", results.display());
+    complete(&plan, &guest, &host)?;
+    if !a.quick && plan.phases.len() == Phase::ALL.len() {
+        splice_doc(&root.join(DOC), &md)?;
+        println!("updated {DOC}");
+    }
+    Ok(())
+}
