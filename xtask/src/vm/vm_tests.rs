@@ -1234,10 +1234,10 @@ mod tests {
         // Every line decides here (the match is exhaustive): a Debian
         // package's digest, or None with the reason.
         let digest = |line: KernelLine| match line {
-            KernelLine::V6_1 => Some(include_str!("../../detector/testdata/btf/6.1.json")),
-            KernelLine::V6_12 => Some(include_str!("../../detector/testdata/btf/6.12.json")),
-            KernelLine::V6_18 => Some(include_str!("../../detector/testdata/btf/6.18.json")),
-            KernelLine::V7_2 => Some(include_str!("../../detector/testdata/btf/7.2.json")),
+            KernelLine::V6_1 => Some(include_str!("../../../detector/testdata/btf/6.1.json")),
+            KernelLine::V6_12 => Some(include_str!("../../../detector/testdata/btf/6.12.json")),
+            KernelLine::V6_18 => Some(include_str!("../../../detector/testdata/btf/6.18.json")),
+            KernelLine::V7_2 => Some(include_str!("../../../detector/testdata/btf/7.2.json")),
             // Built here from the 6.12 source: no Debian package to digest;
             // the VM test's plan check is what holds it to every role.
             KernelLine::V6_12Inject => None,

@@ -14,17 +14,11 @@ use anyhow::{bail, Context, Result};
 
 // The helpers live next to this file; declared here so the dispatcher in
 // main.rs only needs `mod vm;`.
-#[path = "vm_check.rs"]
 mod vm_check;
-#[path = "vm_image.rs"]
 pub(crate) mod vm_image;
-#[path = "vm_inject.rs"]
 pub(crate) mod vm_inject;
-#[path = "vm_kernel.rs"]
 pub(crate) mod vm_kernel;
-#[path = "vm_qemu.rs"]
 pub(crate) mod vm_qemu;
-#[path = "vm_tests.rs"]
 pub(crate) mod vm_tests;
 
 use vm_check::Verdict;
