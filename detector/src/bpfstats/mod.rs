@@ -207,7 +207,7 @@ impl Clone for CostUpdate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn entry(probe: ProbeId, mode: AttachMode, entry: bool, exit: bool) -> PlanEntry {
@@ -222,7 +222,8 @@ mod tests {
         }
     }
 
-    fn cost(
+    /// A probe's cost from (kind, runs, ns) per attached program.
+    pub(crate) fn cost(
         probe: ProbeId,
         mode: AttachMode,
         entry: Option<(ProgKind, u64, u64)>,

@@ -98,30 +98,10 @@ pub fn format_table(rows: &[ProbeCost], span: Duration, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpfstats::{ProgCost, ProgKind};
+    use crate::bpfstats::tests::cost;
+    use crate::bpfstats::ProgKind;
     use crate::plan::AttachMode;
     use detector_common::ProbeId;
-
-    fn cost(
-        probe: ProbeId,
-        mode: AttachMode,
-        entry: Option<(ProgKind, u64, u64)>,
-        exit: Option<(ProgKind, u64, u64)>,
-    ) -> ProbeCost {
-        let p = |(kind, run_cnt, run_time_ns)| ProgCost {
-            kind,
-            stats: RunStats {
-                run_cnt,
-                run_time_ns,
-            },
-        };
-        ProbeCost {
-            probe,
-            mode,
-            entry: entry.map(p),
-            exit: exit.map(p),
-        }
-    }
 
     #[test]
     fn table_text() {

@@ -265,11 +265,13 @@ pub fn write_jsonl<W: Write + ?Sized>(w: &mut W, index: u64, item: &StreamItem) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use detector_common::{swp_entry, EventKind, ProbeId, FS_ANON, FS_SWAPBACKED};
 
-    fn sample() -> Event {
+    /// One `swapcache_prepare` exit returning -EEXIST, with folio state:
+    /// the event the formatters' tests print.
+    pub(crate) fn sample() -> Event {
         let mut comm = [0u8; 16];
         comm[..6].copy_from_slice(b"stress");
         Event {

@@ -136,35 +136,7 @@ pub fn write_chrome_trace<W: Write, I: IntoIterator<Item = StreamItem>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use detector_common::{
-        swp_entry, Event, FS_ANON, FS_SWAPBACKED, FS_SWAPCACHE, V_ENTRY, V_FOLIO, V_FOLIO_STATE,
-        V_RET,
-    };
-
-    fn sample() -> Event {
-        let mut comm = [0u8; 16];
-        comm[..6].copy_from_slice(b"stress");
-        Event {
-            ts_ns: 2_000_123_456,
-            folio: 0xffff_ea00_04d3_c0c0,
-            entry: swp_entry(1, 0x1f3),
-            ret: -17,
-            pid: 120,
-            tid: 121,
-            cpu: 1,
-            nr: 1,
-            f_refcount: 3,
-            f_mapcount: 1,
-            f_state: FS_SWAPCACHE | FS_SWAPBACKED | FS_ANON,
-            f_swap: swp_entry(1, 0x1f3),
-            f_nr_pages: 1,
-            probe: ProbeId::SwapcachePrepare as u16,
-            kind: EventKind::Exit as u8,
-            valid: V_FOLIO | V_ENTRY | V_RET | V_FOLIO_STATE,
-            comm,
-            ..Event::default()
-        }
-    }
+    use crate::present::events::tests::sample;
 
     #[test]
     fn chrome_trace_is_valid_json_with_slices() {
