@@ -765,11 +765,10 @@ pub const TESTS: &[VmTest] = &[
             },
             findings_on: &[],
             eexist_threshold: None,
-            effort: &[
-                effort("moved", 10_000),
-                effort("sibling_pageouts", 1_000),
-                effort("pswpin", 1_000),
-            ],
+            // Measured 125 952 pages moved, 2 682 sibling pageouts. Swap-ins
+            // are few (pswpin 33): the siblings' faults find the pages in
+            // the swap cache.
+            effort: &[effort("moved", 10_000), effort("sibling_pageouts", 1_000)],
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: MOVE_BUGS,
