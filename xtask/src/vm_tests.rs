@@ -937,54 +937,6 @@ pub const TESTS: &[VmTest] = &[
         setup: GuestSetup::PLAIN,
     },
     VmTest {
-        name: "inj-uffd-move-swap",
-        about: "UFFDIO_MOVE opted into the injected seed-000 race (move_swap_pte's guards skipped, its windows widened) on a nearly full swap disk while siblings churn the pages being moved: every stale move the kernel logs is a swap_entry_aba or stale_folio_move violation",
-        kernels: INJECT,
-        // Random churn: 120 s saw entries reused inside move windows but
-        // never the double reuse the stale move needs (the PTE recheck
-        // always failed). inj-uffd-aba stages it instead.
-        ci: &[],
-        skips_on: &[],
-        swap: Swap::Disk,
-        memory_max: "48M",
-        workload: &[
-            "inj-uffd-move-swap", "--mib", "4", "--iterations", "0", "--siblings", "3",
-            "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "120",
-        ],
-        ring_size: None,
-        attach: None,
-        unfiltered: false,
-        expect: Expect {
-            probes: MOVE_PROBES,
-            lost: Lost::Rare,
-            pswpin_matches: true,
-            windows: &[window_n("move_pages lookup", 100)],
-            findings: Findings {
-                required: &[],
-                allowed: &[
-                    (R::SwapEntryAba, S::Violation),
-                    (R::StaleFolioMove, S::Violation),
-                    (R::SwapEntryAba, S::NearMiss),
-                    (R::SwapEntryAba, S::Info),
-                    (R::StaleFolioMove, S::NearMiss),
-                    (R::MissedSwapcacheLookup, S::NearMiss),
-                ],
-            },
-            findings_on: &[],
-            eexist_threshold: None,
-            effort: &[effort("moved", 1_000), effort("sibling_pageouts", 100)],
-            min_lookups_compared: COMPARED,
-        },
-        kernel_bugs: &[],
-        injected: Some(Injected {
-            lazyfree_discards: 0,
-            stale_moves: 1,
-        }),
-        timeout_secs: 900,
-        swap_mib: Some(6),
-        setup: GuestSetup::PLAIN,
-    },
-    VmTest {
         name: "inj-uffd-aba",
         about: "The seed-000 swap-entry ABA staged step by step on the injected kernel: while UFFDIO_MOVE sleeps in its widened windows, the source's entry is freed and given to another page's folio before the lookup, and given back to the source after it, on a 1 MiB swap disk kept full; every stale move the kernel logs and every one the workload observes (the other page can no longer be paged out) is a swap_entry_aba or stale_folio_move violation on its entry",
         kernels: INJECT,
