@@ -1365,6 +1365,26 @@ fn check_injections(
                 t.workload[0]
             ));
         }
+        // A workload that stages the race reports each stale move it saw.
+        let seen = log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("result:"))
+            .and_then(|l| parse_result(l).get("stale_moves_seen")?.parse::<u64>().ok());
+        if let Some(seen) = seen {
+            let d = super::vm_inject::match_observed_stale_moves(&log, seen, &inj, findings);
+            v.notes.push(format!(
+                "{} observed {seen} stale move(s) (a folio moved away from a page still mapping it)",
+                t.workload[0]
+            ));
+            if !d.is_empty() {
+                v.failures.push(format!(
+                    "{} disagreement(s) between the stale moves the workload observed, the kernel log and the findings:\n      {}",
+                    d.len(),
+                    d.iter().take(10).cloned().collect::<Vec<_>>().join("\n      ")
+                ));
+            }
+        }
     }
 }
 

@@ -349,6 +349,80 @@ pub fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<String> 
     out
 }
 
+/// A workload that stages the seed-000 race itself (inj-uffd-aba) prints
+/// one `stale: entry=T:0xOFF ...` line per stale move it observed (the
+/// other page whose folio was moved can no longer be reclaimed), and
+/// `stale_moves_seen=N` in its result line. One sentence per disagreement,
+/// empty when:
+///
+/// - the log holds exactly `seen` such lines;
+/// - each observed move is one kernel `seed000 stale-folio` line on that
+///   entry, and each such line one observed move (one for one);
+/// - each observed move has its own `swap_entry_aba` or `stale_folio_move`
+///   violation naming that entry.
+pub fn match_observed_stale_moves(
+    workload_log: &str,
+    seen: u64,
+    inj: &[Injection],
+    findings: &[Finding],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut observed = Vec::new();
+    for l in workload_log
+        .lines()
+        .filter_map(|l| l.strip_prefix("stale: "))
+    {
+        match l
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("entry="))
+        {
+            Some(e) => observed.push(e.to_string()),
+            None => out.push(format!("a stale-move line without entry=: {l}")),
+        }
+    }
+    if observed.len() as u64 != seen {
+        out.push(format!(
+            "the workload counts {seen} observed stale move(s) but printed {} `stale:` line(s)",
+            observed.len()
+        ));
+    }
+    let mut logged: Vec<Option<String>> = inj
+        .iter()
+        .filter_map(|i| match i {
+            Injection::StaleFolio { entry, .. } => Some(Some(fmt_entry(*entry))),
+            _ => None,
+        })
+        .collect();
+    let cands: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| {
+            f.severity == Severity::Violation
+                && matches!(f.rule, RuleId::SwapEntryAba | RuleId::StaleFolioMove)
+        })
+        .collect();
+    let mut used = vec![false; cands.len()];
+    for e in &observed {
+        match logged.iter_mut().find(|l| l.as_deref() == Some(e.as_str())) {
+            Some(l) => *l = None,
+            None => out.push(format!(
+                "the workload observed a stale move on entry {e}, but the kernel logged no stale-folio move of it"
+            )),
+        }
+        match (0..cands.len()).find(|&i| !used[i] && cands[i].objects.entries.contains(e)) {
+            Some(i) => used[i] = true,
+            None => out.push(format!(
+                "the workload observed a stale move on entry {e}, but no swap_entry_aba or stale_folio_move violation names it"
+            )),
+        }
+    }
+    for e in logged.into_iter().flatten() {
+        out.push(format!(
+            "the kernel logged a stale-folio move on entry {e} that the workload did not observe"
+        ));
+    }
+    out
+}
+
 /// `cargo xtask inject-match`: a guest run's dmesg against its trace.
 #[derive(clap::Args)]
 pub struct MatchArgs {
@@ -651,6 +725,56 @@ mod tests {
             m[5].contains("missed_swapcache_lookup violation #5"),
             "{}",
             m[5]
+        );
+    }
+
+    #[test]
+    fn observed_stale_moves_match_the_log_and_the_violations_one_for_one() {
+        let dmesg = "\
+[ 5.0] detector-inject: seed000 stale-folio folio=ff1e3f0000abc000 entry=1a2 swapcache=0 folio_swap=0 pid=402
+[ 6.0] detector-inject: seed000 stale-folio folio=ff1e3f0000abd000 entry=1a3 swapcache=0 folio_swap=0 pid=402
+";
+        let (inj, _) = parse_injections(dmesg);
+        let wl = "round 0: ...\nstale: entry=0:0x1a2 q=0x7f00 dst=0x7f10 round=0\n\
+                  stale: entry=0:0x1a3 q=0x7f20 dst=0x7f30 round=1\nresult: stale_moves_seen=2\n";
+        let v = |id, rule, folio: &str, entry: &str| {
+            finding(id, rule, Severity::Violation, &[folio], &[entry])
+        };
+        let both = vec![
+            v(1, RuleId::SwapEntryAba, "0xff1e3f0000abc000", "0:0x1a2"),
+            v(2, RuleId::StaleFolioMove, "0xff1e3f0000abc000", "0:0x1a2"),
+            v(3, RuleId::SwapEntryAba, "0xff1e3f0000abd000", "0:0x1a3"),
+        ];
+        assert!(match_observed_stale_moves(wl, 2, &inj, &both).is_empty());
+
+        // One observed move without its violation.
+        let m = match_observed_stale_moves(wl, 2, &inj, &both[..2]);
+        assert_eq!(m.len(), 1, "{m:#?}");
+        assert!(m[0].contains("0:0x1a3") && m[0].contains("no swap_entry_aba"));
+
+        // A kernel line the workload did not observe, and a miscount.
+        let one = "stale: entry=0:0x1a2 q=0x7f00 dst=0x7f10 round=0\n";
+        let m = match_observed_stale_moves(one, 2, &inj, &both);
+        assert_eq!(m.len(), 2, "{m:#?}");
+        assert!(m[0].contains("printed 1"));
+        assert!(m[1].contains("0:0x1a3") && m[1].contains("did not observe"));
+
+        // An observed move the kernel never logged.
+        let m = match_observed_stale_moves(wl, 2, &inj[..1], &both);
+        assert_eq!(m.len(), 1, "{m:#?}");
+        assert!(m[0].contains("logged no stale-folio move"));
+
+        // A near miss does not count.
+        let near = vec![finding(
+            1,
+            RuleId::SwapEntryAba,
+            Severity::NearMiss,
+            &["0xff1e3f0000abc000"],
+            &["0:0x1a2"],
+        )];
+        assert_eq!(
+            match_observed_stale_moves(one, 1, &inj[..1], &near).len(),
+            1
         );
     }
 

@@ -939,16 +939,17 @@ pub const TESTS: &[VmTest] = &[
         setup: GuestSetup::PLAIN,
     },
     VmTest {
-        name: "inj-uffd-move-swap",
-        about: "UFFDIO_MOVE opted into the injected seed-000 race (move_swap_pte's guards skipped, its windows widened) on a nearly full swap disk while siblings churn the pages being moved: every stale move the kernel logs is a swap_entry_aba or stale_folio_move violation",
+        name: "inj-uffd-aba",
+        about: "The seed-000 swap-entry ABA staged step by step on the injected kernel: while UFFDIO_MOVE sleeps in its widened windows, the source's entry is freed and given to another page's folio before the lookup, and given back to the source after it, on a 1 MiB swap disk kept full; every stale move the kernel logs and every one the workload observes (the other page can no longer be paged out) is a swap_entry_aba or stale_folio_move violation on its entry",
         kernels: INJECT,
         ci: INJECT,
         skips_on: &[],
         swap: Swap::Disk,
-        memory_max: "48M",
+        // Only the workload's own MADV_PAGEOUT may swap: every slot it
+        // counts on is one it placed.
+        memory_max: "max",
         workload: &[
-            "inj-uffd-move-swap", "--mib", "4", "--iterations", "0", "--siblings", "3",
-            "--neighbours", "8", "--faulters", "0", "--move-pages", "16", "--seconds", "120",
+            "inj-uffd-aba", "--rounds", "8", "--delay-ms", "300", "--seconds", "150",
         ],
         ring_size: None,
         attach: None,
@@ -957,7 +958,7 @@ pub const TESTS: &[VmTest] = &[
             probes: MOVE_PROBES,
             lost: Lost::Rare,
             pswpin_matches: true,
-            windows: &[window_n("move_pages lookup", 100)],
+            windows: &[window_n("move_pages lookup", 5)],
             findings: Findings {
                 required: &[],
                 allowed: &[
@@ -971,7 +972,13 @@ pub const TESTS: &[VmTest] = &[
             },
             findings_on: &[],
             eexist_threshold: None,
-            effort: &[effort("moved", 1_000), effort("sibling_pageouts", 100)],
+            effort: &[
+                effort("rounds", 8),
+                effort("staged", 5),
+                effort("moved", 5),
+                effort("stale_moves_seen", 1),
+                effort("present_moves", 5),
+            ],
             min_lookups_compared: COMPARED,
         },
         kernel_bugs: &[],
@@ -979,8 +986,10 @@ pub const TESTS: &[VmTest] = &[
             lazyfree_discards: 0,
             stale_moves: 1,
         }),
-        timeout_secs: 900,
-        swap_mib: Some(6),
+        timeout_secs: 600,
+        // 256 slots: below 2 * 64 per CPU the swap-slots cache stays off,
+        // so a freed slot is free at once and the free ones can be counted.
+        swap_mib: Some(1),
         setup: GuestSetup::PLAIN,
     },
 ];
