@@ -17,6 +17,7 @@ use crate::stream::{
     spawn_capture, ConfigChoice, FileSource, OnRecordError, Pipeline, Recorder, Source, Speed,
     TraceRecorder,
 };
+use crate::trace::Redactor;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,6 +36,10 @@ pub struct Args {
     /// with `detector live --replay` or `detector replay`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Write kernel addresses into the --record file as keyed pseudonyms
+    /// (see `detector record --redact`); the screen shows the real ones.
+    #[arg(long, requires = "record")]
+    pub redact: bool,
     /// No UI: print one line per finding on stdout (works without a terminal).
     #[arg(long)]
     pub plain: bool,
@@ -74,7 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 header.command_line = std::env::args().collect();
             }
             header.analyzer_config = Some(setup.config.clone());
-            let r = TraceRecorder::create(out, &header, None)
+            let redact = args.redact.then(Redactor::new).transpose()?;
+            let r = TraceRecorder::create_with(out, &header, None, redact)
                 .with_context(|| format!("cannot record to {}", out.display()))?;
             Some(Box::new(r) as Box<dyn Recorder>)
         }

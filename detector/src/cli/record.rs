@@ -17,7 +17,7 @@ use crate::present::costs::write_span;
 use crate::present::describe_setup;
 use crate::sinks::{FindingPrinter, Latency, Style};
 use crate::stream::{Base, End, KernelSource, OnRecordError, Pipeline, Source, TraceRecorder};
-use crate::trace::RotationPolicy;
+use crate::trace::{Redactor, RotationPolicy};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -53,6 +53,12 @@ pub struct Args {
     /// program run, which itself costs a little).
     #[arg(long)]
     pub stats: bool,
+    /// Write kernel addresses (folios and other kernel pointers, frame
+    /// numbers of present PTEs) as keyed pseudonyms, stable within this
+    /// capture and unrelated to any other; the header loses the kernel's
+    /// layout addresses. What --analyze prints is not redacted.
+    #[arg(long)]
+    pub redact: bool,
 }
 
 /// This process's CPU time so far (user, system) in seconds: what the
@@ -98,8 +104,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_bytes,
         keep: args.rotate_keep,
     });
-    let recorder = TraceRecorder::create(&args.output, &header, rotation)
+    let redact = args.redact.then(Redactor::new).transpose()?;
+    let recorder = TraceRecorder::create_with(&args.output, &header, rotation, redact)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
+
 
     signals::catch_stop_signals();
     let started = Instant::now();

@@ -11,7 +11,9 @@ mod end;
 mod error;
 mod format;
 mod header;
+mod private;
 mod reader;
+mod redact;
 mod rotate;
 mod writer;
 
@@ -22,6 +24,8 @@ pub use format::{
     PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER, RECORD_HEADER_LEN, RECORD_LOST,
 };
 pub use header::{layout_from_map, layout_to_map, TraceFooter, TraceHeader};
+pub use private::{create_private, PRIVATE_MODE};
 pub use reader::{read_all, TraceReader};
+pub use redact::{RedactError, Redactor};
 pub use rotate::{existing_segments, segment_path, RotatingWriter, RotationPolicy};
 pub use writer::{TraceEnd, TraceSummary, TraceWriter};
