@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::cli::args::{AnalyzerArgs, CaptureArgs};
 use crate::cli::signals;
+use crate::loader::privileges::{self, Kept};
 use crate::present::describe_setup;
 use crate::sinks::{FindingPrinter, Style};
 use crate::stream::{
@@ -60,15 +61,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
              to a file or `detector live --plain` for one line per finding"
         );
     }
-    let mut source: Box<dyn Source> = match &args.replay {
-        Some(path) => Box::new(
-            FileSource::open(path, args.speed)
-                .with_context(|| format!("cannot replay {}", path.display()))?,
+    // The capture thread drops its capabilities once the probes are
+    // attached; `kept` is what it still needs to read the maps.
+    let (mut source, kept): (Box<dyn Source>, Option<Kept>) = match &args.replay {
+        Some(path) => (
+            Box::new(
+                FileSource::open(path, args.speed)
+                    .with_context(|| format!("cannot replay {}", path.display()))?,
+            ),
+            None,
         ),
-        None => Box::new(spawn_capture(
-            args.capture.load_options()?,
-            args.capture.drain_every,
-        )?),
+        None => {
+            let s = spawn_capture(args.capture.load_options()?, args.capture.drain_every)?;
+            let kept = s.capabilities_kept().clone();
+            (Box::new(s), Some(kept))
+        }
     };
     let setup = ConfigChoice::FromTrace(args.analyzer.overrides()).setup(&*source);
     let recorder = match &args.record {
@@ -86,12 +93,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // This thread (and the UI's worker, started from it) holds no probe
+    // and creates no file from here on.
+    privileges::drop_all()?;
     let record_error = if args.plain {
         signals::catch_stop_signals();
         eprintln!(
             "detector: analyzer config {}",
             describe_setup(&setup.origin, &setup.config)
         );
+        if let Some(kept) = &kept {
+            eprintln!("detector: capabilities kept after attaching: {kept}");
+        }
         let mut printer = FindingPrinter::new(
             std::io::stdout().lock(),
             std::io::stderr().lock(),

@@ -12,6 +12,7 @@ use detector_common::ProbeId;
 use crate::bpfstats::CostMeter;
 use crate::cli::args::{parse_duration, parse_size, AnalyzerArgs, CaptureArgs};
 use crate::cli::signals;
+use crate::loader::privileges::{self, Need};
 use crate::plan::AttachMode;
 use crate::present::costs::write_span;
 use crate::present::describe_setup;
@@ -108,6 +109,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let recorder = TraceRecorder::create_with(&args.output, &header, rotation, redact)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
 
+    // Attached, statistics on, the file open: from here the capture reads
+    // the ring and the maps, and a rotating one creates files next to the
+    // first.
+    let dir = match args.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut can_rotate = || privileges::can_create_in(&dir);
+    let rotating = rotation.map(|_| Need {
+        candidates: privileges::DIRECTORY_CANDIDATES,
+        check: &mut can_rotate,
+    });
+    let kept = source.drop_privileges(rotating)?;
+    eprintln!("detector: capabilities kept after attaching: {kept}");
 
     signals::catch_stop_signals();
     let started = Instant::now();
