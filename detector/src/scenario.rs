@@ -403,7 +403,11 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             _ => {
                 let us = num(head)
                     .map_err(|m| err(format!("expected a directive or a time in µs: {m}")))?;
-                let ts = BASE_NS + us as u64 * 1000;
+                let ts = u64::try_from(us)
+                    .ok()
+                    .and_then(|us| us.checked_mul(1000))
+                    .and_then(|ns| ns.checked_add(BASE_NS))
+                    .ok_or_else(|| err(format!("time {us} µs is out of range")))?;
                 if ts < last_ts {
                     return Err(err("event times must not go backwards".into()));
                 }
@@ -470,7 +474,12 @@ fn num(s: &str) -> Result<i64, String> {
         body.parse::<i64>()
     }
     .map_err(|_| format!("`{s}` is not a number"))?;
-    Ok(if neg { -v } else { v })
+    if neg {
+        v.checked_neg()
+            .ok_or_else(|| format!("`{s}` is out of range"))
+    } else {
+        Ok(v)
+    }
 }
 
 /// `type:offset`, offset decimal or 0x-hex.
