@@ -10,12 +10,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::ebpf;
 
-/// Each target and the seed directory it starts from.
+/// Each target and the seed directory it starts from (relative to the
+/// repository): the scenario corpus is its own seed set, so a scenario
+/// added there is a seed too.
 pub const TARGETS: &[(&str, &str)] = &[
-    ("trace_reader", "trace_reader"),
-    ("trace_header", "trace_header"),
-    ("scenario", "scenario"),
-    ("replay", "trace_reader"),
+    ("trace_reader", "fuzz/seeds/trace_reader"),
+    ("trace_header", "fuzz/seeds/trace_header"),
+    ("scenario", "detector/scenarios"),
+    ("replay", "fuzz/seeds/trace_reader"),
 ];
 
 #[derive(clap::Args)]
@@ -99,7 +101,7 @@ fn run_target(target: &str, seeds: &str, seconds: u64) -> Result<Run> {
     // are only read.
     let corpus = dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-    let seeds = dir.join("seeds").join(seeds);
+    let seeds = ebpf::root().join(seeds);
     println!("==> cargo +nightly fuzz run {target} for {seconds}s");
     let mut child = nightly()
         .args(["fuzz", "run", "--fuzz-dir"])
