@@ -76,6 +76,23 @@ fn crashing_scenarios_are_refused_with_a_message() {
 }
 
 #[test]
+fn huge_expectation_counts_are_refused_instead_of_allocated() {
+    let data = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_inputs/scenario/huge-repeat.scn"),
+    )
+    .unwrap();
+    let e = scenario_target(&data).unwrap().unwrap_err();
+    assert!(e.contains("expects more than"), "{e}");
+    // Each line within the bound, the total over it.
+    let mut text = String::from("name many\ntask a tid=1 pid=1 comm=x\n");
+    for _ in 0..3 {
+        text.push_str("expect eexist_storm info x40000 tid=a confidence=full\n");
+    }
+    let e = scenario::parse(&text, "many.scn").unwrap_err().to_string();
+    assert!(e.contains("120000 findings"), "{e}");
+}
+
+#[test]
 fn crashing_traces_replay_without_panicking() {
     for target in ["trace_reader", "replay"] {
         for p in inputs(target) {
