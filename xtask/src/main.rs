@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod ebpf;
+mod fuzz;
 mod kernel_build;
 mod test;
 // The VM modules are not converted to the workspace lints yet: they are
@@ -40,6 +41,8 @@ enum Command {
     Test(test::Args),
     /// Benchmarks: overhead vs bpftrace, capacity, latency, per-probe cost, replay throughput.
     Bench(bench::Args),
+    /// Run the fuzz targets (cargo-fuzz, nightly) for a bounded time each.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> Result<()> {
@@ -51,5 +54,6 @@ fn main() -> Result<()> {
         Command::InjectMatch(a) => vm::vm_inject::run_match(&a),
         Command::Test(a) => test::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Fuzz(a) => fuzz::run(&a).map(|_| ()),
     }
 }

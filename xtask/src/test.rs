@@ -15,6 +15,9 @@ pub(crate) struct Args {
     /// Skip rustfmt and clippy.
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the bounded fuzzing run (60 s per target).
+    #[arg(long)]
+    pub no_fuzz: bool,
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -129,6 +132,21 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     cargo(&["build", "--release", "-p", "detector", "-p", "workloads"])?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace"], &mut totals)?;
+    if !a.no_fuzz {
+        // Every fuzz target for a minute from the committed seeds: a crash
+        // fails the run (longer runs: `cargo xtask fuzz --seconds N`).
+        if crate::fuzz::available() {
+            let runs = crate::fuzz::run(&crate::fuzz::Args {
+                seconds: 60,
+                targets: Vec::new(),
+            })?;
+            totals.passed += runs.len() as u64;
+        } else {
+            totals
+                .skipped
+                .push("fuzz: cargo-fuzz is not installed (bash .ci/setup installs it)".into());
+        }
+    }
     if !a.no_vm {
         // Binaries were built above; the CI matrix (every test on one
         // kernel line, a smoke set on the others: docs/vm-tests.md).

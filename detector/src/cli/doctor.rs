@@ -60,6 +60,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         policy: args.attach,
         ..LoadOptions::default()
     })?;
+    // With --stats, statistics are turned on first (they need
+    // CAP_SYS_ADMIN), then the capabilities go.
+    if !args.stats {
+        source.drop_privileges(None)?;
+    }
     let loaded = source.loaded();
     println!();
     println!(
@@ -116,6 +121,7 @@ fn measure(source: &mut KernelSource, span: Duration) -> anyhow::Result<()> {
     // queued up since attaching is not part of the measured span.
     source.drain(true, &mut |_, _| {})?;
     let meter = CostMeter::start(source.loaded());
+    source.drop_privileges(None)?;
     let mut out = std::io::stdout().lock();
     if meter.unavailable().is_some() {
         write_span(&mut out, &meter.span(source.loaded()))?;

@@ -11,12 +11,14 @@ use anyhow::Context;
 
 use crate::cli::args::{AnalyzerArgs, CaptureArgs};
 use crate::cli::signals;
+use crate::loader::privileges::{self, Kept};
 use crate::present::describe_setup;
 use crate::sinks::{FindingPrinter, Style};
 use crate::stream::{
     spawn_capture, ConfigChoice, FileSource, OnRecordError, Pipeline, Recorder, Source, Speed,
     TraceRecorder,
 };
+use crate::trace::Redactor;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,6 +37,10 @@ pub struct Args {
     /// with `detector live --replay` or `detector replay`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Write kernel addresses into the --record file as keyed pseudonyms
+    /// (see `detector record --redact`); the screen shows the real ones.
+    #[arg(long, requires = "record")]
+    pub redact: bool,
     /// No UI: print one line per finding on stdout (works without a terminal).
     #[arg(long)]
     pub plain: bool,
@@ -55,15 +61,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
              to a file or `detector live --plain` for one line per finding"
         );
     }
-    let mut source: Box<dyn Source> = match &args.replay {
-        Some(path) => Box::new(
-            FileSource::open(path, args.speed)
-                .with_context(|| format!("cannot replay {}", path.display()))?,
+    // The capture thread drops its capabilities once the probes are
+    // attached; `kept` is what it still needs to read the maps.
+    let (mut source, kept): (Box<dyn Source>, Option<Kept>) = match &args.replay {
+        Some(path) => (
+            Box::new(
+                FileSource::open(path, args.speed)
+                    .with_context(|| format!("cannot replay {}", path.display()))?,
+            ),
+            None,
         ),
-        None => Box::new(spawn_capture(
-            args.capture.load_options()?,
-            args.capture.drain_every,
-        )?),
+        None => {
+            let s = spawn_capture(args.capture.load_options()?, args.capture.drain_every)?;
+            let kept = s.capabilities_kept().clone();
+            (Box::new(s), Some(kept))
+        }
     };
     let setup = ConfigChoice::FromTrace(args.analyzer.overrides()).setup(&*source);
     let recorder = match &args.record {
@@ -74,18 +86,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 header.command_line = std::env::args().collect();
             }
             header.analyzer_config = Some(setup.config.clone());
-            let r = TraceRecorder::create(out, &header, None)
+            let redact = args.redact.then(Redactor::new).transpose()?;
+            let r = TraceRecorder::create_with(out, &header, None, redact)
                 .with_context(|| format!("cannot record to {}", out.display()))?;
             Some(Box::new(r) as Box<dyn Recorder>)
         }
         None => None,
     };
+    // This thread (and the UI's worker, started from it) holds no probe
+    // and creates no file from here on.
+    privileges::drop_all()?;
     let record_error = if args.plain {
         signals::catch_stop_signals();
         eprintln!(
             "detector: analyzer config {}",
             describe_setup(&setup.origin, &setup.config)
         );
+        if let Some(kept) = &kept {
+            eprintln!("detector: capabilities kept after attaching: {kept}");
+        }
         let mut printer = FindingPrinter::new(
             std::io::stdout().lock(),
             std::io::stderr().lock(),

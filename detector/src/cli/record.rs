@@ -12,12 +12,13 @@ use detector_common::ProbeId;
 use crate::bpfstats::CostMeter;
 use crate::cli::args::{parse_duration, parse_size, AnalyzerArgs, CaptureArgs};
 use crate::cli::signals;
+use crate::loader::privileges::{self, Need};
 use crate::plan::AttachMode;
 use crate::present::costs::write_span;
 use crate::present::describe_setup;
 use crate::sinks::{FindingPrinter, Latency, Style};
 use crate::stream::{Base, End, KernelSource, OnRecordError, Pipeline, Source, TraceRecorder};
-use crate::trace::RotationPolicy;
+use crate::trace::{Redactor, RotationPolicy};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -53,6 +54,12 @@ pub struct Args {
     /// program run, which itself costs a little).
     #[arg(long)]
     pub stats: bool,
+    /// Write kernel addresses (folios and other kernel pointers, frame
+    /// numbers of present PTEs) as keyed pseudonyms, stable within this
+    /// capture and unrelated to any other; the header loses the kernel's
+    /// layout addresses. What --analyze prints is not redacted.
+    #[arg(long)]
+    pub redact: bool,
 }
 
 /// This process's CPU time so far (user, system) in seconds: what the
@@ -98,8 +105,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_bytes,
         keep: args.rotate_keep,
     });
-    let recorder = TraceRecorder::create(&args.output, &header, rotation)
+    let redact = args.redact.then(Redactor::new).transpose()?;
+    let recorder = TraceRecorder::create_with(&args.output, &header, rotation, redact)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
+
+    // Attached, statistics on, the file open: from here the capture reads
+    // the ring and the maps, and a rotating one creates files next to the
+    // first.
+    let dir = match args.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut can_rotate = || privileges::can_create_in(&dir);
+    let rotating = rotation.map(|_| Need {
+        candidates: privileges::DIRECTORY_CANDIDATES,
+        check: &mut can_rotate,
+    });
+    let kept = source.drop_privileges(rotating)?;
+    eprintln!("detector: capabilities kept after attaching: {kept}");
 
     signals::catch_stop_signals();
     let started = Instant::now();

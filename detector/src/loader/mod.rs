@@ -9,6 +9,7 @@
 //! are never compared.
 
 mod attach;
+pub mod privileges;
 
 use std::fmt::Write as _;
 
@@ -33,10 +34,15 @@ pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "loading BPF programs needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN); run the \
-         command with sudo, or analyze an existing trace with `detector replay FILE`"
+        "loading the BPF probes needs {missing}, which this process lacks; run it as root (sudo), \
+         or grant them once with `sudo setcap {setcap}+ep {binary}` (an existing trace needs \
+         neither: `detector replay FILE`)"
     )]
-    NotPermitted,
+    NotPermitted {
+        missing: &'static str,
+        setcap: &'static str,
+        binary: String,
+    },
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error(
@@ -103,32 +109,58 @@ pub struct Loaded {
     pub ring_bytes: u32,
 }
 
-/// Effective capabilities of this process (`CapEff` in /proc/self/status).
-fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Fails early, with one sentence, when BPF cannot be loaded at all.
+/// Fails early, with one sentence, when BPF cannot be loaded at all: a
+/// capability is missing, or the binary has no BPF object.
 pub fn preflight() -> Result<(), LoadError> {
-    const CAP_SYS_ADMIN: u64 = 1 << 21;
-    const CAP_PERFMON: u64 = 1 << 38;
-    const CAP_BPF: u64 = 1 << 39;
-    let caps = effective_caps();
-    let enough = caps & CAP_SYS_ADMIN != 0 || (caps & CAP_BPF != 0 && caps & CAP_PERFMON != 0);
-    if !enough {
-        return Err(LoadError::NotPermitted);
+    let knows_cap_bpf = privileges::kernel_knows_cap_bpf();
+    if let Some(missing) = privileges::missing_for_load(privileges::effective_bits(), knows_cap_bpf)
+    {
+        return Err(LoadError::NotPermitted {
+            missing,
+            setcap: if knows_cap_bpf {
+                "cap_bpf,cap_perfmon,cap_syslog"
+            } else {
+                "cap_sys_admin"
+            },
+            binary: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "detector".to_string()),
+        });
     }
     if BPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
     Ok(())
+}
+
+/// Lifts the locked-memory limit as far as this process may. Kernels
+/// before 5.11 charge BPF maps and programs to RLIMIT_MEMLOCK, whose
+/// default is far below a 4 MiB ring buffer; raising the hard limit takes
+/// CAP_SYS_RESOURCE. Newer kernels charge the memory cgroup instead and
+/// ignore the limit, so a refusal is not an error here: loading then says
+/// what failed.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads one valid rlimit struct and has no other
+    // effect on memory.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, std::ptr::from_ref(&unlimited)) } == 0 {
+        return;
+    }
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct into `cur`, which is valid
+    // for writes; setrlimit then reads it.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, std::ptr::from_mut(&mut cur)) == 0 {
+            cur.rlim_cur = cur.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, std::ptr::from_ref(&cur));
+        }
+    }
 }
 
 /// Address of the kernel variable holding the (possibly randomized) vmemmap
@@ -176,6 +208,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
             reason: short(&e),
         })
     })?;
+    raise_memlock_limit();
     let mut ebpf = open_object(opts, &btf, layout)?;
     let mut att = Attaching {
         ebpf: &mut ebpf,

@@ -21,7 +21,12 @@ pub(super) fn num(s: &str) -> Result<i64, String> {
         body.parse::<i64>()
     }
     .map_err(|_| format!("`{s}` is not a number"))?;
-    Ok(if neg { -v } else { v })
+    if neg {
+        v.checked_neg()
+            .ok_or_else(|| format!("`{s}` is out of range"))
+    } else {
+        Ok(v)
+    }
 }
 
 /// `type:offset`, offset decimal or 0x-hex.

@@ -28,6 +28,11 @@ pub use expect::{check_findings, describe_finding, Expectation, Mismatch};
 /// Event times in a script are microseconds from this base (a plausible
 /// CLOCK_MONOTONIC value, never zero).
 pub const BASE_NS: u64 = 1_000_000_000;
+
+/// Findings a script may expect in all (`expect ... xN` lines added up):
+/// far beyond any scenario, and a bound on what a script can make the
+/// parser allocate.
+pub const MAX_EXPECTED: usize = 100_000;
 /// Symbolic folios get addresses in the vmemmap range, 64 bytes apart.
 const FOLIO_BASE: u64 = 0xffff_ea00_0010_0000;
 /// Symbolic swap address spaces.
@@ -202,6 +207,11 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                         pending.times = t
                             .parse::<usize>()
                             .map_err(|_| err(format!("expected xN, got `{w}`")))?;
+                        if pending.times > MAX_EXPECTED {
+                            return Err(err(format!(
+                                "`{w}` expects more than {MAX_EXPECTED} findings"
+                            )));
+                        }
                         continue;
                     }
                     let (k, v) = w
@@ -243,7 +253,11 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             _ => {
                 let us = num(head)
                     .map_err(|m| err(format!("expected a directive or a time in µs: {m}")))?;
-                let ts = BASE_NS + us as u64 * 1000;
+                let ts = u64::try_from(us)
+                    .ok()
+                    .and_then(|us| us.checked_mul(1000))
+                    .and_then(|ns| ns.checked_add(BASE_NS))
+                    .ok_or_else(|| err(format!("time {us} µs is out of range")))?;
                 if ts < last_ts {
                     return Err(err("event times must not go backwards".into()));
                 }
@@ -253,6 +267,16 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
                 sc.items.push(item);
             }
         }
+    }
+    let expected: usize = pending_expect.iter().map(|pe| pe.times).sum();
+    if expected > MAX_EXPECTED {
+        return Err(ScenarioError {
+            path: path.to_string(),
+            line: 0,
+            msg: format!(
+                "the script expects {expected} findings; at most {MAX_EXPECTED} are supported"
+            ),
+        });
     }
     for mut pe in pending_expect {
         for name in &pe.folios {

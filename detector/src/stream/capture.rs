@@ -185,6 +185,19 @@ impl Capture {
         &self.last_lost
     }
 
+    /// Whether what the capture does after attaching still works with the
+    /// current capabilities: a lookup in the lost counters and reading a
+    /// program's information (recursion misses, run-time statistics). The
+    /// ring buffer is memory mapped and needs nothing.
+    pub fn can_read_maps(&self) -> bool {
+        let lost = sum_percpu(&self.lost, 0, "LOST").is_ok();
+        let info = match self.loaded.ebpf.programs().next() {
+            Some((_, p)) => p.info().is_ok(),
+            None => true,
+        };
+        lost && info
+    }
+
     /// The part of [`lost_totals`](Self::lost_totals) that the kernel
     /// skipped rather than the ring buffer dropped, indexed by probe id.
     pub fn skipped_totals(&self) -> &[u64; MAX_PROBES as usize] {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::bpfstats::CostUpdate;
 use crate::event::{monotonic_ns, StreamItem};
+use crate::loader::privileges::Kept;
 use crate::loader::LoadOptions;
 use crate::trace::TraceHeader;
 
@@ -68,6 +69,7 @@ pub struct ChannelSource {
     taken: usize,
     stop: Arc<AtomicBool>,
     costs: Option<Arc<CostSlot>>,
+    kept: Kept,
 }
 
 impl ChannelSource {
@@ -81,7 +83,13 @@ impl ChannelSource {
             taken: 0,
             stop,
             costs: None,
+            kept: Kept::default(),
         }
+    }
+
+    /// The capabilities the capture thread kept after attaching.
+    pub fn capabilities_kept(&self) -> &Kept {
+        &self.kept
     }
 
     /// Per-probe run-time readings arrive through `slot`.
@@ -167,7 +175,8 @@ pub fn spawn_capture(
     opts: LoadOptions,
     drain_every: Duration,
 ) -> Result<ChannelSource, SourceError> {
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(SourceInfo, TraceHeader), SourceError>>();
+    let (ready_tx, ready_rx) =
+        mpsc::channel::<Result<(SourceInfo, TraceHeader, Kept), SourceError>>();
     let (tx, rx) = mpsc::sync_channel::<CaptureMsg>(IN_FLIGHT);
     let stop = Arc::new(AtomicBool::new(false));
     let stop_thread = Arc::clone(&stop);
@@ -189,8 +198,17 @@ pub fn spawn_capture(
             if let Some(u) = kernel.initial_costs() {
                 costs_thread.publish(u);
             }
+            // Statistics are on: nothing this thread does from here needs
+            // more than reading the maps.
+            let kept = match kernel.drop_privileges(None) {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.into()));
+                    return;
+                }
+            };
             if ready_tx
-                .send(Ok((kernel.info(), kernel.header().clone())))
+                .send(Ok((kernel.info(), kernel.header().clone(), kept)))
                 .is_ok()
             {
                 forward(kernel, drain_every, &tx, &stop_thread, &costs_thread);
@@ -200,10 +218,12 @@ pub fn spawn_capture(
             what: "capture thread",
             source,
         })?;
-    let (info, header) = ready_rx.recv().map_err(|_| SourceError::CaptureGone)??;
-    Ok(ChannelSource::new(rx, info, stop)
+    let (info, header, kept) = ready_rx.recv().map_err(|_| SourceError::CaptureGone)??;
+    let mut source = ChannelSource::new(rx, info, stop)
         .with_costs(costs)
-        .with_header(header))
+        .with_header(header);
+    source.kept = kept;
+    Ok(source)
 }
 
 /// The capture thread's work: pulls from the kernel, sends batches on.

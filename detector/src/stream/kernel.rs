@@ -12,6 +12,7 @@ use detector_common::MAX_PROBES;
 
 use crate::bpfstats::{CostUpdate, LiveCosts};
 use crate::event::{monotonic_ns, StreamItem};
+use crate::loader::privileges::{self, Kept, Need, PrivilegeError};
 use crate::loader::{self, LoadOptions, Loaded};
 use crate::trace::TraceHeader;
 
@@ -88,6 +89,24 @@ impl KernelSource {
 
     pub fn loaded(&self) -> &Loaded {
         self.cap.loaded()
+    }
+
+    /// Drops every capability this thread no longer needs, once everything
+    /// that needs one is done (statistics turned on, files created): what
+    /// is kept is what reading the maps needs on this kernel, found by
+    /// trying, plus what `also` needs (a rotating recording's directory).
+    pub fn drop_privileges(&self, mut also: Option<Need<'_>>) -> Result<Kept, PrivilegeError> {
+        let mut maps = || self.cap.can_read_maps();
+        let mut needs = vec![Need {
+            candidates: privileges::BPF_READ_CANDIDATES,
+            check: &mut maps,
+        }];
+        // Reborrowed, so that both needs share this call's lifetime.
+        needs.extend(also.as_mut().map(|n| Need {
+            candidates: n.candidates,
+            check: &mut *n.check,
+        }));
+        privileges::drop_privileges(&mut needs)
     }
 
     /// Lost totals as last polled, indexed by probe id.

@@ -10,7 +10,8 @@ use detector_common::EVENT_SIZE;
 
 use crate::event::StreamItem;
 use crate::trace::{
-    decode_event, RotatingWriter, RotationPolicy, TraceEnd, TraceError, TraceHeader, TraceSummary,
+    decode_event, Redactor, RotatingWriter, RotationPolicy, TraceEnd, TraceError, TraceHeader,
+    TraceSummary,
 };
 
 pub trait Recorder: Send {
@@ -32,9 +33,10 @@ pub trait Recorder: Send {
 }
 
 /// A trace file (`record -o`, `live --record`), rotated when given a
-/// policy.
+/// policy, its kernel addresses redacted when given a [`Redactor`].
 pub struct TraceRecorder {
     writer: RotatingWriter,
+    redact: Option<Redactor>,
 }
 
 impl TraceRecorder {
@@ -45,20 +47,36 @@ impl TraceRecorder {
         header: &TraceHeader,
         rotation: Option<RotationPolicy>,
     ) -> Result<Self, TraceError> {
+        Self::create_with(path, header, rotation, None)
+    }
+
+    /// As [`create`](Self::create); with `redact`, the header and every
+    /// event are redacted as they are written (`--redact`).
+    pub fn create_with(
+        path: &Path,
+        header: &TraceHeader,
+        rotation: Option<RotationPolicy>,
+        redact: Option<Redactor>,
+    ) -> Result<Self, TraceError> {
         let policy = rotation.unwrap_or(RotationPolicy {
             max_bytes: u64::MAX,
             keep: 1,
         });
-        Ok(TraceRecorder {
-            writer: RotatingWriter::create(path, header, policy)?,
-        })
+        let writer = match &redact {
+            Some(r) => RotatingWriter::create(path, &r.header(header), policy)?,
+            None => RotatingWriter::create(path, header, policy)?,
+        };
+        Ok(TraceRecorder { writer, redact })
     }
 }
 
 impl Recorder for TraceRecorder {
     #[inline]
     fn write(&mut self, item: &StreamItem) -> Result<(), TraceError> {
-        self.writer.write_item(item)
+        match &self.redact {
+            Some(r) => self.writer.write_item(&r.item(item)),
+            None => self.writer.write_item(item),
+        }
     }
 
     fn accepts_raw(&self) -> bool {
@@ -67,7 +85,10 @@ impl Recorder for TraceRecorder {
 
     #[inline]
     fn write_raw(&mut self, b: &[u8; EVENT_SIZE]) -> Result<(), TraceError> {
-        self.writer.write_event_bytes(b)
+        match &self.redact {
+            Some(r) => self.writer.write_event_bytes(&r.event_bytes(b)),
+            None => self.writer.write_event_bytes(b),
+        }
     }
 
     fn bytes(&self) -> u64 {

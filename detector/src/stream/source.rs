@@ -58,8 +58,14 @@ pub enum Pull {
 pub enum SourceError {
     #[error(transparent)]
     Trace(#[from] TraceError),
+    /// Not a `source`: the sentence already holds the cause, and an error
+    /// chain printer would repeat it.
     #[error("the live capture stopped: {0}")]
-    Capture(#[from] CaptureError),
+    Capture(CaptureError),
+    /// The probes could not be loaded (no capability, no BTF, nothing
+    /// attachable): the capture never started.
+    #[error(transparent)]
+    Load(crate::loader::LoadError),
     #[error("cannot start the {what}: {source}")]
     Start {
         what: &'static str,
@@ -67,6 +73,17 @@ pub enum SourceError {
     },
     #[error("the capture thread ended before the probes were attached")]
     CaptureGone,
+    #[error(transparent)]
+    Privileges(#[from] crate::loader::privileges::PrivilegeError),
+}
+
+impl From<CaptureError> for SourceError {
+    fn from(e: CaptureError) -> Self {
+        match e {
+            CaptureError::Load(e) => SourceError::Load(e),
+            other => SourceError::Capture(other),
+        }
+    }
 }
 
 pub trait Source: Send {

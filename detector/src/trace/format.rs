@@ -24,8 +24,9 @@ pub const RECORD_HEADER_LEN: usize = 8;
 pub const RECORD_CRC_LEN: usize = 4;
 /// Records larger than this are taken as corruption rather than allocated.
 pub const MAX_RECORD_PAYLOAD: usize = 16 << 20;
-/// Headers larger than this are taken as corruption.
-pub(super) const MAX_HEADER_LEN: usize = 64 << 20;
+/// Headers larger than this are taken as corruption (real ones are a few
+/// KiB: the plan's notes are most of it).
+pub const MAX_HEADER_LEN: usize = 16 << 20;
 
 /// One [`Event`], 152 bytes.
 pub const RECORD_EVENT: u16 = 1;

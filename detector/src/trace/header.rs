@@ -54,6 +54,10 @@ pub struct TraceHeader {
     /// keep their defaults, so the field never makes a header unreadable.
     #[serde(deserialize_with = "config_over_defaults")]
     pub analyzer_config: Option<AnalyzerConfig>,
+    /// Kernel addresses in this file are keyed pseudonyms (`--redact`, see
+    /// [`Redactor`](super::Redactor)), and the header lacks what would give
+    /// the kernel's layout away.
+    pub redacted: bool,
 }
 
 /// Reads `analyzer_config` key by key over [`AnalyzerConfig::default`].
@@ -102,6 +106,7 @@ impl Default for TraceHeader {
             origin: String::new(),
             segment: 0,
             analyzer_config: None,
+            redacted: false,
         }
     }
 }

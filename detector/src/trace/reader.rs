@@ -113,12 +113,17 @@ impl<R: Read> TraceReader<R> {
             self.end -= self.pos;
             self.pos = 0;
         }
-        if need > self.buf.len() {
-            // Only for records larger than the buffer (a big footer); bounded
-            // by MAX_RECORD_PAYLOAD.
-            self.buf.resize(need, 0);
-        }
         while self.end < need {
+            if self.end == self.buf.len() {
+                // Only for a header or record larger than the buffer (a big
+                // footer). The buffer grows as data arrives, at most
+                // doubling, never past `need` (itself capped by
+                // MAX_HEADER_LEN / MAX_RECORD_PAYLOAD): a length field
+                // claiming more than the source holds makes the reader
+                // allocate what the source has, not what it claims.
+                let grown = self.buf.len().saturating_mul(2).clamp(1, need);
+                self.buf.resize(grown, 0);
+            }
             match self.src.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Ok(false),
                 Ok(n) => self.end += n,

@@ -14,6 +14,7 @@ use super::format::{
     RECORD_LOST,
 };
 use super::header::{TraceFooter, TraceHeader};
+use super::private::create_private;
 use crate::event::clock_ns;
 use crate::event::StreamItem;
 
@@ -185,11 +186,12 @@ pub struct TraceWriter<W: Write> {
 }
 
 impl TraceWriter<File> {
-    /// Creates (or truncates) `path` and writes the header.
+    /// Creates (or truncates) `path`, readable by its owner only (see
+    /// [`create_private`]), and writes the header.
     pub fn create(path: impl AsRef<Path>, header: &TraceHeader) -> Result<Self, TraceError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let file = File::create(path).map_err(|e| TraceError::io("create", &name, e))?;
+        let file = create_private(path).map_err(|e| TraceError::io("create", &name, e))?;
         Self::with_name(file, header, name)
     }
 }

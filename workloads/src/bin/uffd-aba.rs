@@ -334,7 +334,7 @@ impl Run<'_> {
                     self.filler
                         .page_ptr(i)
                         .cast::<u64>()
-                        .write_volatile(i as u64 + 1)
+                        .write_volatile(i as u64 + 1);
                 };
             }
             self.filler.madvise(at, n, libc::MADV_PAGEOUT)?;
@@ -591,7 +591,14 @@ fn pin_to_cpu0() -> io::Result<()> {
     // SAFETY: as above.
     unsafe { libc::CPU_SET(0, &mut set) };
     // SAFETY: sched_setaffinity on this thread with a set we own.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+    if unsafe {
+        libc::sched_setaffinity(
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            std::ptr::from_ref(&set),
+        )
+    } != 0
+    {
         return Err(workloads::last_err("sched_setaffinity"));
     }
     Ok(())

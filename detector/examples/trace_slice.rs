@@ -1,0 +1,45 @@
+//! Cuts records `FROM..TO` out of a trace into a small, complete trace
+//! (same header, a fresh footer): how the real-capture fixtures under
+//! `detector/testdata/` and the fuzz seeds were made from full captures.
+//!
+//! ```sh
+//! cargo run -p detector --example trace_slice -- real-madvfree.dtr 3400 3600 \
+//!     detector/testdata/real-madvfree-slice.dtr
+//! ```
+
+// Every test, bench and example target links all of the package's
+// dependencies; the lint is meant for the library.
+#![allow(unused_crate_dependencies)]
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use detector::trace::{TraceEnd, TraceReader, TraceWriter};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [input, from, to, output] = args.as_slice() else {
+        bail!("usage: trace_slice INPUT FROM TO OUTPUT (record indexes, TO exclusive)");
+    };
+    let (from, to): (u64, u64) = (from.parse()?, to.parse()?);
+    let mut r = TraceReader::open(input)?;
+    let mut header = r.header().clone();
+    header.origin = format!("{} (records {from}..{to})", header.origin);
+    let out = PathBuf::from(output);
+    let mut w = TraceWriter::create(&out, &header)?;
+    let mut last_ts = header.start_monotonic_ns;
+    for (i, item) in r.by_ref() {
+        if i >= to {
+            break;
+        }
+        if i >= from {
+            last_ts = last_ts.max(item.ts_ns());
+            w.write_item(&item)?;
+        }
+    }
+    let n = w.records_written();
+    w.finish(TraceEnd::at(last_ts, format!("slice of {input}")))
+        .with_context(|| format!("finishing {}", out.display()))?;
+    eprintln!("wrote {n} records to {}", out.display());
+    Ok(())
+}
