@@ -366,8 +366,8 @@ const MOVE_NEAR_MISSES: &[(RuleId, Severity)] = &[
 const ALL: &[KernelLine] = KernelLine::ALL;
 /// CI (docs/vm-tests.md, "CI"): every test on 6.12, the line whose
 /// findings every test declares from measured runs and where every role of
-/// the plan attaches; the smoke set (swap-pressure, uffd-move-swap,
-/// benign-soak) on every line.
+/// the plan attaches; the smoke set (swap-pressure, uffd-move-swap) on
+/// every line.
 const CI_FULL: &[KernelLine] = &[KernelLine::V6_12];
 const CI_SMOKE: &[KernelLine] = KernelLine::ALL;
 
@@ -686,7 +686,7 @@ pub const TESTS: &[VmTest] = &[
         name: "benign-soak",
         about: "mixed swap-heavy load (hog, fork, MADV_FREE reuse, pageout) for a fixed count of iterations: no findings expected",
         kernels: ALL,
-        ci: CI_SMOKE,
+        ci: CI_FULL,
         skips_on: &[],
         swap: Swap::Disk,
         memory_max: "48M",
