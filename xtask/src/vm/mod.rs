@@ -19,6 +19,7 @@ pub(crate) mod vm_image;
 pub(crate) mod vm_inject;
 pub(crate) mod vm_kernel;
 pub(crate) mod vm_qemu;
+pub(crate) mod vm_tally;
 pub(crate) mod vm_tests;
 
 use vm_check::Verdict;
