@@ -8,14 +8,6 @@ mod ebpf;
 mod fuzz;
 mod kernel_build;
 mod test;
-// The VM modules are not converted to the workspace lints yet: they are
-// being changed on other branches at the same time. Drop this once those
-// land and the items are `pub(crate)`.
-#[allow(
-    unreachable_pub,
-    clippy::redundant_closure_for_method_calls,
-    clippy::semicolon_if_nothing_returned
-)]
 mod vm;
 
 #[derive(Parser)]

@@ -31,7 +31,7 @@ use vm_tests::{GuestRun, TESTS};
 /// Which (test, kernel line) pairs `vm-test` runs when `--kernel` does not
 /// name the lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Matrix {
+pub(crate) enum Matrix {
     /// What CI runs: every test on one line, a smoke set on the others
     /// (`VmTest::ci`, see docs/vm-tests.md).
     #[default]
@@ -41,50 +41,50 @@ pub enum Matrix {
 }
 
 #[derive(clap::Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// Kernel line(s) to test; default: the lines `--matrix` selects.
     /// Naming lines runs every selected test on each of them.
     #[arg(long = "kernel", value_enum, num_args = 1..)]
-    pub kernels: Vec<KernelLine>,
+    pub(crate) kernels: Vec<KernelLine>,
     /// `ci` (default): the CI selection; `full`: every test on every line.
     #[arg(long, value_enum, default_value_t = Matrix::Ci)]
-    pub matrix: Matrix,
+    pub(crate) matrix: Matrix,
     /// Run only these tests (default: all). `--test list` prints the names.
     #[arg(long = "test", num_args = 1..)]
-    pub tests: Vec<String>,
+    pub(crate) tests: Vec<String>,
     /// Keep disk images and the initramfs of each test.
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
     /// Use the binaries already in target/release instead of building them.
     #[arg(long)]
-    pub no_build: bool,
+    pub(crate) no_build: bool,
 }
 
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Kernel line to boot.
     #[arg(long = "kernel", value_enum, default_value = "6.12")]
-    pub kernel: KernelLine,
+    pub(crate) kernel: KernelLine,
     /// A workload to run in the background (inside the `wl` cgroup) while
     /// the detector runs, e.g. `--workload "swap-hog --mib 200"`.
     #[arg(long)]
-    pub workload: Option<String>,
+    pub(crate) workload: Option<String>,
     /// `memory.max` of the workload cgroup.
     #[arg(long, default_value = "64M")]
-    pub memory_max: String,
+    pub(crate) memory_max: String,
     /// Size of the swap disk in MiB (a tiny one recycles freed slots at once).
     #[arg(long, default_value_t = SWAP_DISK_MIB)]
-    pub swap_mib: u64,
+    pub(crate) swap_mib: u64,
     /// Guest wall-clock limit in seconds.
     #[arg(long, default_value_t = 900)]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Use the binaries already in target/release instead of building them.
     #[arg(long)]
-    pub no_build: bool,
+    pub(crate) no_build: bool,
     /// Arguments for `detector` inside the guest (after `--`). Files written
     /// under /out come back to target/vm/<kernel>/run/out/.
     #[arg(last = true, required = true)]
-    pub detector_args: Vec<String>,
+    pub(crate) detector_args: Vec<String>,
 }
 
 /// Guest RAM (the brief's QEMU line; the cgroup, not RAM, makes the pressure).
@@ -214,15 +214,15 @@ fn selected_tests(names: &[String]) -> Result<Vec<&'static vm_tests::VmTest>> {
 }
 
 /// What a `vm-test` run ended with when nothing failed.
-pub struct Outcome {
-    pub passed: usize,
+pub(crate) struct Outcome {
+    pub(crate) passed: usize,
     /// `kernel/test` labels of the tests that were skipped, with why.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
 }
 
 /// Runs the selected VM tests; returns how many passed and which were
 /// skipped (or an error saying how many failed).
-pub fn test(args: TestArgs) -> Result<Outcome> {
+pub(crate) fn test(args: TestArgs) -> Result<Outcome> {
     let ws = workspace_root();
     let tests = selected_tests(&args.tests)?;
     if tests.is_empty() {
@@ -361,7 +361,12 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
         swap: t.swap,
         memory_max: t.memory_max.to_string(),
         record: Some(record),
-        workload: Some(t.workload.iter().map(|s| s.to_string()).collect()),
+        workload: Some(
+            t.workload
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
+        ),
         foreground: None,
         setup: t.setup,
     };
@@ -408,7 +413,7 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
     Ok(verdict)
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub(crate) fn run(args: RunArgs) -> Result<()> {
     let ws = workspace_root();
     let bins = binaries(&ws, args.no_build)?;
     let prep = prepare(&ws, args.kernel, &bins)?;

@@ -26,42 +26,42 @@ const SKIP_STATUS: i32 = 77;
 const EXIT_CORRUPT: i32 = 1;
 
 #[derive(Default)]
-pub struct Verdict {
-    pub failures: Vec<String>,
-    pub notes: Vec<String>,
-    pub skipped: Option<String>,
+pub(crate) struct Verdict {
+    pub(crate) failures: Vec<String>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) skipped: Option<String>,
     /// A known kernel bug of this line that the workload caught.
-    pub kernel_bug: Option<String>,
-    pub stats: Stats,
+    pub(crate) kernel_bug: Option<String>,
+    pub(crate) stats: Stats,
 }
 
 #[derive(Default)]
-pub struct Stats {
-    pub events: u64,
-    pub events_per_sec: f64,
-    pub lost: u64,
-    pub windows: Vec<String>,
+pub(crate) struct Stats {
+    pub(crate) events: u64,
+    pub(crate) events_per_sec: f64,
+    pub(crate) lost: u64,
+    pub(crate) windows: Vec<String>,
     /// Findings per rule and severity, and their total.
-    pub findings: Vec<String>,
-    pub findings_total: usize,
-    pub workload_secs: f64,
-    pub pswpin: u64,
-    pub pswpout: u64,
+    pub(crate) findings: Vec<String>,
+    pub(crate) findings_total: usize,
+    pub(crate) workload_secs: f64,
+    pub(crate) pswpin: u64,
+    pub(crate) pswpout: u64,
     /// `uname -r` of the guest, from the trace header (or version.txt).
-    pub kernel: String,
+    pub(crate) kernel: String,
 }
 
 impl Verdict {
-    pub fn error(msg: String) -> Verdict {
+    pub(crate) fn error(msg: String) -> Verdict {
         Verdict {
             failures: vec![msg],
             ..Verdict::default()
         }
     }
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.failures.is_empty()
     }
-    pub fn status(&self) -> &'static str {
+    pub(crate) fn status(&self) -> &'static str {
         match (self.passed(), &self.skipped, &self.kernel_bug) {
             (false, _, _) => "FAIL",
             (true, Some(_), _) => "SKIP",
@@ -70,14 +70,14 @@ impl Verdict {
         }
     }
     /// The guest kernel's exact release, as it reported it.
-    pub fn kernel_release(&self) -> &str {
+    pub(crate) fn kernel_release(&self) -> &str {
         if self.stats.kernel.is_empty() {
             "-"
         } else {
             &self.stats.kernel
         }
     }
-    pub fn headline(&self) -> String {
+    pub(crate) fn headline(&self) -> String {
         if let Some(s) = &self.skipped {
             return s.clone();
         }
@@ -94,7 +94,7 @@ impl Verdict {
             s.pswpout
         )
     }
-    pub fn print(&self, label: &str, took: Duration) {
+    pub(crate) fn print(&self, label: &str, took: Duration) {
         println!(
             "   {label} ({}): {} in {took:.1?}: {}",
             self.kernel_release(),
@@ -131,7 +131,7 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// `/proc/vmstat` as name -> value.
-pub fn parse_vmstat(text: &str) -> HashMap<String, u64> {
+pub(crate) fn parse_vmstat(text: &str) -> HashMap<String, u64> {
     text.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(' ')?;
@@ -186,7 +186,7 @@ fn uptime_secs(dir: &Path, name: &str) -> Option<f64> {
 }
 
 /// Kernel log lines that mean the kernel itself complained.
-pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
+pub(crate) fn kernel_complaints(dmesg: &str) -> Vec<String> {
     const BAD: &[&str] = &[
         "BUG:",
         "WARNING:",
@@ -201,11 +201,11 @@ pub fn kernel_complaints(dmesg: &str) -> Vec<String> {
     dmesg
         .lines()
         .filter(|l| BAD.iter().any(|b| l.contains(b)))
-        .map(|l| l.to_string())
+        .map(std::string::ToString::to_string)
         .collect()
 }
 
-pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
+pub(crate) fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     let mut v = Verdict::default();
     // The workload's own data check.
     let wl_log = fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
@@ -321,7 +321,7 @@ pub fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
 }
 
 /// The `key=value` counters of a workload's `result:` line.
-pub fn parse_result(line: &str) -> HashMap<String, String> {
+pub(crate) fn parse_result(line: &str) -> HashMap<String, String> {
     line.strip_prefix("result:")
         .unwrap_or(line)
         .split_whitespace()
@@ -394,7 +394,7 @@ fn check_plan(t: &VmTest, line: KernelLine, plan: &[detector::plan::PlanEntry], 
         match plan.iter().find(|e| e.probe == p.name()) {
             None => missing.push(format!("{} (not in the plan)", p.name())),
             Some(e) if e.mode == AttachMode::Unavailable => {
-                missing.push(format!("{} ({})", p.name(), e.note))
+                missing.push(format!("{} ({})", p.name(), e.note));
             }
             Some(e) if kprobe_only && is_function_role(*p) && e.mode != AttachMode::Kprobe => {
                 wrong_mode.push(format!(
@@ -402,7 +402,7 @@ fn check_plan(t: &VmTest, line: KernelLine, plan: &[detector::plan::PlanEntry], 
                     p.name(),
                     e.mode.as_str(),
                     e.target
-                ))
+                ));
             }
             Some(_) => {}
         }

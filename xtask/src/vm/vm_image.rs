@@ -17,14 +17,14 @@ use super::vm_kernel::Module;
 const BUSYBOX: &str = "/bin/busybox";
 
 /// Release binaries the guest runs.
-pub struct Binaries {
-    pub detector: PathBuf,
-    pub workloads: Vec<PathBuf>,
+pub(crate) struct Binaries {
+    pub(crate) detector: PathBuf,
+    pub(crate) workloads: Vec<PathBuf>,
 }
 
 /// Builds the BPF object (embedded into the detector by its build script),
 /// then the detector and every workload binary in release mode.
-pub fn build_binaries(workspace: &Path) -> Result<Binaries> {
+pub(crate) fn build_binaries(workspace: &Path) -> Result<Binaries> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(&cargo)
         .args(["run", "--quiet", "-p", "xtask", "--", "build-ebpf"])
@@ -115,12 +115,12 @@ fn copy_stripped(src: &Path, dst: &Path) -> Result<()> {
 
 /// A staged root tree, reused by every test of one kernel: only `/init`
 /// changes between tests.
-pub struct Stage {
-    pub root: PathBuf,
+pub(crate) struct Stage {
+    pub(crate) root: PathBuf,
 }
 
 impl Stage {
-    pub fn create(dir: &Path, bins: &Binaries, modules: &[Module]) -> Result<Stage> {
+    pub(crate) fn create(dir: &Path, bins: &Binaries, modules: &[Module]) -> Result<Stage> {
         if dir.exists() {
             fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
@@ -187,7 +187,7 @@ impl Stage {
     }
 
     /// Writes `/init` and packs the tree into `out` (uncompressed newc).
-    pub fn pack(&self, init: &str, out: &Path) -> Result<()> {
+    pub(crate) fn pack(&self, init: &str, out: &Path) -> Result<()> {
         let init_path = self.root.join("init");
         fs::write(&init_path, init)?;
         fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))?;
@@ -217,7 +217,7 @@ impl Stage {
 
 fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_key(std::fs::DirEntry::file_name);
     for e in entries {
         let p = e.path();
         let rel = p.strip_prefix(base)?.to_string_lossy().into_owned();

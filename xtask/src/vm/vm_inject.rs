@@ -24,11 +24,11 @@ use detector::event::fmt_entry;
 use detector::trace::TraceReader;
 
 /// The marker every injection line starts with (after the printk prefix).
-pub const MARKER: &str = "detector-inject: ";
+pub(crate) const MARKER: &str = "detector-inject: ";
 
 /// One injection line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Injection {
+pub(crate) enum Injection {
     /// Seed 003: reclaim discarded a clean lazyfree folio whose refcount the
     /// stock kernel would have refused (`ref != 1 + map`).
     LazyfreeDiscard {
@@ -89,13 +89,13 @@ impl Injection {
 
 /// Per-kind counts of injection lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub lazyfree_discard: usize,
-    pub stale_folio: usize,
-    pub missed_lookup: usize,
+pub(crate) struct Counts {
+    pub(crate) lazyfree_discard: usize,
+    pub(crate) stale_folio: usize,
+    pub(crate) missed_lookup: usize,
 }
 
-pub fn counts(inj: &[Injection]) -> Counts {
+pub(crate) fn counts(inj: &[Injection]) -> Counts {
     let mut c = Counts::default();
     for i in inj {
         match i {
@@ -174,7 +174,7 @@ fn parse_line(body: &str) -> Option<Injection> {
 
 /// The injection lines of a `dmesg` text (any printk prefix before the
 /// marker is skipped), and the marked lines that break the contract.
-pub fn parse_injections(dmesg: &str) -> (Vec<Injection>, Vec<String>) {
+pub(crate) fn parse_injections(dmesg: &str) -> (Vec<Injection>, Vec<String>) {
     let mut found = Vec::new();
     let mut malformed = Vec::new();
     for line in dmesg.lines() {
@@ -237,7 +237,7 @@ fn assign(
 ///   findings);
 /// - every seed000 missed-lookup line has a `missed_swapcache_lookup` near
 ///   miss naming its entry, and none is reported as a violation.
-pub fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<String> {
+pub(crate) fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<String> {
     let mut out = Vec::new();
     let violations = |rules: &[RuleId]| -> Vec<&Finding> {
         findings
@@ -360,7 +360,7 @@ pub fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<String> 
 ///   entry, and each such line one observed move (one for one);
 /// - each observed move has its own `swap_entry_aba` or `stale_folio_move`
 ///   violation naming that entry.
-pub fn match_observed_stale_moves(
+pub(crate) fn match_observed_stale_moves(
     workload_log: &str,
     seen: u64,
     inj: &[Injection],
@@ -425,21 +425,21 @@ pub fn match_observed_stale_moves(
 
 /// `cargo xtask inject-match`: a guest run's dmesg against its trace.
 #[derive(clap::Args)]
-pub struct MatchArgs {
+pub(crate) struct MatchArgs {
     /// Results directory of a run (holds dmesg.txt and trace.dtr), e.g.
     /// target/vm/6.12-inject/run/out.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// The guest's dmesg (default: DIR/dmesg.txt).
     #[arg(long)]
-    pub dmesg: Option<PathBuf>,
+    pub(crate) dmesg: Option<PathBuf>,
     /// The recorded trace (default: DIR/trace.dtr).
     #[arg(long)]
-    pub trace: Option<PathBuf>,
+    pub(crate) trace: Option<PathBuf>,
 }
 
 /// The findings `detector replay` would print for a trace.
-pub fn analyze(trace: &Path) -> Result<Vec<Finding>> {
+pub(crate) fn analyze(trace: &Path) -> Result<Vec<Finding>> {
     let mut reader = TraceReader::open(trace)
         .with_context(|| format!("opening the trace {}", trace.display()))?;
     let mut analyzer = Analyzer::new(Config::default());
@@ -451,7 +451,7 @@ pub fn analyze(trace: &Path) -> Result<Vec<Finding>> {
     Ok(findings)
 }
 
-pub fn run_match(a: &MatchArgs) -> Result<()> {
+pub(crate) fn run_match(a: &MatchArgs) -> Result<()> {
     let pick = |given: &Option<PathBuf>, name: &str| -> Result<PathBuf> {
         match (given, &a.dir) {
             (Some(p), _) => Ok(p.clone()),
@@ -523,8 +523,14 @@ mod tests {
             rule,
             severity,
             objects: Objects {
-                entries: entries.iter().map(|s| s.to_string()).collect(),
-                folios: folios.iter().map(|s| s.to_string()).collect(),
+                entries: entries
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect(),
+                folios: folios
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect(),
                 tids: vec![],
             },
             explanation: String::new(),

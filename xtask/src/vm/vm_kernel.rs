@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 
 /// A kernel line the tests run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-pub enum KernelLine {
+pub(crate) enum KernelLine {
     /// Debian 6.12 (bookworm-backports / bookworm-security): has UFFDIO_MOVE.
     #[value(name = "6.12")]
     V6_12,
@@ -65,7 +65,7 @@ const LISTS_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
 impl KernelLine {
     /// Every line, oldest first.
-    pub const ALL: &'static [KernelLine] = &[
+    pub(crate) const ALL: &'static [KernelLine] = &[
         KernelLine::V6_1,
         KernelLine::V6_12,
         KernelLine::V6_18,
@@ -73,7 +73,7 @@ impl KernelLine {
     ];
 
     /// The Debian lines and the injected kernel: what a test may name.
-    pub const EVERY: &'static [KernelLine] = &[
+    pub(crate) const EVERY: &'static [KernelLine] = &[
         KernelLine::V6_1,
         KernelLine::V6_12,
         KernelLine::V6_18,
@@ -81,7 +81,7 @@ impl KernelLine {
         KernelLine::V6_12Inject,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KernelLine::V6_12 => "6.12",
             KernelLine::V6_1 => "6.1",
@@ -114,15 +114,15 @@ impl KernelLine {
 }
 
 /// An unpacked kernel package.
-pub struct Kernel {
-    pub line: KernelLine,
-    pub package: String,
+pub(crate) struct Kernel {
+    pub(crate) line: KernelLine,
+    pub(crate) package: String,
     /// Debian version of the package (`6.18.15-1~bpo13+1`), or empty when
     /// a cached package is used without apt.
-    pub version: String,
+    pub(crate) version: String,
     /// `uname -r` of the kernel (the directory under `lib/modules`).
-    pub release: String,
-    pub vmlinuz: PathBuf,
+    pub(crate) release: String,
+    pub(crate) vmlinuz: PathBuf,
     modules_dir: PathBuf,
     /// Everything the guest needs is built in (the injected kernel).
     no_modules: bool,
@@ -130,7 +130,7 @@ pub struct Kernel {
 
 impl Kernel {
     /// One line naming the kernel exactly, for every result.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.version.is_empty() {
             format!("{}, package {}", self.release, self.package)
         } else {
@@ -284,7 +284,7 @@ impl Apt {
             .filter_map(|l| l.split_whitespace().next())
             .collect();
         names.sort_by_key(|n| version_key(n));
-        Ok(names.last().map(|s| s.to_string()))
+        Ok(names.last().map(std::string::ToString::to_string))
     }
 
     /// The candidate version apt would download.
@@ -461,7 +461,7 @@ fn built_inject() -> Result<Kernel> {
 }
 
 /// Resolves, downloads (once) and unpacks the newest kernel of `line`.
-pub fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
+pub(crate) fn fetch(line: KernelLine, vm_root: &Path) -> Result<Kernel> {
     if line == KernelLine::V6_12Inject {
         return built_inject();
     }
@@ -573,9 +573,9 @@ fn depends_of(image: &[u8]) -> Vec<String> {
 }
 
 /// A decompressed module ready for `insmod`.
-pub struct Module {
-    pub name: String,
-    pub image: Vec<u8>,
+pub(crate) struct Module {
+    pub(crate) name: String,
+    pub(crate) image: Vec<u8>,
 }
 
 impl Kernel {
@@ -591,7 +591,7 @@ impl Kernel {
     /// `wanted` modules and everything they depend on, dependencies first.
     /// Names that are built into this kernel are skipped; a name ending in
     /// `?` is loaded only where this kernel ships it as a module.
-    pub fn modules(&self, wanted: &[&str]) -> Result<Vec<Module>> {
+    pub(crate) fn modules(&self, wanted: &[&str]) -> Result<Vec<Module>> {
         if self.no_modules {
             return Ok(Vec::new());
         }

@@ -13,42 +13,42 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// Printed by `/init` once the results disk is written.
-pub const DONE_MARKER: &str = "vmtest: results written";
+pub(crate) const DONE_MARKER: &str = "vmtest: results written";
 
-pub struct Boot<'a> {
-    pub vmlinuz: &'a Path,
-    pub initrd: &'a Path,
+pub(crate) struct Boot<'a> {
+    pub(crate) vmlinuz: &'a Path,
+    pub(crate) initrd: &'a Path,
     /// Raw disks in order: /dev/vda, /dev/vdb, ...
-    pub disks: Vec<PathBuf>,
-    pub memory: &'a str,
-    pub timeout: Duration,
-    pub console_log: &'a Path,
+    pub(crate) disks: Vec<PathBuf>,
+    pub(crate) memory: &'a str,
+    pub(crate) timeout: Duration,
+    pub(crate) console_log: &'a Path,
     /// Copy the console to our stdout as it arrives.
-    pub echo: bool,
+    pub(crate) echo: bool,
     /// Hand our stdin to the guest console (`cargo xtask vm`).
-    pub interactive: bool,
+    pub(crate) interactive: bool,
 }
 
-pub struct Outcome {
-    pub console: String,
-    pub timed_out: bool,
+pub(crate) struct Outcome {
+    pub(crate) console: String,
+    pub(crate) timed_out: bool,
 }
 
 impl Outcome {
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.console.contains(DONE_MARKER)
     }
 }
 
 /// Creates a sparse raw disk image of `mib` MiB (zeroed: a stale tar from an
 /// earlier run must not be mistaken for this run's results).
-pub fn sparse_disk(path: &Path, mib: u64) -> Result<()> {
+pub(crate) fn sparse_disk(path: &Path, mib: u64) -> Result<()> {
     let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.set_len(mib << 20)?;
     Ok(())
 }
 
-pub fn boot(b: &Boot) -> Result<Outcome> {
+pub(crate) fn boot(b: &Boot) -> Result<Outcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
     // `-cpu max` includes LA57: the guest kernel runs with 5-level paging,
     // so kernel pointers start at 0xff00_0000_0000_0000 rather than
@@ -147,7 +147,7 @@ pub fn boot(b: &Boot) -> Result<Outcome> {
 /// Creates the results disk: an ext2 file system the guest mounts on /out.
 /// (A trace of a swap-heavy run is hundreds of MB: more than the guest's
 /// RAM-backed root can hold, so it goes straight to disk.)
-pub fn results_disk(path: &Path, mib: u64) -> Result<()> {
+pub(crate) fn results_disk(path: &Path, mib: u64) -> Result<()> {
     sparse_disk(path, mib)?;
     let out = Command::new("mke2fs")
         .args(["-q", "-t", "ext2", "-F", "-m", "0"])
@@ -166,7 +166,7 @@ pub fn results_disk(path: &Path, mib: u64) -> Result<()> {
 
 /// Copies everything the guest left on the results disk into `dest`
 /// (debugfs reads the image directly: no mount, no loop device).
-pub fn extract_results(disk: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn extract_results(disk: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
         fs::remove_dir_all(dest)?;
     }

@@ -220,7 +220,10 @@ pub(super) fn large_pages(ev: &Event) -> u64 {
 }
 
 pub(super) fn describe(ev: &Event) -> String {
-    let probe = ev.probe_id().map(|p| p.name()).unwrap_or("?");
+    let probe = ev
+        .probe_id()
+        .map(detector_common::ProbeId::name)
+        .unwrap_or("?");
     let kind = match ev.event_kind() {
         Some(EventKind::Enter) => "enter",
         Some(EventKind::Exit) => "exit",

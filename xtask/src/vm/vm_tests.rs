@@ -10,7 +10,7 @@ use super::vm_kernel::KernelLine;
 
 /// Swap device the guest uses.
 #[derive(Clone, Copy, Debug)]
-pub enum Swap {
+pub(crate) enum Swap {
     /// /dev/vda, a virtio disk: asynchronous swap-in through the swap cache.
     Disk,
     /// zram: SWP_SYNCHRONOUS_IO, so single-mapped entries take the
@@ -20,7 +20,7 @@ pub enum Swap {
 
 /// What the lost-event counters must say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lost {
+pub(crate) enum Lost {
     /// The ring buffer keeps up: the only losses are runs the kernel itself
     /// skipped, which the probes cannot prevent and the detector counts —
     /// the kprobe recursion guard and kretprobe instance pool in kprobe
@@ -35,12 +35,12 @@ pub enum Lost {
 
 /// A window histogram that must be non-empty on this test.
 #[derive(Clone, Copy, Debug)]
-pub struct WindowExpect {
+pub(crate) struct WindowExpect {
     /// Substring of the analyzer's window name.
-    pub name: &'static str,
-    pub min_samples: u64,
+    pub(crate) name: &'static str,
+    pub(crate) min_samples: u64,
     /// Lines where the kernel cannot open this window, and why.
-    pub not_on: &'static [(KernelLine, &'static str)],
+    pub(crate) not_on: &'static [(KernelLine, &'static str)],
 }
 
 /// A kernel bug a line ships that the workload's own data check catches.
@@ -49,74 +49,74 @@ pub struct WindowExpect {
 /// need the workload to run to its end (probe coverage, windows) become
 /// notes; the trace must still be consistent and free of violations. A
 /// newer package of the line that fixes the bug simply passes.
-pub struct KernelBug {
-    pub line: KernelLine,
-    pub signature: &'static str,
-    pub what: &'static str,
+pub(crate) struct KernelBug {
+    pub(crate) line: KernelLine,
+    pub(crate) signature: &'static str,
+    pub(crate) what: &'static str,
 }
 
 /// A finding a run must report, at least `min` times.
 #[derive(Clone, Copy, Debug)]
-pub struct Required {
-    pub rule: RuleId,
-    pub severity: Severity,
-    pub min: u64,
+pub(crate) struct Required {
+    pub(crate) rule: RuleId,
+    pub(crate) severity: Severity,
+    pub(crate) min: u64,
 }
 
 /// What the analyzer must and may report on one kernel line. A finding
 /// that is neither required nor allowed fails the test, and so does a
 /// required finding seen fewer than `min` times.
 #[derive(Clone, Copy, Debug)]
-pub struct Findings {
-    pub required: &'static [Required],
+pub(crate) struct Findings {
+    pub(crate) required: &'static [Required],
     /// Findings that may appear (any number of times) besides the required
     /// ones. Never a violation on a stock kernel (a unit test checks).
-    pub allowed: &'static [(RuleId, Severity)],
+    pub(crate) allowed: &'static [(RuleId, Severity)],
 }
 
 /// Nothing may be reported.
-pub const NO_FINDINGS: Findings = Findings {
+pub(crate) const NO_FINDINGS: Findings = Findings {
     required: &[],
     allowed: &[],
 };
 
 /// A minimum for one `key=value` counter of the workload's `result:` line.
 #[derive(Clone, Copy, Debug)]
-pub struct Effort {
-    pub key: &'static str,
-    pub min: u64,
+pub(crate) struct Effort {
+    pub(crate) key: &'static str,
+    pub(crate) min: u64,
 }
 
-pub const fn effort(key: &'static str, min: u64) -> Effort {
+pub(crate) const fn effort(key: &'static str, min: u64) -> Effort {
     Effort { key, min }
 }
 
-pub struct Expect {
+pub(crate) struct Expect {
     /// Probes the workload drives: each must fire when the plan attached it.
-    pub probes: &'static [ProbeId],
-    pub lost: Lost,
+    pub(crate) probes: &'static [ProbeId],
+    pub(crate) lost: Lost,
     /// Compare recorded swap reads with the guest's `pswpin` delta.
-    pub pswpin_matches: bool,
-    pub windows: &'static [WindowExpect],
+    pub(crate) pswpin_matches: bool,
+    pub(crate) windows: &'static [WindowExpect],
     /// Findings on every kernel line without its own entry in `findings_on`.
-    pub findings: Findings,
+    pub(crate) findings: Findings,
     /// Kernel lines whose findings differ from `findings`: one entry each.
-    pub findings_on: &'static [(KernelLine, Findings)],
+    pub(crate) findings_on: &'static [(KernelLine, Findings)],
     /// Analyzer settings for the replay (the default unless a rule needs
     /// a lower threshold to show what the workload drives).
-    pub eexist_threshold: Option<u32>,
+    pub(crate) eexist_threshold: Option<u32>,
     /// Minimum counters of the workload's `result:` line: the workload did
     /// the work the test is about.
-    pub effort: &'static [Effort],
+    pub(crate) effort: &'static [Effort],
     /// Swap-cache lookups that returned a folio and were compared with the
     /// insert that named it, as a fraction of all such lookups (the rest hit
     /// folios inserted before the capture started or lost).
-    pub min_lookups_compared: f64,
+    pub(crate) min_lookups_compared: f64,
 }
 
 impl Expect {
     /// The findings declaration for `line`.
-    pub fn findings_for(&self, line: KernelLine) -> &Findings {
+    pub(crate) fn findings_for(&self, line: KernelLine) -> &Findings {
         self.findings_on
             .iter()
             .find(|(l, _)| *l == line)
@@ -129,76 +129,76 @@ impl Expect {
 // budget fails its test (it did less than declared), and a loaded 2-core
 // host runs TCG guests at half speed (benign-soak measured 39 s idle, 117 s
 // loaded). `timeout_secs` still bounds the whole boot.
-pub struct VmTest {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub kernels: &'static [KernelLine],
+pub(crate) struct VmTest {
+    pub(crate) name: &'static str,
+    pub(crate) about: &'static str,
+    pub(crate) kernels: &'static [KernelLine],
     /// The lines CI runs it on (`vm-test --matrix ci`, the default): a
     /// subset of `kernels`. See docs/vm-tests.md for why.
-    pub ci: &'static [KernelLine],
+    pub(crate) ci: &'static [KernelLine],
     /// Kernel lines where the workload is expected to exit 77 (the feature
     /// does not exist there); a skip anywhere else is a failure.
-    pub skips_on: &'static [KernelLine],
-    pub swap: Swap,
+    pub(crate) skips_on: &'static [KernelLine],
+    pub(crate) swap: Swap,
     /// `memory.max` of the workload's cgroup.
-    pub memory_max: &'static str,
+    pub(crate) memory_max: &'static str,
     /// Workload argv (binary name first), run inside the cgroup.
-    pub workload: &'static [&'static str],
+    pub(crate) workload: &'static [&'static str],
     /// `record --ring-size`; `None` uses [`RING_BYTES`].
-    pub ring_size: Option<u64>,
+    pub(crate) ring_size: Option<u64>,
     /// `record --attach`: `Some("kprobe")` forces the fallback path where
     /// fentry would work, and the check then requires a kprobe-only plan.
-    pub attach: Option<&'static str>,
+    pub(crate) attach: Option<&'static str>,
     /// `record --unfiltered`: every call becomes an event, so a probe whose
     /// relevance filter the workload would not pass is still seen firing.
-    pub unfiltered: bool,
-    pub expect: Expect,
-    pub kernel_bugs: &'static [KernelBug],
+    pub(crate) unfiltered: bool,
+    pub(crate) expect: Expect,
+    pub(crate) kernel_bugs: &'static [KernelBug],
     /// On the fault-injected kernel: the races it brings back for this
     /// workload, which the kernel logs and the detector must report one for
     /// one (docs/vm-tests.md, "Fault-injected kernel").
-    pub injected: Option<Injected>,
+    pub(crate) injected: Option<Injected>,
     /// Wall-clock limit for the whole boot.
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// Size of the swap disk in MiB; `None` uses the harness default. A
     /// disk barely larger than the workload's swapped set makes freed
     /// entries come back at once.
-    pub swap_mib: Option<u64>,
+    pub(crate) swap_mib: Option<u64>,
     /// Guest settings beyond swap and the cgroup.
-    pub setup: GuestSetup,
+    pub(crate) setup: GuestSetup,
 }
 
 /// The races a test on the injected kernel drives, and how many times at
 /// least the kernel must log each (a run where the race never happened
 /// proves nothing).
 #[derive(Clone, Copy, Debug)]
-pub struct Injected {
+pub(crate) struct Injected {
     /// `detector-inject: seed003 lazyfree-discard` lines.
-    pub lazyfree_discards: u64,
+    pub(crate) lazyfree_discards: u64,
     /// `detector-inject: seed000 stale-folio` lines.
-    pub stale_moves: u64,
+    pub(crate) stale_moves: u64,
 }
 
 /// Guest settings a test may change; [`GuestSetup::PLAIN`] changes none.
 #[derive(Clone, Copy, Debug)]
-pub struct GuestSetup {
+pub(crate) struct GuestSetup {
     /// mTHP sizes (`hugepages-<size>`) set to `always` for anonymous
     /// memory; every other size, the PMD size included, is set to `never`.
     /// Non-empty also marks the swap disk non-rotational, because swap
     /// entries for a large folio come only from the clusters of a
     /// solid-state device (SWP_SOLIDSTATE); otherwise reclaim splits the
     /// folio first. Workloads opt in per mapping (MADV_HUGEPAGE, aligned).
-    pub mthp: &'static [&'static str],
+    pub(crate) mthp: &'static [&'static str],
     /// `kernel.pid_max` for the run: a small value makes task ids wrap
     /// (and get reused) within minutes.
-    pub pid_max: Option<u32>,
+    pub(crate) pid_max: Option<u32>,
     /// `record --rotate-size SIZE --rotate-keep KEEP`; the check analyzes
     /// every kept segment, oldest first, as one stream.
-    pub rotate: Option<(&'static str, u32)>,
+    pub(crate) rotate: Option<(&'static str, u32)>,
 }
 
 impl GuestSetup {
-    pub const PLAIN: GuestSetup = GuestSetup {
+    pub(crate) const PLAIN: GuestSetup = GuestSetup {
         mthp: &[],
         pid_max: None,
         rotate: None,
@@ -207,7 +207,7 @@ impl GuestSetup {
 
 /// Ring buffer for tests that must lose nothing: TCG runs the consumer in
 /// bursts, so the ring has to absorb a few hundred ms of events at ~100k/s.
-pub const RING_BYTES: u64 = 64 << 20;
+pub(crate) const RING_BYTES: u64 = 64 << 20;
 
 use ProbeId as P;
 
@@ -287,7 +287,7 @@ const ROLES_6_1: &[ProbeId] = &[
 /// in this list that the recorded plan marks unavailable (or lacks) fails
 /// the test. A line without an entry fails every test on it (a unit test
 /// checks that every line has one).
-pub const MUST_ATTACH: &[(KernelLine, &[ProbeId])] = &[
+pub(crate) const MUST_ATTACH: &[(KernelLine, &[ProbeId])] = &[
     (KernelLine::V6_12, ALL_ROLES),
     (KernelLine::V6_1, ROLES_6_1),
     // The same 6.12 source, built with the config fragment's BPF options.
@@ -296,7 +296,7 @@ pub const MUST_ATTACH: &[(KernelLine, &[ProbeId])] = &[
     (KernelLine::V7_2, ALL_ROLES),
 ];
 
-pub fn must_attach(line: KernelLine) -> Option<&'static [ProbeId]> {
+pub(crate) fn must_attach(line: KernelLine) -> Option<&'static [ProbeId]> {
     MUST_ATTACH
         .iter()
         .find(|(l, _)| *l == line)
@@ -310,7 +310,7 @@ const fn window_n(name: &'static str, min_samples: u64) -> WindowExpect {
         not_on: &[],
     }
 }
-pub const fn needs(rule: RuleId, severity: Severity, min: u64) -> Required {
+pub(crate) const fn needs(rule: RuleId, severity: Severity, min: u64) -> Required {
     Required {
         rule,
         severity,
@@ -394,7 +394,7 @@ const INJECT: &[KernelLine] = &[KernelLine::V6_12Inject];
 /// Lines with UFFDIO_MOVE and mTHP swap-out (6.10+).
 const MODERN: &[KernelLine] = &[KernelLine::V6_12, KernelLine::V6_18, KernelLine::V7_2];
 
-pub const TESTS: &[VmTest] = &[
+pub(crate) const TESTS: &[VmTest] = &[
     VmTest {
         name: "swap-pressure",
         about: "a memory hog under a 64M cgroup pushes 160 MiB through swap while the detector records",
@@ -1002,7 +1002,7 @@ const MTHP: GuestSetup = GuestSetup {
 };
 
 /// Kernel modules a guest needs (dependencies are resolved from modinfo).
-pub fn modules_for(swap: Swap) -> Vec<&'static str> {
+pub(crate) fn modules_for(swap: Swap) -> Vec<&'static str> {
     let mut m = vec!["virtio_pci", "virtio_blk"];
     if let Swap::Zram { .. } = swap {
         m.extend(ZRAM);
@@ -1016,7 +1016,7 @@ pub fn modules_for(swap: Swap) -> Vec<&'static str> {
 const ZRAM: [&str; 2] = ["zram", "lzo_rle?"];
 
 /// Every module any test may load, so one staged tree serves all tests.
-pub fn all_modules() -> Vec<&'static str> {
+pub(crate) fn all_modules() -> Vec<&'static str> {
     let mut m = modules_for(Swap::Disk);
     m.extend(ZRAM);
     m
@@ -1026,7 +1026,7 @@ fn quote_argv(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             shlex::try_quote(a)
-                .map(|c| c.into_owned())
+                .map(std::borrow::Cow::into_owned)
                 .unwrap_or_else(|_| "''".into())
         })
         .collect::<Vec<_>>()
@@ -1034,16 +1034,16 @@ fn quote_argv(argv: &[String]) -> String {
 }
 
 /// What one boot does after the common setup.
-pub struct GuestRun {
-    pub swap: Swap,
-    pub memory_max: String,
+pub(crate) struct GuestRun {
+    pub(crate) swap: Swap,
+    pub(crate) memory_max: String,
     /// `detector record` around the workload, with these extra arguments.
-    pub record: Option<Vec<String>>,
-    pub workload: Option<Vec<String>>,
+    pub(crate) record: Option<Vec<String>>,
+    pub(crate) workload: Option<Vec<String>>,
     /// Run `detector <args>` in the foreground with the console as its
     /// terminal (`cargo xtask vm`).
-    pub foreground: Option<Vec<String>>,
-    pub setup: GuestSetup,
+    pub(crate) foreground: Option<Vec<String>>,
+    pub(crate) setup: GuestSetup,
 }
 
 /// Every mTHP counter as `hugepages-<size>/<counter> <value>` lines (the
@@ -1052,7 +1052,7 @@ const MTHP_SNAPSHOT: &str = "for f in /sys/kernel/mm/transparent_hugepage/hugepa
      g=${f#/sys/kernel/mm/transparent_hugepage/}; echo \"${g%%/stats/*}/${f##*/} $(cat $f)\"; done > /out/mthp.WHEN\n";
 
 /// The guest's `/init`: busybox sh, PID 1.
-pub fn init_script(run: &GuestRun) -> String {
+pub(crate) fn init_script(run: &GuestRun) -> String {
     let mut s = String::new();
     s.push_str(
         r#"#!/bin/sh
