@@ -19,9 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use detector::analyzer::{Analyzer, Config, Finding, RuleId, Severity};
+use detector::analyzer::{Finding, RuleId, Severity};
 use detector::event::fmt_entry;
-use detector::trace::TraceReader;
 
 /// The marker every injection line starts with (after the printk prefix).
 pub(crate) const MARKER: &str = "detector-inject: ";
@@ -438,17 +437,16 @@ pub(crate) struct MatchArgs {
     pub(crate) trace: Option<PathBuf>,
 }
 
-/// The findings `detector replay` would print for a trace.
+/// The findings `detector replay` would print for a trace: the same
+/// library call, with the configuration the trace records.
 pub(crate) fn analyze(trace: &Path) -> Result<Vec<Finding>> {
-    let mut reader = TraceReader::open(trace)
-        .with_context(|| format!("opening the trace {}", trace.display()))?;
-    let mut analyzer = Analyzer::new(Config::default());
-    let mut findings = Vec::new();
-    for (index, item) in reader.by_ref() {
-        analyzer.process(index, &item, &mut findings);
-    }
-    analyzer.finish(&mut findings);
-    Ok(findings)
+    let (report, _) = detector::sinks::analyze_file_with_stats(
+        trace,
+        detector::stream::ConfigChoice::FromTrace(detector::stream::Overrides::default()),
+        true,
+    )
+    .with_context(|| format!("analyzing the trace {}", trace.display()))?;
+    Ok(report.findings.unwrap_or_default())
 }
 
 pub(crate) fn run_match(a: &MatchArgs) -> Result<()> {
