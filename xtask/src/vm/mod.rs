@@ -15,12 +15,14 @@ use anyhow::{bail, Context, Result};
 // The helpers live next to this file; declared here so the dispatcher in
 // main.rs only needs `mod vm;`.
 mod vm_check;
+mod vm_findings;
 pub(crate) mod vm_image;
 pub(crate) mod vm_inject;
 pub(crate) mod vm_kernel;
 pub(crate) mod vm_qemu;
 pub(crate) mod vm_tally;
 pub(crate) mod vm_tests;
+mod vm_trace;
 
 use vm_check::Verdict;
 use vm_image::Stage;
