@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::{Args, Cap, Guest, Phase, Plan};
+use crate::vm::vm_guest::{init_script, GuestRun};
 use crate::vm::vm_image::Binaries;
 use crate::vm::vm_kernel::KernelLine;
 use crate::vm::vm_qemu::{boot, extract_results, Boot};
-use crate::vm::vm_tests::{init_script, GuestRun, GuestSetup, Swap};
+use crate::vm::vm_tests::{GuestSetup, Swap};
 use crate::vm::{boot_dir, prepare, vm_root};
 
 /// The bpftrace side of the overhead comparison, kept in the repository.

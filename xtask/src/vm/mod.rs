@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 // main.rs only needs `mod vm;`.
 mod vm_check;
 mod vm_findings;
+pub(crate) mod vm_guest;
 pub(crate) mod vm_image;
 pub(crate) mod vm_inject;
 pub(crate) mod vm_kernel;
@@ -25,10 +26,11 @@ pub(crate) mod vm_tests;
 mod vm_trace;
 
 use vm_check::Verdict;
+use vm_guest::GuestRun;
 use vm_image::Stage;
 use vm_kernel::KernelLine;
 use vm_qemu::Boot;
-use vm_tests::{GuestRun, TESTS};
+use vm_tests::TESTS;
 
 /// Which (test, kernel line) pairs `vm-test` runs when `--kernel` does not
 /// name the lines.
@@ -140,7 +142,7 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(ws: &Path, line: KernelLine, bins: &vm_image::Binaries) -> Result<Prepared> {
     let root = vm_root(ws);
     let kernel = vm_kernel::fetch(line, &root)?;
-    let modules = kernel.modules(&vm_tests::all_modules())?;
+    let modules = kernel.modules(&vm_guest::all_modules())?;
     let stage = Stage::create(&root.join(line.as_str()).join("stage"), bins, &modules)?;
     Ok(Prepared { stage, kernel })
 }
@@ -372,7 +374,7 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
         foreground: None,
         setup: t.setup,
     };
-    prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
+    prep.stage.pack(&vm_guest::init_script(&run), &b.initrd)?;
     let console_log = b.dir.join("console.log");
     let outcome = vm_qemu::boot(&Boot {
         vmlinuz: &prep.kernel.vmlinuz,
@@ -439,7 +441,7 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         foreground: Some(args.detector_args.clone()),
         setup: vm_tests::GuestSetup::PLAIN,
     };
-    prep.stage.pack(&vm_tests::init_script(&run), &b.initrd)?;
+    prep.stage.pack(&vm_guest::init_script(&run), &b.initrd)?;
     eprintln!(
         "vm: booting {} ({}) under QEMU TCG; the guest powers off when `detector` exits",
         args.kernel.as_str(),
