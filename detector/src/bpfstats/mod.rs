@@ -210,7 +210,8 @@ impl Clone for CostUpdate {
 pub(crate) mod tests {
     use super::*;
 
-    fn entry(probe: ProbeId, mode: AttachMode, entry: bool, exit: bool) -> PlanEntry {
+    /// A plan row of `probe` with these hooks attached.
+    pub(crate) fn entry(probe: ProbeId, mode: AttachMode, entry: bool, exit: bool) -> PlanEntry {
         PlanEntry {
             probe: probe.name().into(),
             target: "t".into(),

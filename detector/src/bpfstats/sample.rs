@@ -331,20 +331,9 @@ impl LiveCosts {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::entry;
     use super::*;
     use crate::plan::AttachMode;
-
-    fn entry(probe: ProbeId, mode: AttachMode, entry: bool, exit: bool) -> PlanEntry {
-        PlanEntry {
-            probe: probe.name().into(),
-            target: "t".into(),
-            mode,
-            entry,
-            exit,
-            note: String::new(),
-            filter: String::new(),
-        }
-    }
 
     #[test]
     fn sampler_rows_skip_unattached_probes() {
