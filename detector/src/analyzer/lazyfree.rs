@@ -34,6 +34,14 @@ pub(crate) struct Deferred {
     folio: u64,
 }
 
+/// The explanation of a discard: the folio, why it held extra references,
+/// and what that means.
+fn discard_message(folio: u64, why: &str, tail: &str) -> String {
+    format!(
+        "reclaim discarded the PTE of clean lazyfree folio {folio:#x} while it held extra references ({why}): {tail}"
+    )
+}
+
 /// References beyond the isolation reference and one per mapping.
 pub(super) fn extra_refs(ev: &Ev) -> i32 {
     ev.refcount - (1 + ev.mapcount)
@@ -161,11 +169,7 @@ impl Analyzer {
                     );
                     return;
                 }
-                let msg = format!(
-                    "reclaim discarded the PTE of clean lazyfree folio {:#x} while it held extra references ({why}): \
-                     {tail}",
-                    e.folio
-                );
+                let msg = discard_message(e.folio, &why, tail);
                 self.emit(out, RuleId::LazyfreeExtraRefs, severity, cause, msg, &chain);
             }
         } else if e.ret == 0 && (pin.is_some() || extra_before > 0) {
@@ -246,10 +250,7 @@ impl Analyzer {
                  faulted afresh: no data was lost this time",
             )
         };
-        let msg = format!(
-            "reclaim discarded the PTE of clean lazyfree folio {:#x} while it held extra references ({}): {tail}",
-            d.folio, d.why
-        );
+        let msg = discard_message(d.folio, &d.why, tail);
         self.emit(
             out,
             RuleId::LazyfreeExtraRefs,

@@ -26,7 +26,7 @@ pub(crate) fn check_injections(
     fast_dropped_last: &HashMap<u64, bool>,
     v: &mut Verdict,
 ) {
-    use super::vm_inject::{counts, match_injections, parse_injections, Injection};
+    use super::vm_inject::{counts, match_injections, names_folio, parse_injections, Injection};
     let dmesg = fs::read_to_string(dir.join("dmesg.txt")).unwrap_or_default();
     let (mut inj, malformed) = parse_injections(&dmesg);
     for m in malformed.iter().take(3) {
@@ -66,9 +66,7 @@ pub(crate) fn check_injections(
     inj.retain(|i| match i {
         Injection::LazyfreeDiscard { folio, .. } => {
             fast_dropped_last.get(folio) != Some(&true)
-                || findings
-                    .iter()
-                    .any(|f| f.objects.folios.iter().any(|x| *x == format!("{folio:#x}")))
+                || findings.iter().any(|f| names_folio(f, *folio))
         }
         _ => true,
     });

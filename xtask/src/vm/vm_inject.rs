@@ -192,7 +192,7 @@ fn folio_of(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
-fn names_folio(f: &Finding, folio: u64) -> bool {
+pub(crate) fn names_folio(f: &Finding, folio: u64) -> bool {
     f.objects.folios.iter().any(|s| folio_of(s) == Some(folio))
 }
 
