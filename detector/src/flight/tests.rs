@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::*;
 use crate::analyzer::Config;
 use crate::event::StreamItem;
-use crate::sinks::analyze_file_with_stats;
 use crate::stream::{AnalyzerSetup, ConfigChoice, FileSource, Overrides, Pipeline, Source, Speed};
 use crate::synth::Synth;
 use crate::trace::{TraceEnd, TraceHeader, TraceWriter};
@@ -203,13 +202,40 @@ fn snapshots(dir: &Path) -> Vec<(PathBuf, Manifest)> {
         .collect()
 }
 
-/// What `detector replay` finds in a snapshot (with the configuration its
-/// header records).
+/// Every finding of a stream.
+struct Collect(Vec<Finding>);
+
+impl Sink for Collect {
+    fn item(&mut self, _: u64, _: &StreamItem, found: &mut Vec<Finding>) -> io::Result<()> {
+        self.0.append(found);
+        Ok(())
+    }
+    fn finish(&mut self, found: &mut Vec<Finding>, _: &mut Ctx<'_>) -> io::Result<()> {
+        self.0.append(found);
+        Ok(())
+    }
+}
+
+/// What `detector replay` finds in a snapshot: the file as a source, the
+/// analyzer configured from its header (`tests/flight.rs` goes through
+/// the replay command's own function).
 fn replay(path: &Path) -> Vec<Finding> {
-    let (report, _) =
-        analyze_file_with_stats(path, ConfigChoice::FromTrace(Overrides::default()), true).unwrap();
-    assert!(report.complete, "{}: {}", path.display(), report.end);
-    report.findings.unwrap()
+    let mut src = FileSource::open(path, Speed::Max).unwrap();
+    let setup = ConfigChoice::FromTrace(Overrides::default()).setup(&src);
+    assert_eq!(setup.origin, "from the trace header");
+    let mut found = Collect(Vec::new());
+    Pipeline::new(&mut src)
+        .analyze(&setup)
+        .run(&mut found)
+        .unwrap();
+    assert!(
+        src.end_state()
+            .is_some_and(crate::trace::EndState::is_complete),
+        "{}: {:?}",
+        path.display(),
+        src.end_state()
+    );
+    found.0
 }
 
 /// The same finding: rule, severity, objects, cause, confidence, and the
