@@ -165,28 +165,54 @@ fn main() -> Result<()> {
             analyze_file_with_stats(&path, ConfigChoice::FromTrace(Overrides::default()), true)?;
         let replay = t.elapsed();
         let found = report.findings.unwrap_or_default();
-        let has = |f: &Finding| {
-            found.iter().any(|g| {
-                g.rule == f.rule
-                    && g.severity == f.severity
-                    && g.objects == f.objects
-                    && g.evidence
-                        .iter()
-                        .map(|e| e.ts_ns)
-                        .eq(f.evidence.iter().map(|e| e.ts_ns))
-            })
+        let times = |f: &Finding| f.evidence.iter().map(|e| e.ts_ns).collect::<Vec<_>>();
+        let alike = |f: &Finding, g: &Finding| {
+            (f.rule, f.severity, &f.objects) == (g.rule, g.severity, &g.objects)
         };
+        let has = |f: &Finding| found.iter().any(|g| alike(f, g) && times(f) == times(g));
+        // Live findings whose whole chain lies in the window must all come
+        // back; a replayed one must be a live one completed by the same
+        // event (its chain shorter when the live one began earlier).
+        let w = &m.window;
+        let inside: Vec<&Finding> = tap
+            .live
+            .iter()
+            .filter(|f| {
+                f.evidence.first().is_some_and(|e| e.index >= w.first_index)
+                    && f.evidence.last().is_some_and(|e| e.index <= w.last_index)
+            })
+            .collect();
+        let missing = inside.iter().filter(|f| !has(f)).count();
+        let mut truncated = 0;
+        let mut invented = 0;
+        for g in found.iter().filter(|g| g.severity >= Severity::NearMiss) {
+            match tap
+                .live
+                .iter()
+                .find(|f| alike(f, g) && times(f).ends_with(&times(g)) && !g.evidence.is_empty())
+            {
+                Some(f) if times(f) != times(g) => truncated += 1,
+                Some(_) => {}
+                None => invented += 1,
+            }
+        }
         let trigger = has(&m.trigger);
         let covered = m
             .covered
             .iter()
             .filter(|c| tap.live.iter().any(|f| f.id == c.id && has(f)))
             .count();
-        let ok = trigger && covered == m.covered.len() && m.evidence.complete;
+        let ok = trigger
+            && covered == m.covered.len()
+            && m.evidence.complete
+            && missing == 0
+            && invented == 0;
         failures += usize::from(!ok);
         println!(
             "{} {}: {} items over {:.2} s, {:.1} MiB, open {:.1?} close {:.1?}, replay {:.1?}: \
-             trigger {}, covered {}/{}, merged {}, evidence {}",
+             trigger {}, covered {}/{}, merged {}, evidence {}; {} live findings inside, {missing} \
+             of them not replayed, {invented} replayed but not live, {truncated} with a chain \
+             cut at the window's start",
             if ok { "ok  " } else { "FAIL" },
             Path::new(&m.trace).display(),
             m.window.items,
@@ -204,6 +230,7 @@ fn main() -> Result<()> {
             } else {
                 "incomplete"
             },
+            inside.len(),
         );
     }
     if failures > 0 {
