@@ -59,6 +59,10 @@ const RESCAN_NS: u64 = 1_000_000_000;
 /// Room kept, per snapshot, for what is written when it closes (the
 /// trace's footer, the manifest) so that the byte budgets hold.
 const CLOSE_RESERVE: u64 = 64 << 10;
+/// Items reach userspace a little after their timestamps (ring-buffer
+/// wakeups, batches): the clock closes a quiet stream's snapshot only this
+/// long after its after-window, so that late items still get in.
+const TICK_GRACE_NS: u64 = 1_000_000_000;
 /// A refused snapshot is said at most this often (stream time).
 const REFUSAL_NOTICE_NS: u64 = 60_000_000_000;
 
@@ -227,7 +231,7 @@ impl FlightRecorder {
         })?;
         let now_s = realtime_now_ns() / 1_000_000_000;
         let seed_ages = store
-            .on_disk
+            .on_disk()
             .iter()
             .map(|d| {
                 now_s
@@ -309,8 +313,8 @@ impl FlightRecorder {
     }
 
     /// Between pulls, or when the stream is quiet: closes the snapshots
-    /// whose after-window has passed by the clock of the events
-    /// (CLOCK_MONOTONIC).
+    /// whose after-window ended more than a second ago by the clock of the
+    /// events (CLOCK_MONOTONIC).
     pub fn tick(&mut self) {
         self.tick_at(monotonic_ns());
     }
@@ -319,7 +323,7 @@ impl FlightRecorder {
     pub fn tick_at(&mut self, now_ns: u64) {
         let mut k = 0;
         while k < self.open.len() {
-            if now_ns > self.open[k].meta.end_ns {
+            if now_ns > self.open[k].meta.end_ns.saturating_add(TICK_GRACE_NS) {
                 let o = self.open.swap_remove(k);
                 self.close(o, SnapshotState::Complete);
             } else {
@@ -454,7 +458,7 @@ impl FlightRecorder {
         while !fits(self) {
             let Some(victim) = self
                 .store
-                .on_disk
+                .on_disk()
                 .iter()
                 .find(|d| d.severity.is_some_and(|s| s < Severity::Violation))
                 .map(|d| d.stem.clone())

@@ -31,7 +31,9 @@ pub(crate) struct OnDisk {
 pub(crate) struct Store {
     dir: PathBuf,
     /// Oldest first (names sort by time).
-    pub(crate) on_disk: Vec<OnDisk>,
+    on_disk: Vec<OnDisk>,
+    /// Their bytes, summed (read on every item for the stats).
+    bytes: u64,
 }
 
 impl Store {
@@ -42,6 +44,7 @@ impl Store {
         let mut s = Store {
             dir: dir.to_path_buf(),
             on_disk: Vec::new(),
+            bytes: 0,
         };
         s.rescan()?;
         Ok(s)
@@ -97,8 +100,14 @@ impl Store {
             }
         }
         found.sort_by(|a, b| a.stem.cmp(&b.stem));
+        self.bytes = found.iter().map(|d| d.bytes).sum();
         self.on_disk = found;
         Ok(())
+    }
+
+    /// Our snapshots, oldest first.
+    pub(crate) fn on_disk(&self) -> &[OnDisk] {
+        &self.on_disk
     }
 
     pub(crate) fn count(&self) -> u64 {
@@ -106,7 +115,7 @@ impl Store {
     }
 
     pub(crate) fn bytes(&self) -> u64 {
-        self.on_disk.iter().map(|d| d.bytes).sum()
+        self.bytes
     }
 
     pub(crate) fn path(&self, stem: &str, ext: &str) -> PathBuf {
@@ -162,7 +171,10 @@ impl Store {
         for ext in [TRACE_EXT, MANIFEST_EXT] {
             let _ = fs::remove_file(self.path(stem, ext));
         }
-        self.on_disk.retain(|d| d.stem != stem);
+        if let Some(k) = self.on_disk.iter().position(|d| d.stem == stem) {
+            let d = self.on_disk.remove(k);
+            self.bytes -= d.bytes;
+        }
     }
 
     /// Counts a finished snapshot.
@@ -171,6 +183,7 @@ impl Store {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         // Snapshots finish in stream order: the newest goes last.
+        self.bytes += bytes;
         self.on_disk.push(OnDisk {
             stem: stem.to_string(),
             bytes,

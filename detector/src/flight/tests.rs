@@ -881,9 +881,10 @@ fn a_quiet_stream_closes_by_the_clock() {
     assert_eq!(rec.stats().open, 1);
     let (_, m) = &snapshots(tmp.path())[0];
     assert_eq!(m.state, SnapshotState::Open, "the open manifest is on disk");
-    rec.tick_at(T0 + 99 * MS + 400 * MS);
+    // Past the after-window, but late items may still come.
+    rec.tick_at(T0 + 99 * MS + 900 * MS);
     assert_eq!(rec.stats().open, 1);
-    rec.tick_at(T0 + 99 * MS + 501 * MS);
+    rec.tick_at(T0 + 99 * MS + 1_501 * MS);
     assert_eq!((rec.stats().open, rec.stats().written), (0, 1));
     let (p, m) = &snapshots(tmp.path())[0];
     assert_eq!(m.state, SnapshotState::Complete);
@@ -933,6 +934,12 @@ fn snapshots_already_on_disk_count_against_budget_and_rate() {
     );
     assert_eq!(rec.stats().suppressed_budget, 1);
     assert_eq!(rec.stats().displaced, 0);
+}
+
+#[test]
+fn the_recorder_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<FlightRecorder>();
 }
 
 #[test]
