@@ -455,16 +455,29 @@ impl FlightRecorder {
         if severity != Severity::Violation {
             return false;
         }
-        while !fits(self) {
-            let Some(victim) = self
-                .store
-                .on_disk()
-                .iter()
-                .find(|d| d.severity.is_some_and(|s| s < Severity::Violation))
-                .map(|d| d.stem.clone())
-            else {
-                return false;
-            };
+        // Which near-miss snapshots, oldest first, would make room; none
+        // is removed unless removing them is enough.
+        let count = self.store.count() + self.open.len() as u64 + 1;
+        let bytes = self.committed_bytes() + estimate + CLOSE_RESERVE;
+        let (mut over_count, mut over_bytes) = (
+            count.saturating_sub(u64::from(self.policy.max_count)),
+            bytes.saturating_sub(self.policy.max_bytes),
+        );
+        let mut victims = Vec::new();
+        for d in self.store.on_disk() {
+            if over_count == 0 && over_bytes == 0 {
+                break;
+            }
+            if d.severity.is_some_and(|s| s < Severity::Violation) {
+                victims.push(d.stem.clone());
+                over_count = over_count.saturating_sub(1);
+                over_bytes = over_bytes.saturating_sub(d.bytes);
+            }
+        }
+        if over_count > 0 || over_bytes > 0 {
+            return false;
+        }
+        for victim in victims {
             self.store.remove(&victim);
             self.stats.displaced += 1;
             self.notice(

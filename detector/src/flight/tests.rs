@@ -934,7 +934,36 @@ fn snapshots_already_on_disk_count_against_budget_and_rate() {
     );
     assert_eq!(rec.stats().suppressed_budget, 1);
     assert_eq!(rec.stats().displaced, 0);
+
+    // A near miss is on disk too, but removing it would not be enough for
+    // the byte budget: nothing is removed.
+    let stem = "flight-20250103T000000.000000Z-lazyfree_extra_refs-near_miss";
+    std::fs::write(tmp.path().join(format!("{stem}.trace")), [0u8; 10]).unwrap();
+    let p = FlightPolicy {
+        max_bytes: MIN_BYTES,
+        max_count: 3,
+        ..policy(tmp.path())
+    };
+    let mut rec = FlightRecorder::new(&TraceHeader::new("t"), p).unwrap();
+    let big: Vec<StreamItem> = (0..2000u64)
+        .map(|k| {
+            StreamItem::Event(detector_common::Event {
+                ts_ns: T0 + k * MS,
+                ..Default::default()
+            })
+        })
+        .collect();
+    feed(
+        &mut rec,
+        &big,
+        &[(1999, fake(&big, 1999, 1990, Severity::Violation))],
+    );
+    assert_eq!(rec.stats().suppressed_budget, 1);
+    assert_eq!(rec.stats().displaced, 0);
+    assert!(tmp.path().join(format!("{stem}.trace")).exists());
 }
+
+const MIN_BYTES: u64 = super::policy::MIN_MEMORY;
 
 #[test]
 fn the_recorder_can_move_to_another_thread() {
