@@ -398,11 +398,12 @@ impl FlightRecorder {
             return;
         }
         let earliest = f.evidence.first().map_or(index, |e| e.index.min(index));
-        if let Some(o) = self
-            .open
-            .iter_mut()
-            .find(|o| o.meta.manifest.window.first_index <= earliest)
-        {
+        // A snapshot started by a near miss never stands for a violation:
+        // its name, and what the budget may remove, say near miss.
+        if let Some(o) = self.open.iter_mut().find(|o| {
+            o.meta.manifest.window.first_index <= earliest
+                && o.meta.manifest.trigger.severity >= f.severity
+        }) {
             let m = &mut o.meta;
             if m.manifest.covered.len() < COVERED_MAX {
                 m.manifest.covered.push(Covered::of(f, index, ts));

@@ -425,6 +425,31 @@ fn other_findings_inside_an_open_window_are_covered_not_written_again() {
 }
 
 #[test]
+fn a_violation_inside_a_near_miss_window_gets_its_own_snapshot() {
+    let items = stream(
+        20 * S,
+        MS,
+        &[
+            (3 * S, near_miss(folio(1), 7000, 50)),
+            (3 * S + 200 * MS, violation(folio(2), 7010)),
+            (3 * S + 300 * MS, near_miss(folio(3), 7020, 50)),
+        ],
+    );
+    let r = run(&items);
+    let snaps = snapshots(&r.dir);
+    assert_eq!(snaps.len(), 2, "{:?}", r.stats);
+    let sev: Vec<Severity> = snaps.iter().map(|(_, m)| m.trigger.severity).collect();
+    assert_eq!(sev, [Severity::NearMiss, Severity::Violation]);
+    assert!(snaps[1].0.to_string_lossy().contains("-violation"));
+    // The later near miss is covered by the first open snapshot.
+    assert_eq!(snaps[0].1.covered.len(), 1);
+    assert_eq!(snaps[0].1.covered[0].severity, Severity::NearMiss);
+    for (p, m) in &snaps {
+        assert_reproduces(p, m);
+    }
+}
+
+#[test]
 fn a_finding_older_than_every_open_window_gets_its_own_snapshot() {
     // B opens a snapshot at 3 s whose window starts at 1 s (keep = 2 s);
     // A completes inside B's after-window, but its mark (0.5 s) precedes
