@@ -603,6 +603,9 @@ impl FlightRecorder {
             }
         );
         header.segment = 0;
+        // The ring holds the stream's own items: a snapshot is never
+        // redacted, whatever a recording of the same stream is.
+        header.redacted = false;
         let mut writer = TraceWriter::create(&path, &header)?;
         let base_lost = self.ring.lost_before(from);
         let mut window = Window::default();
