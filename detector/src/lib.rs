@@ -21,6 +21,7 @@ pub mod bpfstats;
 pub mod btf;
 pub mod cli;
 pub mod event;
+pub mod flight;
 pub mod groups;
 pub mod loader;
 pub mod plan;
