@@ -26,6 +26,17 @@ impl WindowKind {
         WindowKind::GrabToPut,
     ];
 
+    /// The stable identifier, identical to the serialized form (metric
+    /// labels, JSON).
+    pub fn key(self) -> &'static str {
+        match self {
+            WindowKind::MoveLookupToClose => "move_lookup_to_close",
+            WindowKind::EntryFreeToRealloc => "entry_free_to_realloc",
+            WindowKind::PrepareToClear => "prepare_to_clear",
+            WindowKind::GrabToPut => "grab_to_put",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             WindowKind::MoveLookupToClose => "move_pages lookup->close",
@@ -164,6 +175,13 @@ mod tests {
         assert!(s.max_ns >= 99_900, "{s:?}");
         assert_eq!(w.summary(WindowKind::GrabToPut).count, 0);
         assert_eq!(w.sum_ns(WindowKind::PrepareToClear), 5050 * 1000);
+    }
+
+    #[test]
+    fn keys_are_the_serialized_names() {
+        for k in WindowKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.key());
+        }
     }
 
     #[test]
