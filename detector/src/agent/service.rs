@@ -58,6 +58,9 @@ pub struct RunSummary {
     pub findings: SeverityCounts,
     /// The source failed: the capture stopped on its own.
     pub failed: Option<String>,
+    /// This process's CPU time (user + system) from the first pull to the
+    /// end: the reader, the analyzer and the outputs, not the probes.
+    pub cpu: std::time::Duration,
 }
 
 /// The directory `path` is created in.
@@ -222,8 +225,15 @@ pub fn run(
         pipeline = pipeline.record(Box::new(r), OnRecordError::Continue);
     }
     metrics.set_running(true);
+    // Loading and verifying the programs costs seconds of system time on a
+    // slow machine; the per-event figure is the pipeline's, from here on.
+    let cpu_before = crate::usage::self_usage();
     let outcome = pipeline.run(&mut sink);
     metrics.set_running(false);
+    let cpu = match (cpu_before, crate::usage::self_usage()) {
+        (Some(a), Some(b)) => (b.user + b.sys).saturating_sub(a.user + a.sys),
+        _ => std::time::Duration::ZERO,
+    };
     let outcome = outcome?;
     let (stop, failed) = match outcome.end {
         End::Failed(e) => (String::from("source failed"), Some(e.to_string())),
@@ -234,5 +244,6 @@ pub fn run(
         items: outcome.items,
         findings: *sink.findings(),
         failed,
+        cpu,
     })
 }

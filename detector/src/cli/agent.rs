@@ -38,13 +38,16 @@ pub fn run(args: Args, given: &dyn Fn(&str) -> bool) -> anyhow::Result<ExitCode>
         }
         None => {
             log::info!(
-                "{}: {} items, {} findings ({} violations, {} near misses, {} info)",
+                "{}: {} items, {} findings ({} violations, {} near misses, {} info); CPU since \
+                 attach {:.2}s ({:.2} µs per item)",
                 summary.stop,
                 summary.items,
                 f.total(),
                 f.violation,
                 f.near_miss,
-                f.info
+                f.info,
+                summary.cpu.as_secs_f64(),
+                summary.cpu.as_secs_f64() * 1e6 / summary.items.max(1) as f64
             );
             Ok(ExitCode::SUCCESS)
         }
