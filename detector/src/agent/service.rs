@@ -82,6 +82,12 @@ pub fn run(
     let mut source = KernelSource::start(&opts)?;
     if cfg.stats {
         source = source.with_live_costs();
+        if let Some(why) = source
+            .initial_costs()
+            .and_then(|c| c.unavailable.as_deref())
+        {
+            log::warn!("per-probe BPF run time unavailable: {why}");
+        }
     }
     let plan = source.header().plan.clone();
     let count = |m: AttachMode| plan.iter().filter(|p| p.mode == m).count();

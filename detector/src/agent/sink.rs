@@ -48,7 +48,14 @@ pub struct AgentSink {
     lost_said: [u64; MAX_PROBES as usize],
     costs: CostUpdate,
     scratch: [u64; WINDOW_BUCKETS_NS.len()],
+    /// Lost events not yet in a log message, and when the last one went
+    /// out: a sustained loss logs one line per [`LOST_LOG_EVERY`].
+    lost_unlogged: u64,
+    next_lost_log: Instant,
 }
+
+/// Least time between two log messages about lost events.
+const LOST_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl AgentSink {
     /// Findings to `out`, counters to `metrics`; `reopen` says when SIGHUP
@@ -74,6 +81,8 @@ impl AgentSink {
             lost_said: [0; MAX_PROBES as usize],
             costs: CostUpdate::default(),
             scratch: [0; WINDOW_BUCKETS_NS.len()],
+            lost_unlogged: 0,
+            next_lost_log: now,
         }
     }
 
@@ -99,7 +108,7 @@ impl AgentSink {
         let new = total - *said;
         *said = total;
         let name = ProbeId::from_u16(probe).map_or("unknown", ProbeId::name);
-        log::warn!("{new} event(s) of probe {name} lost ({total} in all)");
+        self.lost_unlogged += new;
         self.out.lost(&LostLine {
             probe: name,
             total,
@@ -162,7 +171,10 @@ impl AgentSink {
         m.set_malformed(ctx.source.malformed());
         m.set_recording_bytes(ctx.recording.map_or(0, |(_, b)| b));
         if ctx.source.take_costs(&mut self.costs) {
-            m.publish_costs(&self.costs.total);
+            match &self.costs.unavailable {
+                None => m.publish_costs(&self.costs.total),
+                Some(why) => log::warn!("per-probe BPF run time unavailable: {why}"),
+            }
         }
         if now >= self.next_slow {
             self.next_slow = now + SLOW_PUBLISH_EVERY;
@@ -182,6 +194,16 @@ impl AgentSink {
             }
         }
         self.out.retry_if_due(now);
+        if self.lost_unlogged > 0 && now >= self.next_lost_log {
+            log::warn!(
+                "{} event(s) lost ({} in all): the ring buffer filled or the kernel skipped probe \
+                 runs; a larger ring_size or a pid/cgroup filter reduces ring-buffer loss",
+                self.lost_unlogged,
+                m.lost_total()
+            );
+            self.lost_unlogged = 0;
+            self.next_lost_log = now + LOST_LOG_EVERY;
+        }
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.heartbeat;
             let line = self.stats_line(ctx.analyzer, false);

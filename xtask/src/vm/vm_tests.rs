@@ -1253,7 +1253,9 @@ mod tests {
         assert!(lo < agent && s.contains("--ring-size 4096"));
         let workload = s.find("> /out/workload.log").expect("workload");
         let before = s.find("findings.before-scrape.jsonl").expect("snapshot");
-        let scrape = s.find("/metrics; echo $? > /out/metrics.rc").expect("scrape");
+        let scrape = s
+            .find("/metrics; echo $? > /out/metrics.rc")
+            .expect("scrape");
         let after = s.find("findings.after-scrape.jsonl").expect("snapshot");
         let term = s.find("kill -TERM $DPID").expect("SIGTERM");
         assert!(workload < before && before < scrape && scrape < after && after < term);
