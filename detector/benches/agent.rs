@@ -155,8 +155,8 @@ fn main() {
         filled.join(" ")
     );
     println!(
-        "pipeline side, per pull: counters {:.2?}; window rebinning (once a second) {:.2?}",
-        publish, windows
+        "pipeline side, per pull: counters {publish:.2?}; window rebinning (once a second) \
+         {windows:.2?}"
     );
     println!(
         "scrape side: {series} samples; OpenMetrics text {:.1?} ({} bytes), Prometheus text {:.1?} ({} bytes)",
