@@ -12,10 +12,14 @@
 // all the same.
 #[cfg(test)]
 use proptest as _;
+// The agent's host test scrapes its endpoints with it.
+#[cfg(test)]
+use ureq as _;
 
 // Items are `pub` only when other crates (the binary, tests, xtask) use
 // them (`unreachable_pub` in the workspace lints).
 
+pub mod agent;
 pub mod analyzer;
 pub mod bpfstats;
 pub mod btf;

@@ -4,7 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use detector::cli;
 
 /// Race detector for Linux anonymous memory: watches the swap cache, swap
@@ -30,10 +31,14 @@ enum Command {
     Live(cli::live::Args),
     /// Convert a trace for other tools (Perfetto timeline, JSON lines).
     Export(cli::export::Args),
+    /// Run as a service: findings as JSON lines, Prometheus metrics,
+    /// optional continuous recording (docs/agent.md).
+    Agent(cli::agent::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Doctor(a) => cli::doctor::run(a),
         Command::Record(a) => cli::record::run(a),
@@ -41,6 +46,12 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cli::simulate::run(a),
         Command::Live(a) => cli::live::run(a),
         Command::Export(a) => cli::export::run(a),
+        Command::Agent(a) => {
+            let sub = matches.subcommand_matches("agent");
+            let given =
+                |id: &str| sub.and_then(|m| m.value_source(id)) == Some(ValueSource::CommandLine);
+            cli::agent::run(a, &given)
+        }
     };
     match result {
         Ok(code) => code,

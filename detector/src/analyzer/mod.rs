@@ -13,6 +13,7 @@
 mod aba;
 mod config;
 mod contention;
+mod coverage;
 mod entries;
 mod ev;
 mod finding;

@@ -14,6 +14,9 @@ pub(super) struct T {
     pub ts: u64,
     /// Task start times stamped on the events of each tid (0: none).
     pub starts: std::collections::HashMap<u32, u32>,
+    /// Every item fed, in order (to replay the stream through another
+    /// analyzer).
+    pub log: Vec<StreamItem>,
 }
 
 pub(super) fn ev(probe: ProbeId, kind: EventKind, tid: u32) -> Event {
@@ -68,6 +71,7 @@ impl T {
             index: 0,
             ts: 1_000,
             starts: Default::default(),
+            log: Vec::new(),
         }
     }
 
@@ -89,8 +93,12 @@ impl T {
         if e.task_start == 0 {
             e.task_start = self.starts.get(&e.tid).copied().unwrap_or(0);
         }
-        self.a
-            .process(self.index, &StreamItem::Event(e), &mut self.out);
+        self.process(StreamItem::Event(e));
+    }
+
+    fn process(&mut self, item: StreamItem) {
+        self.a.process(self.index, &item, &mut self.out);
+        self.log.push(item);
         self.index += 1;
     }
 
@@ -100,23 +108,16 @@ impl T {
         if e.task_start == 0 {
             e.task_start = self.starts.get(&e.tid).copied().unwrap_or(0);
         }
-        self.a
-            .process(self.index, &StreamItem::Event(e), &mut self.out);
-        self.index += 1;
+        self.process(StreamItem::Event(e));
     }
 
     pub(super) fn lost(&mut self, probe: ProbeId, total: u64) {
         self.ts += 1_000;
-        self.a.process(
-            self.index,
-            &StreamItem::Lost {
-                ts_ns: self.ts,
-                probe: probe as u16,
-                total,
-            },
-            &mut self.out,
-        );
-        self.index += 1;
+        self.process(StreamItem::Lost {
+            ts_ns: self.ts,
+            probe: probe as u16,
+            total,
+        });
     }
 
     pub(super) fn kinds(&mut self) -> Vec<(RuleId, Severity)> {

@@ -1,11 +1,37 @@
 //! SIGINT and SIGTERM as a stop request: the first one ends the stream
 //! cleanly (what was captured is written, the summary printed); the
-//! handler then resets, so a second one kills at once.
+//! handler then resets, so a second one kills at once. SIGHUP, for the
+//! agent, as a request to reopen its output files.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The signal caught, 0 before any.
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
+/// A SIGHUP arrived since the last [`take_reopen`].
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    REOPEN.store(true, Ordering::Relaxed);
+}
+
+/// Installs the SIGHUP handler (it stays: every SIGHUP is a request).
+pub fn catch_reopen_signal() {
+    // SAFETY: as in `catch_stop_signals`; SA_RESTART keeps the pipeline's
+    // blocking calls from failing with EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_hangup as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&raw mut sa.sa_mask);
+        libc::sigaction(libc::SIGHUP, &raw const sa, std::ptr::null_mut());
+    }
+}
+
+/// Whether a SIGHUP arrived since the last call.
+pub fn take_reopen() -> bool {
+    REOPEN.swap(false, Ordering::Relaxed)
+}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // Only an atomic store: async-signal-safe.

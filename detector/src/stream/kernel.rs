@@ -120,11 +120,6 @@ impl KernelSource {
         self.cap.skipped_totals()
     }
 
-    /// Ring-buffer records of the wrong size (a mismatched object).
-    pub fn malformed(&self) -> u64 {
-        self.cap.malformed
-    }
-
     /// Lost totals that changed since the last poll, into the stream.
     fn poll_lost(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<(), SourceError> {
         self.last_lost_poll = Instant::now();
@@ -204,6 +199,11 @@ impl Source for KernelSource {
 
     fn clock_ns(&self) -> Option<u64> {
         Some(monotonic_ns())
+    }
+
+    /// Ring-buffer records of the wrong size (a mismatched object).
+    fn malformed(&self) -> u64 {
+        self.cap.malformed
     }
 
     fn take_costs(&mut self, out: &mut CostUpdate) -> bool {

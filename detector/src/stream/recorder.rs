@@ -70,6 +70,19 @@ impl TraceRecorder {
     }
 }
 
+impl TraceRecorder {
+    /// Finishes the file being written (footer) and starts the next
+    /// segment at the same path ([`RotatingWriter::rotate_now`]).
+    pub fn start_next_segment(&mut self) -> Result<(), TraceError> {
+        self.writer.rotate_now()
+    }
+
+    /// Writes what is buffered to the file.
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        self.writer.flush()
+    }
+}
+
 impl Recorder for TraceRecorder {
     #[inline]
     fn write(&mut self, item: &StreamItem) -> Result<(), TraceError> {

@@ -122,6 +122,12 @@ pub trait Source: Send {
     fn take_costs(&mut self, _out: &mut CostUpdate) -> bool {
         false
     }
+    /// Records the source could not turn into items (a ring-buffer record
+    /// of the wrong size), so far. Files report damage through their end
+    /// state instead.
+    fn malformed(&self) -> u64 {
+        0
+    }
     /// [`pull`](Self::pull) into a buffer, decoded.
     fn pull_into(
         &mut self,

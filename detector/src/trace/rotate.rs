@@ -176,6 +176,15 @@ impl RotatingWriter {
         self.writer()?.flush()
     }
 
+    /// Finishes the current segment now and starts the next one at the
+    /// base path, as a rotation by size would: what a reopen (the agent's
+    /// SIGHUP) does. The finished segment becomes `FILE.1` when segments
+    /// are kept; with a keep of 1 it is deleted unless it was renamed away
+    /// first (logrotate's way).
+    pub fn rotate_now(&mut self) -> Result<(), TraceError> {
+        self.rotate(crate::event::monotonic_ns())
+    }
+
     /// Finishes the current segment at `ts_ns` (the time of the record that
     /// did not fit) and opens the next one.
     fn rotate(&mut self, ts_ns: u64) -> Result<(), TraceError> {
@@ -373,5 +382,47 @@ mod tests {
         };
         let err = RotatingWriter::create(dir.path().join("z"), &TraceHeader::new("t"), policy);
         assert!(matches!(err, Err(TraceError::Rotation(_))));
+    }
+
+    #[test]
+    fn rotate_now_keeps_the_finished_file_or_leaves_a_renamed_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // Kept segments: the finished file becomes FILE.1.
+        let base = dir.path().join("kept.trace");
+        let policy = RotationPolicy {
+            max_bytes: u64::MAX,
+            keep: 3,
+        };
+        let mut w = RotatingWriter::create(&base, &TraceHeader::new("t"), policy).unwrap();
+        w.write_event(&ev(1)).unwrap();
+        w.rotate_now().unwrap();
+        w.write_event(&ev(2)).unwrap();
+        let s = w.finish(TraceEnd::at(0, "done")).unwrap();
+        assert_eq!(s.files, vec![segment_path(&base, 1), base.clone()]);
+        for f in &s.files {
+            let (_, items, end) = read_all(f).unwrap();
+            assert!(end.is_complete(), "{end:?}");
+            assert_eq!(items.len(), 1);
+        }
+
+        // One file (no rotation): renamed away first, as logrotate does, it
+        // is finished where it now is and a new one starts at the path.
+        let base = dir.path().join("one.trace");
+        let policy = RotationPolicy {
+            max_bytes: u64::MAX,
+            keep: 1,
+        };
+        let mut w = RotatingWriter::create(&base, &TraceHeader::new("t"), policy).unwrap();
+        w.write_event(&ev(1)).unwrap();
+        let moved = dir.path().join("one.trace.old");
+        fs::rename(&base, &moved).unwrap();
+        w.rotate_now().unwrap();
+        w.write_event(&ev(2)).unwrap();
+        w.finish(TraceEnd::at(0, "done")).unwrap();
+        let (_, old, end) = read_all(&moved).unwrap();
+        assert!(end.is_complete() && old.len() == 1, "{end:?}");
+        let (h, new, end) = read_all(&base).unwrap();
+        assert!(end.is_complete() && new.len() == 1, "{end:?}");
+        assert_eq!(h.segment, 1);
     }
 }

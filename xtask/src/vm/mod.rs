@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 
 // The helpers live next to this file; declared here so the dispatcher in
 // main.rs only needs `mod vm;`.
+mod vm_agent;
 mod vm_check;
 mod vm_findings;
 pub(crate) mod vm_guest;

@@ -39,6 +39,15 @@ fn quote_argv(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// Where the guest's agent serves its metrics.
+pub(crate) const AGENT_ADDR: &str = "127.0.0.1:9464";
+/// The agent's heartbeat in the guest: several during a run.
+const AGENT_HEARTBEAT: &str = "5s";
+/// Seconds the guest waits after the workload before scraping: more than a
+/// heartbeat, so a heartbeat written after the workload is in the file, and
+/// the findings of the last events are long flushed (every pull flushes).
+const AGENT_SETTLE: u32 = 6;
+
 /// What one boot does after the common setup.
 pub(crate) struct GuestRun {
     pub(crate) swap: Swap,
@@ -135,11 +144,23 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
          detector doctor > /out/doctor.txt 2>&1; echo $? > /out/doctor.rc\n",
     );
     if let Some(extra) = &run.record {
-        let _ = writeln!(
-            s,
-            "detector record -o /out/trace.dtr --duration 3600s {} > /out/record.log 2>&1 &\nDPID=$!",
-            quote_argv(extra)
-        );
+        if run.setup.agent {
+            // The endpoint listens on loopback, which an initramfs leaves
+            // down.
+            let _ = writeln!(
+                s,
+                "ip link set lo up || log 'cannot bring up lo'\n\
+                 detector agent --record /out/trace.dtr --findings /out/findings.jsonl \
+                 --heartbeat {AGENT_HEARTBEAT} --metrics-addr {AGENT_ADDR} {} > /out/record.log 2>&1 &\nDPID=$!",
+                quote_argv(extra)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "detector record -o /out/trace.dtr --duration 3600s {} > /out/record.log 2>&1 &\nDPID=$!",
+                quote_argv(extra)
+            );
+        }
         // Start the workload only once the probes are attached (the header is
         // written after attach), so its whole run is captured.
         s.push_str(
@@ -188,7 +209,20 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
             );
         }
     }
-    if run.record.is_some() {
+    if run.record.is_some() && run.setup.agent {
+        // The workload is over: once a heartbeat has passed, the findings
+        // file is flushed and quiet. Scrape between two snapshots of it, so
+        // the check can bound what the scrape may count, then SIGTERM.
+        let _ = writeln!(
+            s,
+            "sleep {AGENT_SETTLE}\n\
+             cp /out/findings.jsonl /out/findings.before-scrape.jsonl\n\
+             wget -q -O /out/metrics.txt http://{AGENT_ADDR}/metrics; echo $? > /out/metrics.rc\n\
+             wget -q -O /out/readyz.txt http://{AGENT_ADDR}/readyz; echo $? > /out/readyz.rc\n\
+             cp /out/findings.jsonl /out/findings.after-scrape.jsonl\n\
+             kill -TERM $DPID; wait $DPID; echo $? > /out/record.rc\ntail -n 20 /out/record.log"
+        );
+    } else if run.record.is_some() {
         s.push_str("kill -INT $DPID; wait $DPID; echo $? > /out/record.rc\ncat /out/record.log\n");
     }
     s.push_str(

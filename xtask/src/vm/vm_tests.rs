@@ -193,6 +193,11 @@ pub(crate) struct GuestSetup {
     /// `record --rotate-size SIZE --rotate-keep KEEP`; the check analyzes
     /// every kept segment, oldest first, as one stream.
     pub(crate) rotate: Option<(&'static str, u32)>,
+    /// Capture with `detector agent --record` instead of `detector
+    /// record`: the same trace checks apply to its recording, and its
+    /// JSON-lines findings, heartbeats and scraped metrics are checked
+    /// against the replay of that recording (`vm_agent`).
+    pub(crate) agent: bool,
 }
 
 impl GuestSetup {
@@ -200,6 +205,7 @@ impl GuestSetup {
         mthp: &[],
         pid_max: None,
         rotate: None,
+        agent: false,
     };
 }
 
@@ -392,6 +398,42 @@ const INJECT: &[KernelLine] = &[KernelLine::V6_12Inject];
 /// Lines with UFFDIO_MOVE and mTHP swap-out (6.10+).
 const MODERN: &[KernelLine] = &[KernelLine::V6_12, KernelLine::V6_18, KernelLine::V7_2];
 
+/// Seed 003's workload: two readers, 1000 reads each.
+const MADVFREE_DIO: &[&str] = &[
+    "madvfree-dio",
+    "--device",
+    "/dev/vdc",
+    "--mib",
+    "4",
+    "--iterations",
+    "1000",
+    "--seconds",
+    "240",
+];
+
+const MADVFREE_DIO_EXPECT: Expect = Expect {
+    probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
+    lost: Lost::Rare,
+    pswpin_matches: true,
+    windows: &[WindowExpect {
+        name: "gup pin",
+        min_samples: 5_000,
+        not_on: NO_PIN_WINDOW_6_1,
+    }],
+    // Seed 003 on a fixed kernel: reclaim meets clean lazyfree folios that
+    // DIO holds pinned (refcount 1026) and the kernel's refcount check
+    // keeps them. Measured 697-960 near misses.
+    findings: Findings {
+        required: &[needs(R::LazyfreeExtraRefs, S::NearMiss, 100)],
+        allowed: &[],
+    },
+    findings_on: &[],
+    eexist_threshold: None,
+    // 2 readers x 1000 reads; thousands of lazyfree pages freed.
+    effort: &[effort("reads", 2_000), effort("pglazyfreed", 1_000)],
+    min_lookups_compared: COMPARED,
+};
+
 pub(crate) const TESTS: &[VmTest] = &[
     VmTest {
         name: "swap-pressure",
@@ -556,39 +598,40 @@ pub(crate) const TESTS: &[VmTest] = &[
         skips_on: &[],
         swap: Swap::Disk,
         memory_max: "48M",
-        workload: &[
-            "madvfree-dio", "--device", "/dev/vdc", "--mib", "4", "--iterations", "1000", "--seconds", "240",
-        ],
+        workload: MADVFREE_DIO,
         ring_size: None,
         attach: None,
         unfiltered: false,
-        expect: Expect {
-            probes: &[P::MadviseFree, P::TryToUnmapOne, P::GupGrabFast, P::GupPut],
-            lost: Lost::Rare,
-            pswpin_matches: true,
-            windows: &[WindowExpect {
-                name: "gup pin",
-                min_samples: 5_000,
-                not_on: NO_PIN_WINDOW_6_1,
-            }],
-            // Seed 003 on a fixed kernel: reclaim meets clean lazyfree
-            // folios that DIO holds pinned (refcount 1026) and the kernel's
-            // refcount check keeps them. Measured 697-960 near misses.
-            findings: Findings {
-                required: &[needs(R::LazyfreeExtraRefs, S::NearMiss, 100)],
-                allowed: &[],
-            },
-            findings_on: &[],
-            eexist_threshold: None,
-            // 2 readers x 1000 reads; thousands of lazyfree pages freed.
-            effort: &[effort("reads", 2_000), effort("pglazyfreed", 1_000)],
-            min_lookups_compared: COMPARED,
-        },
+        expect: MADVFREE_DIO_EXPECT,
         kernel_bugs: &[],
         injected: None,
         timeout_secs: 420,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
+    },
+    VmTest {
+        name: "agent-madvfree-dio",
+        about: "madvfree-dio watched by `detector agent` (JSON-lines findings, heartbeat, metrics scraped in the guest, continuous recording) instead of `detector record`",
+        kernels: ALL,
+        ci: CI_FULL,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "48M",
+        workload: MADVFREE_DIO,
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        // The agent's recording is held to everything madvfree-dio's
+        // trace is; its own outputs are checked against that recording.
+        expect: MADVFREE_DIO_EXPECT,
+        kernel_bugs: &[],
+        injected: None,
+        timeout_secs: 420,
+        swap_mib: None,
+        setup: GuestSetup {
+            agent: true,
+            ..GuestSetup::PLAIN
+        },
     },
     VmTest {
         name: "fork-pin-cow",
@@ -1187,6 +1230,37 @@ mod tests {
         assert!(s.contains("echo always > $T/hugepages-64kB/enabled"));
         assert!(s.contains("echo 1024 > /proc/sys/kernel/pid_max"));
         assert!(s.contains("> /out/mthp.before") && s.contains("> /out/mthp.after"));
+    }
+
+    #[test]
+    fn an_agent_test_runs_the_agent_scrapes_it_and_stops_it_with_sigterm() {
+        let s = init_script(&GuestRun {
+            swap: Swap::Disk,
+            memory_max: "48M".into(),
+            record: Some(vec!["--ring-size".into(), "4096".into()]),
+            workload: Some(vec!["madvfree-dio".into()]),
+            foreground: None,
+            setup: GuestSetup {
+                agent: true,
+                ..GuestSetup::PLAIN
+            },
+        });
+        assert!(!s.contains("detector record -o"));
+        let lo = s.find("ip link set lo up").expect("loopback up");
+        let agent = s
+            .find("detector agent --record /out/trace.dtr --findings /out/findings.jsonl")
+            .expect("agent");
+        assert!(lo < agent && s.contains("--ring-size 4096"));
+        let workload = s.find("> /out/workload.log").expect("workload");
+        let before = s.find("findings.before-scrape.jsonl").expect("snapshot");
+        let scrape = s
+            .find("/metrics; echo $? > /out/metrics.rc")
+            .expect("scrape");
+        let after = s.find("findings.after-scrape.jsonl").expect("snapshot");
+        let term = s.find("kill -TERM $DPID").expect("SIGTERM");
+        assert!(workload < before && before < scrape && scrape < after && after < term);
+        assert!(!s.contains("kill -INT $DPID"));
+        assert!(TESTS.iter().any(|t| t.setup.agent && t.ci == CI_FULL));
     }
 
     #[test]

@@ -238,6 +238,9 @@ pub(crate) fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path,
     }
     let footer = footer.filter(|_| segments_complete);
     check_analysis(t, line, &analyzer, &findings, &losses, v);
+    if t.setup.agent {
+        super::vm_agent::check_agent(dir, &findings, v);
+    }
     if let Some(inj) = &t.injected {
         check_injections(t, inj, dir, &findings, &tally.fast_dropped_last, v);
     }
