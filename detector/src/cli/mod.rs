@@ -1,6 +1,15 @@
-//! Command-line surface: one module per subcommand, each with an `Args`
-//! (clap) and a `run` returning the process exit code; the flags several
-//! commands share ([`args`]) and the stop signals ([`signals`]).
+//! Command-line surface: the clap definition of the whole command line
+//! ([`Cli`]), one module per subcommand, each with an `Args` (clap) and a
+//! `run` returning the process exit code; the flags several commands share
+//! ([`args`]) and the stop signals ([`signals`]).
+//!
+//! The definition lives in the library rather than the binary so that the
+//! man pages and shell completions (`cargo xtask package`) are generated
+//! from the very command line users type.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 pub mod args;
 pub mod doctor;
@@ -10,3 +19,79 @@ pub mod record;
 pub mod replay;
 pub mod signals;
 pub mod simulate;
+
+/// Race detector for Linux anonymous memory: watches the swap cache, swap
+/// entries, folios, PTEs and GUP pins of the running kernel.
+///
+/// It attaches BPF probes to the unmodified running kernel (fentry/fexit,
+/// else kprobes, else tracepoints) and reports, with the evidence, swap
+/// entries reused under a UFFDIO_MOVE lookup (ABA), stale folio moves,
+/// MADV_FREE reclaim racing direct I/O, refcount, mapcount and pin
+/// invariants broken, and swap-cache pin contention. `doctor` shows what
+/// this kernel allows. Watching the kernel (`doctor`, `record`, `live`)
+/// needs CAP_BPF and CAP_PERFMON, or root; `replay`, `export`, `simulate`
+/// and `live --replay` need no privilege.
+#[derive(Parser, Debug)]
+#[command(name = "detector", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One variant per subcommand; its doc comment is the one-line help and
+/// the man page's summary.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show how each probe would attach on this kernel, and why.
+    Doctor(doctor::Args),
+    /// Capture events from the running kernel into a trace file.
+    Record(record::Args),
+    /// Analyze a trace file (no root or BPF needed) and print findings.
+    Replay(replay::Args),
+    /// Compile a scenario script into a trace file.
+    Simulate(simulate::Args),
+    /// Live terminal UI (or `--replay FILE` to drive it from a trace).
+    Live(live::Args),
+    /// Convert a trace for other tools (Perfetto timeline, JSON lines).
+    Export(export::Args),
+}
+
+impl Command {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Doctor(a) => doctor::run(a),
+            Command::Record(a) => record::run(a),
+            Command::Replay(a) => replay::run(a),
+            Command::Simulate(a) => simulate::run(a),
+            Command::Live(a) => live::run(a),
+            Command::Export(a) => export::run(a),
+        }
+    }
+}
+
+/// Runs the parsed command line and turns its outcome into the exit code:
+/// the command's own, or 2 with the error on stderr as one line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command.run() {
+        Ok(code) => code,
+        Err(e) => {
+            // One sentence: the error chain joined, no backtrace.
+            eprintln!("detector: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap's own checks (conflicting names, bad `requires`, ...), which
+        // otherwise only fire when a user runs the faulty subcommand.
+        Cli::command().debug_assert();
+    }
+}
