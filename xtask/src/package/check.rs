@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::{pages, CONFFILE, UNIT_PATH};
+use super::{has, pages, CONFFILE, UNIT_PATH};
 
 /// The uid and gid the capability runs take: `nobody`, standing in for the
 /// unit's dynamic user (neither owns anything on the system).
@@ -114,11 +114,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn has(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-}
-
 /// Runs `cmd`, failing with its stderr unless it succeeds; returns stdout.
 fn run_ok(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
@@ -146,7 +141,7 @@ fn expected_files() -> Vec<(String, &'static str)> {
     for page in std::iter::once("detector".to_string()).chain(pages::subcommand_pages()) {
         files.push((format!("/usr/share/man/man1/{page}.1.gz"), DATA));
     }
-    for c in pages::completions() {
+    for (_, c) in pages::completions() {
         files.push((format!("/{}", c.path), DATA));
     }
     for f in [
@@ -164,7 +159,7 @@ fn expected_files() -> Vec<(String, &'static str)> {
 fn contents(deb: &Path, version: &str) -> Result<()> {
     let listing = run_ok(Command::new("dpkg-deb").arg("-c").arg(deb))?;
     // `-rwxr-xr-x root/root 6123456 2026-12-02 03:46 ./usr/bin/detector`
-    let mut found: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
     for line in listing.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [mode, owner, _, _, _, path, ..] = f[..] else {
@@ -172,10 +167,7 @@ fn contents(deb: &Path, version: &str) -> Result<()> {
         };
         ensure!(owner == "root/root", "{path} is owned by {owner}: {line}");
         if !mode.starts_with('d') {
-            found.insert(
-                path.trim_start_matches('.').to_string(),
-                (mode.to_string(), owner.to_string()),
-            );
+            found.insert(path.trim_start_matches('.').to_string(), mode.to_string());
         } else {
             ensure!(mode == "drwxr-xr-x", "directory {path} has mode {mode}");
         }
@@ -183,7 +175,7 @@ fn contents(deb: &Path, version: &str) -> Result<()> {
     let expected = expected_files();
     for (path, mode) in &expected {
         match found.get(path) {
-            Some((m, _)) => ensure!(m == mode, "{path} has mode {m}, not {mode}"),
+            Some(m) => ensure!(m == mode, "{path} has mode {m}, not {mode}"),
             None => bail!("the package has no {path}:\n{listing}"),
         }
     }
@@ -306,25 +298,22 @@ fn man_pages_render(root: &Path) -> Result<()> {
 /// Each completion script passes its shell's syntax check, for the shells
 /// installed here.
 fn completions_parse(root: &Path, o: &mut Outcome) -> Result<()> {
-    for page in pages::completions() {
-        let path = root.join(&page.path);
-        let shell = if page.path.contains("bash") {
-            ("bash", vec!["-n"])
-        } else if page.path.contains("zsh") {
-            ("zsh", vec!["-n"])
+    for (shell, page) in pages::completions() {
+        let shell = shell.to_string();
+        let check = if shell == "fish" {
+            "--no-execute"
         } else {
-            ("fish", vec!["--no-execute"])
+            "-n"
         };
-        if !has(shell.0) {
+        if !has(&shell) {
             o.skipped.push(format!(
-                "package: the {} completion's syntax: {} is not installed",
-                shell.0, shell.0
+                "package: the {shell} completion's syntax: {shell} is not installed"
             ));
             continue;
         }
-        run_ok(Command::new(shell.0).args(&shell.1).arg(&path))?;
+        run_ok(Command::new(&shell).arg(check).arg(root.join(&page.path)))?;
         o.passed
-            .push(format!("package: the {} completion parses", shell.0));
+            .push(format!("package: the {shell} completion parses"));
     }
     Ok(())
 }

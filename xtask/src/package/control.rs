@@ -89,7 +89,7 @@ pub(super) fn installed_size_kib(root: &Path) -> std::io::Result<u64> {
 /// `pkgdir` is the debhelper-style directory holding `debian/control` and
 /// `debian/detector/` (the staged tree the binary is in).
 pub(super) fn depends(pkgdir: &Path, binary: &Path) -> Result<String> {
-    if which("dpkg-shlibdeps") {
+    if super::has("dpkg-shlibdeps") {
         let out = Command::new("dpkg-shlibdeps")
             .current_dir(pkgdir)
             .arg("-O")
@@ -132,11 +132,6 @@ pub(super) fn depends(pkgdir: &Path, binary: &Path) -> Result<String> {
         }
     }
     Ok(packages.join(", "))
-}
-
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
 /// `shlibs:Depends=libc6 (>= 2.34), libgcc-s1 (>= 4.2)` -> the list.

@@ -114,7 +114,7 @@ pub(crate) fn build(out: &Path, compile: bool) -> Result<PathBuf> {
     for page in pages::man_pages(&day).context("rendering the man pages")? {
         stage.write(&format!("{}.gz", page.path), &gzip(&page.text)?, 0o644)?;
     }
-    for page in pages::completions() {
+    for (_, page) in pages::completions() {
         stage.write(&page.path, &page.text, 0o644)?;
     }
 
@@ -299,6 +299,12 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
         bail!("gzip failed");
     }
     Ok(out.stdout)
+}
+
+/// Whether `program` is on PATH.
+fn has(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
 fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {

@@ -123,8 +123,8 @@ fn see_also(roff: &mut Roff, pages: &[&str]) {
 }
 
 /// Completion scripts for bash, zsh and fish, at the paths each shell's
-/// Debian package loads vendor completions from.
-pub(super) fn completions() -> Vec<Page> {
+/// Debian package loads vendor completions from, with the shell's name.
+pub(super) fn completions() -> Vec<(Shell, Page)> {
     [
         (
             Shell::Bash,
@@ -140,10 +140,13 @@ pub(super) fn completions() -> Vec<Page> {
     .map(|(shell, path)| {
         let mut text = Vec::new();
         clap_complete::generate(shell, &mut command(), "detector", &mut text);
-        Page {
-            path: path.into(),
-            text,
-        }
+        (
+            shell,
+            Page {
+                path: path.into(),
+                text,
+            },
+        )
     })
     .collect()
 }
@@ -200,7 +203,7 @@ mod tests {
     #[test]
     fn completions_know_every_subcommand() {
         let subs = subcommand_pages();
-        for page in completions() {
+        for (_, page) in completions() {
             let text = String::from_utf8_lossy(&page.text);
             for sub in &subs {
                 let name = sub.trim_start_matches("detector-");
