@@ -93,8 +93,17 @@ pub(crate) fn build(a: &Args) -> Result<()> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::copy(&built, &out)
-        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    // The detector's build script reruns when the object's mtime changes:
+    // an unchanged object is left alone, so that a warm tree does not
+    // recompile the detector after every `build-ebpf`.
+    let unchanged = match (std::fs::read(&built), std::fs::read(&out)) {
+        (Ok(new), Ok(old)) => new == old,
+        _ => false,
+    };
+    if !unchanged {
+        std::fs::copy(&built, &out)
+            .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    }
     println!("BPF object: {}", out.display());
     Ok(())
 }

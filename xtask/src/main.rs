@@ -7,6 +7,7 @@ mod bench;
 mod ebpf;
 mod fuzz;
 mod kernel_build;
+mod package;
 mod test;
 mod vm;
 
@@ -35,6 +36,8 @@ enum Command {
     Bench(bench::Args),
     /// Run the fuzz targets (cargo-fuzz, nightly) for a bounded time each.
     Fuzz(fuzz::Args),
+    /// Build the Debian package (binary, man pages, completions, systemd unit).
+    Package(package::Args),
 }
 
 fn main() -> Result<()> {
@@ -47,5 +50,6 @@ fn main() -> Result<()> {
         Command::Test(a) => test::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Fuzz(a) => fuzz::run(&a).map(|_| ()),
+        Command::Package(a) => package::run(&a),
     }
 }

@@ -132,6 +132,14 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     cargo(&["build", "--release", "-p", "detector", "-p", "workloads"])?;
     let mut totals = Totals::default();
     cargo_test(&["test", "--workspace"], &mut totals)?;
+    // The Debian package of the release binary just built: its contents,
+    // then (as root) installed with dpkg, run, its unit's capabilities and
+    // system call filter tried, and removed again (docs/packaging.md).
+    let deb = crate::package::build(&ebpf::root().join("target/package"), false)?;
+    let pkg = crate::package::check::run(&deb)?;
+    pkg.print();
+    totals.passed += pkg.passed.len() as u64;
+    totals.skipped.extend(pkg.skipped);
     if !a.no_fuzz {
         // Every fuzz target for 20 s from the committed seeds: a crash
         // fails the run. CI's 90 minutes also hold the kernel build and the
