@@ -3,6 +3,10 @@
 //! json` and the trace's footer, the same lost totals, and the same
 //! findings per rule and severity as the replay's analysis.
 //!
+//! The fleet: a scenario with findings of seven rules, one with lost
+//! events, the two slices of real 6.12 captures in `testdata/`, and a
+//! synthetic finding storm longer than a row group.
+//!
 //! Needs Python with the `duckdb` package. `cargo xtask test` prepares a
 //! virtual environment under `target/duckdb-venv/` and names its
 //! interpreter in `DETECTOR_DUCKDB_PYTHON`, with `DETECTOR_REQUIRE_DUCKDB`
@@ -24,7 +28,7 @@ use std::process::Command;
 
 use detector::analyzer::Finding;
 use detector::event::StreamItem;
-use detector::stream::{Ctx, FileSource, Pipeline, Sink, Speed};
+use detector::stream::{Ctx, FileSource, Pipeline, Sink, Source, Speed};
 use detector::trace::EndState;
 use serde_json::Value;
 
@@ -227,6 +231,13 @@ fn duckdb_over_a_fleet_of_exports_counts_what_replay_reports() {
     run(detector().arg("simulate").arg(&corpus).arg("-o").arg(&lost));
     traces.push(("aba-lost".into(), lost));
 
+    // Slices of real 6.12 captures (detector/testdata/README.md): real
+    // hosts, plans and addresses, near misses of two rules.
+    for name in ["real-madvfree-3400", "real-uffd-106700"] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/{name}.dtr"));
+        traces.push((name.into(), p));
+    }
+
     // More findings than one batch, more events than one row group.
     let storm = d.join("storm.trace");
     run(detector()
@@ -293,6 +304,12 @@ fn duckdb_over_a_fleet_of_exports_counts_what_replay_reports() {
             want.findings_per_severity,
             "{id}: findings per severity"
         );
+        let host = FileSource::open(trace, Speed::Max)
+            .expect("open the trace")
+            .header()
+            .hostname
+            .clone();
+        assert_eq!(got["hosts"], serde_json::json!([host]), "{id}: host");
         assert_eq!(got["findings_without_events"], 0, "{id}");
         assert_eq!(got["steps_not_matching_events"], 0, "{id}");
     }
@@ -314,6 +331,10 @@ fn duckdb_over_a_fleet_of_exports_counts_what_replay_reports() {
         !counts(&fleet_counts["aba-lost"], "lost_per_probe").is_empty(),
         "the lost-event records are rows"
     );
+    for real in ["real-madvfree-3400", "real-uffd-106700"] {
+        let rules = counts(&fleet_counts[real], "findings_per_rule");
+        assert!(!rules.is_empty(), "{real}: the slice holds findings");
+    }
     let storm_findings: u64 = counts(&fleet_counts["storm"], "findings_per_rule")
         .values()
         .sum();
