@@ -49,8 +49,9 @@ const ZSTD_LEVEL: i32 = 3;
 /// Columns that grow row by row (in both files where they exist).
 const ASCENDING: [&str; 4] = ["index", "ts_ns", "time", "finding_id"];
 /// Addresses, entries and raw words: seldom repeated within a page, so a
-/// dictionary costs time and saves nothing (measured: the synthetic mix's
-/// events shrink from 5.7 to 2.1 MB per million with these two lists).
+/// dictionary costs time and saves nothing (measured: with these two
+/// lists the synthetic mix takes 2.1 MB per million events instead of 10.3,
+/// a real 6.12 capture 9.9 bytes an event instead of 16.3).
 const SCATTERED: [&str; 12] = [
     "folio",
     "entry",
