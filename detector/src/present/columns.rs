@@ -937,3 +937,70 @@ impl FindingColumns {
         RecordBatch::try_new(finding_schema(), columns)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The names in the first cell of each table row between `from` and
+    /// `to` in docs/parquet.md (`| \`a\`, \`b\` | ...` names two).
+    fn documented(from: &str, to: &str) -> BTreeSet<String> {
+        let doc = include_str!("../../../docs/parquet.md");
+        let start = doc.find(from).unwrap();
+        let end = start + doc[start..].find(to).unwrap();
+        doc[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .flat_map(|l| {
+                let cell = l.split(" |").next().unwrap_or("");
+                cell.split(", ")
+                    .map(|n| n.trim_matches('`').to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn names(fields: &Fields) -> BTreeSet<String> {
+        fields.iter().map(|f| f.name().clone()).collect()
+    }
+
+    #[test]
+    fn docs_list_exactly_the_columns_written() {
+        assert_eq!(
+            documented("## `events.parquet`", "## `findings.parquet`"),
+            names(event_schema().fields())
+        );
+        assert_eq!(
+            documented("## `findings.parquet`", "Each step of `evidence`"),
+            names(finding_schema().fields())
+        );
+        assert_eq!(
+            documented("Each step of `evidence`", "## Queries"),
+            names(&evidence_fields())
+        );
+    }
+
+    #[test]
+    fn wall_time_follows_the_capture_clocks() {
+        let mut h = TraceHeader::new("t");
+        h.start_monotonic_ns = 1_000;
+        h.start_realtime_ns = 5_000_000;
+        let c = Capture::of(&h, None);
+        assert_eq!(c.wall(1_500), Some(5_000_500));
+        // Before the start (an event stamped before the header's clocks
+        // were read) is still a time.
+        assert_eq!(c.wall(500), Some(4_999_500));
+        assert_eq!(c.host, None);
+        h.start_realtime_ns = 0;
+        assert_eq!(Capture::of(&h, None).wall(1_500), None);
+        // One id per header, another for another header.
+        let id = default_capture_id(&h);
+        assert_eq!(id.len(), 16);
+        assert_eq!(Capture::of(&h, None).capture_id, id);
+        h.boot_id = "b".into();
+        assert_ne!(default_capture_id(&h), id);
+        assert_eq!(Capture::of(&h, Some("x".into())).capture_id, "x");
+    }
+}
