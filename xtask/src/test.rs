@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test tier, in the order CI runs them.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -43,12 +44,64 @@ struct Totals {
     skipped: Vec<String>,
 }
 
+/// The DuckDB release the Parquet export's host test queries with.
+const DUCKDB: &str = "2.0.1";
+
+/// A Python with DuckDB's package, for `detector/tests/host_duckdb.rs`: a
+/// virtual environment under `target/duckdb-venv`, made once and kept
+/// while it holds the pinned release (Debian's own Python is externally
+/// managed: pip installs nothing into it).
+fn duckdb_python() -> Result<PathBuf> {
+    let venv = ebpf::root().join("target/duckdb-venv");
+    let python = venv.join("bin/python");
+    let check = format!("import duckdb, sys; sys.exit(duckdb.__version__ != '{DUCKDB}')");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", &check])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready() {
+        return Ok(python);
+    }
+    println!(
+        "==> python3 -m venv {} && pip install duckdb=={DUCKDB}",
+        venv.display()
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .context("running python3 -m venv")?;
+    if !status.success() {
+        bail!(
+            "cannot create the Python environment for the DuckDB test in {}: install python3-venv \
+             (bash .ci/setup does)",
+            venv.display()
+        );
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("duckdb=={DUCKDB}"))
+        .status()
+        .context("running pip")?;
+    if !status.success() || !ready() {
+        bail!(
+            "cannot install duckdb=={DUCKDB} from PyPI into {}: check that PyPI is reachable",
+            venv.display()
+        );
+    }
+    Ok(python)
+}
+
 /// Runs `cargo test ...`, echoing its output and adding up its results.
-fn cargo_test(args: &[&str], totals: &mut Totals) -> Result<()> {
+fn cargo_test(args: &[&str], env: &[(&str, PathBuf)], totals: &mut Totals) -> Result<()> {
     println!("==> cargo {}", args.join(" "));
     let mut child = Command::new("cargo")
         .current_dir(ebpf::root())
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
@@ -131,7 +184,17 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     // kernel's tracepoint mode (tests/host_*.rs, which need root).
     cargo(&["build", "--release", "-p", "detector", "-p", "workloads"])?;
     let mut totals = Totals::default();
-    cargo_test(&["test", "--workspace"], &mut totals)?;
+    // The Parquet export's DuckDB test (tests/host_duckdb.rs) may not skip
+    // here.
+    let duckdb = duckdb_python()?;
+    cargo_test(
+        &["test", "--workspace"],
+        &[
+            ("DETECTOR_DUCKDB_PYTHON", duckdb),
+            ("DETECTOR_REQUIRE_DUCKDB", PathBuf::from("1")),
+        ],
+        &mut totals,
+    )?;
     // The Debian package of the release binary just built: its contents,
     // then (as root) installed with dpkg, run, its unit's capabilities and
     // system call filter tried, and removed again (docs/packaging.md).

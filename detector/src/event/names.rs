@@ -89,6 +89,26 @@ pub fn fmt_entry(val: u64) -> String {
     Entry(val).to_string()
 }
 
+impl Entry {
+    /// The entry `type:offset` names, offset in hex with or without `0x`
+    /// (the form [`Entry`] prints and findings carry); `None` for anything
+    /// else, a type beyond the swap type bits included.
+    pub fn parse(s: &str) -> Option<u64> {
+        let (ty, off) = s.trim().split_once(':')?;
+        let ty: u32 = ty.trim().parse().ok()?;
+        if ty >= 1 << detector_common::SWP_TYPE_BITS {
+            return None;
+        }
+        let off = off.trim();
+        let off = off
+            .strip_prefix("0x")
+            .or_else(|| off.strip_prefix("0X"))
+            .unwrap_or(off);
+        let off = u64::from_str_radix(off, 16).ok()?;
+        Some(detector_common::swp_entry(ty, off))
+    }
+}
+
 /// A probe id's name, or `probe_<n>` for an id this build does not know
 /// (a trace from a newer build). Pads like a `str`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +150,24 @@ mod tests {
             ret,
         }
         .to_string()
+    }
+
+    #[test]
+    fn entries_parse_back_from_their_printed_form() {
+        for val in [
+            detector_common::swp_entry(0, 0),
+            detector_common::swp_entry(1, 0x1f3),
+            detector_common::swp_entry(31, detector_common::SWP_OFFSET_MASK),
+        ] {
+            assert_eq!(Entry::parse(&Entry(val).to_string()), Some(val));
+        }
+        assert_eq!(
+            Entry::parse(" 2:ab "),
+            Some(detector_common::swp_entry(2, 0xab))
+        );
+        for bad in ["32:0x1", "1:", "0x1f3", "1:0xzz", "-1:0x1"] {
+            assert_eq!(Entry::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   one-line printer show.
 //! - [`events`]: events as text lines and JSON lines; [`perfetto`]: a
 //!   trace as a Chrome trace-event document.
+//! - [`columns`]: events and findings as Arrow record batches (the
+//!   Parquet export's columns).
 //! - [`costs`]: the per-probe BPF run-time table.
 //! - [`units`]: durations, times, counts and sizes.
 //!
@@ -15,6 +17,8 @@
 //! the analyzer names them (`violation`, `near_miss`, `info`), everywhere.
 //! Nothing here reads the kernel, a file or the clock.
 
+#[cfg(feature = "parquet")]
+pub mod columns;
 pub mod costs;
 pub mod events;
 pub mod finding;

@@ -2,15 +2,20 @@
 //! report ([`report`]), a grouped printer of findings ([`print`]), a
 //! latency measurement around it ([`latency`]), the items themselves as
 //! text, JSON lines or a Perfetto document ([`events`]), or a trace file,
-//! redacted or not ([`copy`]). The live view's sink, which
+//! redacted or not ([`copy`]), events and findings as Parquet files
+//! ([`parquet`]). The live view's sink, which
 //! updates its model, is the UI's worker (`crate::tui::worker`).
 
 pub mod copy;
 pub mod events;
 pub mod latency;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod print;
 pub mod report;
 
+#[cfg(feature = "parquet")]
+pub use self::parquet::{ExportCounts, ParquetExport};
 pub use copy::{Redacting, TraceCopy};
 pub use events::{EventFormat, EventWriter};
 pub use latency::Latency;

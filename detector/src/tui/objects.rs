@@ -29,18 +29,8 @@ impl ObjKey {
     /// hex) is a swap entry, `0xADDR` or a long bare hex number is a folio.
     pub fn parse(s: &str) -> Option<ObjKey> {
         let s = s.trim();
-        if let Some((ty, off)) = s.split_once(':') {
-            let ty: u32 = ty.trim().parse().ok()?;
-            if ty >= 1 << detector_common::SWP_TYPE_BITS {
-                return None;
-            }
-            let off = off.trim();
-            let off = off
-                .strip_prefix("0x")
-                .or_else(|| off.strip_prefix("0X"))
-                .unwrap_or(off);
-            let off = u64::from_str_radix(off, 16).ok()?;
-            return Some(ObjKey::Entry(detector_common::swp_entry(ty, off)));
+        if s.contains(':') {
+            return crate::event::Entry::parse(s).map(ObjKey::Entry);
         }
         let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
         u64::from_str_radix(hex, 16).ok().map(ObjKey::Folio)
