@@ -3,8 +3,8 @@
 //! file overrides the defaults).
 //!
 //! The file's keys are the long flag names in snake_case, grouped in
-//! sections: the service's own at the top, then `[capture]`, `[analyzer]`
-//! and `[record]` (docs/agent.md). Every section rejects a key it does not
+//! sections: the service's own at the top, then `[capture]`, `[analyzer]`,
+//! `[record]` and `[snapshots]` (docs/agent.md). Every section rejects a key it does not
 //! know, naming it. A new section is a struct with
 //! `#[serde(deny_unknown_fields)]` and `Default`, one field of
 //! [`ConfigFile`], one of [`AgentConfig`], and its lines in
@@ -20,6 +20,7 @@ use thiserror::Error;
 
 use crate::analyzer::RuleId;
 use crate::cli::args::{parse_duration, parse_size, AnalyzerArgs, CaptureArgs};
+use crate::flight::{FlightPolicy, SnapshotOn};
 use crate::loader::AttachPolicy;
 
 /// Where the metrics endpoint listens unless told otherwise: loopback
@@ -30,6 +31,10 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 /// Segments a rotating recording keeps unless told otherwise (as `record`).
 pub const DEFAULT_ROTATE_KEEP: u32 = 4;
+
+/// Where snapshots go unless told otherwise: the package's state
+/// directory (the unit's `StateDirectory=detector`).
+pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/detector/snapshots";
 
 /// `detector agent` flags. Each one given overrides the configuration file.
 #[derive(clap::Args, Debug)]
@@ -82,6 +87,42 @@ pub struct AgentArgs {
     /// `record --redact`).
     #[arg(long)]
     pub redact: bool,
+    /// Flight recorder: write a snapshot (a replayable trace of the seconds
+    /// around it) for each finding of this severity or worse (default off).
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub snapshot_on: Option<SnapshotMode>,
+    /// Directory for snapshots (default /var/lib/detector/snapshots;
+    /// created, mode 0700, when missing).
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Stream time kept in memory before a trigger (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub flight_keep: Option<Duration>,
+    /// Memory the flight recorder's buffer may take (default 64M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub flight_memory: Option<u64>,
+    /// Stream time written after a trigger (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub snapshot_after: Option<Duration>,
+    /// Snapshots the directory may hold (default 32).
+    #[arg(long, value_name = "N")]
+    pub snapshot_max_count: Option<u32>,
+    /// Bytes the snapshots may take (default 2G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub snapshot_max_bytes: Option<u64>,
+    /// Snapshots started in any 24 hours (default 24).
+    #[arg(long, value_name = "N")]
+    pub snapshots_per_day: Option<u32>,
+}
+
+/// `--snapshot-on`: which findings make a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotMode {
+    Off,
+    Violation,
+    #[serde(alias = "near_miss")]
+    NearMiss,
 }
 
 /// How much the agent logs.
@@ -138,6 +179,8 @@ pub struct ConfigFile {
     pub analyzer: AnalyzerSection,
     #[serde(default)]
     pub record: RecordSection,
+    #[serde(default)]
+    pub snapshots: SnapshotsSection,
 }
 
 /// `[capture]`: the flags of `record` and `live` that say what to capture.
@@ -188,6 +231,28 @@ pub struct RecordSection {
     pub redact: Option<bool>,
 }
 
+/// `[snapshots]`: the flight recorder (`--snapshot-on` and its companions).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_on: Option<SnapshotMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flight_keep: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flight_memory: Option<SizeValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_max_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_max_bytes: Option<SizeValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots_per_day: Option<u32>,
+}
+
 /// Where findings are written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindingsTarget {
@@ -219,6 +284,8 @@ pub struct AgentConfig {
     pub capture: CaptureArgs,
     pub analyzer: AnalyzerArgs,
     pub record: Option<RecordConfig>,
+    /// The flight recorder's policy; `None`: no snapshots.
+    pub snapshots: Option<FlightPolicy>,
 }
 
 #[derive(Debug, Error)]
@@ -418,6 +485,7 @@ impl AgentConfig {
             }
             None => None,
         };
+        let snapshots = snapshots(args, &file.snapshots)?;
 
         Ok(AgentConfig {
             metrics_addr,
@@ -429,6 +497,7 @@ impl AgentConfig {
             capture,
             analyzer,
             record,
+            snapshots,
         })
     }
 
@@ -495,6 +564,25 @@ impl AgentConfig {
                 },
                 None => RecordSection::default(),
             },
+            snapshots: match &self.snapshots {
+                Some(p) => SnapshotsSection {
+                    snapshot_on: Some(match p.on {
+                        SnapshotOn::Violation => SnapshotMode::Violation,
+                        SnapshotOn::NearMiss => SnapshotMode::NearMiss,
+                    }),
+                    snapshot_dir: Some(p.dir.clone()),
+                    flight_keep: text(p.keep),
+                    flight_memory: Some(SizeValue::Bytes(p.memory)),
+                    snapshot_after: text(p.after),
+                    snapshot_max_count: Some(p.max_count),
+                    snapshot_max_bytes: Some(SizeValue::Bytes(p.max_bytes)),
+                    snapshots_per_day: Some(p.per_day),
+                },
+                None => SnapshotsSection {
+                    snapshot_on: Some(SnapshotMode::Off),
+                    ..SnapshotsSection::default()
+                },
+            },
         }
     }
 
@@ -502,6 +590,100 @@ impl AgentConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(&self.to_file()).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
+}
+
+/// The flight recorder's policy from the flags and `[snapshots]` (flags
+/// win), or `None` when snapshots are off. The other settings may stay in
+/// the file while `--snapshot-on off` turns snapshots off.
+fn snapshots(args: &AgentArgs, s: &SnapshotsSection) -> Result<Option<FlightPolicy>, ConfigError> {
+    let on = match args.snapshot_on.or(s.snapshot_on) {
+        None | Some(SnapshotMode::Off) => SnapshotMode::Off,
+        Some(m) => m,
+    };
+    let d = FlightPolicy::default();
+    let keep = match args.flight_keep {
+        Some(k) => k,
+        None => duration("snapshots.flight_keep", s.flight_keep.as_ref())?.unwrap_or(d.keep),
+    };
+    let after = match args.snapshot_after {
+        Some(a) => a,
+        None => duration("snapshots.snapshot_after", s.snapshot_after.as_ref())?.unwrap_or(d.after),
+    };
+    let memory = match args.flight_memory {
+        Some(m) => m,
+        None => size("snapshots.flight_memory", s.flight_memory.as_ref())?.unwrap_or(d.memory),
+    };
+    let max_bytes = match args.snapshot_max_bytes {
+        Some(m) => m,
+        None => size(
+            "snapshots.snapshot_max_bytes",
+            s.snapshot_max_bytes.as_ref(),
+        )?
+        .unwrap_or(d.max_bytes),
+    };
+    let max_count = args
+        .snapshot_max_count
+        .or(s.snapshot_max_count)
+        .unwrap_or(d.max_count);
+    let per_day = args
+        .snapshots_per_day
+        .or(s.snapshots_per_day)
+        .unwrap_or(d.per_day);
+    let min_memory = crate::flight::MIN_MEMORY;
+    if keep.is_zero() {
+        return Err(bad("snapshots.flight_keep", "must be longer than zero"));
+    }
+    if memory < min_memory {
+        return Err(bad(
+            "snapshots.flight_memory",
+            format!("must be at least {} KiB", min_memory >> 10),
+        ));
+    }
+    if max_count == 0 {
+        return Err(bad("snapshots.snapshot_max_count", "must be at least 1"));
+    }
+    if per_day == 0 {
+        return Err(bad("snapshots.snapshots_per_day", "must be at least 1"));
+    }
+    if max_bytes < memory.saturating_add(1 << 20) {
+        return Err(bad(
+            "snapshots.snapshot_max_bytes",
+            format!(
+                "must exceed flight_memory ({memory} bytes) by at least 1 MiB, or no snapshot \
+                 with a full buffer fits"
+            ),
+        ));
+    }
+    let on = match on {
+        SnapshotMode::Off => return Ok(None),
+        SnapshotMode::Violation => SnapshotOn::Violation,
+        SnapshotMode::NearMiss => SnapshotOn::NearMiss,
+    };
+    let policy = FlightPolicy {
+        keep,
+        memory,
+        after,
+        // A repeat may stretch the after-window to a minute, never below
+        // what was asked for.
+        after_max: d.after_max.max(after),
+        on,
+        max_count,
+        max_bytes,
+        // One file must hold the buffer written at the trigger and the
+        // after-window: four buffers' worth, never below the default.
+        snapshot_bytes: d.snapshot_bytes.max(memory.saturating_mul(4)),
+        per_day,
+        cooldown: d.cooldown,
+        dir: args
+            .snapshot_dir
+            .clone()
+            .or_else(|| s.snapshot_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SNAPSHOT_DIR)),
+    };
+    policy
+        .validate()
+        .map_err(|e| bad("snapshots", e.to_string()))?;
+    Ok(Some(policy))
 }
 
 /// A duration as the parsers read it back: `60s`, `50ms`, or fractional
@@ -662,10 +844,14 @@ rotate_keep = 3
             .unwrap_err()
             .to_string();
         assert!(e.contains("`ring`"), "{e}");
-        let e = merged(&[], "[snapshots]\nkeep = 1")
+        let e = merged(&[], "[snapshot]\nsnapshot_on = \"violation\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("snapshots"), "{e}");
+        assert!(e.contains("`snapshot`"), "{e}");
+        let e = merged(&[], "[snapshots]\nkeep = \"5s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`keep`"), "{e}");
         let e = merged(&[], "heartbeat = \"5x\"").unwrap_err().to_string();
         assert!(
             e.starts_with("`heartbeat`: `5x` has an unknown unit"),
@@ -702,6 +888,10 @@ rotate_keep = 3
                 &["--stats", "--unfiltered", "--wakeup-bytes", "1M"][..],
                 FILE,
             ),
+            (
+                &["--snapshot-on", "near-miss", "--flight-memory", "8M"][..],
+                FILE,
+            ),
         ] {
             // Every effective setting is printed (defaults resolved), so
             // the text is a fixed point, and what it gives is what was
@@ -714,6 +904,7 @@ rotate_keep = 3
                 (&again.findings, again.heartbeat, &again.record),
                 (&c.findings, c.heartbeat, &c.record)
             );
+            assert_eq!(again.snapshots, c.snapshots);
             assert_eq!(
                 again.capture.load_options().unwrap().ring_bytes,
                 c.capture.load_options().unwrap().ring_bytes
@@ -728,6 +919,119 @@ rotate_keep = 3
     }
 
     #[test]
+    fn snapshots_are_off_unless_asked_for_and_flags_override_the_section() {
+        let c = merged(&[], "").unwrap();
+        assert_eq!(c.snapshots, None);
+        // Settings without `snapshot_on` keep them off.
+        let c = merged(&[], "[snapshots]\nflight_keep = \"10s\"").unwrap();
+        assert_eq!(c.snapshots, None);
+
+        let file = r#"
+[snapshots]
+snapshot_on = "violation"
+snapshot_dir = "/var/lib/detector/snapshots"
+flight_keep = "20s"
+flight_memory = "32M"
+snapshot_after = "3s"
+snapshot_max_count = 10
+snapshot_max_bytes = "1G"
+snapshots_per_day = 5
+"#;
+        let p = merged(&[], file).unwrap().snapshots.unwrap();
+        assert_eq!(p.on, SnapshotOn::Violation);
+        assert_eq!(p.dir, PathBuf::from(DEFAULT_SNAPSHOT_DIR));
+        assert_eq!(p.keep, Duration::from_secs(20));
+        assert_eq!(p.memory, 32 << 20);
+        assert_eq!(p.after, Duration::from_secs(3));
+        assert_eq!((p.max_count, p.max_bytes, p.per_day), (10, 1 << 30, 5));
+
+        let p = merged(
+            &[
+                "--snapshot-on",
+                "near-miss",
+                "--snapshot-dir",
+                "/tmp/snaps",
+                "--flight-keep",
+                "30s",
+                "--flight-memory",
+                "64M",
+                "--snapshot-after",
+                "5s",
+                "--snapshots-per-day",
+                "9",
+            ],
+            file,
+        )
+        .unwrap()
+        .snapshots
+        .unwrap();
+        assert_eq!(p.on, SnapshotOn::NearMiss);
+        assert_eq!(p.dir, PathBuf::from("/tmp/snaps"));
+        assert_eq!(p.keep, Duration::from_secs(30));
+        assert_eq!(p.memory, 64 << 20);
+        assert_eq!(p.after, Duration::from_secs(5));
+        assert_eq!(p.per_day, 9);
+        // Not given: still the file's.
+        assert_eq!((p.max_count, p.max_bytes), (10, 1 << 30));
+        // A large buffer gets a snapshot file that holds it.
+        assert!(p.snapshot_bytes >= 2 * p.memory);
+
+        // `off` on the command line wins over the file.
+        let c = merged(&["--snapshot-on", "off"], file).unwrap();
+        assert_eq!(c.snapshots, None);
+        // The file's `near_miss` spelling is accepted too.
+        let c = merged(&[], "[snapshots]\nsnapshot_on = \"near_miss\"").unwrap();
+        assert_eq!(c.snapshots.unwrap().on, SnapshotOn::NearMiss);
+    }
+
+    #[test]
+    fn bad_snapshot_settings_are_named_in_one_sentence() {
+        for (argv, file, key) in [
+            (
+                &["--snapshot-on", "violation"][..],
+                "[snapshots]\nflight_keep = \"0s\"",
+                "`snapshots.flight_keep`",
+            ),
+            (
+                &["--snapshot-on", "violation", "--flight-memory", "1K"][..],
+                "",
+                "`snapshots.flight_memory`",
+            ),
+            (
+                &["--snapshot-on", "violation", "--snapshots-per-day", "0"][..],
+                "",
+                "`snapshots.snapshots_per_day`",
+            ),
+            (
+                &["--snapshot-on", "violation", "--snapshot-max-count", "0"][..],
+                "",
+                "`snapshots.snapshot_max_count`",
+            ),
+            (
+                &["--snapshot-on", "violation", "--snapshot-max-bytes", "64M"][..],
+                "",
+                "`snapshots.snapshot_max_bytes`",
+            ),
+            (
+                &[][..],
+                "[snapshots]\nsnapshot_on = \"violation\"\nflight_memory = \"4Q\"",
+                "`snapshots.flight_memory`",
+            ),
+        ] {
+            let e = merged(argv, file).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = merged(&[], "[snapshots]\nsnapshot_on = \"info\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("info"), "{e}");
+        assert!(Cli::command()
+            .try_get_matches_from(["agent", "--snapshot-on", "info"])
+            .is_err());
+    }
+
+    #[test]
     fn the_packaged_configuration_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
         let file = ConfigFile::load(&path).unwrap();
@@ -738,5 +1042,8 @@ rotate_keep = 3
             FindingsTarget::File("/var/lib/detector/findings.jsonl".into())
         );
         assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS_ADDR.parse().unwrap()));
+        let p = c.snapshots.unwrap();
+        assert_eq!(p.on, SnapshotOn::Violation);
+        assert_eq!(p.dir, PathBuf::from(DEFAULT_SNAPSHOT_DIR));
     }
 }

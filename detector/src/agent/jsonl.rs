@@ -1,7 +1,7 @@
 //! The agent's findings stream: JSON lines to standard output or a file.
 //!
 //! Every line is one object with `schema` ([`SCHEMA`]), `type`
-//! (`finding`, `stats` or `lost`), `time_unix_ms` (wall clock when
+//! (`finding`, `stats`, `lost` or `snapshot`), `time_unix_ms` (wall clock when
 //! written), `boot_id` and `kernel_release`; a `finding` line's other keys
 //! are the finding exactly as `replay --format json` lists it (the
 //! analyzer's [`Finding`], serialized by serde), so one line parses as a
@@ -24,13 +24,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::metrics::AgentMetrics;
-use crate::analyzer::Finding;
+use crate::analyzer::{Finding, RuleId, Severity};
+use crate::flight::SnapshotState;
 use crate::groups::SeverityCounts;
 use crate::present::report::ProbeCount;
 use crate::trace::PRIVATE_MODE;
 
-/// Version of the line format. Fields are only ever added within a
-/// version; a change that renames or removes one raises it.
+/// Version of the line format. Fields and line types are only ever added
+/// within a version (readers skip types they do not know); a change that
+/// renames or removes one raises it.
 pub const SCHEMA: u32 = 1;
 
 /// First wait before a broken output is reopened; doubled per failure.
@@ -61,6 +63,22 @@ pub struct LostLine<'a> {
     pub new: u64,
     /// Stream time (CLOCK_MONOTONIC ns) where the loss was seen.
     pub ts_ns: u64,
+}
+
+/// The flight recorder closed a snapshot on disk.
+#[derive(Debug, Serialize)]
+pub struct SnapshotLine<'a> {
+    /// The trace (`detector replay` reads it) and its manifest.
+    pub path: &'a Path,
+    pub manifest: &'a Path,
+    /// The finding that triggered it: its id (as on its `finding` line),
+    /// rule and severity.
+    pub finding_id: u64,
+    pub rule: RuleId,
+    pub severity: Severity,
+    /// `complete`, `cut_size`, `cut_budget` or `stream_ended`.
+    pub state: SnapshotState,
+    pub trace_bytes: u64,
 }
 
 /// Problems the agent counted and went on after.
@@ -242,6 +260,10 @@ impl JsonlOutput {
 
     pub fn lost(&mut self, l: &LostLine<'_>) {
         self.line("lost", 2, l);
+    }
+
+    pub fn snapshot(&mut self, l: &SnapshotLine<'_>) {
+        self.line("snapshot", 3, l);
     }
 
     /// Writes what is buffered (once per pull).

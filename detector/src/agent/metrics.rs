@@ -22,6 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::analyzer::{Analyzer, RuleId, Severity, WindowKind, WindowStats};
 use crate::bpfstats::ProbeCost;
+use crate::flight::FlightStats;
 use crate::plan::{AttachMode, PlanEntry};
 
 /// The OpenMetrics text format's content type.
@@ -132,8 +133,11 @@ pub struct AgentMetrics {
     malformed: AtomicU64,
     windows: [WindowSeries; 4],
     recording_bytes: AtomicU64,
-    /// JSON lines written, by type (finding, stats, lost).
-    pub lines: [AtomicU64; 3],
+    /// JSON lines written, by type (finding, stats, lost, snapshot).
+    pub lines: [AtomicU64; 4],
+    /// The flight recorder's counters; shown only when it runs.
+    flight_on: AtomicBool,
+    flight: FlightSeries,
     pub problems: Problems,
     running: AtomicBool,
     /// Milliseconds after `started` when the loop last finished a pull.
@@ -141,7 +145,24 @@ pub struct AgentMetrics {
 }
 
 /// The JSON line types, in [`AgentMetrics::lines`] order.
-pub const LINE_TYPES: [&str; 3] = ["finding", "stats", "lost"];
+pub const LINE_TYPES: [&str; 4] = ["finding", "stats", "lost", "snapshot"];
+
+/// The flight recorder's statistics, copied once per pull.
+#[derive(Debug, Default)]
+struct FlightSeries {
+    written: AtomicU64,
+    merged: AtomicU64,
+    /// By reason, in [`SUPPRESS_REASONS`] order.
+    suppressed: [AtomicU64; 3],
+    errors: AtomicU64,
+    buffered_bytes: AtomicU64,
+    buffered_ns: AtomicU64,
+    on_disk_count: AtomicU64,
+    on_disk_bytes: AtomicU64,
+}
+
+/// Why a snapshot was not written, in [`FlightSeries::suppressed`] order.
+pub const SUPPRESS_REASONS: [&str; 3] = ["budget", "rate", "busy"];
 
 /// What `/healthz` and `/readyz` answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +266,8 @@ impl AgentMetrics {
             windows: Default::default(),
             recording_bytes: AtomicU64::new(0),
             lines: Default::default(),
+            flight_on: AtomicBool::new(false),
+            flight: FlightSeries::default(),
             problems: Problems::default(),
             running: AtomicBool::new(false),
             last_loop_ms: AtomicU64::new(0),
@@ -318,6 +341,27 @@ impl AgentMetrics {
     /// Ring-buffer records of the wrong size, so far.
     pub fn set_malformed(&self, n: u64) {
         self.malformed.store(n, Relaxed);
+    }
+
+    /// The flight recorder's statistics (once per pull); the first call
+    /// makes its series appear.
+    pub fn publish_flight(&self, st: &FlightStats) {
+        let f = &self.flight;
+        f.written.store(st.written, Relaxed);
+        f.merged.store(st.merged, Relaxed);
+        for (slot, n) in
+            f.suppressed
+                .iter()
+                .zip([st.suppressed_budget, st.suppressed_rate, st.suppressed_busy])
+        {
+            slot.store(n, Relaxed);
+        }
+        f.errors.store(st.errors, Relaxed);
+        f.buffered_bytes.store(st.buffered_bytes, Relaxed);
+        f.buffered_ns.store(st.buffered_span_ns, Relaxed);
+        f.on_disk_count.store(st.on_disk_count, Relaxed);
+        f.on_disk_bytes.store(st.on_disk_bytes, Relaxed);
+        self.flight_on.store(true, Relaxed);
     }
 
     pub fn set_recording_bytes(&self, n: u64) {
@@ -734,6 +778,71 @@ impl Collector for Scrape {
                 .zip(&m.lines)
                 .map(|(t, n)| ([("type", *t)], n.load(Relaxed))),
         )?;
+
+        if m.flight_on.load(Relaxed) {
+            let f = &m.flight;
+            counter(
+                e,
+                "detector_snapshots_written",
+                "Flight-recorder snapshots closed on disk.",
+                None,
+                f.written.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "detector_snapshots_merged",
+                "Triggers that repeated a finding already in a snapshot (open, or closed within \
+                 the cool-down).",
+                None,
+                f.merged.load(Relaxed),
+            )?;
+            counter_vec(
+                e,
+                "detector_snapshots_suppressed",
+                "Snapshots not written, by reason: the directory's budget, the daily rate, too \
+                 many open.",
+                None,
+                SUPPRESS_REASONS
+                    .iter()
+                    .zip(&f.suppressed)
+                    .map(|(r, n)| ([("reason", *r)], n.load(Relaxed))),
+            )?;
+            counter(
+                e,
+                "detector_snapshot_write_errors",
+                "Snapshots that failed to write (their files removed).",
+                None,
+                f.errors.load(Relaxed),
+            )?;
+            gauge(
+                e,
+                "detector_flight_buffered",
+                "Bytes the flight recorder's in-memory buffer holds.",
+                Some(&Unit::Bytes),
+                f.buffered_bytes.load(Relaxed) as f64,
+            )?;
+            gauge(
+                e,
+                "detector_flight_buffered_span",
+                "Stream time between the oldest and the newest item the buffer holds.",
+                Some(&Unit::Seconds),
+                f.buffered_ns.load(Relaxed) as f64 / 1e9,
+            )?;
+            gauge(
+                e,
+                "detector_snapshots_on_disk",
+                "Snapshots of this recorder in the directory (as last counted).",
+                None,
+                f.on_disk_count.load(Relaxed) as f64,
+            )?;
+            gauge(
+                e,
+                "detector_snapshots_on_disk_size",
+                "Bytes those snapshots (traces and manifests) take.",
+                Some(&Unit::Bytes),
+                f.on_disk_bytes.load(Relaxed) as f64,
+            )?;
+        }
 
         let health = m.health();
         gauge(

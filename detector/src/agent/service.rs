@@ -44,6 +44,8 @@ pub enum AgentError {
     #[error("cannot start the metrics endpoint: {0}")]
     Server(#[source] std::io::Error),
     #[error(transparent)]
+    Flight(#[from] crate::flight::FlightError),
+    #[error(transparent)]
     Privileges(#[from] PrivilegeError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -167,6 +169,25 @@ pub fn run(
         ),
         None => None,
     };
+    // The header carries the analyzer's configuration, so that every
+    // snapshot replays with the live stream's settings.
+    let flight = match &cfg.snapshots {
+        Some(policy) => {
+            let fr = crate::flight::FlightRecorder::new(&header, policy.clone())?;
+            let st = fr.stats();
+            log::info!(
+                "snapshots on {} findings in {} ({} there already, {} bytes); buffer {} or {} MiB",
+                policy.on.name(),
+                policy.dir.display(),
+                st.on_disk_count,
+                st.on_disk_bytes,
+                super::config::format_duration(policy.keep),
+                policy.memory >> 20
+            );
+            Some(fr)
+        }
+        None => None,
+    };
     let listener: Option<TcpListener> = match cfg.metrics_addr {
         Some(addr) => Some(http::bind(addr).map_err(|source| AgentError::Listen { addr, source })?),
         None => None,
@@ -174,8 +195,8 @@ pub fn run(
 
     // Attached, statistics on, the files open and the port bound: from
     // here the agent reads the ring and the maps, and creates files only
-    // in the findings' and the recording's directories (a reopen, a
-    // rotation).
+    // in the findings', the recording's and the snapshots' directories (a
+    // reopen, a rotation, a snapshot).
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let FindingsTarget::File(p) = &cfg.findings {
         dirs.push(parent_dir(p));
@@ -183,6 +204,10 @@ pub fn run(
     if let Some(r) = &cfg.record {
         dirs.push(parent_dir(&r.path));
     }
+    if let Some(p) = &cfg.snapshots {
+        dirs.push(p.dir.clone());
+    }
+    dirs.sort();
     dirs.dedup();
     let mut checks: Vec<Box<dyn FnMut() -> bool>> = dirs
         .iter()
@@ -197,12 +222,12 @@ pub fn run(
             candidates: privileges::DIRECTORY_CANDIDATES,
             check: &mut **one,
         }))?,
-        [a, b, ..] => {
-            // Both directories in one check: the set kept must serve both.
-            let mut both = || a() && b();
+        many => {
+            // Every directory in one check: the set kept must serve all.
+            let mut all = || many.iter_mut().all(|c| c());
             source.drop_privileges(Some(Need {
                 candidates: privileges::DIRECTORY_CANDIDATES,
-                check: &mut both,
+                check: &mut all,
             }))?
         }
     };
@@ -223,6 +248,9 @@ pub fn run(
         reopen,
         recorder.as_ref().map(|_| requests.clone()),
     );
+    if let Some(fr) = flight {
+        sink = sink.with_flight(fr);
+    }
     let mut pipeline = Pipeline::new(&mut source)
         .analyze(&setup)
         .wait(cfg.capture.drain_every)

@@ -5,21 +5,24 @@
 //! Per item it looks at the findings the analyzer completed (usually
 //! none) and at lost-event records (rare): no counting per event, no lock.
 //! Everything else happens once per pull: the analyzer's own counters are
-//! copied into the metrics, the window histograms once a second. Other
-//! components that want every item (a flight recorder) become one more
-//! field whose `item` [`AgentSink::item`] calls.
+//! copied into the metrics, the window histograms once a second. The
+//! flight recorder, when snapshots are on, is one more field: it sees
+//! every item (it buffers them), and once per pull its clock is advanced,
+//! its notices logged, a `snapshot` line written for each snapshot it
+//! closed, and its statistics copied into the metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use detector_common::{ProbeId, MAX_PROBES};
 
-use super::jsonl::{JsonlOutput, LostLine, ProblemCounts, StatsLine};
+use super::jsonl::{JsonlOutput, LostLine, ProblemCounts, SnapshotLine, StatsLine};
 use super::metrics::{AgentMetrics, WINDOW_BUCKETS_NS};
 use super::recording::Requests;
 use crate::analyzer::{Analyzer, Finding};
 use crate::bpfstats::CostUpdate;
 use crate::event::StreamItem;
+use crate::flight::{FlightRecorder, NoticeLevel};
 use crate::groups::SeverityCounts;
 use crate::present::report::ProbeCount;
 use crate::stream::{Ctx, Sink};
@@ -52,6 +55,7 @@ pub struct AgentSink {
     /// out: a sustained loss logs one line per [`LOST_LOG_EVERY`].
     lost_unlogged: u64,
     next_lost_log: Instant,
+    flight: Option<FlightRecorder>,
 }
 
 /// Least time between two log messages about lost events.
@@ -83,7 +87,45 @@ impl AgentSink {
             scratch: [0; WINDOW_BUCKETS_NS.len()],
             lost_unlogged: 0,
             next_lost_log: now,
+            flight: None,
         }
+    }
+
+    /// Snapshots: `recorder` sees every item and the findings.
+    pub fn with_flight(mut self, recorder: FlightRecorder) -> AgentSink {
+        self.metrics.publish_flight(recorder.stats());
+        self.flight = Some(recorder);
+        self
+    }
+
+    pub fn flight(&self) -> Option<&FlightRecorder> {
+        self.flight.as_ref()
+    }
+
+    /// The recorder's notices to the log, its closed snapshots to the
+    /// JSON lines, its statistics to the metrics.
+    fn flight_report(&mut self) {
+        let Some(fr) = self.flight.as_mut() else {
+            return;
+        };
+        for n in fr.take_notices() {
+            match n.level {
+                NoticeLevel::Info => log::info!("{}", n.text),
+                NoticeLevel::Warn => log::warn!("{}", n.text),
+            }
+        }
+        for w in fr.take_written() {
+            self.out.snapshot(&SnapshotLine {
+                path: &w.trace,
+                manifest: &w.manifest,
+                finding_id: w.finding_id,
+                rule: w.rule,
+                severity: w.severity,
+                state: w.state,
+                trace_bytes: w.trace_bytes,
+            });
+        }
+        self.metrics.publish_flight(fr.stats());
     }
 
     pub fn findings(&self) -> &SeverityCounts {
@@ -163,6 +205,13 @@ impl AgentSink {
     /// Between pulls: counters to the metrics, SIGHUP, retries, the
     /// heartbeat, and the output flushed.
     fn tick(&mut self, ctx: &mut Ctx<'_>, now: Instant) {
+        if let Some(fr) = self.flight.as_mut() {
+            // A quiet stream's snapshot closes by the source's clock.
+            if let Some(t) = ctx.source.clock_ns() {
+                fr.tick_at(t);
+            }
+        }
+        self.flight_report();
         let m = &self.metrics;
         m.loop_alive();
         if let Some(a) = ctx.analyzer {
@@ -216,10 +265,13 @@ impl AgentSink {
 impl Sink for AgentSink {
     fn item(
         &mut self,
-        _index: u64,
+        index: u64,
         item: &StreamItem,
         found: &mut Vec<Finding>,
     ) -> std::io::Result<()> {
+        if let Some(fr) = self.flight.as_mut() {
+            fr.item(index, item, found);
+        }
         if let StreamItem::Lost {
             ts_ns,
             probe,
@@ -247,6 +299,11 @@ impl Sink for AgentSink {
     fn finish(&mut self, found: &mut Vec<Finding>, ctx: &mut Ctx<'_>) -> std::io::Result<()> {
         // What the analyzer's finish completed (windows still open).
         self.found(found);
+        // A stop (SIGTERM) closes the snapshots still open, cut short.
+        if let Some(fr) = self.flight.as_mut() {
+            fr.finish(found);
+        }
+        self.flight_report();
         let m = &self.metrics;
         if let Some(a) = ctx.analyzer {
             m.publish_analyzer(a);

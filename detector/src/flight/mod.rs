@@ -26,7 +26,7 @@ pub use manifest::{
     Covered, EvidenceCover, Losses, Manifest, PolicyRecord, SnapshotState, Window, COVERED_MAX,
     MANIFEST_VERSION,
 };
-pub use policy::{FlightPolicy, SnapshotOn};
+pub use policy::{FlightPolicy, SnapshotOn, MIN_MEMORY};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
@@ -43,7 +43,7 @@ use crate::stream::{Ctx, Sink};
 use crate::trace::{TraceEnd, TraceError, TraceHeader, TraceWriter};
 
 use ring::{apply_lost, LostTotals, Ring};
-use store::{realtime_now_ns, Store, TRACE_EXT};
+use store::{realtime_now_ns, Store, MANIFEST_EXT, TRACE_EXT};
 
 /// Snapshots written at the same time, at most: a finding whose evidence
 /// starts before every open snapshot's window gets its own.
@@ -123,6 +123,21 @@ pub struct FlightStats {
 pub struct Notice {
     pub level: NoticeLevel,
     pub text: String,
+}
+
+/// A snapshot that was closed on disk: what a service says about it (the
+/// agent's `snapshot` line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenSnapshot {
+    pub trace: PathBuf,
+    pub manifest: PathBuf,
+    pub rule: RuleId,
+    pub severity: Severity,
+    /// The trigger finding's id (the live stream's).
+    pub finding_id: u64,
+    /// `complete`, `cut_size`, `cut_budget` or `stream_ended`.
+    pub state: SnapshotState,
+    pub trace_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +230,7 @@ pub struct FlightRecorder {
     refusal_noticed_at: Option<u64>,
     stats: FlightStats,
     notices: VecDeque<Notice>,
+    written: VecDeque<WrittenSnapshot>,
 }
 
 impl FlightRecorder {
@@ -259,6 +275,7 @@ impl FlightRecorder {
             refusal_noticed_at: None,
             stats,
             notices: VecDeque::new(),
+            written: VecDeque::new(),
         })
     }
 
@@ -274,6 +291,12 @@ impl FlightRecorder {
     /// oldest first.
     pub fn take_notices(&mut self) -> Vec<Notice> {
         self.notices.drain(..).collect()
+    }
+
+    /// Snapshots closed on disk since the last call, oldest first (at most
+    /// the last 256 when nobody takes them).
+    pub fn take_written(&mut self) -> Vec<WrittenSnapshot> {
+        self.written.drain(..).collect()
     }
 
     /// Every stream item in order, with the findings it completed (what a
@@ -793,6 +816,18 @@ impl FlightRecorder {
             bytes,
             state_name(state)
         );
+        if self.written.len() >= NOTICES_MAX {
+            self.written.pop_front();
+        }
+        self.written.push_back(WrittenSnapshot {
+            trace: self.store.path(&meta.stem, TRACE_EXT),
+            manifest: self.store.path(&meta.stem, MANIFEST_EXT),
+            rule: m.trigger.rule,
+            severity: m.trigger.severity,
+            finding_id: m.trigger.id,
+            state,
+            trace_bytes: bytes,
+        });
         let until = m.window.end_ns.saturating_add(self.policy.cooldown_ns());
         self.remember(meta.keys, until);
         self.notice(NoticeLevel::Info, text);

@@ -99,7 +99,7 @@ impl Default for FlightPolicy {
 
 /// Least ring size: a few chunks of the smallest size, so that dropping
 /// the oldest chunk never empties the ring.
-pub(crate) const MIN_MEMORY: u64 = 64 << 10;
+pub const MIN_MEMORY: u64 = 64 << 10;
 
 impl FlightPolicy {
     pub(crate) fn validate(&self) -> Result<(), FlightError> {

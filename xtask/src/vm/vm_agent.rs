@@ -7,6 +7,12 @@
 //!   field for field, the findings the host's replay of the recording
 //!   reports; `stats` heartbeats came during the run and a `final` one
 //!   last, counting those findings.
+//! - `snapshots/`: the agent ran with `--snapshot-on near-miss`
+//!   (`AGENT_SNAPSHOTS`); at least one `snapshot` line, each naming a
+//!   trace and manifest that are on the disk, whose trigger is one of the
+//!   finding lines, and whose trace, replayed on the host with the
+//!   configuration its header holds, reports the trigger again (same rule,
+//!   severity and objects).
 //! - `metrics.txt`, scraped in the guest after the workload, between two
 //!   snapshots of the findings file: per rule and severity, its
 //!   `detector_findings_total` lies between the two snapshots' counts.
@@ -16,6 +22,9 @@ use std::fs;
 use std::path::Path;
 
 use detector::analyzer::Finding;
+use detector::flight::Manifest;
+use detector::sinks::analyze_file_with_stats;
+use detector::stream::{ConfigChoice, Overrides};
 use serde_json::Value;
 
 use super::vm_check::Verdict;
@@ -85,7 +94,10 @@ pub(crate) fn check_agent(dir: &Path, replayed: &[Finding], v: &mut Verdict) {
         .iter()
         .filter(|l| {
             l["schema"] != 1
-                || !matches!(l["type"].as_str(), Some("finding" | "stats" | "lost"))
+                || !matches!(
+                    l["type"].as_str(),
+                    Some("finding" | "stats" | "lost" | "snapshot")
+                )
                 || l["boot_id"].as_str().is_none_or(str::is_empty)
                 || l["kernel_release"].as_str().is_none_or(str::is_empty)
         })
@@ -235,6 +247,100 @@ pub(crate) fn check_agent(dir: &Path, replayed: &[Finding], v: &mut Verdict) {
     ));
 }
 
+/// The file name of a path the guest wrote, found in the results copied
+/// to `dir/snapshots`.
+fn on_host(dir: &Path, guest_path: &Value) -> Option<std::path::PathBuf> {
+    let name = Path::new(guest_path.as_str()?).file_name()?;
+    Some(dir.join("snapshots").join(name))
+}
+
+/// The snapshots of a run whose agent had them on (the guest's always
+/// does, `AGENT_SNAPSHOTS`): checked against its findings file.
+pub(crate) fn check_agent_snapshots(dir: &Path, v: &mut Verdict) {
+    // When it cannot be read, check_agent has said so.
+    let Ok(lines) = read_lines(&dir.join("findings.jsonl")) else {
+        return;
+    };
+    let live: Vec<Finding> = lines
+        .iter()
+        .filter(|l| l["type"] == "finding")
+        .filter_map(|l| serde_json::from_value(l.clone()).ok())
+        .collect();
+    check_snapshots(dir, &lines, &live, v);
+}
+
+/// Each `snapshot` line's files, its trigger among the findings, and the
+/// trigger again in the snapshot's replay.
+pub(crate) fn check_snapshots(dir: &Path, lines: &[Value], live: &[Finding], v: &mut Verdict) {
+    let snaps: Vec<&Value> = lines.iter().filter(|l| l["type"] == "snapshot").collect();
+    if snaps.is_empty() {
+        v.failures.push(
+            "the agent wrote no `snapshot` line (it snapshots near misses, and the workload \
+             makes them)"
+                .to_string(),
+        );
+        return;
+    }
+    let same = |a: &Finding, b: &Finding| {
+        a.rule == b.rule && a.severity == b.severity && a.objects == b.objects
+    };
+    let mut replayed_ok = 0;
+    let mut bytes = 0;
+    for l in &snaps {
+        let (Some(trace), Some(manifest)) =
+            (on_host(dir, &l["path"]), on_host(dir, &l["manifest"]))
+        else {
+            v.failures
+                .push(format!("a snapshot line names no files: {l}"));
+            continue;
+        };
+        let m: Manifest = match fs::read(&manifest)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                v.failures
+                    .push(format!("snapshot manifest {}: {e}", manifest.display()));
+                continue;
+            }
+        };
+        if l["finding_id"] != m.trigger.id || !live.contains(&m.trigger) {
+            v.failures.push(format!(
+                "snapshot {}: its trigger #{} is not one of the agent's finding lines",
+                trace.display(),
+                m.trigger.id
+            ));
+        }
+        match analyze_file_with_stats(&trace, ConfigChoice::FromTrace(Overrides::default()), true) {
+            Ok((report, _)) => {
+                let found = report.findings.unwrap_or_default();
+                if found.iter().any(|f| same(f, &m.trigger)) {
+                    replayed_ok += 1;
+                } else {
+                    v.failures.push(format!(
+                        "snapshot {} replays to {} finding(s), none of them its trigger #{} ({} {})",
+                        trace.display(),
+                        found.len(),
+                        m.trigger.id,
+                        m.trigger.rule,
+                        m.trigger.severity
+                    ));
+                }
+            }
+            Err(e) => v
+                .failures
+                .push(format!("snapshot {} does not replay: {e}", trace.display())),
+        }
+        bytes += m.trace_bytes;
+    }
+    v.notes.push(format!(
+        "agent: {} snapshot(s), {:.1} MiB of trace, {replayed_ok} replayed to their trigger",
+        snaps.len(),
+        bytes as f64 / (1 << 20) as f64
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +381,8 @@ mod tests {
         )
     }
 
-    /// A result directory of a good run with `n` findings, scraped at `s`.
+    /// A result directory of a good run with `n` findings, scraped at `s`
+    /// (the snapshot checks are [`snapshots_of_the_real_slice`]'s).
     fn run_dir(n: u64, s: u64) -> (tempfile::TempDir, Vec<Finding>) {
         let d = tempfile::tempdir().unwrap();
         let mut text = stats_line(false, 0);
@@ -302,6 +409,108 @@ mod tests {
             .map(|l| serde_json::from_value(l).unwrap())
             .collect();
         (d, replayed)
+    }
+
+    /// The agent's sink with a near-miss recorder over the committed real
+    /// capture (6.12, madvfree-dio): its lines, snapshots in `dir/snapshots`.
+    fn real_agent_run(dir: &Path) -> Vec<Value> {
+        use detector::agent::jsonl::JsonlOutput;
+        use detector::agent::sink::AgentSink;
+        use detector::agent::AgentMetrics;
+        use detector::analyzer::RuleId;
+        use detector::flight::{FlightPolicy, FlightRecorder, SnapshotOn};
+        use detector::stream::{FileSource, Pipeline, Source, Speed};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        let trace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../detector/testdata/real-madvfree-3400.dtr");
+        let mut src = FileSource::open(&trace, Speed::Max).unwrap();
+        let setup = ConfigChoice::FromTrace(Overrides::default()).setup(&src);
+        let mut header = src.header().clone();
+        header.analyzer_config = Some(setup.config.clone());
+        let metrics = Arc::new(AgentMetrics::new("6.12", &header.plan, RuleId::ALL, false));
+        let out = dir.join("findings.jsonl");
+        let jsonl = JsonlOutput::file(&out, "b", "k", metrics.clone()).unwrap();
+        let policy = FlightPolicy {
+            on: SnapshotOn::NearMiss,
+            // The guest's path is /out/snapshots; the host finds the files
+            // by name under the results' snapshots/.
+            dir: dir.join("snapshots"),
+            after: Duration::from_secs(5),
+            ..FlightPolicy::default()
+        };
+        let mut sink = AgentSink::new(
+            metrics,
+            jsonl,
+            Duration::from_secs(60),
+            Box::new(|| false),
+            None,
+        )
+        .with_flight(FlightRecorder::new(&header, policy).unwrap());
+        Pipeline::new(&mut src)
+            .analyze(&setup)
+            .run(&mut sink)
+            .unwrap();
+        drop(sink);
+        read_lines(&out).unwrap()
+    }
+
+    #[test]
+    fn snapshots_of_the_real_slice() {
+        let d = tempfile::tempdir().unwrap();
+        let lines = real_agent_run(d.path());
+        let live: Vec<Finding> = lines
+            .iter()
+            .filter(|l| l["type"] == "finding")
+            .map(|l| serde_json::from_value(l.clone()).unwrap())
+            .collect();
+        let mut v = Verdict::default();
+        check_snapshots(d.path(), &lines, &live, &mut v);
+        assert!(v.failures.is_empty(), "{:?}", v.failures);
+        assert!(
+            v.notes[0].contains("replayed to their trigger"),
+            "{:?}",
+            v.notes
+        );
+
+        // No snapshot line.
+        let none: Vec<Value> = lines
+            .iter()
+            .filter(|l| l["type"] != "snapshot")
+            .cloned()
+            .collect();
+        let mut v = Verdict::default();
+        check_snapshots(d.path(), &none, &live, &mut v);
+        assert!(
+            v.failures[0].contains("no `snapshot` line"),
+            "{:?}",
+            v.failures
+        );
+
+        // A manifest whose trigger names another folio: not in the replay,
+        // nor among the finding lines.
+        let snap = lines.iter().find(|l| l["type"] == "snapshot").unwrap();
+        let man = on_host(d.path(), &snap["manifest"]).unwrap();
+        let mut m: Value = serde_json::from_slice(&fs::read(&man).unwrap()).unwrap();
+        m["trigger"]["objects"]["folios"] = serde_json::json!(["0xdead000"]);
+        fs::write(&man, serde_json::to_vec(&m).unwrap()).unwrap();
+        let mut v = Verdict::default();
+        check_snapshots(d.path(), &lines, &live, &mut v);
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("none of them its trigger")),
+            "{:?}",
+            v.failures
+        );
+        assert!(
+            v.failures
+                .iter()
+                .any(|f| f.contains("not one of the agent's finding lines")),
+            "{:?}",
+            v.failures
+        );
     }
 
     #[test]

@@ -39,6 +39,13 @@ fn quote_argv(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// The guest's agent keeps a flight recorder and snapshots near misses
+/// (a stock kernel gives them under the madvfree-dio workload) on the
+/// results disk; the host replays each one (`vm_agent`). Bounded so that
+/// a few snapshots of a 30 s buffer fit the disk and the guest's memory.
+pub(crate) const AGENT_SNAPSHOTS: &str = "--snapshot-on near-miss --snapshot-dir /out/snapshots \
+     --flight-memory 32M --snapshot-max-bytes 256M --snapshots-per-day 6";
+
 /// Where the guest's agent serves its metrics.
 pub(crate) const AGENT_ADDR: &str = "127.0.0.1:9464";
 /// The agent's heartbeat in the guest: several during a run.
@@ -151,7 +158,7 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
                 s,
                 "ip link set lo up || log 'cannot bring up lo'\n\
                  detector agent --record /out/trace.dtr --findings /out/findings.jsonl \
-                 --heartbeat {AGENT_HEARTBEAT} --metrics-addr {AGENT_ADDR} {} > /out/record.log 2>&1 &\nDPID=$!",
+                 --heartbeat {AGENT_HEARTBEAT} --metrics-addr {AGENT_ADDR} {AGENT_SNAPSHOTS} {} > /out/record.log 2>&1 &\nDPID=$!",
                 quote_argv(extra)
             );
         } else {

@@ -1251,6 +1251,7 @@ mod tests {
             .find("detector agent --record /out/trace.dtr --findings /out/findings.jsonl")
             .expect("agent");
         assert!(lo < agent && s.contains("--ring-size 4096"));
+        assert!(s.contains(crate::vm::vm_guest::AGENT_SNAPSHOTS));
         let workload = s.find("> /out/workload.log").expect("workload");
         let before = s.find("findings.before-scrape.jsonl").expect("snapshot");
         let scrape = s

@@ -240,6 +240,7 @@ pub(crate) fn check_trace(t: &VmTest, line: KernelLine, dir: &Path, path: &Path,
     check_analysis(t, line, &analyzer, &findings, &losses, v);
     if t.setup.agent {
         super::vm_agent::check_agent(dir, &findings, v);
+        super::vm_agent::check_agent_snapshots(dir, v);
     }
     if let Some(inj) = &t.injected {
         check_injections(t, inj, dir, &findings, &tally.fast_dropped_last, v);
