@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Args, Cap, Guest, Phase, Plan};
+use super::{soak, Args, Cap, Guest, Phase, Plan};
 use crate::vm::vm_guest::{init_script, GuestRun};
 use crate::vm::vm_image::Binaries;
 use crate::vm::vm_kernel::KernelLine;
@@ -101,6 +101,9 @@ cap wake-every-record 0 --wakeup-bytes 0
 cap ring-64M 0 --ring-size 64M
 for ring in {loss_rings}; do for r in {loss_rates}; do cap ring-$ring $r --ring-size $ring; done; done
 fi
+if [ {sk} = 1 ]; then
+{soak_script}
+fi
 echo "done" >> $B
 "#,
         soak = p.soak,
@@ -116,6 +119,8 @@ echo "done" >> $B
         st = on(Phase::Stats),
         lp = on(Phase::Loop),
         cp = on(Phase::Capacity),
+        sk = on(Phase::Soak),
+        soak_script = soak::script(p),
     )
 }
 
@@ -157,7 +162,14 @@ pub(super) fn boot_guest(
         initrd: &b.initrd,
         disks: b.disks.clone(),
         memory: if plan.bpftrace { "1536M" } else { "768M" },
-        timeout: Duration::from_secs(900 + 300 * u64::from(plan.iterations) * 3),
+        timeout: Duration::from_secs(
+            900 + 300 * u64::from(plan.iterations) * 3
+                + if plan.phases.contains(&Phase::Soak) {
+                    60 * u64::from(plan.soak_minutes) + 600
+                } else {
+                    0
+                },
+        ),
         console_log: &console,
         echo: false,
         interactive: false,
@@ -177,7 +189,16 @@ pub(super) fn boot_guest(
     }
     let log = std::fs::read_to_string(res.join("bench.log"))
         .with_context(|| format!("reading {}", res.join("bench.log").display()))?;
-    let guest = parse_guest(&log);
+    let mut guest = parse_guest(&log);
+    if plan.phases.contains(&Phase::Soak) {
+        // The agent's JSON lines, or the stand-in's `live --plain` lines.
+        let dir = res.join("soak");
+        for (name, jsonl) in [("findings.jsonl", true), ("findings.txt", false)] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+                guest.soak.findings = soak::count_findings(&text, jsonl);
+            }
+        }
+    }
     if !guest.done {
         bail!(
             "the guest benchmark stopped early (see {} and {})",
@@ -220,6 +241,7 @@ pub(super) fn parse_guest(log: &str) -> Guest {
                 }
             }
             "done" => g.done = true,
+            t if t.starts_with("soak-") => soak::parse_line(&mut g.soak, t, rest),
             _ => {}
         }
     }
@@ -244,6 +266,34 @@ fn parse_cap(s: &str) -> Option<Cap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guest_script_is_valid_shell_with_every_phase() {
+        let a = Args {
+            quick: false,
+            iterations: 2,
+            no_bpftrace: true,
+            phases: Phase::ALL.iter().copied().chain([Phase::Soak]).collect(),
+            soak_minutes: 3,
+            guest_script: None,
+            extra_bin: Vec::new(),
+        };
+        let script = guest_script(&Plan::new(&a));
+        assert!(script.contains("soak-config") && script.contains("minutes=3"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bench.sh");
+        std::fs::write(&f, &script).unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 
     #[test]
     fn parses_capacity_and_runs() {
