@@ -252,8 +252,7 @@ pub(super) fn parse_line(s: &mut Soak, tag: &str, rest: &str) {
             }
         }
         "soak-exit" => {
-            if let (Some(role), Some(Ok(st))) = (words.first(), words.get(1).map(|w| w.parse()))
-            {
+            if let (Some(role), Some(Ok(st))) = (words.first(), words.get(1).map(|w| w.parse())) {
                 s.exits.push(((*role).to_string(), st));
             }
         }
@@ -586,7 +585,11 @@ pub(super) fn render(p: &Plan, s: &Soak) -> String {
             .filter_map(|(m, x)| x.map(|x| (*m, x.rss_kib)))
             .collect();
         let peak = series.iter().map(|x| x.1).max().unwrap_or(1).max(1);
-        let _ = writeln!(o, "\n`{r}` RSS, MiB per minute (bar: share of the peak, {:.1} MiB):\n\n```", mib(peak));
+        let _ = writeln!(
+            o,
+            "\n`{r}` RSS, MiB per minute (bar: share of the peak, {:.1} MiB):\n\n```",
+            mib(peak)
+        );
         for (m, kib) in series {
             let width = (kib * 50).div_ceil(peak) as usize;
             let _ = writeln!(o, "{m:>4} {:>7.1} {}", mib(kib), "#".repeat(width));
@@ -610,7 +613,7 @@ mod tests {
         let mut events = 0;
         for m in 0..=minutes {
             let rss = 30_000 + u64::from(m) * leak_kib;
-            let fds = 12 + if fd_every == 0 { 0 } else { m / fd_every };
+            let fds = 12 + m.checked_div(fd_every).unwrap_or(0);
             let _ = writeln!(
                 text,
                 "soak-sample {m} agent rss_kb={rss} hwm_kb={rss} fds={fds} threads=4"
@@ -665,7 +668,10 @@ mod tests {
         );
         assert_eq!(s.files[&1], vec![67_108_864, 1000]);
         let h = s.heartbeats[&3];
-        assert_eq!((h.events, h.lost, h.tracked, h.evictions), (12_000_000, 2, 63_000, 30));
+        assert_eq!(
+            (h.events, h.lost, h.tracked, h.evictions),
+            (12_000_000, 2, 63_000, 30)
+        );
         assert_eq!(s.runs.len(), 2);
         assert!(s.done);
         assert_eq!(s.findings.total, 1, "a stats line is not a finding");
@@ -675,16 +681,31 @@ mod tests {
     #[test]
     fn a_gone_process_and_a_bad_heartbeat_are_reported() {
         let mut s = Soak::default();
-        parse_line(&mut s, "soak-config", "mode=agent minutes=2 max_tracked=10 rotate_keep=3");
-        parse_line(&mut s, "soak-sample", "0 agent rss_kb=1 hwm_kb=1 fds=3 threads=1");
+        parse_line(
+            &mut s,
+            "soak-config",
+            "mode=agent minutes=2 max_tracked=10 rotate_keep=3",
+        );
+        parse_line(
+            &mut s,
+            "soak-sample",
+            "0 agent rss_kb=1 hwm_kb=1 fds=3 threads=1",
+        );
         parse_line(&mut s, "soak-sample", "1 agent gone");
         parse_line(&mut s, "soak-stats", "0 ");
         parse_line(&mut s, "soak-stats", "1 {\"type\":\"stats\"}");
         assert_eq!(s.samples["agent"][&1], None);
         assert!(s.heartbeats.is_empty());
-        assert_eq!(s.bad_heartbeats.len(), 1, "an empty line at minute 0 is not bad");
+        assert_eq!(
+            s.bad_heartbeats.len(),
+            1,
+            "an empty line at minute 0 is not bad"
+        );
         let f = failed(&s);
-        assert!(f.iter().any(|w| w.contains("sampled at every minute")), "{f:?}");
+        assert!(
+            f.iter().any(|w| w.contains("sampled at every minute")),
+            "{f:?}"
+        );
         assert!(f.iter().any(|w| w.contains("tracked objects")), "{f:?}");
     }
 
