@@ -49,7 +49,10 @@ S=/out/soak; mkdir -p $S
 if detector agent --help > /dev/null 2>&1; then MODE=agent; else MODE=live+record; fi
 echo "soak-config mode=$MODE minutes=@MIN@ max_tracked=@MT@ rotate_size=@ROT@ rotate_keep=@KEEP@" >> $B
 if [ $MODE = agent ]; then
+  # Its metrics are scraped every minute, as a monitoring system would.
+  ip link set lo up
   detector agent --findings $S/findings.jsonl --heartbeat 60s --max-tracked @MT@ \
+    --metrics-addr 127.0.0.1:9464 \
     --record $S/rec.dtr --rotate-size @ROT@ --rotate-keep @KEEP@ > $S/agent.log 2>&1 & A=$!
   PIDS="agent:$A"; waitfor $S/agent.log 'capabilities kept'
 else
@@ -77,7 +80,8 @@ sample() { m=$1
   done
   echo "soak-files $m $(for f in $S/rec.dtr*; do [ -e "$f" ] && stat -c %s "$f"; done | tr '\n' ' ')" >> $B
   [ -e $S/live.log ] && echo "soak-lost $m $(awk '/lost events:/ {t[$4]=$6} END {s=0; for (k in t) s+=t[k]; print s}' $S/live.log)" >> $B
-  [ -e $S/findings.jsonl ] && echo "soak-stats $m $(grep '"stats"' $S/findings.jsonl | tail -n 1)" >> $B
+  [ -e $S/findings.jsonl ] && echo "soak-stats $m $(grep '"type":"stats"' $S/findings.jsonl | tail -n 1)" >> $B
+  [ $MODE = agent ] && echo "soak-metrics $m $(wget -q -T 10 -O - http://127.0.0.1:9464/metrics 2>/dev/null | grep -c .)" >> $B
 }
 t0=$(cut -d. -f1 /proc/uptime); m=0
 while :; do sample $m; [ $m -ge @MIN@ ] && break; m=$((m+1))
@@ -140,6 +144,8 @@ pub(super) struct Soak {
     pub bad_heartbeats: Vec<String>,
     /// The stand-in's lost total at each minute.
     pub lost: BTreeMap<u32, u64>,
+    /// Lines of the agent's /metrics page at each minute (0: no answer).
+    pub metrics: BTreeMap<u32, u64>,
     pub runs: Vec<Run>,
     /// Exit status of each capture process after SIGINT.
     pub exits: Vec<(String, i32)>,
@@ -171,24 +177,20 @@ fn parse_mem(words: &[&str]) -> Option<Mem> {
     })
 }
 
-/// The agent's `stats` line. Field names are the agent's (docs/agent.md);
-/// `lost` may be a total or an object of per-probe totals.
+/// The agent's `stats` line (docs/agent.md): `events`, `lost` (the total),
+/// `tracked_objects`, `evictions`, `findings_total`.
 pub(super) fn parse_heartbeat(json: &str) -> Option<Heartbeat> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     if v.get("type")?.as_str()? != "stats" {
         return None;
     }
     let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
-    let lost = match v.get("lost")? {
-        serde_json::Value::Object(m) => m.values().filter_map(serde_json::Value::as_u64).sum(),
-        other => other.as_u64()?,
-    };
     Some(Heartbeat {
         events: num("events")?,
-        lost,
-        tracked: num("tracked")?,
+        lost: num("lost")?,
+        tracked: num("tracked_objects")?,
         evictions: num("evictions")?,
-        findings: num("findings")?,
+        findings: num("findings_total")?,
     })
 }
 
@@ -226,6 +228,12 @@ pub(super) fn parse_line(s: &mut Soak, tag: &str, rest: &str) {
         "soak-lost" => {
             if let (Some(m), Some(Ok(n))) = (minute(), words.get(1).map(|w| w.parse())) {
                 s.lost.insert(m, n);
+            }
+        }
+        "soak-metrics" => {
+            if let Some(m) = minute() {
+                let n = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+                s.metrics.insert(m, n);
             }
         }
         "soak-stats" => {
@@ -407,6 +415,22 @@ pub(super) fn verdict(s: &Soak) -> Vec<Check> {
                 )
             } else {
                 format!("unreadable heartbeats: {}", s.bad_heartbeats.join("; "))
+            },
+        ));
+        let silent: Vec<u32> = (0..=last)
+            .filter(|m| s.metrics.get(m).is_none_or(|n| *n == 0))
+            .collect();
+        v.push(check(
+            "the agent's /metrics answered at every minute",
+            silent.is_empty(),
+            if silent.is_empty() {
+                format!(
+                    "{} scrapes, {} lines in the last",
+                    s.metrics.len(),
+                    s.metrics.values().last().copied().unwrap_or(0)
+                )
+            } else {
+                format!("no answer at minute(s) {silent:?}")
             },
         ));
     } else {
@@ -619,11 +643,12 @@ mod tests {
                 "soak-sample {m} agent rss_kb={rss} hwm_kb={rss} fds={fds} threads=4"
             );
             let _ = writeln!(text, "soak-files {m} 67108864 1000 ");
+            let _ = writeln!(text, "soak-metrics {m} 240");
             events += 3_000_000;
             if m > 0 {
                 let _ = writeln!(
                     text,
-                    r#"soak-stats {m} {{"type":"stats","events":{events},"lost":{{"gup_grab":2}},"tracked":{},"evictions":{},"findings":1}}"#,
+                    r#"soak-stats {m} {{"schema":1,"type":"stats","final":false,"events":{events},"lost":2,"tracked_objects":{},"peak_tracked_objects":0,"evictions":{},"findings":{{"violation":0}},"findings_total":1}}"#,
                     60_000 + 1000 * m,
                     m * 10
                 );
@@ -735,6 +760,10 @@ mod tests {
         s.files.insert(9, vec![1, 2, 3, 4]);
         let f = failed(&s);
         assert!(f.len() == 1 && f[0].contains("rotation"), "{f:?}");
+        s.files.insert(9, vec![1, 2, 3]);
+        s.metrics.insert(12, 0);
+        let f = failed(&s);
+        assert!(f.len() == 1 && f[0].contains("/metrics"), "{f:?}");
     }
 
     #[test]
