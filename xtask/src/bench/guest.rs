@@ -35,16 +35,24 @@ B=/out/bench.log
 wl() {{ sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec "$@"' wl "$@"; }}
 # Every step is bounded: a step that hangs is reported (with the blocked
 # tasks' kernel stacks) and the run goes on, instead of stalling the boot.
+# With a pid: every thread of that process too, whatever its state (a
+# process that ignores SIGINT is usually asleep, not blocked or running).
 diag() {{ echo "log hung: $1" >> $B; for p in $(ls /proc | grep '^[0-9]'); do
   st=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null); case "$st" in D|R)
-  echo "log hung-task $p $(cat /proc/$p/comm) $st $(tr '\n' ' ' < /proc/$p/stack 2>/dev/null | cut -c1-300)" >> $B;; esac; done; }}
-bounded() {{ timeout -s KILL {bound} "$@" || echo "log step exited $?: $*" >> $B; }}
+  echo "log hung-task $p $(cat /proc/$p/comm) $st $(tr '\n' ' ' < /proc/$p/stack 2>/dev/null | cut -c1-300)" >> $B;; esac; done
+  [ -n "$2" ] && for t in /proc/$2/task/*; do
+  echo "log hung-thread $2/${{t##*/}} $(cat $t/comm) $(awk '{{print $3}}' $t/stat) wchan=$(cat $t/wchan) $(tr '\n' ' ' < $t/stack 2>/dev/null | cut -c1-400)" >> $B; done; }}
+# The watchdog holds none of the step's output open, so a command
+# substitution around the step ends with the step.
+bounded() {{ "$@" & P=$!
+  ( sleep {bound}; kill -0 $P 2>/dev/null && {{ diag "step did not finish in {bound} s: $*" $P; kill -KILL $P; }} ) > /dev/null 2>&1 & D=$!
+  wait $P; rc=$?; kill $D 2>/dev/null; [ $rc = 0 ] || echo "log step exited $rc: $*" >> $B; }}
 soak() {{ bounded sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec benign-soak {soak}' > /tmp/soak.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/soak.log | cut -d= -f2; }}
 waitfor() {{ i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
 # detector record in the background until `stop`; $1 = log, rest = flags.
 rec() {{ L=$1; shift; detector record --duration 3600s "$@" > $L 2>&1 & T=$!; waitfor $L attached; sleep 1; }}
 stop() {{ kill -INT $T; i=0; while kill -0 $T 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-  if kill -0 $T 2>/dev/null; then diag "pid $T did not exit 60 s after SIGINT"; kill -KILL $T; fi; wait $T; }}
+  if kill -0 $T 2>/dev/null; then diag "pid $T did not exit 60 s after SIGINT" $T; kill -KILL $T; fi; wait $T; }}
 summary() {{ grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' $1; }}
 echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal /proc/meminfo | tr -s ' ')" >> $B
 
