@@ -159,10 +159,24 @@ pub(super) fn boot_guest(
     let b = boot_dir(&vm_root(root).join("6.12/bench"))?;
     prep.stage.pack(&init, &b.initrd)?;
     let console = b.dir.join("console.log");
+    let on = |ph: Phase| plan.phases.contains(&ph);
     println!(
-        "booting 6.12: {} repetition(s) per tracer, {} capacity row(s)…",
-        plan.iterations,
-        plan.capacity_rows()
+        "booting 6.12: {} repetition(s) per tracer, {} capacity row(s){}…",
+        if on(Phase::Overhead) {
+            plan.iterations
+        } else {
+            0
+        },
+        if on(Phase::Capacity) {
+            plan.capacity_rows()
+        } else {
+            0
+        },
+        if on(Phase::Soak) {
+            format!(", a {}-minute soak", plan.soak_minutes)
+        } else {
+            String::new()
+        }
     );
     let started = Instant::now();
     let outcome = boot(&Boot {
