@@ -242,6 +242,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             iterations: 1,
             no_bpftrace: false,
             phases: crate::bench::Phase::ALL.to_vec(),
+            soak_minutes: 30,
             guest_script: None,
             extra_bin: Vec::new(),
         })?;

@@ -6,11 +6,14 @@
 //! kernel older than CAP_BPF), turning BPF statistics on needs
 //! CAP_SYS_ADMIN. After that a capture only reads what it already holds:
 //! the ring buffer is memory mapped, and the lost counters and program
-//! statistics are read through map and program fds, which kernels from 6.5
-//! on allow without any capability and older ones (whose `bpf()` refuses
-//! every command to a caller without CAP_BPF when unprivileged BPF is off)
-//! only with CAP_BPF. Which one this kernel wants is found by trying each
-//! read with fewer capabilities, never by comparing version numbers.
+//! statistics are read through map and program fds. A kernel whose `bpf()`,
+//! with unprivileged BPF off, refuses only map creation and program
+//! loading to a caller without CAP_BPF allows those reads with no
+//! capability at all (6.1 already does: measured in the 6.1 guest, with
+//! `unprivileged_bpf_disabled` at 2); an older one refuses every command
+//! and the reads need CAP_BPF. Which one this kernel wants is found by
+//! trying each read with fewer capabilities, never by comparing version
+//! numbers.
 //!
 //! Capabilities belong to threads: each thread that holds the probes or
 //! may create files drops its own, and threads started afterwards inherit
@@ -113,7 +116,8 @@ pub fn drop_all() -> Result<Kept, PrivilegeError> {
 }
 
 /// Capabilities that reading BPF maps and program information may need
-/// after attaching, fewest first: none (Linux 6.5 and later), CAP_BPF, or
+/// after attaching, fewest first: none (a kernel whose `bpf()` refuses only
+/// object creation to the unprivileged, 6.1 included), CAP_BPF, or
 /// CAP_SYS_ADMIN on a kernel that predates CAP_BPF.
 pub const BPF_READ_CANDIDATES: &[&[Capability]] =
     &[&[], &[Capability::CAP_BPF], &[Capability::CAP_SYS_ADMIN]];

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Args, Cap, Guest, Phase, Plan};
+use super::{soak, Args, Cap, Guest, Phase, Plan};
 use crate::vm::vm_guest::{init_script, GuestRun};
 use crate::vm::vm_image::Binaries;
 use crate::vm::vm_kernel::KernelLine;
@@ -35,16 +35,24 @@ B=/out/bench.log
 wl() {{ sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec "$@"' wl "$@"; }}
 # Every step is bounded: a step that hangs is reported (with the blocked
 # tasks' kernel stacks) and the run goes on, instead of stalling the boot.
+# With a pid: every thread of that process too, whatever its state (a
+# process that ignores SIGINT is usually asleep, not blocked or running).
 diag() {{ echo "log hung: $1" >> $B; for p in $(ls /proc | grep '^[0-9]'); do
   st=$(awk '{{print $3}}' /proc/$p/stat 2>/dev/null); case "$st" in D|R)
-  echo "log hung-task $p $(cat /proc/$p/comm) $st $(tr '\n' ' ' < /proc/$p/stack 2>/dev/null | cut -c1-300)" >> $B;; esac; done; }}
-bounded() {{ timeout -s KILL {bound} "$@" || echo "log step exited $?: $*" >> $B; }}
+  echo "log hung-task $p $(cat /proc/$p/comm) $st $(tr '\n' ' ' < /proc/$p/stack 2>/dev/null | cut -c1-300)" >> $B;; esac; done
+  [ -n "$2" ] && for t in /proc/$2/task/*; do
+  echo "log hung-thread $2/${{t##*/}} $(cat $t/comm) $(awk '{{print $3}}' $t/stat) wchan=$(cat $t/wchan) $(tr '\n' ' ' < $t/stack 2>/dev/null | cut -c1-400)" >> $B; done; }}
+# The watchdog holds none of the step's output open, so a command
+# substitution around the step ends with the step.
+bounded() {{ "$@" & P=$!
+  ( sleep {bound}; kill -0 $P 2>/dev/null && {{ diag "step did not finish in {bound} s: $*" $P; kill -KILL $P; }} ) > /dev/null 2>&1 & D=$!
+  wait $P; rc=$?; kill $D 2>/dev/null; [ $rc = 0 ] || echo "log step exited $rc: $*" >> $B; }}
 soak() {{ bounded sh -c 'echo $$ > /sys/fs/cgroup/wl/cgroup.procs && exec benign-soak {soak}' > /tmp/soak.log 2>&1; grep -o 'secs=[0-9.]*' /tmp/soak.log | cut -d= -f2; }}
 waitfor() {{ i=0; while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 900 ]; do sleep 0.1; i=$((i+1)); done; }}
 # detector record in the background until `stop`; $1 = log, rest = flags.
 rec() {{ L=$1; shift; detector record --duration 3600s "$@" > $L 2>&1 & T=$!; waitfor $L attached; sleep 1; }}
 stop() {{ kill -INT $T; i=0; while kill -0 $T 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-  if kill -0 $T 2>/dev/null; then diag "pid $T did not exit 60 s after SIGINT"; kill -KILL $T; fi; wait $T; }}
+  if kill -0 $T 2>/dev/null; then diag "pid $T did not exit 60 s after SIGINT" $T; kill -KILL $T; fi; wait $T; }}
 summary() {{ grep -o '[0-9]* events in [0-9.]*s ([0-9]* events/s), lost [0-9]*' $1; }}
 echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal /proc/meminfo | tr -s ' ')" >> $B
 
@@ -101,6 +109,9 @@ cap wake-every-record 0 --wakeup-bytes 0
 cap ring-64M 0 --ring-size 64M
 for ring in {loss_rings}; do for r in {loss_rates}; do cap ring-$ring $r --ring-size $ring; done; done
 fi
+if [ {sk} = 1 ]; then
+{soak_script}
+fi
 echo "done" >> $B
 "#,
         soak = p.soak,
@@ -116,6 +127,8 @@ echo "done" >> $B
         st = on(Phase::Stats),
         lp = on(Phase::Loop),
         cp = on(Phase::Capacity),
+        sk = on(Phase::Soak),
+        soak_script = soak::script(p),
     )
 }
 
@@ -146,10 +159,24 @@ pub(super) fn boot_guest(
     let b = boot_dir(&vm_root(root).join("6.12/bench"))?;
     prep.stage.pack(&init, &b.initrd)?;
     let console = b.dir.join("console.log");
+    let on = |ph: Phase| plan.phases.contains(&ph);
     println!(
-        "booting 6.12: {} repetition(s) per tracer, {} capacity row(s)…",
-        plan.iterations,
-        plan.capacity_rows()
+        "booting 6.12: {} repetition(s) per tracer, {} capacity row(s){}…",
+        if on(Phase::Overhead) {
+            plan.iterations
+        } else {
+            0
+        },
+        if on(Phase::Capacity) {
+            plan.capacity_rows()
+        } else {
+            0
+        },
+        if on(Phase::Soak) {
+            format!(", a {}-minute soak", plan.soak_minutes)
+        } else {
+            String::new()
+        }
     );
     let started = Instant::now();
     let outcome = boot(&Boot {
@@ -157,7 +184,14 @@ pub(super) fn boot_guest(
         initrd: &b.initrd,
         disks: b.disks.clone(),
         memory: if plan.bpftrace { "1536M" } else { "768M" },
-        timeout: Duration::from_secs(900 + 300 * u64::from(plan.iterations) * 3),
+        timeout: Duration::from_secs(
+            900 + 300 * u64::from(plan.iterations) * 3
+                + if plan.phases.contains(&Phase::Soak) {
+                    60 * u64::from(plan.soak_minutes) + 600
+                } else {
+                    0
+                },
+        ),
         console_log: &console,
         echo: false,
         interactive: false,
@@ -177,7 +211,16 @@ pub(super) fn boot_guest(
     }
     let log = std::fs::read_to_string(res.join("bench.log"))
         .with_context(|| format!("reading {}", res.join("bench.log").display()))?;
-    let guest = parse_guest(&log);
+    let mut guest = parse_guest(&log);
+    if plan.phases.contains(&Phase::Soak) {
+        // The agent's JSON lines, or the stand-in's `live --plain` lines.
+        let dir = res.join("soak");
+        for (name, jsonl) in [("findings.jsonl", true), ("findings.txt", false)] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+                guest.soak.findings = soak::count_findings(&text, jsonl);
+            }
+        }
+    }
     if !guest.done {
         bail!(
             "the guest benchmark stopped early (see {} and {})",
@@ -220,6 +263,7 @@ pub(super) fn parse_guest(log: &str) -> Guest {
                 }
             }
             "done" => g.done = true,
+            t if t.starts_with("soak-") => soak::parse_line(&mut g.soak, t, rest),
             _ => {}
         }
     }
@@ -244,6 +288,30 @@ fn parse_cap(s: &str) -> Option<Cap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guest_script_is_valid_shell_with_every_phase() {
+        let a = Args {
+            quick: false,
+            iterations: 2,
+            no_bpftrace: true,
+            phases: Phase::ALL.iter().copied().chain([Phase::Soak]).collect(),
+            soak_minutes: 3,
+            guest_script: None,
+            extra_bin: Vec::new(),
+        };
+        let script = guest_script(&Plan::new(&a));
+        assert!(script.contains("soak-config") && script.contains("minutes=3"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bench.sh");
+        std::fs::write(&f, &script).unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 
     #[test]
     fn parses_capacity_and_runs() {

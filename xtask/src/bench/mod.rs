@@ -15,18 +15,25 @@
 //!      buffer) as the per-call delta of a tight loop with and without the
 //!      probes attached.
 //!
+//!   5. soak (only when asked for, `--phases soak`): the long-running
+//!      capture under benign-soak in a loop for `--soak-minutes`, sampled
+//!      every minute from outside (RSS, open fds, rotation files) and from
+//!      its own heartbeat, and judged for leaks (`soak.rs`).
+//!
 //! The host measures the analyzer replaying a large synthetic trace file
 //! through the real binary (events/s, peak RSS, with and without
 //! `--max-tracked`).
 //!
 //! Results go to `target/bench/results.md`; without `--quick` they also
-//! replace the generated part of `docs/performance.md`. A benchmark
+//! replace the generated parts of `docs/performance.md`: the main block
+//! when every default phase ran, the soak's own block when the soak ran. A benchmark
 //! reports: nothing here asserts a timing. `--quick` is the CI smoke run
 //! (one repetition, small sizes) proving every phase still works.
 
 mod guest;
 mod host;
 mod report;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +45,7 @@ use crate::ebpf;
 use crate::vm::vm_image::build_binaries;
 use guest::boot_guest;
 use host::{host_record, host_replay};
-use report::{complete, render, splice_doc, DOC};
+use report::{complete, render, splice_doc, DOC, MAIN_SECTION, SOAK_SECTION};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -51,10 +58,14 @@ pub(crate) struct Args {
     /// Leave bpftrace out even if it is installed.
     #[arg(long)]
     pub no_bpftrace: bool,
-    /// Run only these parts (comma-separated); docs are rewritten only
-    /// when all run.
+    /// Run only these parts (comma-separated); the main results block of
+    /// the docs is rewritten only when all default ones run, the soak's
+    /// block whenever the soak runs. The soak is not a default phase.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
     pub phases: Vec<Phase>,
+    /// How long the soak phase runs, in minutes.
+    #[arg(long, default_value_t = 30)]
+    pub soak_minutes: u32,
     /// Investigation: run this guest script instead of the benchmark (in
     /// the same guest, with the workloads and `detector` on PATH), leave
     /// its files on the results disk and report nothing.
@@ -80,6 +91,9 @@ pub(crate) enum Phase {
     Replay,
     /// Host: `detector record` in this kernel's own attach mode, natively.
     Host,
+    /// The long-running capture for `--soak-minutes`, judged for leaks
+    /// (not in the default set).
+    Soak,
 }
 
 impl Phase {
@@ -95,6 +109,7 @@ impl Phase {
 
 struct Plan {
     iterations: u32,
+    soak_minutes: u32,
     soak: &'static str,
     rates: &'static [u64],
     /// Rings too small for the load, to show how loss grows past the
@@ -121,6 +136,7 @@ impl Plan {
         if a.quick {
             Plan {
                 iterations: 1,
+                soak_minutes: a.soak_minutes.max(1),
                 soak: "--mib 64 --iterations 1 --seconds 60",
                 rates: &[20_000, 0],
                 loss_rings: &["16K"],
@@ -134,6 +150,7 @@ impl Plan {
         } else {
             Plan {
                 iterations: a.iterations.max(1),
+                soak_minutes: a.soak_minutes.max(1),
                 soak: "--mib 64 --iterations 3 --seconds 600",
                 rates: &[
                     10_000, 25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 0,
@@ -160,6 +177,7 @@ struct Guest {
     per_probe: Vec<String>,
     loops: Vec<(String, String, String)>,
     caps: Vec<Cap>,
+    soak: soak::Soak,
     done: bool,
 }
 
@@ -194,7 +212,13 @@ pub(crate) fn run(a: &Args) -> Result<()> {
     }
 
     bins.workloads.extend(a.extra_bin.iter().cloned());
-    let guest_phases = [Phase::Overhead, Phase::Stats, Phase::Loop, Phase::Capacity];
+    let guest_phases = [
+        Phase::Overhead,
+        Phase::Stats,
+        Phase::Loop,
+        Phase::Capacity,
+        Phase::Soak,
+    ];
     let (guest, took) =
         if a.guest_script.is_some() || plan.phases.iter().any(|p| guest_phases.contains(p)) {
             match boot_guest(a, &plan, &root, &bins)? {
@@ -228,15 +252,34 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             .context("probe-load was not built")?;
         host.record = host_record(&bins.detector, probe_load, &out_dir, plan.loop_secs + 2)?;
     }
-    let md = render(&plan, &guest, &host, took);
+    let main_ran = plan.phases.iter().any(|p| Phase::ALL.contains(p));
+    let soak_ran = plan.phases.contains(&Phase::Soak);
+    let md = if main_ran {
+        render(&plan, &guest, &host, took)
+    } else {
+        String::new()
+    };
+    let soak_md = soak_ran.then(|| soak::render(&plan, &guest.soak));
     let results = out_dir.join("results.md");
-    std::fs::write(&results, &md)?;
-    println!("{md}");
+    std::fs::write(
+        &results,
+        format!("{md}{}", soak_md.as_deref().unwrap_or_default()),
+    )?;
+    println!("{md}{}", soak_md.as_deref().unwrap_or_default());
     println!("results: {}", results.display());
     complete(&plan, &guest, &host)?;
-    if !a.quick && plan.phases.len() == Phase::ALL.len() {
-        splice_doc(&root.join(DOC), &md)?;
-        println!("updated {DOC}");
+    if !a.quick && Phase::ALL.iter().all(|p| plan.phases.contains(p)) {
+        splice_doc(&root.join(DOC), MAIN_SECTION, &md)?;
+        println!("updated {DOC} (main results)");
+    }
+    if let Some(s) = &soak_md {
+        if !a.quick {
+            splice_doc(&root.join(DOC), SOAK_SECTION, s)?;
+            println!("updated {DOC} (soak)");
+        }
+    }
+    if soak_ran {
+        soak::judge(&guest.soak)?;
     }
     Ok(())
 }
