@@ -290,7 +290,8 @@ pub struct AgentConfig {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration file {}: {source}", .path.display())]
+    // The cause is the error's source: `{:#}` prints it once, after this.
+    #[error("cannot read the configuration file {} (give an existing file with --config)", .path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
