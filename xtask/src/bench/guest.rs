@@ -217,7 +217,7 @@ pub(super) fn boot_guest(
         let dir = res.join("soak");
         for (name, jsonl) in [("findings.jsonl", true), ("findings.txt", false)] {
             if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
-                guest.soak.findings = soak::count_findings(&text, jsonl);
+                soak::read_output(&mut guest.soak, &text, jsonl);
             }
         }
     }

@@ -6,9 +6,10 @@
 //! live --plain` beside `detector record --rotate-size` as a stand-in.
 //! Every minute it reads, from outside the processes, their RSS
 //! (`VmRSS`), open fds (`/proc/PID/fd`) and threads, and the rotation's
-//! files and sizes; the analyzer's tracked objects, evictions, events and
-//! losses come from the agent's last heartbeat (the stand-in exposes only
-//! its loss lines). The verdict (a benchmark asserts no timing, but a soak
+//! files and sizes, and scrapes the agent's /metrics; the analyzer's
+//! tracked objects, evictions, events and losses come from the agent's
+//! heartbeats in its findings file, placed by their own uptime (the
+//! stand-in exposes only its loss lines). The verdict (a benchmark asserts no timing, but a soak
 //! must judge a leak) is [`verdict`]; its bounds are the constants below.
 
 use std::collections::BTreeMap;
@@ -80,8 +81,8 @@ sample() { m=$1
   done
   echo "soak-files $m $(for f in $S/rec.dtr*; do [ -e "$f" ] && stat -c %s "$f"; done | tr '\n' ' ')" >> $B
   [ -e $S/live.log ] && echo "soak-lost $m $(awk '/lost events:/ {t[$4]=$6} END {s=0; for (k in t) s+=t[k]; print s}' $S/live.log)" >> $B
-  [ -e $S/findings.jsonl ] && echo "soak-stats $m $(grep '"type":"stats"' $S/findings.jsonl | tail -n 1)" >> $B
-  [ $MODE = agent ] && echo "soak-metrics $m $(wget -q -T 10 -O - http://127.0.0.1:9464/metrics 2>/dev/null | grep -c .)" >> $B
+  # Busybox 1.35's wget crashes with -T: timeout bounds it instead.
+  [ $MODE = agent ] && echo "soak-metrics $m $(timeout 20 wget -q -O - http://127.0.0.1:9464/metrics 2>/dev/null | grep -c .)" >> $B
 }
 t0=$(cut -d. -f1 /proc/uptime); m=0
 while :; do sample $m; [ $m -ge @MIN@ ] && break; m=$((m+1))
@@ -109,12 +110,17 @@ pub(super) struct Mem {
     pub threads: u64,
 }
 
-/// What the agent's heartbeat says at a sample (the last `stats` line).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What an agent's `stats` line says.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(super) struct Heartbeat {
+    pub uptime_s: f64,
+    /// The line written when the agent stopped.
+    pub last: bool,
     pub events: u64,
     pub lost: u64,
     pub tracked: u64,
+    /// The most the analyzer tracked at once since the start.
+    pub peak_tracked: u64,
     pub evictions: u64,
     pub findings: u64,
 }
@@ -139,8 +145,11 @@ pub(super) struct Soak {
     pub samples: BTreeMap<String, BTreeMap<u32, Option<Mem>>>,
     /// Sizes of the rotation's files present at each minute.
     pub files: BTreeMap<u32, Vec<u64>>,
+    /// The agent's periodic `stats` lines by the minute of their uptime.
     pub heartbeats: BTreeMap<u32, Heartbeat>,
-    /// Heartbeat lines that did not parse (named in the verdict).
+    /// Its `stats` line written on stopping.
+    pub final_stats: Option<Heartbeat>,
+    /// `stats` lines that did not parse (named in the verdict).
     pub bad_heartbeats: Vec<String>,
     /// The stand-in's lost total at each minute.
     pub lost: BTreeMap<u32, u64>,
@@ -177,8 +186,9 @@ fn parse_mem(words: &[&str]) -> Option<Mem> {
     })
 }
 
-/// The agent's `stats` line (docs/agent.md): `events`, `lost` (the total),
-/// `tracked_objects`, `evictions`, `findings_total`.
+/// The agent's `stats` line (docs/agent.md): `uptime_s`, `final`,
+/// `events`, `lost` (the total), `tracked_objects`,
+/// `peak_tracked_objects`, `evictions`, `findings_total`.
 pub(super) fn parse_heartbeat(json: &str) -> Option<Heartbeat> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     if v.get("type")?.as_str()? != "stats" {
@@ -186,9 +196,12 @@ pub(super) fn parse_heartbeat(json: &str) -> Option<Heartbeat> {
     }
     let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
     Some(Heartbeat {
+        uptime_s: v.get("uptime_s")?.as_f64()?,
+        last: v.get("final")?.as_bool()?,
         events: num("events")?,
         lost: num("lost")?,
         tracked: num("tracked_objects")?,
+        peak_tracked: num("peak_tracked_objects")?,
         evictions: num("evictions")?,
         findings: num("findings_total")?,
     })
@@ -236,21 +249,6 @@ pub(super) fn parse_line(s: &mut Soak, tag: &str, rest: &str) {
                 s.metrics.insert(m, n);
             }
         }
-        "soak-stats" => {
-            if let Some(m) = minute() {
-                let json = rest.split_once(' ').map_or("", |(_, j)| j.trim());
-                // No heartbeat yet at minute 0 is expected.
-                if json.is_empty() {
-                    return;
-                }
-                match parse_heartbeat(json) {
-                    Some(h) => {
-                        s.heartbeats.insert(m, h);
-                    }
-                    None => s.bad_heartbeats.push(format!("minute {m}: {json}")),
-                }
-            }
-        }
         "soak-run" => {
             if let Some(Ok(status)) = words.get(1).map(|w| w.parse()) {
                 s.runs.push(Run {
@@ -270,12 +268,12 @@ pub(super) fn parse_line(s: &mut Soak, tag: &str, rest: &str) {
     }
 }
 
-/// Counts the findings in the capture's output: the agent's JSON lines
-/// (`type: finding`, `severity`), or `live --plain`'s lines
-/// (`TIME #ID SEVERITY RULE ...`; a group's later findings are only
-/// counted there, but its first ones are always printed, so a violation
-/// always shows).
-pub(super) fn count_findings(text: &str, jsonl: bool) -> Findings {
+/// Reads the capture's output: the agent's JSON lines (findings by
+/// `severity`, and the `stats` heartbeats, placed at the minute nearest
+/// their `uptime_s`), or `live --plain`'s lines (`TIME #ID SEVERITY RULE
+/// ...`; a group's later findings are only counted there, but its first
+/// ones are always printed, so a violation always shows).
+pub(super) fn read_output(s: &mut Soak, text: &str, jsonl: bool) {
     let mut f = Findings {
         read: true,
         ..Findings::default()
@@ -285,8 +283,21 @@ pub(super) fn count_findings(text: &str, jsonl: bool) -> Findings {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            if v.get("type").and_then(serde_json::Value::as_str) != Some("finding") {
-                continue;
+            match v.get("type").and_then(serde_json::Value::as_str) {
+                Some("finding") => {}
+                Some("stats") => {
+                    match parse_heartbeat(line) {
+                        Some(h) if h.last => s.final_stats = Some(h),
+                        Some(h) => {
+                            // Rounded to the minute: nonnegative and small.
+                            let m = (h.uptime_s / 60.0).round() as u32;
+                            s.heartbeats.insert(m, h);
+                        }
+                        None => s.bad_heartbeats.push(line.chars().take(200).collect()),
+                    }
+                    continue;
+                }
+                _ => continue,
             }
             v.get("severity")
                 .and_then(serde_json::Value::as_str)
@@ -304,7 +315,7 @@ pub(super) fn count_findings(text: &str, jsonl: bool) -> Findings {
             f.violations += 1;
         }
     }
-    f
+    s.findings = f;
 }
 
 /// One judged property of the soak.
@@ -395,18 +406,33 @@ pub(super) fn verdict(s: &Soak) -> Vec<Check> {
             .filter(|(_, h)| h.tracked > s.max_tracked)
             .map(|(m, h)| (*m, h.tracked))
             .collect();
-        let peak = s.heartbeats.values().map(|h| h.tracked).max().unwrap_or(0);
+        // The agent's own peak covers the moments between heartbeats.
+        let peak = s
+            .heartbeats
+            .values()
+            .chain(s.final_stats.as_ref())
+            .map(|h| h.peak_tracked.max(h.tracked))
+            .max()
+            .unwrap_or(0);
         let beats = s.heartbeats.len();
+        let end = s.final_stats.unwrap_or_default();
         v.push(check(
             format!(
-                "analyzer tracked objects ≤ --max-tracked {} at every heartbeat",
+                "analyzer tracked objects ≤ --max-tracked {} at every heartbeat and at its peak",
                 s.max_tracked
             ),
-            over.is_empty() && beats + 1 >= last as usize && s.bad_heartbeats.is_empty(),
+            over.is_empty()
+                && peak <= s.max_tracked
+                && beats + 1 >= last as usize
+                && s.final_stats.is_some()
+                && s.bad_heartbeats.is_empty(),
             if s.bad_heartbeats.is_empty() {
                 format!(
-                    "{beats} heartbeats, peak {peak}, {} evictions by the end{}",
-                    s.heartbeats.values().last().map_or(0, |h| h.evictions),
+                    "{beats} heartbeats{}, peak {peak}; at the end {} events, {} lost, {} evictions{}",
+                    if s.final_stats.is_some() { " and the final line" } else { ", no final line" },
+                    end.events,
+                    end.lost,
+                    end.evictions,
                     if over.is_empty() {
                         String::new()
                     } else {
@@ -635,6 +661,7 @@ mod tests {
             "soak-config mode=agent minutes={minutes} max_tracked=100000 rotate_size=64M rotate_keep=3\n"
         );
         let mut events = 0;
+        let mut jsonl = String::new();
         for m in 0..=minutes {
             let rss = 30_000 + u64::from(m) * leak_kib;
             let fds = 12 + m.checked_div(fd_every).unwrap_or(0);
@@ -646,12 +673,22 @@ mod tests {
             let _ = writeln!(text, "soak-metrics {m} 240");
             events += 3_000_000;
             if m > 0 {
+                // A heartbeat a little late, as under load.
                 let _ = writeln!(
-                    text,
-                    r#"soak-stats {m} {{"schema":1,"type":"stats","final":false,"events":{events},"lost":2,"tracked_objects":{},"peak_tracked_objects":0,"evictions":{},"findings":{{"violation":0}},"findings_total":1}}"#,
+                    jsonl,
+                    r#"{{"schema":1,"type":"stats","final":{},"uptime_s":{}.5,"events":{events},"lost":2,"tracked_objects":{},"peak_tracked_objects":0,"evictions":{},"findings":{{"violation":0}},"findings_total":1}}"#,
+                    m == minutes,
+                    60 * m + 4,
                     60_000 + 1000 * m,
                     m * 10
                 );
+            }
+            if m == 1 {
+                jsonl.push_str(if violation {
+                    "{\"type\":\"finding\",\"severity\":\"violation\"}\n"
+                } else {
+                    "{\"type\":\"finding\",\"severity\":\"info\"}\n"
+                });
             }
         }
         text.push_str("soak-run 1 0 10.5\nsoak-run 2 0 11.0\nsoak-exit agent 0\nsoak-end\n");
@@ -660,12 +697,7 @@ mod tests {
             let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
             parse_line(&mut s, tag, rest);
         }
-        let findings = if violation {
-            "{\"type\":\"finding\",\"severity\":\"violation\"}\n"
-        } else {
-            "{\"type\":\"finding\",\"severity\":\"info\"}\n{\"type\":\"stats\",\"severity\":\"violation\"}\n"
-        };
-        s.findings = count_findings(findings, true);
+        read_output(&mut s, &jsonl, true);
         s
     }
 
@@ -692,11 +724,14 @@ mod tests {
             })
         );
         assert_eq!(s.files[&1], vec![67_108_864, 1000]);
-        let h = s.heartbeats[&3];
+        // Placed by their uptime (124.5 s is minute 2), the last one apart.
+        let h = s.heartbeats[&2];
         assert_eq!(
             (h.events, h.lost, h.tracked, h.evictions),
-            (12_000_000, 2, 63_000, 30)
+            (9_000_000, 2, 62_000, 20)
         );
+        assert_eq!(s.heartbeats.len(), 2);
+        assert_eq!(s.final_stats.map(|h| h.events), Some(12_000_000));
         assert_eq!(s.runs.len(), 2);
         assert!(s.done);
         assert_eq!(s.findings.total, 1, "a stats line is not a finding");
@@ -717,14 +752,13 @@ mod tests {
             "0 agent rss_kb=1 hwm_kb=1 fds=3 threads=1",
         );
         parse_line(&mut s, "soak-sample", "1 agent gone");
-        parse_line(&mut s, "soak-stats", "0 ");
-        parse_line(&mut s, "soak-stats", "1 {\"type\":\"stats\"}");
+        read_output(&mut s, "{\"type\":\"stats\"}\nnot json\n", true);
         assert_eq!(s.samples["agent"][&1], None);
         assert!(s.heartbeats.is_empty());
         assert_eq!(
             s.bad_heartbeats.len(),
             1,
-            "an empty line at minute 0 is not bad"
+            "only a stats line is a heartbeat"
         );
         let f = failed(&s);
         assert!(
@@ -757,6 +791,15 @@ mod tests {
         let f = failed(&s);
         assert!(f.len() == 1 && f[0].contains("tracked"), "{f:?}");
         s.max_tracked = 100_000;
+        // Over the bound only between two heartbeats: the agent's peak says.
+        if let Some(h) = s.final_stats.as_mut() {
+            h.peak_tracked = 100_001;
+        }
+        let f = failed(&s);
+        assert!(f.len() == 1 && f[0].contains("tracked"), "{f:?}");
+        if let Some(h) = s.final_stats.as_mut() {
+            h.peak_tracked = 100_000;
+        }
         s.files.insert(9, vec![1, 2, 3, 4]);
         let f = failed(&s);
         assert!(f.len() == 1 && f[0].contains("rotation"), "{f:?}");
@@ -772,8 +815,9 @@ mod tests {
                     13.0s #4 info pin_contention [..]\n\
                     14.0s group violation swap_aba task=x/1 count=10 first=#3 latest=#9: ...\n\
                     detector: not a finding\n";
-        let f = count_findings(text, false);
-        assert_eq!((f.total, f.violations), (2, 1));
+        let mut s = Soak::default();
+        read_output(&mut s, text, false);
+        assert_eq!((s.findings.total, s.findings.violations), (2, 1));
     }
 
     #[test]
