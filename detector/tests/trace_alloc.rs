@@ -13,8 +13,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use detector::trace::{
-    EndState, TraceEnd, TraceError, TraceHeader, TraceReader, TraceWriter, MAX_HEADER_LEN,
-    MAX_RECORD_PAYLOAD, PREAMBLE_LEN,
+    EndState, TraceEnd, TraceError, TraceFormat, TraceHeader, TraceReader, TraceWriter,
+    MAX_HEADER_LEN, MAX_RECORD_PAYLOAD, PREAMBLE_LEN,
 };
 use detector_common::Event;
 
@@ -60,7 +60,13 @@ fn largest_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 }
 
 fn small_trace() -> Vec<u8> {
-    let mut w = TraceWriter::new(Vec::new(), &TraceHeader::new("alloc")).unwrap();
+    let mut w = TraceWriter::with_format(
+        Vec::new(),
+        &TraceHeader::new("alloc"),
+        "alloc".into(),
+        TraceFormat::V1,
+    )
+    .unwrap();
     for i in 0..10 {
         w.write_event(&Event {
             ts_ns: i,

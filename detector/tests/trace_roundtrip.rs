@@ -7,7 +7,8 @@
 use detector::event::StreamItem;
 use detector::plan::{AttachMode, PlanEntry};
 use detector::trace::{
-    read_all, EndState, TraceEnd, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION,
+    read_all, EndState, TraceEnd, TraceFormat, TraceHeader, TraceReader, TraceWriter,
+    FORMAT_VERSION,
 };
 use detector_common::{Event, Layout, ProbeId};
 
@@ -83,11 +84,17 @@ fn stream(n: u64) -> Vec<StreamItem> {
 
 #[test]
 fn many_events_and_lost_records_round_trip_through_a_file() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        many_events_and_lost_records_round_trip_through_a_file_in(format);
+    }
+}
+
+fn many_events_and_lost_records_round_trip_through_a_file_in(format: TraceFormat) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rt.trace");
     let items = stream(50_000);
     let h = header();
-    let mut w = TraceWriter::create(&path, &h).unwrap();
+    let mut w = TraceWriter::create_format(&path, &h, format).unwrap();
     for it in &items {
         w.write_item(it).unwrap();
     }
@@ -97,8 +104,14 @@ fn many_events_and_lost_records_round_trip_through_a_file() {
     assert_eq!(summary.totals.records, items.len() as u64);
 
     let (rh, back, end) = read_all(&path).unwrap();
-    assert_eq!(rh, h);
-    assert_eq!(rh.format_version, FORMAT_VERSION);
+    assert_eq!(
+        rh,
+        TraceHeader {
+            format_version: format.version(),
+            ..h
+        }
+    );
+    assert!(rh.format_version <= FORMAT_VERSION);
     assert_eq!(rh.layout["folio_swap"], 40);
     assert_eq!(rh.layout().folio_swap, 40);
     assert_eq!(back, items);
@@ -119,9 +132,15 @@ fn many_events_and_lost_records_round_trip_through_a_file() {
 
 #[test]
 fn record_indices_count_every_record() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        record_indices_count_every_record_in(format);
+    }
+}
+
+fn record_indices_count_every_record_in(format: TraceFormat) {
     let mut buf = Vec::new();
     let items = stream(3000);
-    let mut w = TraceWriter::new(&mut buf, &header()).unwrap();
+    let mut w = TraceWriter::with_format(&mut buf, &header(), "t".into(), format).unwrap();
     for it in &items {
         w.write_item(it).unwrap();
     }
@@ -142,6 +161,12 @@ fn record_indices_count_every_record() {
 
 #[test]
 fn reads_from_a_source_that_returns_short_reads() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        reads_from_a_source_that_returns_short_reads_in(format);
+    }
+}
+
+fn reads_from_a_source_that_returns_short_reads_in(format: TraceFormat) {
     struct Dribble<'a>(&'a [u8]);
     impl std::io::Read for Dribble<'_> {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
@@ -153,7 +178,7 @@ fn reads_from_a_source_that_returns_short_reads() {
     }
     let mut buf = Vec::new();
     let items = stream(500);
-    let mut w = TraceWriter::new(&mut buf, &header()).unwrap();
+    let mut w = TraceWriter::with_format(&mut buf, &header(), "t".into(), format).unwrap();
     for it in &items {
         w.write_item(it).unwrap();
     }
@@ -166,9 +191,15 @@ fn reads_from_a_source_that_returns_short_reads() {
 
 #[test]
 fn an_unfinished_writer_leaves_a_truncated_but_readable_file() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        an_unfinished_writer_leaves_a_truncated_but_readable_file_in(format);
+    }
+}
+
+fn an_unfinished_writer_leaves_a_truncated_but_readable_file_in(format: TraceFormat) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed.trace");
-    let mut w = TraceWriter::create(&path, &header()).unwrap();
+    let mut w = TraceWriter::create_format(&path, &header(), format).unwrap();
     for i in 0..100 {
         w.write_event(&event(i)).unwrap();
     }
@@ -189,8 +220,20 @@ fn an_unfinished_writer_leaves_a_truncated_but_readable_file() {
 
 #[test]
 fn an_empty_trace_is_complete() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        an_empty_trace_is_complete_in(format);
+    }
+}
+
+fn an_empty_trace_is_complete_in(format: TraceFormat) {
     let mut buf = Vec::new();
-    let w = TraceWriter::new(&mut buf, &TraceHeader::new("simulate:empty.scn")).unwrap();
+    let w = TraceWriter::with_format(
+        &mut buf,
+        &TraceHeader::new("simulate:empty.scn"),
+        "t".into(),
+        format,
+    )
+    .unwrap();
     w.finish(TraceEnd::at(5, "end of script")).unwrap();
     let mut r = TraceReader::from_reader(buf.as_slice()).unwrap();
     assert_eq!(r.header().origin, "simulate:empty.scn");

@@ -1,0 +1,98 @@
+//! LEB128 varints and zigzag, as format v2 writes every integer of an item.
+
+/// Longest varint of a u64.
+pub(crate) const MAX_VARINT_LEN: usize = 10;
+
+#[inline]
+pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The varint at `*pos`, advancing past it. `None` when the bytes end
+/// inside it or it does not fit in 64 bits (an eleventh byte, or a tenth
+/// carrying more than the top bit).
+#[inline]
+pub(crate) fn get(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        if shift == 63 && byte > 1 {
+            return None;
+        }
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_lengths() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            1 << 63,
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            put(&mut b, v);
+            assert!(b.len() <= MAX_VARINT_LEN);
+            let mut pos = 0;
+            assert_eq!(get(&b, &mut pos), Some(v));
+            assert_eq!(pos, b.len());
+            // Every proper prefix is incomplete.
+            for cut in 0..b.len() {
+                assert_eq!(get(&b[..cut], &mut 0), None);
+            }
+        }
+        for v in [0i64, 1, -1, 17, -17, i64::MAX, i64::MIN] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(zigzag(1), 2);
+    }
+
+    #[test]
+    fn overlong_varints_are_refused() {
+        // Ten bytes whose last one carries more than bit 63.
+        let mut b = vec![0xffu8; 9];
+        b.push(0x02);
+        assert_eq!(get(&b, &mut 0), None);
+        // Eleven bytes.
+        let mut b = vec![0x80u8; 10];
+        b.push(0x00);
+        assert_eq!(get(&b, &mut 0), None);
+        // The largest value is exactly ten bytes ending in 0x01.
+        let mut b = vec![0xffu8; 9];
+        b.push(0x01);
+        assert_eq!(get(&b, &mut 0), Some(u64::MAX));
+    }
+}
