@@ -71,7 +71,7 @@ const WIDE: u32 = 1 << C_FOLIO
     | 1 << C_INDEX;
 
 /// Longest event item: code, time, mask and every column at full width.
-pub(crate) const MAX_EVENT_ITEM: usize = 1 + 3 * MAX_VARINT_LEN + COLUMNS * MAX_VARINT_LEN;
+pub(crate) const MAX_EVENT_ITEM: usize = 1 + 2 * MAX_VARINT_LEN + COLUMNS * MAX_VARINT_LEN;
 /// Longest task plus shape definition.
 pub(crate) const MAX_DEFINITIONS: usize = (1 + 3 * 5 + 1 + COMM_LEN) + (1 + 3 + 2);
 
@@ -259,8 +259,17 @@ impl Encoder {
         self.last_shape = Some((key, shape));
         self.last_task = Some((tkey, task));
 
-        self.raw.push(OP_EVENT + shape);
-        self.put_ts(e.ts_ns);
+        if self.items == 0 {
+            self.first_ts = e.ts_ns;
+            self.prev_ts = e.ts_ns;
+        }
+        // The item is built on the stack and appended at once: one
+        // capacity check instead of one per byte.
+        let mut b = [0u8; MAX_EVENT_ITEM];
+        b[0] = OP_EVENT + shape;
+        let ts_delta = varint::zigzag(e.ts_ns.wrapping_sub(self.prev_ts) as i64);
+        self.prev_ts = e.ts_ns;
+        let mut at = varint::put_at(&mut b, 1, ts_delta);
         let cols = columns(e, task);
         let pred = &mut self.pred[usize::from(shape)];
         let mut mask = 0u32;
@@ -275,10 +284,11 @@ impl Encoder {
             }
         }
         *pred = cols;
-        varint::put(&mut self.raw, u64::from(mask));
+        at = varint::put_at(&mut b, at, u64::from(mask));
         for &d in &deltas[..n] {
-            varint::put(&mut self.raw, d);
+            at = varint::put_at(&mut b, at, d);
         }
+        self.raw.extend_from_slice(&b[..at]);
         self.items += 1;
         true
     }

@@ -4,12 +4,23 @@
 pub(crate) const MAX_VARINT_LEN: usize = 10;
 
 #[inline]
-pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put(out: &mut Vec<u8>, v: u64) {
+    let mut b = [0u8; MAX_VARINT_LEN];
+    let n = put_at(&mut b, 0, v);
+    out.extend_from_slice(&b[..n]);
+}
+
+/// Writes `v` at `b[at..]`, returning the position after it. The caller
+/// leaves room for [`MAX_VARINT_LEN`] bytes.
+#[inline]
+pub(crate) fn put_at(b: &mut [u8], mut at: usize, mut v: u64) -> usize {
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        b[at] = v as u8 | 0x80;
+        at += 1;
         v >>= 7;
     }
-    out.push(v as u8);
+    b[at] = v as u8;
+    at + 1
 }
 
 /// The varint at `*pos`, advancing past it. `None` when the bytes end
@@ -17,6 +28,17 @@ pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
 /// carrying more than the top bit).
 #[inline]
 pub(crate) fn get(b: &[u8], pos: &mut usize) -> Option<u64> {
+    // Most values of an item (masks, small deltas) take one byte.
+    let first = *b.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(u64::from(first));
+    }
+    get_long(b, pos)
+}
+
+#[inline(never)]
+fn get_long(b: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     let mut shift = 0u32;
     loop {
@@ -73,6 +95,10 @@ mod tests {
                 assert_eq!(get(&b[..cut], &mut 0), None);
             }
         }
+        let mut b = [0u8; MAX_VARINT_LEN + 3];
+        let end = put_at(&mut b, 3, u64::MAX);
+        assert_eq!(end, 3 + MAX_VARINT_LEN);
+        assert_eq!(get(&b, &mut 3), Some(u64::MAX));
         for v in [0i64, 1, -1, 17, -17, i64::MAX, i64::MIN] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
