@@ -72,7 +72,7 @@ fn measure(label: &str, items: &[StreamItem], format: TraceFormat, dir: &Path) {
                     encode_event(e, &mut raw);
                     w.write_event_bytes(&raw).expect("write");
                 }
-                other => w.write_item(other).expect("write"),
+                other @ StreamItem::Lost { .. } => w.write_item(other).expect("write"),
             }
         }
         bytes = w.finish(TraceEnd::at(n, "bench")).expect("finish").bytes;
