@@ -4,8 +4,10 @@
 //!
 //! ```sh
 //! cargo run -p detector --example trace_slice -- real-madvfree.dtr 3400 3600 \
-//!     detector/testdata/real-madvfree-slice.dtr
+//!     detector/testdata/real-madvfree-slice.dtr [v1|v2]
 //! ```
+//!
+//! The slice is written in format v2 unless `v1` is given.
 
 // Every test, bench and example target links all of the package's
 // dependencies; the lint is meant for the library.
@@ -14,19 +16,23 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use detector::trace::{TraceEnd, TraceReader, TraceWriter};
+use detector::trace::{TraceEnd, TraceFormat, TraceReader, TraceWriter};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [input, from, to, output] = args.as_slice() else {
-        bail!("usage: trace_slice INPUT FROM TO OUTPUT (record indexes, TO exclusive)");
+    let (input, from, to, output, format) = match args.as_slice() {
+        [i, f, t, o] => (i, f, t, o, TraceFormat::default()),
+        [i, f, t, o, format] => (i, f, t, o, format.parse()?),
+        _ => {
+            bail!("usage: trace_slice INPUT FROM TO OUTPUT [v1|v2] (record indexes, TO exclusive)")
+        }
     };
     let (from, to): (u64, u64) = (from.parse()?, to.parse()?);
     let mut r = TraceReader::open(input)?;
     let mut header = r.header().clone();
     header.origin = format!("{} (records {from}..{to})", header.origin);
     let out = PathBuf::from(output);
-    let mut w = TraceWriter::create(&out, &header)?;
+    let mut w = TraceWriter::create_format(&out, &header, format)?;
     let mut last_ts = header.start_monotonic_ns;
     for (i, item) in r.by_ref() {
         if i >= to {

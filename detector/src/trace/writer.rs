@@ -158,7 +158,12 @@ impl Counts {
             records: self.records,
             events: self.events,
             events_per_probe,
-            lost_total: self.lost.values().sum(),
+            // Saturating: totals copied from a damaged or crafted trace
+            // (`export`) may be anything.
+            lost_total: self
+                .lost
+                .values()
+                .fold(0u64, |sum, &n| sum.saturating_add(n)),
             lost_per_probe,
             first_event_ns: if self.events == 0 { 0 } else { self.first_ns },
             last_event_ns: self.last_ns,
