@@ -1,7 +1,7 @@
 //! Streaming trace reader.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use detector_common::{Event, ABI_VERSION, ABI_VERSION_MIN, EVENT_SIZE};
@@ -44,6 +44,8 @@ pub struct TraceReader<R: Read> {
     cur: StreamItem,
     /// Format v2's block state; `None` for a v1 file.
     blocks: Option<Box<BlockState>>,
+    /// File offset of the first record or block (after the header).
+    data_start: u64,
 }
 
 /// What a v2 reader keeps between items: the decoded payload of the block
@@ -59,9 +61,11 @@ struct BlockState {
     /// File offset of the block being read.
     block_offset: u64,
     /// Item blocks read, and the CRC of their index entries, to check the
-    /// footer's index against the blocks the file really holds.
+    /// footer's index against the blocks the file really holds (only when
+    /// every block was read: not after a seek).
     blocks: u64,
     index_crc: crc32fast::Hasher,
+    check_index: bool,
 }
 
 impl BlockState {
@@ -74,6 +78,7 @@ impl BlockState {
             block_offset: 0,
             blocks: 0,
             index_crc: crc32fast::Hasher::new(),
+            check_index: true,
         }
     }
 
@@ -147,6 +152,7 @@ impl<R: Read> TraceReader<R> {
             state: None,
             cur: StreamItem::Event(Event::default()),
             blocks: None,
+            data_start: 0,
         };
         r.read_header()?;
         Ok(r)
@@ -300,6 +306,7 @@ impl<R: Read> TraceReader<R> {
         }
         self.pos += total;
         self.offset = total as u64;
+        self.data_start = self.offset;
         Ok(())
     }
 
@@ -481,30 +488,45 @@ impl<R: Read> TraceReader<R> {
     /// block when this one is used up.
     #[inline]
     fn next_in_block(&mut self) -> Option<(u64, &StreamItem)> {
+        if !self.block_ready() {
+            return None;
+        }
+        let b = self.blocks.as_deref_mut()?;
+        match b.dec.next(&b.raw[..b.raw_len], &mut self.cur) {
+            Ok(()) => {
+                let index = self.records;
+                self.records += 1;
+                Some((index, &self.cur))
+            }
+            Err(reason) => {
+                let at = b.block_offset;
+                self.corrupt_at(at, format!("damaged item in the block: {reason}"));
+                None
+            }
+        }
+    }
+
+    /// Makes sure the current block has an item left, reading the next
+    /// blocks as needed; `false` once reading has stopped.
+    #[inline]
+    fn block_ready(&mut self) -> bool {
         loop {
-            let b = self.blocks.as_deref_mut()?;
+            if self.state.is_some() {
+                return false;
+            }
+            let Some(b) = self.blocks.as_deref_mut() else {
+                return false;
+            };
             if b.dec.left() > 0 {
-                let raw = &b.raw[..b.raw_len];
-                return match b.dec.next(raw, &mut self.cur) {
-                    Ok(()) => {
-                        let index = self.records;
-                        self.records += 1;
-                        Some((index, &self.cur))
-                    }
-                    Err(reason) => {
-                        let at = b.block_offset;
-                        self.corrupt_at(at, format!("damaged item in the block: {reason}"));
-                        None
-                    }
-                };
+                return true;
             }
             if let Err(reason) = b.dec.check_end(&b.raw[..b.raw_len]) {
                 let at = b.block_offset;
                 self.corrupt_at(at, format!("damaged block: {reason}"));
-                return None;
+                return false;
             }
             if !self.read_block() {
-                return None;
+                return false;
             }
         }
     }
@@ -609,7 +631,7 @@ impl<R: Read> TraceReader<R> {
                     footer.records, self.records
                 ));
             }
-            if !entries.is_empty() {
+            if !entries.is_empty() && b.check_index {
                 let n = (entries.len() / INDEX_ENTRY_LEN) as u64;
                 if n != b.blocks || crc32fast::hash(entries) != b.index_crc.clone().finalize() {
                     return Err(format!(
@@ -708,6 +730,158 @@ impl<R: Read> TraceReader<R> {
                 self.stop(s);
             }
         }
+    }
+}
+
+impl<R: Read + Seek> TraceReader<R> {
+    /// The block index in the footer of a complete v2 file, found through
+    /// its trailer without reading the blocks. `None` for a v1 file, or a
+    /// v2 file without a usable index (cut off, damaged at its end, or
+    /// with more blocks than a footer indexes). Reading goes on where it
+    /// was.
+    pub fn block_index(&mut self) -> Result<Option<Vec<BlockEntry>>, TraceError> {
+        if self.blocks.is_none() {
+            return Ok(None);
+        }
+        let here = self.src.stream_position().map_err(|e| self.io_err(e))?;
+        let found = self.index_at_end();
+        self.src
+            .seek(SeekFrom::Start(here))
+            .map_err(|e| self.io_err(e))?;
+        found.map_err(|e| self.io_err(e))
+    }
+
+    fn index_at_end(&mut self) -> io::Result<Option<Vec<BlockEntry>>> {
+        let len = self.src.seek(SeekFrom::End(0))?;
+        let least = self.data_start + (BLOCK_HEADER_LEN + TRAILER_LEN) as u64;
+        if len < least {
+            return Ok(None);
+        }
+        let mut t = [0u8; TRAILER_LEN];
+        self.src.seek(SeekFrom::Start(len - TRAILER_LEN as u64))?;
+        self.src.read_exact(&mut t)?;
+        let Some(at) = decode_trailer(&t).filter(|&at| at >= self.data_start && at < len) else {
+            return Ok(None);
+        };
+        let mut hb = [0u8; BLOCK_HEADER_LEN];
+        self.src.seek(SeekFrom::Start(at))?;
+        if self.src.read_exact(&mut hb).is_err() {
+            return Ok(None);
+        }
+        let Ok(h) = BlockHeader::decode(&hb) else {
+            return Ok(None);
+        };
+        let end = at + (BLOCK_HEADER_LEN + TRAILER_LEN) as u64 + u64::from(h.stored_len);
+        if h.kind != BLOCK_FOOTER || end != len {
+            return Ok(None);
+        }
+        // The stored bytes are in the file (its length says so) and
+        // capped by `decode`.
+        let mut stored = vec![0u8; h.stored_len as usize];
+        self.src.read_exact(&mut stored)?;
+        // Decoded apart from the block being read, which stays as it is.
+        let mut b = BlockState::new();
+        if record_crc(&stored) != h.payload_crc || b.load(&h, &stored).is_err() {
+            return Ok(None);
+        }
+        let Ok((_, entries)) = parse_footer(&b.raw[..b.raw_len]) else {
+            return Ok(None);
+        };
+        let entries: Vec<BlockEntry> = entries
+            .chunks_exact(INDEX_ENTRY_LEN)
+            .filter_map(BlockEntry::decode)
+            .collect();
+        Ok((!entries.is_empty()).then_some(entries))
+    }
+
+    /// Positions the reader after the first `index` items, so that the
+    /// next item is item `index` (or the trace ends there): through the
+    /// footer's block index when the file has one, by stepping over block
+    /// headers when it does not (a cut file), and by reading records one by
+    /// one in a v1 file. `Ok(false)`: the trace holds fewer items, and the
+    /// reader is at its end ([`end_state`](Self::end_state) says how it
+    /// ends).
+    pub fn seek_item(&mut self, index: u64) -> Result<bool, TraceError> {
+        if self.blocks.is_some() {
+            let (at, first) = match self.block_index()? {
+                Some(entries) => entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.first_index <= index)
+                    .map_or((self.data_start, 0), |e| (e.offset, e.first_index)),
+                None => self.scan_for(index)?,
+            };
+            self.rewind(at, first)?;
+        } else if index < self.records || self.state.is_some() {
+            let start = self.data_start;
+            self.rewind(start, 0)?;
+        }
+        while self.records < index {
+            if self.next_ref().is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads block headers (not payloads) from the first block on, to the
+    /// block holding item `index`, or to where the blocks stop: its offset
+    /// and first item.
+    fn scan_for(&mut self, index: u64) -> Result<(u64, u64), TraceError> {
+        let (mut at, mut first) = (self.data_start, 0u64);
+        let mut hb = [0u8; BLOCK_HEADER_LEN];
+        let len = self
+            .src
+            .seek(SeekFrom::End(0))
+            .map_err(|e| self.io_err(e))?;
+        loop {
+            self.src
+                .seek(SeekFrom::Start(at))
+                .map_err(|e| self.io_err(e))?;
+            if self.src.read_exact(&mut hb).is_err() {
+                return Ok((at, first));
+            }
+            let Ok(h) = BlockHeader::decode(&hb) else {
+                return Ok((at, first));
+            };
+            let next = at + (BLOCK_HEADER_LEN as u64) + u64::from(h.stored_len);
+            // A block cut off is where reading will stop.
+            if next > len {
+                return Ok((at, first));
+            }
+            if h.kind == BLOCK_ITEMS {
+                if h.first_index != first || index < first + u64::from(h.items) {
+                    return Ok((at, first));
+                }
+                first += u64::from(h.items);
+            } else if h.kind == BLOCK_FOOTER {
+                return Ok((at, first));
+            }
+            at = next;
+        }
+    }
+
+    /// Restarts reading at file offset `at`, where item `first` starts.
+    fn rewind(&mut self, at: u64, first: u64) -> Result<(), TraceError> {
+        self.src
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| self.io_err(e))?;
+        self.pos = 0;
+        self.end = 0;
+        self.offset = at;
+        self.records = first;
+        self.state = None;
+        let from_start = at == self.data_start;
+        if let Some(b) = self.blocks.as_deref_mut() {
+            b.dec.start(0, 0);
+            b.raw_len = 0;
+            b.check_index = from_start;
+            if from_start {
+                b.blocks = 0;
+                b.index_crc = crc32fast::Hasher::new();
+            }
+        }
+        Ok(())
     }
 }
 
