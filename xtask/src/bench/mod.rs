@@ -17,7 +17,9 @@
 //!
 //! The host measures the analyzer replaying a large synthetic trace file
 //! through the real binary (events/s, peak RSS, with and without
-//! `--max-tracked`).
+//! `--max-tracked`, from a v2 and a v1 file). Bytes per event on disk are
+//! measured in both trace formats, on that synthetic mix and on the
+//! guest's benign-soak capture (converted to v1 by `export`).
 //!
 //! Results go to `target/bench/results.md`; without `--quick` they also
 //! replace the generated part of `docs/performance.md`. A benchmark
@@ -154,6 +156,8 @@ impl Plan {
 struct Guest {
     header: String,
     runs: BTreeMap<String, Vec<f64>>,
+    /// The benign-soak capture's size in each trace format.
+    sizes: Vec<TraceSize>,
     logs: Vec<String>,
     latency: Vec<String>,
     stats: Vec<String>,
@@ -177,6 +181,16 @@ struct HostReplay {
     rows: Vec<(String, String)>,
     /// `detector record` on the host itself: summary, CPU and stats lines.
     record: Vec<String>,
+    /// The synthetic trace's size in each trace format.
+    sizes: Vec<TraceSize>,
+}
+
+/// One capture written in one trace format: bytes on disk per event.
+struct TraceSize {
+    capture: String,
+    format: String,
+    bytes: u64,
+    events: u64,
 }
 
 pub(crate) fn run(a: &Args) -> Result<()> {
@@ -217,6 +231,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             cpu: "not run".into(),
             rows: Vec::new(),
             record: Vec::new(),
+            sizes: Vec::new(),
         }
     };
     let mut host = host;
