@@ -37,9 +37,11 @@ pub const INDEX_ENTRY_LEN: usize = 28;
 /// footer JSON. A file with more blocks has no index (readers scan).
 pub(crate) const MAX_INDEX_ENTRIES: usize = (MAX_BLOCK_LEN - (1 << 20)) / INDEX_ENTRY_LEN;
 
-/// zstd level of the item blocks: the fastest levels already reach most of
-/// the ratio on these payloads (see `docs/trace-format.md`).
-pub(crate) const ZSTD_LEVEL: i32 = 3;
+/// zstd level of the blocks. Measured on a real 6.12 capture (523 k
+/// events): level 3 gives 5.84 bytes an event for about 600 instructions an
+/// event of compression, level 1 gives 6.31 for about 430, level -1 6.72
+/// for 390. Level 1: most of the ratio at a recorder's lower cost.
+pub(crate) const ZSTD_LEVEL: i32 = 1;
 /// Largest window a reader accepts (2^22 = [`MAX_BLOCK_LEN`]): a frame
 /// asking for more is refused rather than allocated.
 pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 22;
