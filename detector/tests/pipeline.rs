@@ -21,8 +21,8 @@ use detector::stream::{
     Source, SourceError, SourceInfo, Speed, TraceRecorder,
 };
 use detector::trace::{
-    encode_event, existing_segments, read_all, EndState, RotationPolicy, TraceError, TraceHeader,
-    TraceSummary,
+    encode_event, existing_segments, read_all, EndState, RotationPolicy, TraceError, TraceFormat,
+    TraceHeader, TraceSummary,
 };
 use detector_common::EVENT_SIZE;
 
@@ -34,6 +34,9 @@ struct MemSource {
     next: usize,
     per_pull: usize,
     drained: Vec<StreamItem>,
+    /// Behaves like a running kernel: idle (not ended) once the items are
+    /// handed over, and time passes without events.
+    live: bool,
 }
 
 impl MemSource {
@@ -44,6 +47,7 @@ impl MemSource {
             next: 0,
             per_pull,
             drained: Vec::new(),
+            live: false,
         }
     }
 
@@ -70,11 +74,15 @@ impl Source for MemSource {
     }
     fn pull(
         &mut self,
-        _wait: Duration,
+        wait: Duration,
         raw: bool,
         f: &mut dyn FnMut(u64, Item<'_>),
     ) -> Result<Pull, SourceError> {
         if self.next >= self.items.len() {
+            if self.live {
+                std::thread::sleep(wait);
+                return Ok(Pull::Idle);
+            }
             return Ok(Pull::End("end of memory".into()));
         }
         let end = (self.next + self.per_pull).min(self.items.len());
@@ -86,6 +94,9 @@ impl Source for MemSource {
     }
     fn raw_capable(&self) -> bool {
         true
+    }
+    fn clock_ns(&self) -> Option<u64> {
+        self.live.then(detector::event::monotonic_ns)
     }
     fn drain(&mut self, raw: bool, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<(), SourceError> {
         for item in std::mem::take(&mut self.drained) {
@@ -198,17 +209,23 @@ fn raw_and_decoded_recordings_hold_the_same_stream() {
 
 #[test]
 fn rotated_segments_read_back_as_one_stream() {
+    // Sizes that make a few segments of this stream in either format.
+    for (format, max_bytes) in [(TraceFormat::V1, 64 << 10), (TraceFormat::V2, 6 << 10)] {
+        rotated_segments(format, max_bytes);
+    }
+}
+
+fn rotated_segments(format: TraceFormat, max_bytes: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rot.dtr");
     let items = tui_support::stream(3000);
     let mut src = MemSource::new(items.clone(), 700);
-    let rec = TraceRecorder::create(
+    let rec = TraceRecorder::create_format(
         &path,
         &tui_support::header(),
-        Some(RotationPolicy {
-            max_bytes: 64 << 10,
-            keep: 0,
-        }),
+        Some(RotationPolicy { max_bytes, keep: 0 }),
+        None,
+        format,
     )
     .unwrap();
     Pipeline::new(&mut src)
@@ -299,4 +316,55 @@ fn a_stop_hands_over_what_was_captured() {
         sink.span().1,
         items.iter().map(StreamItem::ts_ns).max().unwrap()
     );
+}
+
+/// A live stream's recording reaches the file within about a second even
+/// when nothing else fills a block: what a killed recorder loses is
+/// bounded in time.
+#[test]
+fn a_live_recording_is_flushed_about_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.dtr");
+    let items = tui_support::stream(50);
+    let mut src = MemSource::new(items.clone(), 1000);
+    src.live = true;
+    let rec = TraceRecorder::create(&path, &tui_support::header(), None).unwrap();
+    let start = std::time::Instant::now();
+    let mut on_disk = Vec::new();
+    let out = Pipeline::new(&mut src)
+        .record(Box::new(rec), OnRecordError::Fail)
+        .wait(Duration::from_millis(20))
+        .stop_when(|| {
+            let elapsed = start.elapsed();
+            if elapsed < detector::stream::FLUSH_EVERY.mul_f32(1.5) {
+                return None;
+            }
+            // Read what a crash now would leave.
+            on_disk = read_all(&path).unwrap().1;
+            Some("interrupted".into())
+        })
+        .run(&mut None::<ReportSink>)
+        .unwrap();
+    assert_eq!(out.items, items.len() as u64);
+    assert_eq!(on_disk, items, "everything handed over is on disk");
+    // A source that is not live (a file) is not flushed by time.
+    let path = dir.path().join("file.dtr");
+    let mut src = MemSource::new(items.clone(), 10);
+    let rec = TraceRecorder::create(&path, &tui_support::header(), None).unwrap();
+    let mut before_end = None;
+    Pipeline::new(&mut src)
+        .record(Box::new(rec), OnRecordError::Fail)
+        .stop_when(|| {
+            if before_end.is_none() {
+                std::thread::sleep(detector::stream::FLUSH_EVERY.mul_f32(1.2));
+                before_end = Some(0);
+                None
+            } else {
+                before_end = Some(read_all(&path).unwrap().1.len());
+                Some("stop".into())
+            }
+        })
+        .run(&mut None::<ReportSink>)
+        .unwrap();
+    assert_eq!(before_end, Some(0), "one block, written at the end");
 }

@@ -111,7 +111,8 @@ fn rotated_segments_are_0600() {
         keep: 0,
     };
     let mut w = RotatingWriter::create(&base, &TraceHeader::new("t"), policy).unwrap();
-    for i in 0..100 {
+    // Enough for several 2000-byte segments of v2 (a few bytes an event).
+    for i in 0..5000 {
         w.write_item(&StreamItem::Event(Event {
             ts_ns: i,
             ..Event::default()

@@ -1,5 +1,6 @@
 //! Damaged, cut-off and foreign files: every one must produce a clear error
-//! or replay exactly the intact records, and none may panic.
+//! or replay exactly the intact records, and none may panic. Format v1
+//! here (`trace_v2_damage.rs` has v2's); the header checks are shared.
 
 // Every test, bench and example target links all of the package's
 // dependencies; the lint is meant for the library.
@@ -7,8 +8,8 @@
 
 use detector::event::StreamItem;
 use detector::trace::{
-    EndState, TraceEnd, TraceError, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION, MAGIC,
-    PREAMBLE_LEN,
+    EndState, TraceEnd, TraceError, TraceFormat, TraceHeader, TraceReader, TraceWriter,
+    FORMAT_VERSION, MAGIC, PREAMBLE_LEN,
 };
 use detector_common::Event;
 use proptest::prelude::*;
@@ -32,7 +33,13 @@ fn small_trace() -> (Vec<u8>, Vec<StreamItem>, Vec<u64>, u64) {
         }
     }
     let mut buf = Vec::new();
-    let mut w = TraceWriter::new(&mut buf, &TraceHeader::new("test")).unwrap();
+    let mut w = TraceWriter::with_format(
+        &mut buf,
+        &TraceHeader::new("test"),
+        "test".into(),
+        TraceFormat::V1,
+    )
+    .unwrap();
     let header_len = w.bytes_written();
     // Start offset of each record, plus the footer's.
     let mut starts = Vec::new();

@@ -7,7 +7,8 @@
 use detector::event::StreamItem;
 use detector::plan::{AttachMode, PlanEntry};
 use detector::trace::{
-    read_all, EndState, TraceEnd, TraceHeader, TraceReader, TraceWriter, FORMAT_VERSION,
+    read_all, EndState, TraceEnd, TraceFormat, TraceHeader, TraceReader, TraceWriter,
+    FORMAT_VERSION,
 };
 use detector_common::{Event, Layout, ProbeId};
 
@@ -83,11 +84,17 @@ fn stream(n: u64) -> Vec<StreamItem> {
 
 #[test]
 fn many_events_and_lost_records_round_trip_through_a_file() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        many_events_and_lost_records_round_trip_through_a_file_in(format);
+    }
+}
+
+fn many_events_and_lost_records_round_trip_through_a_file_in(format: TraceFormat) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rt.trace");
     let items = stream(50_000);
     let h = header();
-    let mut w = TraceWriter::create(&path, &h).unwrap();
+    let mut w = TraceWriter::create_format(&path, &h, format).unwrap();
     for it in &items {
         w.write_item(it).unwrap();
     }
@@ -97,8 +104,14 @@ fn many_events_and_lost_records_round_trip_through_a_file() {
     assert_eq!(summary.totals.records, items.len() as u64);
 
     let (rh, back, end) = read_all(&path).unwrap();
-    assert_eq!(rh, h);
-    assert_eq!(rh.format_version, FORMAT_VERSION);
+    assert_eq!(
+        rh,
+        TraceHeader {
+            format_version: format.version(),
+            ..h
+        }
+    );
+    assert!(rh.format_version <= FORMAT_VERSION);
     assert_eq!(rh.layout["folio_swap"], 40);
     assert_eq!(rh.layout().folio_swap, 40);
     assert_eq!(back, items);
@@ -119,9 +132,15 @@ fn many_events_and_lost_records_round_trip_through_a_file() {
 
 #[test]
 fn record_indices_count_every_record() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        record_indices_count_every_record_in(format);
+    }
+}
+
+fn record_indices_count_every_record_in(format: TraceFormat) {
     let mut buf = Vec::new();
     let items = stream(3000);
-    let mut w = TraceWriter::new(&mut buf, &header()).unwrap();
+    let mut w = TraceWriter::with_format(&mut buf, &header(), "t".into(), format).unwrap();
     for it in &items {
         w.write_item(it).unwrap();
     }
@@ -142,6 +161,12 @@ fn record_indices_count_every_record() {
 
 #[test]
 fn reads_from_a_source_that_returns_short_reads() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        reads_from_a_source_that_returns_short_reads_in(format);
+    }
+}
+
+fn reads_from_a_source_that_returns_short_reads_in(format: TraceFormat) {
     struct Dribble<'a>(&'a [u8]);
     impl std::io::Read for Dribble<'_> {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
@@ -153,7 +178,7 @@ fn reads_from_a_source_that_returns_short_reads() {
     }
     let mut buf = Vec::new();
     let items = stream(500);
-    let mut w = TraceWriter::new(&mut buf, &header()).unwrap();
+    let mut w = TraceWriter::with_format(&mut buf, &header(), "t".into(), format).unwrap();
     for it in &items {
         w.write_item(it).unwrap();
     }
@@ -166,9 +191,15 @@ fn reads_from_a_source_that_returns_short_reads() {
 
 #[test]
 fn an_unfinished_writer_leaves_a_truncated_but_readable_file() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        an_unfinished_writer_leaves_a_truncated_but_readable_file_in(format);
+    }
+}
+
+fn an_unfinished_writer_leaves_a_truncated_but_readable_file_in(format: TraceFormat) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("killed.trace");
-    let mut w = TraceWriter::create(&path, &header()).unwrap();
+    let mut w = TraceWriter::create_format(&path, &header(), format).unwrap();
     for i in 0..100 {
         w.write_event(&event(i)).unwrap();
     }
@@ -189,12 +220,118 @@ fn an_unfinished_writer_leaves_a_truncated_but_readable_file() {
 
 #[test]
 fn an_empty_trace_is_complete() {
+    for format in [TraceFormat::V1, TraceFormat::V2] {
+        an_empty_trace_is_complete_in(format);
+    }
+}
+
+fn an_empty_trace_is_complete_in(format: TraceFormat) {
     let mut buf = Vec::new();
-    let w = TraceWriter::new(&mut buf, &TraceHeader::new("simulate:empty.scn")).unwrap();
+    let w = TraceWriter::with_format(
+        &mut buf,
+        &TraceHeader::new("simulate:empty.scn"),
+        "t".into(),
+        format,
+    )
+    .unwrap();
     w.finish(TraceEnd::at(5, "end of script")).unwrap();
     let mut r = TraceReader::from_reader(buf.as_slice()).unwrap();
     assert_eq!(r.header().origin, "simulate:empty.scn");
     assert!(r.next().is_none());
     let footer = r.end_state().unwrap().footer().unwrap();
     assert_eq!((footer.events, footer.records), (0, 0));
+}
+
+/// A file of 5000 items in blocks of 100 (v2) or records (v1).
+fn seekable(format: TraceFormat) -> (Vec<u8>, Vec<StreamItem>) {
+    let items = stream(5000);
+    let mut buf = Vec::new();
+    let mut w = TraceWriter::with_format(&mut buf, &header(), "t".into(), format).unwrap();
+    for (k, it) in items.iter().enumerate() {
+        w.write_item(it).unwrap();
+        if k % 100 == 99 {
+            w.flush().unwrap();
+        }
+    }
+    w.finish(TraceEnd::at(0, "end")).unwrap();
+    (buf, items)
+}
+
+#[test]
+fn a_v2_reader_seeks_through_the_block_index() {
+    let (buf, items) = seekable(TraceFormat::V2);
+    let n = items.len() as u64;
+    let mut r = TraceReader::from_reader(std::io::Cursor::new(&buf)).unwrap();
+    let index = r
+        .block_index()
+        .unwrap()
+        .expect("a complete v2 file has an index");
+    assert_eq!(index.len() as u64, n.div_ceil(100));
+    for (k, e) in index.iter().enumerate() {
+        assert_eq!(e.first_index, k as u64 * 100);
+        assert!(k == 0 || e.offset > index[k - 1].offset);
+    }
+    // Reading a little, looking at the index, reading on: undisturbed.
+    let head: Vec<StreamItem> = r.by_ref().take(150).map(|(_, it)| it).collect();
+    assert!(r.block_index().unwrap().is_some());
+    let (i, next) = r.next_item().unwrap();
+    assert_eq!((i, head.as_slice(), next), (150, &items[..150], items[150]));
+
+    for at in [0, 1, 99, 100, 101, 2500, 4999, n, 0, 3333] {
+        assert!(r.seek_item(at).unwrap(), "{at}");
+        match r.next_item() {
+            Some((i, it)) => assert_eq!((i, it), (at, items[at as usize])),
+            None => assert_eq!(at, n),
+        }
+    }
+    assert!(!r.seek_item(n + 1).unwrap());
+    assert!(r.end_state().is_some_and(EndState::is_complete));
+    // After a seek the rest reads to a complete end.
+    assert!(r.seek_item(4321).unwrap());
+    let rest: Vec<StreamItem> = r.by_ref().map(|(_, it)| it).collect();
+    assert_eq!(rest, items[4321..]);
+    assert!(
+        r.end_state().is_some_and(EndState::is_complete),
+        "{:?}",
+        r.end_state()
+    );
+}
+
+#[test]
+fn a_cut_v2_file_and_a_v1_file_seek_without_an_index() {
+    let (buf, items) = seekable(TraceFormat::V2);
+    let cut = &buf[..buf.len() * 2 / 3];
+    let mut r = TraceReader::from_reader(std::io::Cursor::new(cut)).unwrap();
+    assert_eq!(r.block_index().unwrap(), None);
+    assert!(r.seek_item(1234).unwrap());
+    assert_eq!(r.next_item(), Some((1234, items[1234])));
+    assert!(!r.seek_item(4000).unwrap());
+    assert!(matches!(r.end_state(), Some(EndState::Truncated { .. })));
+    let complete = r.records_read();
+    // Every complete block, and not one more: the scan found the block
+    // that is cut off where a reader would.
+    let whole = read_all_bytes(cut);
+    assert_eq!(complete, whole.0);
+    assert_eq!(r.end_state(), Some(&whole.1));
+    assert!(r.seek_item(complete - 1).unwrap());
+    assert_eq!(
+        r.next_item(),
+        Some((complete - 1, items[complete as usize - 1]))
+    );
+
+    let (buf, items) = seekable(TraceFormat::V1);
+    let mut r = TraceReader::from_reader(std::io::Cursor::new(&buf)).unwrap();
+    assert_eq!(r.block_index().unwrap(), None);
+    for at in [3000, 10, 4999] {
+        assert!(r.seek_item(at).unwrap());
+        assert_eq!(r.next_item(), Some((at, items[at as usize])));
+    }
+    assert!(!r.seek_item(6000).unwrap());
+    assert!(r.end_state().is_some_and(EndState::is_complete));
+}
+
+fn read_all_bytes(b: &[u8]) -> (u64, EndState) {
+    let mut r = TraceReader::from_reader(b).unwrap();
+    let n = r.by_ref().count() as u64;
+    (n, r.end_state().cloned().unwrap())
 }

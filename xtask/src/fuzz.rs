@@ -15,6 +15,7 @@ use crate::ebpf;
 /// added there is a seed too.
 pub(crate) const TARGETS: &[(&str, &str)] = &[
     ("trace_reader", "fuzz/seeds/trace_reader"),
+    ("trace_blocks", "fuzz/seeds/trace_blocks"),
     ("trace_header", "fuzz/seeds/trace_header"),
     ("scenario", "detector/scenarios"),
     ("replay", "fuzz/seeds/trace_reader"),

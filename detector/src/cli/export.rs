@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::cli::args::AnalyzerArgs;
 use crate::sinks::{EventFormat, EventWriter, Redacting, TraceCopy};
 use crate::stream::{FileSource, Overrides, Pipeline, Source, Speed};
-use crate::trace::{create_private, Redactor};
+use crate::trace::{create_private, Redactor, TraceFormat};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,6 +53,10 @@ pub struct Args {
     /// header's, as for `replay`.
     #[command(flatten)]
     pub analyzer: AnalyzerArgs,
+    /// With --format trace: the format of the copy (v2, or v1 for tools
+    /// that only read v1). Converting keeps every item exactly.
+    #[arg(long, value_name = "v1|v2", default_value_t = TraceFormat::V2)]
+    pub trace_format: TraceFormat,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -96,7 +100,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Format::Trace => {
             let name = args.output.display().to_string();
-            let copy = TraceCopy::new(create()?, &header, name).with_context(cannot)?;
+            let copy = TraceCopy::with_format(create()?, &header, name, args.trace_format)
+                .with_context(cannot)?;
             let mut sink = Redacting::new(copy, redact);
             Pipeline::new(&mut source)
                 .run(&mut sink)

@@ -18,7 +18,7 @@ use crate::stream::{
     spawn_capture, ConfigChoice, FileSource, OnRecordError, Pipeline, Recorder, Source, Speed,
     TraceRecorder,
 };
-use crate::trace::Redactor;
+use crate::trace::{Redactor, TraceFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,6 +41,9 @@ pub struct Args {
     /// (see `detector record --redact`); the screen shows the real ones.
     #[arg(long, requires = "record")]
     pub redact: bool,
+    /// Format of the --record file (see `detector record --trace-format`).
+    #[arg(long, value_name = "v1|v2", default_value_t = TraceFormat::V2, requires = "record")]
+    pub trace_format: TraceFormat,
     /// No UI: print one line per finding on stdout (works without a terminal).
     #[arg(long)]
     pub plain: bool,
@@ -87,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             header.analyzer_config = Some(setup.config.clone());
             let redact = args.redact.then(Redactor::new).transpose()?;
-            let r = TraceRecorder::create_with(out, &header, None, redact)
+            let r = TraceRecorder::create_format(out, &header, None, redact, args.trace_format)
                 .with_context(|| format!("cannot record to {}", out.display()))?;
             Some(Box::new(r) as Box<dyn Recorder>)
         }

@@ -18,7 +18,7 @@ use crate::present::costs::write_span;
 use crate::present::describe_setup;
 use crate::sinks::{FindingPrinter, Latency, Style};
 use crate::stream::{Base, End, KernelSource, OnRecordError, Pipeline, Source, TraceRecorder};
-use crate::trace::{Redactor, RotationPolicy};
+use crate::trace::{Redactor, RotationPolicy, TraceFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,6 +60,10 @@ pub struct Args {
     /// layout addresses. What --analyze prints is not redacted.
     #[arg(long)]
     pub redact: bool,
+    /// Trace file format: v2 (compressed blocks, about 5 bytes per event)
+    /// or v1 (164 bytes per event, for tools that only read v1).
+    #[arg(long, value_name = "v1|v2", default_value_t = TraceFormat::V2)]
+    pub trace_format: TraceFormat,
 }
 
 /// This process's CPU time so far (user, system) in seconds: what the
@@ -106,8 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         keep: args.rotate_keep,
     });
     let redact = args.redact.then(Redactor::new).transpose()?;
-    let recorder = TraceRecorder::create_with(&args.output, &header, rotation, redact)
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
+    let recorder =
+        TraceRecorder::create_format(&args.output, &header, rotation, redact, args.trace_format)
+            .with_context(|| format!("cannot create {}", args.output.display()))?;
 
     // Attached, statistics on, the file open: from here the capture reads
     // the ring and the maps, and a rotating one creates files next to the

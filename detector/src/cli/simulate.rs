@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::scenario::{self, Scenario};
 use crate::synth::{self, Synth};
-use crate::trace::{TraceEnd, TraceHeader, TraceSummary, TraceWriter};
+use crate::trace::{TraceEnd, TraceFormat, TraceHeader, TraceSummary, TraceWriter};
 
 #[derive(clap::Args, Debug)]
 #[command(group(
@@ -45,6 +45,10 @@ pub struct Args {
     /// Trace file to write.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Trace file format: v2 (compressed blocks, about 5 bytes per event)
+    /// or v1 (164 bytes per event, for tools that only read v1).
+    #[arg(long, value_name = "v1|v2", default_value_t = TraceFormat::V2)]
+    pub trace_format: TraceFormat,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Scenario> {
@@ -55,13 +59,23 @@ pub fn load(path: &Path) -> anyhow::Result<Scenario> {
 
 /// Writes the scenario's items as a trace file.
 pub fn write_trace(sc: &Scenario, origin_path: &Path, out: &Path) -> anyhow::Result<()> {
+    write_trace_as(sc, origin_path, out, TraceFormat::default())
+}
+
+/// As [`write_trace`], in the given trace format.
+pub fn write_trace_as(
+    sc: &Scenario,
+    origin_path: &Path,
+    out: &Path,
+    format: TraceFormat,
+) -> anyhow::Result<()> {
     let mut header = TraceHeader::new(format!("simulate:{}", origin_path.display()));
     header.start_monotonic_ns = scenario::BASE_NS;
     header.kernel_release = "simulated".to_string();
     // The scenario's `config` lines: replay analyzes with them, so it
     // gives the findings the scenario declares.
     header.analyzer_config = Some(sc.config.clone());
-    let mut w = TraceWriter::create(out, &header)
+    let mut w = TraceWriter::create_format(out, &header, format)
         .with_context(|| format!("cannot create trace {}", out.display()))?;
     for item in &sc.items {
         w.write_item(item)
@@ -90,6 +104,17 @@ pub fn write_synthetic_stream(
     objects: u64,
     storm: bool,
 ) -> anyhow::Result<TraceSummary> {
+    write_synthetic_as(out, events, objects, storm, TraceFormat::default())
+}
+
+/// As [`write_synthetic_stream`], in the given trace format.
+pub fn write_synthetic_as(
+    out: &Path,
+    events: u64,
+    objects: u64,
+    storm: bool,
+    format: TraceFormat,
+) -> anyhow::Result<TraceSummary> {
     let mut header = TraceHeader::new("synthetic");
     header.start_monotonic_ns = synth::START_NS;
     header.kernel_release = "simulated".to_string();
@@ -107,7 +132,12 @@ pub fn write_synthetic_stream(
     if storm {
         header.command_line.push("--storm".into());
     }
-    let mut w = TraceWriter::create(out, &header)
+    if format != TraceFormat::default() {
+        header
+            .command_line
+            .extend(["--trace-format".to_string(), format.to_string()]);
+    }
+    let mut w = TraceWriter::create_format(out, &header, format)
         .with_context(|| format!("cannot create trace {}", out.display()))?;
     let mut gen = if storm {
         Synth::storm(objects)
@@ -131,7 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(n)) => {
             let t = Instant::now();
             let objects = args.objects.unwrap_or(synth::DEFAULT_OBJECTS);
-            let s = write_synthetic_stream(&args.output, n, objects, args.storm)?;
+            let s = write_synthetic_as(&args.output, n, objects, args.storm, args.trace_format)?;
             eprintln!(
                 "detector: wrote {} synthetic event(s) over {} folio(s) to {} ({:.1} MiB in {:.2} s)",
                 s.totals.events,
@@ -145,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("give exactly one of a scenario script or --synthetic N"),
     };
     let sc = load(&script)?;
-    write_trace(&sc, &script, &args.output)?;
+    write_trace_as(&sc, &script, &args.output, args.trace_format)?;
     eprintln!(
         "detector: wrote {} item(s) of scenario `{}` to {}",
         sc.items.len(),

@@ -7,7 +7,7 @@ use crate::analyzer::Finding;
 use crate::event::StreamItem;
 use crate::stream::{Ctx, Sink};
 use crate::trace::{
-    EndState, Redactor, TraceEnd, TraceError, TraceHeader, TraceSummary, TraceWriter,
+    EndState, Redactor, TraceEnd, TraceError, TraceFormat, TraceHeader, TraceSummary, TraceWriter,
 };
 
 pub struct TraceCopy<W: Write> {
@@ -18,8 +18,18 @@ pub struct TraceCopy<W: Write> {
 impl<W: Write> TraceCopy<W> {
     /// Writes `header` (as given: redact it first for a redacted copy).
     pub fn new(out: W, header: &TraceHeader, name: String) -> Result<Self, TraceError> {
+        Self::with_format(out, header, name, TraceFormat::default())
+    }
+
+    /// As [`new`](Self::new), in the given trace format.
+    pub fn with_format(
+        out: W,
+        header: &TraceHeader,
+        name: String,
+        format: TraceFormat,
+    ) -> Result<Self, TraceError> {
         Ok(TraceCopy {
-            w: TraceWriter::with_name(out, header, name)?,
+            w: TraceWriter::with_format(out, header, name, format)?,
             last_ts: header.start_monotonic_ns,
         })
     }

@@ -29,6 +29,6 @@ pub use analysis::{analyzer_for, AnalyzerSetup, Base, ConfigChoice, Overrides};
 pub use channel::{spawn_capture, CaptureMsg, ChannelSource, CostSlot};
 pub use file::{FileSource, Speed};
 pub use kernel::KernelSource;
-pub use pipeline::{Ctx, End, OnRecordError, Outcome, Pipeline, PipelineError, Sink};
+pub use pipeline::{Ctx, End, OnRecordError, Outcome, Pipeline, PipelineError, Sink, FLUSH_EVERY};
 pub use recorder::{Recorder, TraceRecorder};
 pub use source::{Item, Pull, Source, SourceError, SourceInfo, BATCH};

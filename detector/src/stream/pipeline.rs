@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -140,6 +140,12 @@ pub struct Outcome {
 
 type StopWhen<'a> = Box<dyn FnMut() -> Option<String> + 'a>;
 
+/// How often a live stream's recording is flushed ([`Recorder::flush`]):
+/// a v2 trace then never holds more than this much of a quiet stream in a
+/// block not yet written, so a killed recorder loses at most about a
+/// second of events (plus what the ring buffer held).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// A configured run over one source.
 pub struct Pipeline<'a> {
     source: &'a mut dyn Source,
@@ -202,6 +208,10 @@ impl<'a> Pipeline<'a> {
             && !sink.wants_items()
             && source.raw_capable()
             && recorder.as_ref().is_some_and(|r| r.accepts_raw());
+        // Files replay as fast as they read and end with a footer; only a
+        // live stream (time passes without events) needs flushing by time.
+        let flush_every = source.clock_ns().is_some().then_some(FLUSH_EVERY);
+        let mut last_flush = Instant::now();
         let mut flow = Flow {
             recorder,
             on_record_error,
@@ -222,6 +232,11 @@ impl<'a> Pipeline<'a> {
             }
             let pulled = source.pull(wait, raw, &mut |i, it| flow.step(sink, i, it));
             flow.check()?;
+            if flush_every.is_some_and(|every| last_flush.elapsed() >= every) {
+                last_flush = Instant::now();
+                flow.flush(sink);
+                flow.check()?;
+            }
             let mut ctx = flow.ctx(source);
             match pulled {
                 Ok(Pull::Items) => sink.pulled(&mut ctx),
@@ -302,6 +317,13 @@ impl Flow {
             self.failed = Some(PipelineError::Sink(e));
         }
         self.found.clear();
+    }
+
+    /// Flushes the recording (time-based, live streams only).
+    fn flush<S: Sink + ?Sized>(&mut self, sink: &mut S) {
+        if let Some(Err(e)) = self.recorder.as_mut().map(|r| r.flush()) {
+            self.record_failed(sink, e);
+        }
     }
 
     fn record_failed<S: Sink + ?Sized>(&mut self, sink: &mut S, e: TraceError) {

@@ -10,8 +10,8 @@ use detector_common::EVENT_SIZE;
 
 use crate::event::StreamItem;
 use crate::trace::{
-    decode_event, Redactor, RotatingWriter, RotationPolicy, TraceEnd, TraceError, TraceHeader,
-    TraceSummary,
+    decode_event, Redactor, RotatingWriter, RotationPolicy, TraceEnd, TraceError, TraceFormat,
+    TraceHeader, TraceSummary,
 };
 
 pub trait Recorder: Send {
@@ -24,6 +24,12 @@ pub trait Recorder: Send {
     /// An event as the trace file's bytes.
     fn write_raw(&mut self, b: &[u8; EVENT_SIZE]) -> Result<(), TraceError> {
         self.write(&StreamItem::Event(decode_event(b)))
+    }
+    /// Hands everything written so far to the file (a v2 trace closes its
+    /// open block). A live pipeline calls it about once a second, which
+    /// bounds what a killed recorder loses.
+    fn flush(&mut self) -> Result<(), TraceError> {
+        Ok(())
     }
     /// Bytes written so far.
     fn bytes(&self) -> u64;
@@ -58,13 +64,25 @@ impl TraceRecorder {
         rotation: Option<RotationPolicy>,
         redact: Option<Redactor>,
     ) -> Result<Self, TraceError> {
+        Self::create_format(path, header, rotation, redact, TraceFormat::default())
+    }
+
+    /// As [`create_with`](Self::create_with), in the given trace format
+    /// (`--trace-format`).
+    pub fn create_format(
+        path: &Path,
+        header: &TraceHeader,
+        rotation: Option<RotationPolicy>,
+        redact: Option<Redactor>,
+        format: TraceFormat,
+    ) -> Result<Self, TraceError> {
         let policy = rotation.unwrap_or(RotationPolicy {
             max_bytes: u64::MAX,
             keep: 1,
         });
         let writer = match &redact {
-            Some(r) => RotatingWriter::create(path, &r.header(header), policy)?,
-            None => RotatingWriter::create(path, header, policy)?,
+            Some(r) => RotatingWriter::create_format(path, &r.header(header), policy, format)?,
+            None => RotatingWriter::create_format(path, header, policy, format)?,
         };
         Ok(TraceRecorder { writer, redact })
     }
@@ -102,6 +120,10 @@ impl Recorder for TraceRecorder {
             Some(r) => self.writer.write_event_bytes(&r.event_bytes(b)),
             None => self.writer.write_event_bytes(b),
         }
+    }
+
+    fn flush(&mut self) -> Result<(), TraceError> {
+        self.writer.flush()
     }
 
     fn bytes(&self) -> u64 {

@@ -1,4 +1,5 @@
-//! Byte-level constants of format v1 and the event codec.
+//! Byte-level constants of format v1 (v2 shares its preamble and header)
+//! and the event codec.
 //!
 //! On little-endian hosts an event is copied as a whole (its `#[repr(C)]`
 //! layout is the on-disk layout); this roughly halves the reader's cost per
@@ -13,8 +14,50 @@ use detector_common::{Event, EVENT_SIZE};
 /// bytes make text-mode transfers and `cat` of a text file fail loudly (the
 /// same trick PNG uses).
 pub const MAGIC: [u8; 8] = [0x89, b'D', b'T', b'R', b'\r', b'\n', 0x1a, b'\n'];
-/// Format version this code writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version this code writes by default, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Which format a writer produces. Readers take both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TraceFormat {
+    /// Fixed 164-byte records, each with its own CRC (what detector wrote
+    /// before v2; for tools that only read v1).
+    V1,
+    /// Compressed blocks of variable-size records, with a block index.
+    #[default]
+    V2,
+}
+
+impl TraceFormat {
+    /// The preamble's version number.
+    pub fn version(self) -> u32 {
+        match self {
+            TraceFormat::V1 => 1,
+            TraceFormat::V2 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for TraceFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.version())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a trace format: give v1 or v2")]
+pub struct BadTraceFormat(String);
+
+impl std::str::FromStr for TraceFormat {
+    type Err = BadTraceFormat;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "v1" | "1" => Ok(TraceFormat::V1),
+            "v2" | "2" => Ok(TraceFormat::V2),
+            _ => Err(BadTraceFormat(s.to_owned())),
+        }
+    }
+}
 /// Magic, format version (u32 LE), header length (u32 LE).
 pub const PREAMBLE_LEN: usize = 16;
 /// Record framing before the payload: length (u32 LE), type (u16 LE),

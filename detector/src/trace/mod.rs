@@ -15,14 +15,15 @@ mod private;
 mod reader;
 mod redact;
 mod rotate;
+pub mod v2;
 mod writer;
 
 pub use end::EndState;
 pub use error::TraceError;
 pub use format::{
-    decode_event, encode_event, event_probe, event_ts, FORMAT_VERSION, MAGIC, MAX_HEADER_LEN,
-    MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT, RECORD_FOOTER,
-    RECORD_HEADER_LEN, RECORD_LOST,
+    decode_event, encode_event, event_probe, event_ts, BadTraceFormat, TraceFormat, FORMAT_VERSION,
+    MAGIC, MAX_HEADER_LEN, MAX_RECORD_PAYLOAD, PREAMBLE_LEN, RECORD_CRC_LEN, RECORD_EVENT,
+    RECORD_FOOTER, RECORD_HEADER_LEN, RECORD_LOST,
 };
 pub use header::{layout_from_map, layout_to_map, TraceFooter, TraceHeader};
 pub use private::{create_private, PRIVATE_MODE};

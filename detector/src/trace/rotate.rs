@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use detector_common::{Event, EVENT_SIZE};
 
 use super::error::TraceError;
+use super::format::TraceFormat;
 use super::header::TraceHeader;
 use super::writer::{Counts, TraceEnd, TraceSummary, TraceWriter};
 use crate::event::StreamItem;
@@ -60,6 +61,7 @@ pub struct RotatingWriter {
     base: PathBuf,
     policy: RotationPolicy,
     header: TraceHeader,
+    format: TraceFormat,
     current: Option<TraceWriter<File>>,
     /// Rotated segments on disk: `FILE.1` ..= `FILE.rotated`.
     rotated: u32,
@@ -77,6 +79,16 @@ impl RotatingWriter {
         header: &TraceHeader,
         policy: RotationPolicy,
     ) -> Result<Self, TraceError> {
+        Self::create_format(base, header, policy, TraceFormat::default())
+    }
+
+    /// As [`create`](Self::create), every segment in the given format.
+    pub fn create_format(
+        base: impl AsRef<Path>,
+        header: &TraceHeader,
+        policy: RotationPolicy,
+        format: TraceFormat,
+    ) -> Result<Self, TraceError> {
         if policy.max_bytes == 0 {
             return Err(TraceError::Rotation(
                 "the rotation size must be at least 1 byte".to_string(),
@@ -91,11 +103,12 @@ impl RotatingWriter {
         }
         let mut header = header.clone();
         header.segment = 0;
-        let current = TraceWriter::create(&base, &header)?;
+        let current = TraceWriter::create_format(&base, &header, format)?;
         Ok(RotatingWriter {
             base,
             policy,
             header,
+            format,
             current: Some(current),
             rotated: 0,
             totals: Counts::empty(),
@@ -220,7 +233,7 @@ impl RotatingWriter {
         }
 
         self.header.segment += 1;
-        let mut next = TraceWriter::create(&self.base, &self.header)?;
+        let mut next = TraceWriter::create_format(&self.base, &self.header, self.format)?;
         next.inherit_lost(lost);
         self.current = Some(next);
         Ok(())
@@ -289,6 +302,12 @@ mod tests {
 
     #[test]
     fn keeps_newest_n_segments_each_replayable() {
+        for format in [TraceFormat::V1, TraceFormat::V2] {
+            keeps_newest_n_segments(format);
+        }
+    }
+
+    fn keeps_newest_n_segments(format: TraceFormat) {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("cap.trace");
         // Stale segment from an earlier capture must go away.
@@ -303,8 +322,9 @@ mod tests {
             ..crate::analyzer::Config::default()
         };
         header.analyzer_config = Some(cfg.clone());
-        let mut w = RotatingWriter::create(&base, &header, policy).unwrap();
-        let n = 500u64;
+        let mut w = RotatingWriter::create_format(&base, &header, policy, format).unwrap();
+        // Enough for several segments in either format.
+        let n = 3000u64;
         for i in 0..n {
             w.write_event(&ev(i)).unwrap();
             if i == 10 {
@@ -328,6 +348,7 @@ mod tests {
         for (expect_segment, f) in (s.segments - 3..).zip(&s.files) {
             let (h, items, end) = read_all(f).unwrap();
             assert_eq!(h.segment, expect_segment);
+            assert_eq!(h.format_version, format.version());
             // Every segment replays with the capture's analyzer settings.
             assert_eq!(h.analyzer_config.as_ref(), Some(&cfg));
             let footer = match end {
@@ -351,24 +372,31 @@ mod tests {
     #[test]
     fn keep_one_and_keep_all() {
         let dir = tempfile::tempdir().unwrap();
-        for keep in [1u32, 0] {
-            let base = dir.path().join(format!("k{keep}.trace"));
+        for (keep, format) in [
+            (1u32, TraceFormat::V1),
+            (0, TraceFormat::V1),
+            (1, TraceFormat::V2),
+            (0, TraceFormat::V2),
+        ] {
+            let base = dir.path().join(format!("k{keep}{format}.trace"));
             let policy = RotationPolicy {
                 max_bytes: 2000,
                 keep,
             };
-            let mut w = RotatingWriter::create(&base, &TraceHeader::new("t"), policy).unwrap();
-            for i in 0..100 {
+            let mut w =
+                RotatingWriter::create_format(&base, &TraceHeader::new("t"), policy, format)
+                    .unwrap();
+            for i in 0..1000 {
                 w.write_event(&ev(i)).unwrap();
             }
             let s = w.finish(TraceEnd::at(0, "done")).unwrap();
             let total: usize = s.files.iter().map(|f| read_all(f).unwrap().1.len()).sum();
             if keep == 1 {
                 assert_eq!(s.files, vec![base.clone()]);
-                assert!(total < 100);
+                assert!(total < 1000);
             } else {
                 assert_eq!(s.files.len() as u32, s.segments);
-                assert_eq!(total, 100);
+                assert_eq!(total, 1000);
             }
         }
     }

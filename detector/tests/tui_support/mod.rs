@@ -264,9 +264,17 @@ pub(crate) fn stream(background_events: u64) -> Vec<StreamItem> {
 }
 
 pub(crate) fn write_trace(path: &Path, items: &[StreamItem]) {
+    write_trace_flushed(path, items, usize::MAX);
+}
+
+/// As [`write_trace`], flushed (a v2 block closed) every `every` items.
+pub(crate) fn write_trace_flushed(path: &Path, items: &[StreamItem], every: usize) {
     let mut w = TraceWriter::create(path, &header()).unwrap();
-    for it in items {
+    for (k, it) in items.iter().enumerate() {
         w.write_item(it).unwrap();
+        if k % every == every - 1 {
+            w.flush().unwrap();
+        }
     }
     let end = match items.last() {
         Some(StreamItem::Event(e)) => e.ts_ns,

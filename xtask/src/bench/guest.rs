@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{soak, Args, Cap, Guest, Phase, Plan};
+use super::{soak, Args, Cap, Guest, Phase, Plan, TraceSize};
 use crate::vm::vm_guest::{init_script, GuestRun};
 use crate::vm::vm_image::Binaries;
 use crate::vm::vm_kernel::KernelLine;
@@ -65,7 +65,16 @@ echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal
       rec /tmp/rec.log -o /out/soak.dtr
       echo "run detector $(soak)" >> $B
       stop; echo "log detector $(summary /tmp/rec.log)" >> $B
-      grep '^detector: CPU' /tmp/rec.log | sed 's/^/log detector /' >> $B; rm -f /out/soak.dtr;;
+      grep '^detector: CPU' /tmp/rec.log | sed 's/^/log detector /' >> $B
+      # The capture's size as recorded (v2) and converted to v1, once.
+      if [ $it = 1 ]; then
+        ev=$(grep -o '[0-9]* events in' /tmp/rec.log | cut -d' ' -f1)
+        echo "size v2 $(ls -ln /out/soak.dtr | awk '{{print $5}}') $ev" >> $B
+        detector export /out/soak.dtr --format trace --trace-format v1 -o /out/soak-v1.dtr > /dev/null 2>&1 \
+          && echo "size v1 $(ls -ln /out/soak-v1.dtr | awk '{{print $5}}') $ev" >> $B
+        rm -f /out/soak-v1.dtr
+      fi
+      rm -f /out/soak.dtr;;
     bpftrace)
       # A perf buffer large enough that bpftrace, like the detector, keeps
       # (nearly) everything: a tracer that drops does less work.
@@ -247,6 +256,19 @@ pub(super) fn parse_guest(log: &str) -> Guest {
                 }
             }
             "log" => g.logs.push(rest.to_string()),
+            "size" => {
+                let w: Vec<&str> = rest.split_whitespace().collect();
+                if let [format, bytes, events] = w.as_slice() {
+                    if let (Ok(bytes), Ok(events)) = (bytes.parse(), events.parse()) {
+                        g.sizes.push(TraceSize {
+                            capture: "benign-soak under `detector record` (6.12 guest)".into(),
+                            format: (*format).to_string(),
+                            bytes,
+                            events,
+                        });
+                    }
+                }
+            }
             "latency" => g.latency.push(rest.to_string()),
             "stats" => g.stats.push(rest.to_string()),
             "perprobe" => g.per_probe.push(rest.to_string()),
@@ -317,11 +339,17 @@ mod tests {
     fn parses_capacity_and_runs() {
         let g = parse_guest(
             "guest 6.12 2 cpus\nrun none 10.5\nrun detector\n\
-             cap default 50000 49870 250123 events in 6.1s (41003 events/s), lost 7\ndone\n",
+             cap default 50000 49870 250123 events in 6.1s (41003 events/s), lost 7\n\
+             size v2 5000000 1000000\nsize v1\ndone\n",
         );
         assert!(g.done);
         assert_eq!(g.runs["none"], vec![10.5]);
         assert_eq!(g.logs.len(), 1, "a run without a time is reported");
+        assert_eq!(g.sizes.len(), 1, "a size line without numbers is left out");
+        assert_eq!(
+            (g.sizes[0].bytes, g.sizes[0].events),
+            (5_000_000, 1_000_000)
+        );
         let c = &g.caps[0];
         assert_eq!(
             (c.target, c.achieved, c.events, c.lost),

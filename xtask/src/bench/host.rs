@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::HostReplay;
+use super::{HostReplay, TraceSize};
 
 /// The reader's cost per event without emulation: `detector record` on the
 /// host (whatever attach mode its kernel allows; tracepoints where function
@@ -74,26 +74,49 @@ pub(super) fn host_replay(
     out: &Path,
     events: u64,
 ) -> Result<HostReplay> {
-    let file = out.join("synthetic.dtr");
-    let st = Command::new(detector)
-        .args(["simulate", "--synthetic", &events.to_string(), "--objects"])
-        .arg("2000000")
-        .arg("-o")
-        .arg(&file)
-        .current_dir(root)
-        .status()
-        .context("running detector simulate --synthetic")?;
-    if !st.success() {
-        bail!("detector simulate --synthetic failed (see above)");
+    // The same synthetic stream in both trace formats: their sizes, and
+    // the replay of each.
+    let mut files = Vec::new();
+    for format in ["v2", "v1"] {
+        let file = out.join(format!("synthetic-{format}.dtr"));
+        let st = Command::new(detector)
+            .args(["simulate", "--synthetic", &events.to_string(), "--objects"])
+            .arg("2000000")
+            .args(["--trace-format", format])
+            .arg("-o")
+            .arg(&file)
+            .current_dir(root)
+            .status()
+            .context("running detector simulate --synthetic")?;
+        if !st.success() {
+            bail!("detector simulate --synthetic failed (see above)");
+        }
+        let bytes = std::fs::metadata(&file)
+            .with_context(|| format!("reading the size of {}", file.display()))?
+            .len();
+        files.push((format, file, bytes));
     }
+    let sizes = files
+        .iter()
+        .map(|(format, _, bytes)| TraceSize {
+            capture: format!("synthetic mix, {events} events (`simulate --synthetic`)"),
+            format: (*format).to_string(),
+            bytes: *bytes,
+            events,
+        })
+        .collect();
     let mut rows = Vec::new();
-    for (label, extra) in [
-        ("default --max-tracked", None),
-        ("--max-tracked 100000", Some("100000")),
+    for (label, format, extra) in [
+        ("v2 file, default --max-tracked", "v2", None),
+        ("v2 file, --max-tracked 100000", "v2", Some("100000")),
+        ("v1 file, default --max-tracked", "v1", None),
     ] {
+        let Some((_, file, _)) = files.iter().find(|f| f.0 == format) else {
+            continue;
+        };
         let mut c = Command::new(detector);
         c.arg("replay")
-            .arg(&file)
+            .arg(file)
             .args(["--stats", "--fail-on", "never"]);
         if let Some(n) = extra {
             c.args(["--max-tracked", n]);
@@ -113,7 +136,9 @@ pub(super) fn host_replay(
             .to_string();
         rows.push((label.to_string(), line));
     }
-    let _ = std::fs::remove_file(&file);
+    for (_, file, _) in &files {
+        let _ = std::fs::remove_file(file);
+    }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -127,5 +152,6 @@ pub(super) fn host_replay(
         cpu,
         rows,
         record: Vec::new(),
+        sizes,
     })
 }

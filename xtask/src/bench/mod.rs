@@ -22,7 +22,9 @@
 //!
 //! The host measures the analyzer replaying a large synthetic trace file
 //! through the real binary (events/s, peak RSS, with and without
-//! `--max-tracked`).
+//! `--max-tracked`, from a v2 and a v1 file). Bytes per event on disk are
+//! measured in both trace formats, on that synthetic mix and on the
+//! guest's benign-soak capture (converted to v1 by `export`).
 //!
 //! Results go to `target/bench/results.md`; without `--quick` they also
 //! replace the generated parts of `docs/performance.md`: the main block
@@ -171,6 +173,8 @@ impl Plan {
 struct Guest {
     header: String,
     runs: BTreeMap<String, Vec<f64>>,
+    /// The benign-soak capture's size in each trace format.
+    sizes: Vec<TraceSize>,
     logs: Vec<String>,
     latency: Vec<String>,
     stats: Vec<String>,
@@ -195,6 +199,16 @@ struct HostReplay {
     rows: Vec<(String, String)>,
     /// `detector record` on the host itself: summary, CPU and stats lines.
     record: Vec<String>,
+    /// The synthetic trace's size in each trace format.
+    sizes: Vec<TraceSize>,
+}
+
+/// One capture written in one trace format: bytes on disk per event.
+struct TraceSize {
+    capture: String,
+    format: String,
+    bytes: u64,
+    events: u64,
 }
 
 pub(crate) fn run(a: &Args) -> Result<()> {
@@ -241,6 +255,7 @@ pub(crate) fn run(a: &Args) -> Result<()> {
             cpu: "not run".into(),
             rows: Vec::new(),
             record: Vec::new(),
+            sizes: Vec::new(),
         }
     };
     let mut host = host;

@@ -99,6 +99,12 @@ pub(super) fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
     if on(Phase::Replay) && (h.rows.len() < 2 || h.rows.iter().any(|r| !r.1.contains("events/s"))) {
         missing.push("the replay --stats lines".into());
     }
+    if on(Phase::Replay) && h.sizes.len() < 2 {
+        missing.push("the synthetic trace's size in both formats".into());
+    }
+    if on(Phase::Overhead) && g.sizes.len() < 2 {
+        missing.push("the benign-soak capture's size in both formats".into());
+    }
     if on(Phase::Host) && h.record.iter().all(|l| !l.contains("events in")) {
         missing.push("the host record summary".into());
     }
@@ -196,6 +202,25 @@ pub(super) fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> Str
             } else {
                 100.0 * c.lost as f64 / total as f64
             }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n### 2b. Trace file size (bytes per event on disk, measured now; v1 is the format before v2)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| capture | format | events | bytes | bytes/event |\n|---|---|---|---|---|"
+    );
+    for t in g.sizes.iter().chain(&h.sizes) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} |",
+            t.capture,
+            t.format,
+            t.events,
+            t.bytes,
+            t.bytes as f64 / t.events.max(1) as f64
         );
     }
     let _ = writeln!(s, "\n### 3. Analyzer throughput (host, {})\n", h.cpu);
