@@ -6,6 +6,7 @@ pub mod args;
 pub mod doctor;
 pub mod export;
 pub mod live;
+pub mod logging;
 pub mod record;
 pub mod replay;
 pub mod signals;
