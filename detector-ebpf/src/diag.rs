@@ -44,6 +44,11 @@ pub(crate) fn report(probe: ProbeId, kind: DiagKind, a: u64, b: u64) {
 /// read at it failed.
 #[inline(always)]
 pub(crate) fn field_unreadable(probe: ProbeId, field: DiagField, off: u32, base: u64) {
+    // The level first: with logging off the verifier then drops the test
+    // of `off` too, not only the reports.
+    if AYA_LOG_LEVEL.load() == 0 {
+        return;
+    }
     if off == ABSENT {
         report(probe, DiagKind::OffsetUnknown, field as u64, 0);
     } else {
@@ -81,6 +86,11 @@ fn occurrence(probe: u32, kind: u32) -> Option<u32> {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn detector_diag(probe: u32, kind: u32, level: u32, a: u64, b: u64) -> u32 {
+    // Kernels before 6.8 verify a global function even when no call to it
+    // is left; with logging off this makes the rest dead code there too.
+    if AYA_LOG_LEVEL.load() == 0 {
+        return 0;
+    }
     let Some(n) = occurrence(probe, kind) else {
         return 0;
     };
