@@ -249,6 +249,12 @@ pub const MAP_IN_MOVE: &str = "IN_MOVE";
 pub const MAP_STASH: &str = "STASH";
 /// Calls whose entry passed a lazyfree filter (BPF side only).
 pub const MAP_GATE: &str = "GATE";
+/// Diagnostic reports counted per kind and probe, to rate-limit them (BPF
+/// side only).
+pub const MAP_DIAG: &str = "DIAG";
+/// aya-log's ring buffer of log records (aya-log-ebpf names it; userspace
+/// reads it with aya-log's `EbpfLogger`).
+pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
 /// Every map of the object.
 pub const MAPS: &[&str] = &[
     MAP_EVENTS,
@@ -258,14 +264,144 @@ pub const MAPS: &[&str] = &[
     MAP_IN_MOVE,
     MAP_STASH,
     MAP_GATE,
+    MAP_DIAG,
+    MAP_AYA_LOGS,
 ];
 /// The capture [`Filter`], a read-only global set before load.
 pub const GLOBAL_FILTER: &str = "FILTER";
 /// Unread ring-buffer bytes at which a submit wakes the consumer, a
 /// read-only global set before load.
 pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+/// The most verbose level the programs' diagnostics are sent at (aya-log's
+/// `AYA_LOG_LEVEL`, a read-only `u8` global: 0 sends nothing, 1 errors ...
+/// 5 trace), set before load from `--bpf-log`.
+pub const GLOBAL_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
 /// Every global userspace sets.
-pub const GLOBALS: &[&str] = &[GLOBAL_FILTER, GLOBAL_WAKEUP_BYTES];
+pub const GLOBALS: &[&str] = &[GLOBAL_FILTER, GLOBAL_WAKEUP_BYTES, GLOBAL_LOG_LEVEL];
+
+/// A diagnostic the BPF programs report through aya-log (`--bpf-log`),
+/// numbered for the wire: the programs send the numbers (probe, kind, two
+/// values, the occurrence count) and userspace writes the sentence, so a
+/// program holds no message text (aya-log copies text byte by byte, which
+/// the verifier would check at every call site).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagKind {
+    /// `bpf_get_func_arg` refused a position (a: the position, b: the error).
+    ArgUnreadable = 0,
+    /// `bpf_get_func_ret` refused (a: the error).
+    RetUnreadable = 1,
+    /// The first bytes of a folio could not be read; the event has the
+    /// address without the state (a: the folio).
+    FolioUnreadable = 2,
+    /// A relevance filter could not read its folio and dropped the call
+    /// (a: the folio).
+    FolioDropped = 3,
+    /// A field the event needs has no offset on this kernel (a: [`DiagField`]).
+    OffsetUnknown = 4,
+    /// Reading a field at a known offset failed (a: [`DiagField`], b: the
+    /// address of the object read).
+    ReadFailed = 5,
+    /// The LAYOUT map could not be read; the event was dropped.
+    LayoutUnreadable = 6,
+    /// kprobe mode: an earlier call's arguments were still stashed.
+    StashTaken = 7,
+    /// kprobe mode: no room to stash this call's arguments.
+    StashFull = 8,
+    /// kprobe mode: the kretprobe found nothing stashed.
+    NothingStashed = 9,
+}
+
+/// Number of [`DiagKind`]s: rows of the programs' `DIAG` counters.
+pub const DIAG_KINDS: u32 = 10;
+
+impl DiagKind {
+    pub const ALL: [DiagKind; DIAG_KINDS as usize] = [
+        DiagKind::ArgUnreadable,
+        DiagKind::RetUnreadable,
+        DiagKind::FolioUnreadable,
+        DiagKind::FolioDropped,
+        DiagKind::OffsetUnknown,
+        DiagKind::ReadFailed,
+        DiagKind::LayoutUnreadable,
+        DiagKind::StashTaken,
+        DiagKind::StashFull,
+        DiagKind::NothingStashed,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<DiagKind> {
+        DiagKind::ALL.get(v as usize).copied()
+    }
+
+    /// The level it is reported at, in aya-log's numbering (1 error,
+    /// 2 warn, 3 info, 4 debug, 5 trace): a layout the programs did not
+    /// expect is an error, a failed read a warning, kprobe mode's lost
+    /// exits (already counted as lost events) debug.
+    pub const fn level(self) -> u8 {
+        match self {
+            DiagKind::OffsetUnknown | DiagKind::LayoutUnreadable => 1,
+            DiagKind::ArgUnreadable
+            | DiagKind::RetUnreadable
+            | DiagKind::FolioUnreadable
+            | DiagKind::FolioDropped
+            | DiagKind::ReadFailed => 2,
+            DiagKind::StashTaken | DiagKind::StashFull | DiagKind::NothingStashed => 4,
+        }
+    }
+}
+
+/// A kernel field (or size) a program needs, named in [`DiagKind::OffsetUnknown`]
+/// and [`DiagKind::ReadFailed`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagField {
+    FolioFlags = 0,
+    VmfOrigPte = 1,
+    VmfAddress = 2,
+    TaskStartTime = 3,
+    PageCompoundHead = 4,
+    PageSize = 5,
+    VmemmapBase = 6,
+    SwapInfoType = 7,
+    SwapInfoClusterInfo = 8,
+    SwapClusterGeometry = 9,
+}
+
+impl DiagField {
+    pub const ALL: [DiagField; 10] = [
+        DiagField::FolioFlags,
+        DiagField::VmfOrigPte,
+        DiagField::VmfAddress,
+        DiagField::TaskStartTime,
+        DiagField::PageCompoundHead,
+        DiagField::PageSize,
+        DiagField::VmemmapBase,
+        DiagField::SwapInfoType,
+        DiagField::SwapInfoClusterInfo,
+        DiagField::SwapClusterGeometry,
+    ];
+
+    pub fn from_u64(v: u64) -> Option<DiagField> {
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| DiagField::ALL.get(i).copied())
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DiagField::FolioFlags => "folio.flags",
+            DiagField::VmfOrigPte => "vm_fault.orig_pte",
+            DiagField::VmfAddress => "vm_fault.address",
+            DiagField::TaskStartTime => "task_struct.start_time",
+            DiagField::PageCompoundHead => "page.compound_head",
+            DiagField::PageSize => "the size of struct page",
+            DiagField::VmemmapBase => "vmemmap_base",
+            DiagField::SwapInfoType => "swap_info_struct.type",
+            DiagField::SwapInfoClusterInfo => "swap_info_struct.cluster_info",
+            DiagField::SwapClusterGeometry => "the swap cluster geometry",
+        }
+    }
+}
 
 /// Field offsets and flag bits of the running kernel, resolved from BTF by
 /// userspace and handed to the BPF programs in the `LAYOUT` map before any

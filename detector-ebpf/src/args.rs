@@ -11,8 +11,9 @@ use aya_ebpf::{
     },
     programs::{ProbeContext, RetProbeContext},
 };
-use detector_common::{ProbeId, NO_ARG};
+use detector_common::{DiagKind, ProbeId, NO_ARG};
 
+use crate::diag;
 use crate::maps::{count_lost, ARGS, STASH};
 use crate::task::tid_probe_key;
 
@@ -28,6 +29,8 @@ pub(crate) trait Args {
 pub(crate) struct Tramp {
     pub(crate) ctx: *mut c_void,
     pub(crate) exit: bool,
+    /// For reports only (a constant once the program is inlined).
+    pub(crate) probe: ProbeId,
 }
 
 impl Args for Tramp {
@@ -43,6 +46,7 @@ impl Args for Tramp {
         if r == 0 {
             Some(v)
         } else {
+            diag::report(self.probe, DiagKind::ArgUnreadable, n as u64, r as u64);
             None
         }
     }
@@ -59,6 +63,7 @@ impl Args for Tramp {
         if r == 0 {
             Some(v)
         } else {
+            diag::report(self.probe, DiagKind::RetUnreadable, r as u64, 0);
             None
         }
     }
@@ -144,7 +149,10 @@ pub(crate) fn stash(args: &Fixed, probe: ProbeId) {
     // instance pool exhausted, recursion) and its exit event is lost, or the
     // map is full and this one's will be. Both are counted, never silent.
     count_lost(probe as u32);
-    if STASH.insert(&key, &args.a, 0).is_err() {
+    if STASH.insert(&key, &args.a, 0).is_ok() {
+        diag::report(probe, DiagKind::StashTaken, 0, 0);
+    } else {
+        diag::report(probe, DiagKind::StashFull, 0, 0);
         count_lost(probe as u32);
     }
 }
@@ -159,6 +167,7 @@ pub(crate) fn unstash(ctx: &RetProbeContext, probe: ProbeId) -> Option<Fixed> {
         // recursion protection) or could not stash: the event is lost.
         if matches!(ARGS.get(probe as u32), Some(s) if s.enabled != 0) && !in_window_only(probe) {
             count_lost(probe as u32);
+            diag::report(probe, DiagKind::NothingStashed, 0, 0);
         }
         return None;
     };

@@ -4,9 +4,10 @@
 
 use core::ptr::read_volatile;
 
-use detector_common::{Event, EventKind, ProbeId};
+use detector_common::{DiagKind, Event, EventKind, ProbeId};
 
 use crate::args::Args;
+use crate::diag;
 use crate::event::fill;
 use crate::maps::{count_lost, layout, ARGS, EVENTS, WAKEUP_BYTES};
 use crate::relevance::{pass_filter, relevant};
@@ -21,6 +22,7 @@ pub(crate) fn emit<A: Args>(a: &A, probe: ProbeId, kind: EventKind) {
         _ => return,
     };
     let Some(l) = layout() else {
+        diag::report(probe, DiagKind::LayoutUnreadable, 0, 0);
         return;
     };
     if !pass_filter() {

@@ -7,13 +7,14 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
 };
 use detector_common::{
-    ArgSpec, Event, EventKind, Layout, ProbeId, ABSENT, NO_ARG, V_ADDR, V_ENTRY, V_ENTRY_PARTIAL,
-    V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
+    ArgSpec, DiagField, Event, EventKind, Layout, ProbeId, ABSENT, NO_ARG, V_ADDR, V_ENTRY,
+    V_ENTRY_PARTIAL, V_FOLIO_STATE, V_PIN, V_PTE, V_RET,
 };
 
 use crate::args::Args;
+use crate::diag;
 use crate::folio::{page_to_folio, pte_to_folio, read_folio};
-use crate::kread::{is_kptr, rd64};
+use crate::kread::{is_kptr, rd64_needed};
 use crate::task::task_start;
 
 /// Fills `e` (zeroed) from the call: who, when, and the objects `spec`
@@ -37,7 +38,7 @@ pub(crate) fn fill<A: Args>(
     if let Ok(c) = bpf_get_current_comm() {
         e.comm = c;
     }
-    e.task_start = task_start(l);
+    e.task_start = task_start(l, probe);
     e.probe = probe as u16;
     e.kind = kind as u8;
 
@@ -68,14 +69,14 @@ pub(crate) fn fill<A: Args>(
     }
     let mut folio = 0u64;
     if let Some(vmf) = a.arg(spec.vmf) {
-        if let Some(pte) = rd64(vmf, l.vmf_orig_pte) {
+        if let Some(pte) = rd64_needed(vmf, l.vmf_orig_pte, probe, DiagField::VmfOrigPte) {
             e.pte = pte;
             e.valid |= V_PTE;
             if spec.folio_from_pte != 0 {
-                folio = pte_to_folio(pte, l);
+                folio = pte_to_folio(pte, l, probe);
             }
         }
-        if let Some(addr) = rd64(vmf, l.vmf_address) {
+        if let Some(addr) = rd64_needed(vmf, l.vmf_address, probe, DiagField::VmfAddress) {
             e.addr = addr;
             e.valid |= V_ADDR;
         }
@@ -84,7 +85,7 @@ pub(crate) fn fill<A: Args>(
         folio = f;
     } else if let Some(pg) = a.arg(spec.page) {
         if is_kptr(pg) {
-            folio = page_to_folio(pg, l);
+            folio = page_to_folio(pg, l, probe);
         }
     } else if spec.ret_folio != 0 {
         if let Some(r) = ret {
@@ -96,11 +97,11 @@ pub(crate) fn fill<A: Args>(
         if let Some(r) = ret {
             e.pte = r;
             e.valid |= V_PTE;
-            folio = pte_to_folio(r, l);
+            folio = pte_to_folio(r, l, probe);
         }
     }
     if is_kptr(folio) {
-        read_folio(e, folio, l);
+        read_folio(e, folio, l, probe);
         if spec.nr_from_folio != 0 && spec.nr == NO_ARG && e.valid & V_FOLIO_STATE != 0 {
             e.nr = e.f_nr_pages.max(1);
         }
@@ -126,7 +127,7 @@ pub(crate) fn fill<A: Args>(
             }
         }
         e.valid |= V_ENTRY;
-    } else if let Some(en) = cluster_entry(a, spec, l) {
+    } else if let Some(en) = cluster_entry(a, spec, l, probe) {
         e.entry = en;
         e.valid |= V_ENTRY;
     } else if let Some(ix) = a.arg(spec.index) {
@@ -138,21 +139,29 @@ pub(crate) fn fill<A: Args>(
 /// The swap entry a (device, cluster, offset in cluster) argument triple
 /// names: `swp_entry(si->type, cluster index * SWAPFILE_CLUSTER + off)`.
 #[inline(always)]
-fn cluster_entry<A: Args>(a: &A, spec: &ArgSpec, l: &Layout) -> Option<u64> {
+fn cluster_entry<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId) -> Option<u64> {
     let si = a.arg(spec.si)?;
     let ci = a.arg(spec.ci)?;
     // An `unsigned int` argument: the upper half of its register is not
     // defined by the calling convention.
     let off = a.arg(spec.ci_off)? & 0xffff_ffff;
     if l.ci_size_of == ABSENT || l.ci_size_of == 0 || l.cluster_pages == ABSENT {
+        diag::field_unreadable(probe, DiagField::SwapClusterGeometry, ABSENT, 0);
         return None;
     }
-    if !is_kptr(si) || !is_kptr(ci) || l.si_type == ABSENT {
+    if !is_kptr(si) || !is_kptr(ci) {
+        return None;
+    }
+    if l.si_type == ABSENT {
+        diag::field_unreadable(probe, DiagField::SwapInfoType, ABSENT, 0);
         return None;
     }
     // SAFETY: bpf_probe_read_kernel copes with any address.
-    let ty = unsafe { bpf_probe_read_kernel((si + l.si_type as u64) as *const u8) }.ok()?;
-    let base = rd64(si, l.si_cluster_info)?;
+    let Ok(ty) = (unsafe { bpf_probe_read_kernel((si + l.si_type as u64) as *const u8) }) else {
+        diag::field_unreadable(probe, DiagField::SwapInfoType, l.si_type, si);
+        return None;
+    };
+    let base = rd64_needed(si, l.si_cluster_info, probe, DiagField::SwapInfoClusterInfo)?;
     if ci < base {
         return None;
     }

@@ -4,11 +4,13 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use detector_common::{
-    Event, Layout, ABSENT, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY, FS_KSM, FS_LARGE, FS_LOCKED,
-    FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK, V_FOLIO, V_FOLIO_STATE,
+    DiagField, DiagKind, Event, Layout, ProbeId, ABSENT, FS_ANON, FS_ANON_EXCLUSIVE, FS_DIRTY,
+    FS_KSM, FS_LARGE, FS_LOCKED, FS_LRU, FS_SWAPBACKED, FS_SWAPCACHE, FS_UPTODATE, FS_WRITEBACK,
+    V_FOLIO, V_FOLIO_STATE,
 };
 
-use crate::kread::{bit, rd32, rd64};
+use crate::diag;
+use crate::kread::{bit, rd32, rd64, rd64_needed};
 
 /// x86_64 `PTE_PFN_MASK` for 4-level and 5-level paging.
 const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -19,8 +21,13 @@ const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// page's address into its head's. A mask is all ones down to some bit and
 /// zeros below; no vmemmap address looks like that, so the value says which.
 #[inline(always)]
-pub(crate) fn page_to_folio(page: u64, l: &Layout) -> u64 {
-    match rd64(page, l.page_compound_head) {
+pub(crate) fn page_to_folio(page: u64, l: &Layout, probe: ProbeId) -> u64 {
+    match rd64_needed(
+        page,
+        l.page_compound_head,
+        probe,
+        DiagField::PageCompoundHead,
+    ) {
         Some(h) if h & 1 != 0 => {
             let low = !(h & !1);
             if low & low.wrapping_add(1) == 0 {
@@ -35,16 +42,20 @@ pub(crate) fn page_to_folio(page: u64, l: &Layout) -> u64 {
 
 /// Folio mapped by a present PTE, through the vmemmap.
 #[inline(always)]
-pub(crate) fn pte_to_folio(pte: u64, l: &Layout) -> u64 {
-    if pte & 1 == 0 || l.page_size_of == ABSENT {
+pub(crate) fn pte_to_folio(pte: u64, l: &Layout, probe: ProbeId) -> u64 {
+    if pte & 1 == 0 {
+        return 0;
+    }
+    if l.page_size_of == ABSENT {
+        diag::field_unreadable(probe, DiagField::PageSize, ABSENT, 0);
         return 0;
     }
     // Userspace only asks for this when it found `vmemmap_base`.
-    let Some(vmemmap) = rd64(l.vmemmap_base_sym, 0) else {
+    let Some(vmemmap) = rd64_needed(l.vmemmap_base_sym, 0, probe, DiagField::VmemmapBase) else {
         return 0;
     };
     let pfn = (pte & PTE_PFN_MASK) >> 12;
-    page_to_folio(vmemmap + pfn * l.page_size_of as u64, l)
+    page_to_folio(vmemmap + pfn * l.page_size_of as u64, l, probe)
 }
 
 /// The first struct page of a folio, where every small-folio field lives:
@@ -100,13 +111,15 @@ impl Head {
 
 /// Snapshots the folio's identity, counts and state into `e`.
 #[inline(always)]
-pub(crate) fn read_folio(e: &mut Event, folio: u64, l: &Layout) {
+pub(crate) fn read_folio(e: &mut Event, folio: u64, l: &Layout, probe: ProbeId) {
     e.folio = folio;
     e.valid |= V_FOLIO;
     let Some(head) = Head::read(folio) else {
+        diag::report(probe, DiagKind::FolioUnreadable, folio, 0);
         return;
     };
     let Some(flags) = head.u64_at(folio, l.folio_flags) else {
+        diag::field_unreadable(probe, DiagField::FolioFlags, l.folio_flags, folio);
         return;
     };
     e.f_flags = flags;

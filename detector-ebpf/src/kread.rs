@@ -4,7 +4,9 @@
 //! crash.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use detector_common::ABSENT;
+use detector_common::{DiagField, ProbeId, ABSENT};
+
+use crate::diag;
 
 /// The u64 at `base + off`; `None` for an absent field or a null base.
 #[inline(always)]
@@ -15,6 +17,17 @@ pub(crate) fn rd64(base: u64, off: u32) -> Option<u64> {
     // SAFETY: bpf_probe_read_kernel copes with any address (faults return
     // an error instead of oopsing).
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64) }.ok()
+}
+
+/// [`rd64`] of a field the event needs: a failure is reported (`diag`)
+/// as `field`.
+#[inline(always)]
+pub(crate) fn rd64_needed(base: u64, off: u32, probe: ProbeId, field: DiagField) -> Option<u64> {
+    let v = rd64(base, off);
+    if v.is_none() {
+        diag::field_unreadable(probe, field, off, base);
+    }
+    v
 }
 
 /// The i32 at `base + off`, as [`rd64`].

@@ -9,6 +9,8 @@
 //!
 //! Modules, each using only those above it:
 //! - `maps`: every map and global the object exports;
+//! - `diag`: reports of the rare failure paths through aya-log, off unless
+//!   `--bpf-log` asks;
 //! - `kread`: kernel memory reads; `task`: the current task's identity;
 //! - `args`: the call's arguments per attach mode (trampoline, registers,
 //!   the kprobe's stash, tracepoint arguments);
@@ -22,6 +24,7 @@
 #![no_main]
 
 mod args;
+mod diag;
 mod emit;
 mod event;
 mod folio;

@@ -2,12 +2,13 @@
 //! other modules share. The statics are named exactly as userspace looks
 //! them up (`detector_common::MAP_*`, `GLOBAL_*`; `#[map]` takes the
 //! static's identifier): the detector's `bpf_object_names` test checks.
+//! aya-log-ebpf adds its own two (`AYA_LOGS`, `AYA_LOG_LEVEL`; `diag`).
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use detector_common::{ArgSpec, Filter, Layout, MAX_PROBES};
+use detector_common::{ArgSpec, Filter, Layout, DIAG_KINDS, MAX_PROBES};
 
 /// Resolved by userspace from the running kernel's BTF, written before any
 /// probe attaches. A map rather than a global so programs read it in place
@@ -56,6 +57,11 @@ pub(crate) static STASH: HashMap<u64, [u64; 6]> = HashMap::with_max_entries(1638
 /// the folio (try_to_unmap_one makes a re-dirtied folio swap-backed).
 #[map]
 pub(crate) static GATE: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Reports counted per kind and probe (`diag`), which rate-limits them.
+/// Only written when `--bpf-log` is on.
+#[map]
+pub(crate) static DIAG: Array<u32> = Array::with_max_entries(DIAG_KINDS * MAX_PROBES, 0);
 
 #[inline(always)]
 pub(crate) fn layout() -> Option<&'static Layout> {

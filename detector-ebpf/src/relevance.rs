@@ -6,11 +6,12 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid};
 use detector_common::{
-    ArgSpec, EventKind, Layout, ProbeId, GUP_PIN_BIAS, REL_FAILED, REL_LAZYFREE, REL_MAYBE_PINNED,
-    REL_OUTSIDE_MOVE,
+    ArgSpec, DiagKind, EventKind, Layout, ProbeId, GUP_PIN_BIAS, REL_FAILED, REL_LAZYFREE,
+    REL_MAYBE_PINNED, REL_OUTSIDE_MOVE,
 };
 
 use crate::args::Args;
+use crate::diag;
 use crate::folio::{pte_to_folio, Head};
 use crate::kread::{bit, is_kptr, rd64};
 use crate::maps::{FILTER, GATE};
@@ -71,6 +72,7 @@ pub(crate) fn relevant<A: Args>(
                 return false;
             }
             let Some(head) = Head::read(folio) else {
+                diag::report(probe, DiagKind::FolioDropped, folio, 0);
                 return false;
             };
             let flags = head.u64_at(folio, l.folio_flags).unwrap_or(0);
@@ -100,19 +102,16 @@ pub(crate) fn relevant<A: Args>(
     }
     if r & REL_MAYBE_PINNED != 0 && spec.folio_from_pte != 0 {
         let folio = match a.arg(spec.vmf).and_then(|vmf| rd64(vmf, l.vmf_orig_pte)) {
-            Some(pte) => pte_to_folio(pte, l),
+            Some(pte) => pte_to_folio(pte, l, probe),
             None => 0,
         };
         if is_kptr(folio) {
-            let head = Head::read(folio);
-            let flags = head
-                .as_ref()
-                .and_then(|h| h.u64_at(folio, l.folio_flags))
-                .unwrap_or(0);
-            let refs = head
-                .as_ref()
-                .and_then(|h| h.i32_at(folio, l.folio_refcount))
-                .unwrap_or(0);
+            let Some(head) = Head::read(folio) else {
+                diag::report(probe, DiagKind::FolioDropped, folio, 0);
+                return false;
+            };
+            let flags = head.u64_at(folio, l.folio_flags).unwrap_or(0);
+            let refs = head.i32_at(folio, l.folio_refcount).unwrap_or(0);
             if !bit(flags, l.pg_head) && refs < GUP_PIN_BIAS {
                 return false;
             }

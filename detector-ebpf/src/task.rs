@@ -2,9 +2,9 @@
 //! start time that tells a recycled tid from its previous owner.
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task};
-use detector_common::{Layout, ProbeId};
+use detector_common::{DiagField, Layout, ProbeId};
 
-use crate::kread::rd64;
+use crate::kread::rd64_needed;
 
 #[inline(always)]
 pub(crate) fn current_tid() -> u32 {
@@ -19,9 +19,9 @@ pub(crate) fn tid_probe_key(probe: ProbeId) -> u64 {
 
 /// Low 32 bits of the current task's `start_time`, 0 when unreadable.
 #[inline(always)]
-pub(crate) fn task_start(l: &Layout) -> u32 {
+pub(crate) fn task_start(l: &Layout, probe: ProbeId) -> u32 {
     // SAFETY: helper has no preconditions; the result is only used as an
     // address for bpf_probe_read_kernel.
     let task = unsafe { bpf_get_current_task() };
-    rd64(task, l.task_start_time).map_or(0, |v| v as u32)
+    rd64_needed(task, l.task_start_time, probe, DiagField::TaskStartTime).map_or(0, |v| v as u32)
 }

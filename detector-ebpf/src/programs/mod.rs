@@ -25,6 +25,7 @@ macro_rules! enter_probe {
                 &Tramp {
                     ctx: ctx.as_ptr(),
                     exit: false,
+                    probe: $probe,
                 },
                 $probe,
                 EventKind::Enter,
@@ -49,6 +50,7 @@ macro_rules! exit_probe {
                 &Tramp {
                     ctx: ctx.as_ptr(),
                     exit: true,
+                    probe: $probe,
                 },
                 $probe,
                 EventKind::Exit,
@@ -81,6 +83,7 @@ macro_rules! enter_exit_probe {
                 &Tramp {
                     ctx: ctx.as_ptr(),
                     exit: false,
+                    probe: $probe,
                 },
                 $probe,
                 EventKind::Enter,
@@ -94,6 +97,7 @@ macro_rules! enter_exit_probe {
                 &Tramp {
                     ctx: ctx.as_ptr(),
                     exit: true,
+                    probe: $probe,
                 },
                 $probe,
                 EventKind::Exit,

@@ -18,6 +18,7 @@ fn fentry_move_pages(ctx: FEntryContext) -> u32 {
         &Tramp {
             ctx: ctx.as_ptr(),
             exit: false,
+            probe: ProbeId::MovePages,
         },
         ProbeId::MovePages,
         EventKind::Enter,
@@ -32,6 +33,7 @@ fn fexit_move_pages(ctx: FExitContext) -> u32 {
         &Tramp {
             ctx: ctx.as_ptr(),
             exit: true,
+            probe: ProbeId::MovePages,
         },
         ProbeId::MovePages,
         EventKind::Exit,
@@ -67,6 +69,7 @@ fn fexit_move_pages_lookup(ctx: FExitContext) -> u32 {
             &Tramp {
                 ctx: ctx.as_ptr(),
                 exit: true,
+                probe: ProbeId::MovePagesLookup,
             },
             ProbeId::MovePagesLookup,
             EventKind::Exit,
@@ -102,6 +105,7 @@ fn fexit_move_present(ctx: FExitContext) -> u32 {
             &Tramp {
                 ctx: ctx.as_ptr(),
                 exit: true,
+                probe: ProbeId::MovePresent,
             },
             ProbeId::MovePresent,
             EventKind::Exit,

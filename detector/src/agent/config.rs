@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::analyzer::RuleId;
 use crate::cli::args::{parse_duration, parse_size, AnalyzerArgs, CaptureArgs};
 use crate::flight::{FlightPolicy, SnapshotOn};
-use crate::loader::AttachPolicy;
+use crate::loader::{AttachPolicy, BpfLog};
 
 /// Where the metrics endpoint listens unless told otherwise: loopback
 /// only (a scraper on another host needs the operator to say so), on the
@@ -201,6 +201,10 @@ pub struct CaptureSection {
     pub drain_every: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wakeup_bytes: Option<SizeValue>,
+    /// The programs' diagnostics (`--bpf-log`): off, error, warn, info,
+    /// debug, trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_log: Option<String>,
 }
 
 /// `[analyzer]`: the analyzer settings `replay` and `record` take.
@@ -426,6 +430,19 @@ impl AgentConfig {
         } else {
             duration("capture.drain_every", c.drain_every.as_ref())?.unwrap_or(a.drain_every)
         };
+        let bpf_log = if given("bpf_log") {
+            a.bpf_log
+        } else {
+            match &c.bpf_log {
+                Some(s) => BpfLog::from_str(s, true).map_err(|_| {
+                    bad(
+                        "capture.bpf_log",
+                        format!("`{s}` is not a level (off, error, warn, info, debug, trace)"),
+                    )
+                })?,
+                None => a.bpf_log,
+            }
+        };
         let capture = CaptureArgs {
             pid: a.pid.or(c.pid),
             cgroup: a.cgroup.clone().or_else(|| c.cgroup.clone()),
@@ -443,6 +460,8 @@ impl AgentConfig {
                     v => size("capture.wakeup_bytes", v.as_ref())?,
                 },
             },
+            bpf_log,
+            bpf_log_selftest: a.bpf_log_selftest,
         };
 
         let z = &file.analyzer;
@@ -542,6 +561,11 @@ impl AgentConfig {
                 unfiltered: Some(self.capture.unfiltered),
                 drain_every: text(self.capture.drain_every),
                 wakeup_bytes: self.capture.wakeup_bytes.map(SizeValue::Bytes),
+                bpf_log: self
+                    .capture
+                    .bpf_log
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string()),
             },
             analyzer: {
                 let c = self

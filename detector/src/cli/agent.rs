@@ -26,7 +26,7 @@ pub fn run(args: Args, given: &dyn Fn(&str) -> bool) -> anyhow::Result<ExitCode>
             .context("cannot write to standard output")?;
         return Ok(ExitCode::SUCCESS);
     }
-    logging::init(cfg.log_level.filter());
+    logging::init(cfg.log_level.filter(), cfg.capture.bpf_log.filter());
     signals::catch_stop_signals();
     signals::catch_reopen_signal();
     let summary = agent::run(&cfg, signals::caught, Box::new(signals::take_reopen))?;

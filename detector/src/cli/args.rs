@@ -9,7 +9,7 @@ use std::time::Duration;
 use detector_common::Filter;
 use thiserror::Error;
 
-use crate::loader::{AttachPolicy, LoadOptions, DEFAULT_RING_BYTES};
+use crate::loader::{AttachPolicy, BpfLog, LoadOptions, DEFAULT_RING_BYTES};
 use crate::stream::Overrides;
 
 /// How to capture from the running kernel.
@@ -40,6 +40,16 @@ pub struct CaptureArgs {
     /// per event on a busy kernel).
     #[arg(long, value_name = "BYTES", value_parser = parse_wakeup)]
     pub wakeup_bytes: Option<u64>,
+    /// Show the BPF programs' own diagnostics on stderr at this level and
+    /// above (a kernel read that failed, a folio or an argument that could
+    /// not be read, a layout the programs did not expect; docs/probes.md).
+    /// Off costs nothing per event.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = BpfLog::Off)]
+    pub bpf_log: BpfLog,
+    /// Test only: make the programs hit two diagnostic paths on every
+    /// kernel (`loader::SELFTEST_ARG`).
+    #[arg(long, hide = true)]
+    pub bpf_log_selftest: bool,
 }
 
 /// A capture flag that cannot work, in one sentence.
@@ -91,6 +101,8 @@ impl CaptureArgs {
             policy: self.attach,
             wakeup_bytes: self.wakeup_bytes,
             unfiltered: self.unfiltered,
+            bpf_log: self.bpf_log,
+            bpf_log_selftest: self.bpf_log_selftest,
         })
     }
 }
@@ -243,6 +255,41 @@ mod tests {
     }
 
     #[test]
+    fn bpf_log_flag_parses_into_the_load_options() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            capture: CaptureArgs,
+        }
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("detector").chain(args.iter().copied()))
+                .map(|c| c.capture)
+        };
+        let off = parse(&[]).unwrap().load_options().unwrap();
+        assert_eq!((off.bpf_log, off.bpf_log.global()), (BpfLog::Off, 0));
+        assert!(!off.bpf_log_selftest);
+        for (word, level, global) in [
+            ("off", BpfLog::Off, 0),
+            ("error", BpfLog::Error, 1),
+            ("warn", BpfLog::Warn, 2),
+            ("info", BpfLog::Info, 3),
+            ("debug", BpfLog::Debug, 4),
+            ("trace", BpfLog::Trace, 5),
+        ] {
+            let o = parse(&["--bpf-log", word]).unwrap().load_options().unwrap();
+            assert_eq!((o.bpf_log, o.bpf_log.global()), (level, global), "{word}");
+        }
+        let e = parse(&["--bpf-log", "loud"]).err().unwrap().to_string();
+        assert!(e.contains("possible values: off, error, warn"), "{e}");
+        let o = parse(&["--bpf-log", "warn", "--bpf-log-selftest"])
+            .unwrap()
+            .load_options()
+            .unwrap();
+        assert!(o.bpf_log_selftest);
+    }
+
+    #[test]
     fn capture_flags_are_checked_before_loading() {
         let args = |ring: Option<u64>, wakeup: Option<u64>| CaptureArgs {
             pid: Some(7),
@@ -252,6 +299,8 @@ mod tests {
             unfiltered: false,
             drain_every: Duration::from_millis(50),
             wakeup_bytes: wakeup,
+            bpf_log: BpfLog::Off,
+            bpf_log_selftest: false,
         };
         let o = args(None, None).load_options().unwrap();
         assert_eq!((o.ring_bytes, o.filter.tgid), (DEFAULT_RING_BYTES, 7));

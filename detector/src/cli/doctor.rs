@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::bpfstats::CostMeter;
 use crate::btf::KernelBtf;
-use crate::loader::{self, AttachPolicy, LoadOptions};
+use crate::loader::{self, AttachPolicy, BpfLog, LoadOptions, Loaded};
 use crate::plan::AttachMode;
 use crate::present::costs::write_span;
 use crate::stream::{Item, KernelSource, Source};
@@ -32,6 +32,16 @@ pub struct Args {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub stats_seconds: u64,
+    /// Also print each attached program's size as the kernel holds it
+    /// (instructions after verification, JIT bytes) and how many
+    /// instructions the verifier processed to accept it.
+    #[arg(long)]
+    pub programs: bool,
+    /// Load the programs with their diagnostics on at this level (what
+    /// `record --bpf-log` loads), to see that they verify on this kernel;
+    /// with --stats, the reports that arrive are shown on stderr.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = BpfLog::Off)]
+    pub bpf_log: BpfLog,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -56,10 +66,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Attaching for real is the only honest answer: the kernel may refuse a
     // program type, a function may be notrace or inlined away.
+    crate::cli::logging::init(log::LevelFilter::Off, args.bpf_log.filter());
     let mut source = KernelSource::start(&LoadOptions {
         policy: args.attach,
+        bpf_log: args.bpf_log,
         ..LoadOptions::default()
     })?;
+    // The kernel gives program sizes only to a process with CAP_BPF or
+    // CAP_SYS_ADMIN: read them first.
+    let programs = args.programs.then(|| program_sizes(source.loaded()));
     // With --stats, statistics are turned on first (they need
     // CAP_SYS_ADMIN), then the capabilities go.
     if !args.stats {
@@ -105,11 +120,64 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = loader::degraded_statement(&loaded.plan) {
         println!("{s}");
     }
+    if let Some(rows) = programs {
+        println!();
+        print_program_sizes(&rows, args.bpf_log);
+    }
     if args.stats {
         println!();
         measure(&mut source, Duration::from_secs(args.stats_seconds))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One loaded program: name, instructions as loaded (after verification:
+/// the verifier removes what it proved dead), JIT bytes, instructions the
+/// verifier processed. `None` where this kernel does not say.
+type ProgramSize = (String, Option<u32>, u32, Option<u32>);
+
+fn program_sizes(loaded: &Loaded) -> Vec<ProgramSize> {
+    let mut rows: Vec<ProgramSize> = loaded
+        .ebpf
+        .programs()
+        .filter_map(|(name, p)| {
+            // Programs of roles that attached elsewhere are never loaded.
+            let info = p.info().ok()?;
+            Some((
+                name.to_string(),
+                info.size_translated().map(|b| b / 8),
+                info.size_jitted(),
+                info.verified_instruction_count(),
+            ))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn print_program_sizes(rows: &[ProgramSize], level: BpfLog) {
+    use clap::ValueEnum as _;
+    let level = level
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    println!("loaded programs (--bpf-log {level}):");
+    println!(
+        "{:<34} {:>8} {:>10} {:>10}",
+        "program", "insns", "JIT bytes", "verified"
+    );
+    let opt = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let (mut insns, mut jited, mut verified) = (0u64, 0u64, 0u64);
+    for (name, xlated, jit, ver) in rows {
+        println!("{name:<34} {:>8} {jit:>10} {:>10}", opt(*xlated), opt(*ver));
+        insns += u64::from(xlated.unwrap_or(0));
+        jited += u64::from(*jit);
+        verified += u64::from(ver.unwrap_or(0));
+    }
+    println!(
+        "{:<34} {insns:>8} {jited:>10} {verified:>10}",
+        format!("total ({} programs)", rows.len())
+    );
 }
 
 /// Lets the attached probes run for `span` with BPF statistics on, then

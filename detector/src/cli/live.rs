@@ -12,6 +12,7 @@ use anyhow::Context;
 use crate::cli::args::{AnalyzerArgs, CaptureArgs};
 use crate::cli::signals;
 use crate::loader::privileges::{self, Kept};
+use crate::loader::BpfLog;
 use crate::present::describe_setup;
 use crate::sinks::{FindingPrinter, Style};
 use crate::stream::{
@@ -26,7 +27,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["pid", "cgroup", "ring_size", "attach", "unfiltered", "drain_every", "wakeup_bytes"]
+        conflicts_with_all = ["pid", "cgroup", "ring_size", "attach", "unfiltered", "drain_every", "wakeup_bytes", "bpf_log"]
     )]
     pub replay: Option<PathBuf>,
     /// Replay speed: 1 is real time, 10 ten times faster, 0 or `max` as
@@ -75,7 +76,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None,
         ),
         None => {
-            let s = spawn_capture(args.capture.load_options()?, args.capture.drain_every)?;
+            let opts = args.capture.load_options()?;
+            if opts.bpf_log != BpfLog::Off && !args.plain && std::io::stderr().is_terminal() {
+                anyhow::bail!(
+                    "--bpf-log writes to stderr, which is the terminal the live view draws on; \
+                     send it elsewhere (2>bpf.log) or use --plain"
+                );
+            }
+            crate::cli::logging::init(log::LevelFilter::Off, opts.bpf_log.filter());
+            let s = spawn_capture(opts, args.capture.drain_every)?;
             let kept = s.capabilities_kept().clone();
             (Box::new(s), Some(kept))
         }

@@ -74,6 +74,7 @@ fn cpu_times() -> Option<(f64, f64)> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = args.capture.load_options()?;
+    crate::cli::logging::init(log::LevelFilter::Off, opts.bpf_log.filter());
     if args.rotate_keep == 0 {
         bail!("--rotate-keep must be at least 1");
     }

@@ -9,6 +9,7 @@
 //! are never compared.
 
 mod attach;
+pub mod bpf_log;
 pub mod privileges;
 
 use std::fmt::Write as _;
@@ -16,7 +17,8 @@ use std::fmt::Write as _;
 use aya::maps::Array;
 use aya::{Btf, Ebpf, EbpfLoader};
 use detector_common::{
-    ArgSpec, Filter, Layout, ProbeId, GLOBAL_FILTER, GLOBAL_WAKEUP_BYTES, MAP_EVENTS, MAP_LAYOUT,
+    ArgSpec, Filter, Layout, ProbeId, ABSENT, GLOBAL_FILTER, GLOBAL_LOG_LEVEL, GLOBAL_WAKEUP_BYTES,
+    MAP_EVENTS, MAP_LAYOUT,
 };
 
 use crate::btf::{BtfError, KernelBtf};
@@ -24,6 +26,7 @@ use crate::plan::{self, AttachMode, Hook, PlanEntry, Role, ROLES};
 
 pub(crate) use attach::error_chain;
 use attach::{set_spec, short, try_kprobe, try_tracepoint, try_trampoline};
+pub use bpf_log::BpfLog;
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at build time.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/detector.bpf.o"));
@@ -83,7 +86,20 @@ pub struct LoadOptions {
     /// Turn off the in-kernel relevance filters: every call of every probe
     /// becomes an event (see `ArgSpec::relevance`).
     pub unfiltered: bool,
+    /// The programs' diagnostics to send (`AYA_LOG_LEVEL`).
+    pub bpf_log: BpfLog,
+    /// Test only: make two diagnostics fire on every kernel (see
+    /// [`SELFTEST_ARG`]).
+    pub bpf_log_selftest: bool,
 }
+
+/// `--bpf-log-selftest` gives the `swap_read` probe this argument position
+/// for its (unused) address, beyond any traced function's arguments, so
+/// `bpf_get_func_arg` refuses it on every call (fentry mode); and hides
+/// `vm_fault.address` from the programs, as if this kernel's BTF lacked it
+/// (an unexpected layout for `do_swap_page` and `do_wp_page`). Neither
+/// changes what any rule reads.
+pub const SELFTEST_ARG: u8 = 11;
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -93,6 +109,8 @@ impl Default for LoadOptions {
             policy: AttachPolicy::Auto,
             wakeup_bytes: None,
             unfiltered: false,
+            bpf_log: BpfLog::Off,
+            bpf_log_selftest: false,
         }
     }
 }
@@ -237,11 +255,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     })
 }
 
-/// The object loaded with the filter, the wakeup threshold, the ring size
-/// and this kernel's layout in place. The layout goes in before any probe
-/// attaches: a probe that fires without one emits nothing rather than
-/// misreading struct folio.
-fn open_object(opts: &LoadOptions, btf: &Btf, layout: Layout) -> Result<Ebpf, LoadError> {
+/// The object loaded with the filter, the wakeup threshold, the
+/// diagnostics level, the ring size and this kernel's layout in place. The
+/// layout goes in before any probe attaches: a probe that fires without
+/// one emits nothing rather than misreading struct folio.
+fn open_object(opts: &LoadOptions, btf: &Btf, mut layout: Layout) -> Result<Ebpf, LoadError> {
+    if opts.bpf_log_selftest {
+        layout.vmf_address = ABSENT;
+    }
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
         .override_global(GLOBAL_FILTER, &opts.filter, true)
@@ -250,6 +271,7 @@ fn open_object(opts: &LoadOptions, btf: &Btf, layout: Layout) -> Result<Ebpf, Lo
             &opts.wakeup_bytes.unwrap_or(u64::from(opts.ring_bytes) / 4),
             true,
         )
+        .override_global(GLOBAL_LOG_LEVEL, &opts.bpf_log.global(), true)
         .map_max_entries(MAP_EVENTS, opts.ring_bytes)
         .load(BPF_OBJECT)
         .map_err(|e| LoadError::Object(short(&e)))?;
@@ -337,6 +359,9 @@ impl Attaching<'_> {
         }
         if self.opts.unfiltered {
             spec.relevance = 0;
+        }
+        if self.opts.bpf_log_selftest && probe == ProbeId::SwapRead {
+            spec.addr = SELFTEST_ARG;
         }
         if let Err(e) = set_spec(self.ebpf, probe, &spec) {
             return entry(

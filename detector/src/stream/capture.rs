@@ -15,7 +15,8 @@ use detector_common::{Event, EVENT_SIZE, MAP_EVENTS, MAP_LOST, MAX_PROBES};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::StreamItem;
-use crate::loader::{self, LoadError, LoadOptions, Loaded};
+use crate::loader::bpf_log::{BpfLogError, BpfLogReader};
+use crate::loader::{self, BpfLog, LoadError, LoadOptions, Loaded};
 use crate::plan::PlanEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum CaptureError {
     Map(&'static str, String),
     #[error("waiting on the ring buffer failed: {0}")]
     Poll(#[from] std::io::Error),
+    #[error(transparent)]
+    BpfLog(#[from] BpfLogError),
 }
 
 /// How often readers drain the ring buffer when the kernel has not woken
@@ -62,6 +65,8 @@ pub struct Capture {
     last_skipped: [u64; MAX_PROBES as usize],
     /// Records of the wrong size (should never happen with a matching object).
     pub malformed: u64,
+    /// The programs' diagnostics, with `--bpf-log`.
+    bpf_log: Option<BpfLogReader>,
 }
 
 fn sum_percpu(
@@ -97,6 +102,10 @@ impl Capture {
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| CaptureError::Poll(std::io::Error::other(e.to_string())))?;
         let miss_programs = miss_programs(&loaded.plan);
+        let bpf_log = match opts.bpf_log {
+            BpfLog::Off => None,
+            _ => Some(BpfLogReader::start(&mut loaded.ebpf)?),
+        };
         Ok(Capture {
             loaded,
             ring,
@@ -105,7 +114,16 @@ impl Capture {
             miss_programs,
             last_skipped: [0; MAX_PROBES as usize],
             malformed: 0,
+            bpf_log,
         })
+    }
+
+    /// Logs the diagnostics the programs sent since the last call (none
+    /// without `--bpf-log`). Never waits.
+    pub fn flush_bpf_log(&mut self) {
+        if let Some(l) = &mut self.bpf_log {
+            l.flush();
+        }
     }
 
     pub fn loaded(&self) -> &Loaded {

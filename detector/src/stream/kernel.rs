@@ -171,6 +171,9 @@ impl Source for KernelSource {
             .rt
             .block_on(self.cap.read_raw(wait, &mut |b| hand_over(raw, next, b, f)))
             .map_err(SourceError::from)?;
+        // Nothing waits on aya-log's ring buffer: the programs' reports are
+        // rare, and each pass reads them, at most `wait` after they were sent.
+        self.cap.flush_bpf_log();
         let mut lost = 0;
         if self.last_lost_poll.elapsed() >= LOST_EVERY {
             let before = self.next_index;
@@ -194,6 +197,7 @@ impl Source for KernelSource {
         let raw = raw && self.raw_capable();
         let next = &mut self.next_index;
         self.cap.drain_raw(&mut |b| hand_over(raw, next, b, f));
+        self.cap.flush_bpf_log();
         self.poll_lost(f)
     }
 

@@ -354,6 +354,12 @@ fn run_test(ws: &Path, prep: &Prepared, t: &vm_tests::VmTest, keep: bool) -> Res
     if let Some(mode) = t.attach {
         record.extend(["--attach".to_string(), mode.to_string()]);
     }
+    if let Some(b) = t.setup.bpf_log {
+        record.extend(["--bpf-log".to_string(), b.level.to_string()]);
+        if b.selftest {
+            record.push("--bpf-log-selftest".to_string());
+        }
+    }
     if let Some((size, keep)) = t.setup.rotate {
         record.extend([
             "--rotate-size".to_string(),

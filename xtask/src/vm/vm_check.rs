@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::vm_kernel::KernelLine;
-use super::vm_tests::VmTest;
+use super::vm_tests::{BpfLogRun, VmTest};
 use super::vm_trace::check_trace;
 
 /// Exit status a workload uses to say "this kernel cannot run me".
@@ -299,6 +299,9 @@ pub(crate) fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     if let Some(s) = record_log.lines().rev().find(|l| !l.trim().is_empty()) {
         v.notes.push(format!("record: {}", s.trim()));
     }
+    if let Some(run) = &t.setup.bpf_log {
+        check_bpf_log(run, &record_log, &mut v);
+    }
     let trace = dir.join("trace.dtr");
     if !trace.exists() {
         v.failures
@@ -310,6 +313,47 @@ pub(crate) fn check(t: &VmTest, line: KernelLine, dir: &Path) -> Verdict {
     }
     check_trace(t, line, dir, &trace, &mut v);
     v
+}
+
+/// With `--bpf-log`: each expected report of the programs reached
+/// `record`'s stderr, its first line is its first occurrence, and the rate
+/// limit held (a report is sent at its 1st, 2nd, 4th... occurrence, so a
+/// run prints a few dozen lines per report at most, not one per event).
+pub(crate) fn check_bpf_log(run: &BpfLogRun, record_log: &str, v: &mut Verdict) {
+    let occurrence = |l: &str| -> Option<u64> {
+        let (_, n) = l.rsplit_once("(occurrence ")?;
+        n.trim_end().strip_suffix(')')?.parse().ok()
+    };
+    for want in run.reports {
+        let counts: Vec<Option<u64>> = record_log
+            .lines()
+            .filter(|l| l.contains(want))
+            .map(occurrence)
+            .collect();
+        let Some(first) = counts.first() else {
+            v.failures.push(format!(
+                "--bpf-log {}: the programs' report `{want}` never reached record's stderr",
+                run.level
+            ));
+            continue;
+        };
+        if *first != Some(1) {
+            v.failures.push(format!(
+                "--bpf-log: the first `{want}` line is not its first occurrence ({first:?})"
+            ));
+        }
+        if let Some(bad) = counts.iter().find(|n| !n.is_some_and(u64::is_power_of_two)) {
+            v.failures.push(format!(
+                "--bpf-log: a `{want}` line was sent at occurrence {bad:?}: the rate limit sends \
+                 powers of two only"
+            ));
+        }
+        let last = counts.iter().flatten().max().copied().unwrap_or(0);
+        v.notes.push(format!(
+            "bpf-log: `{want}`: {} lines, up to occurrence {last}",
+            counts.len()
+        ));
+    }
 }
 
 /// The `key=value` counters of a workload's `result:` line.
@@ -377,6 +421,43 @@ mod tests {
         assert_eq!(m.get("pswpin"), Some(&12));
         assert_eq!(m.get("pswpout"), Some(&7));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn bpf_log_reports_must_arrive_first_at_occurrence_one_and_rate_limited() {
+        use super::super::vm_tests::BpfLogRun;
+        const RUN: BpfLogRun = BpfLogRun {
+            level: "debug",
+            selftest: true,
+            reports: &["swap_read: argument 11", "do_swap_page: unexpected layout"],
+        };
+        let check = |log: &str| {
+            let mut v = Verdict::default();
+            check_bpf_log(&RUN, log, &mut v);
+            v
+        };
+        let good = "detector: attached 25 probes\n\
+            detector: bpf: warn: swap_read: argument 11 is unreadable (occurrence 1)\n\
+            detector: bpf: error: do_swap_page: unexpected layout: x (occurrence 1)\n\
+            detector: bpf: warn: swap_read: argument 11 is unreadable (occurrence 2)\n\
+            detector: bpf: warn: swap_read: argument 11 is unreadable (occurrence 4)\n";
+        let v = check(good);
+        assert!(v.passed(), "{:?}", v.failures);
+        assert!(v
+            .notes
+            .iter()
+            .any(|n| n.contains("3 lines, up to occurrence 4")));
+        // A report that never arrived.
+        let v = check(&good.replace("do_swap_page", "do_wp_page"));
+        assert!(v.failures[0].contains("never reached"), "{:?}", v.failures);
+        // Every occurrence sent: the rate limit is broken.
+        let v = check(&format!(
+            "{good}detector: bpf: warn: swap_read: argument 11 is unreadable (occurrence 5)\n"
+        ));
+        assert!(v.failures[0].contains("powers of two"), "{:?}", v.failures);
+        // The first line seen is not the first report.
+        let v = check(&good.replacen("(occurrence 1)", "(occurrence 8)", 1));
+        assert!(v.failures[0].contains("not its first"), "{:?}", v.failures);
     }
 
     #[test]

@@ -146,9 +146,17 @@ log "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus, $(grep MemTot
          echo {} > /sys/fs/cgroup/wl/memory.max",
         run.memory_max
     );
-    s.push_str(
+    // `--programs`: each program's size and verifier work on this kernel,
+    // with the diagnostics level the recording uses.
+    let doctor_level = run
+        .setup
+        .bpf_log
+        .map(|b| format!(" --bpf-log {}", b.level))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
         "detector --version > /out/version.txt 2>&1\n\
-         detector doctor > /out/doctor.txt 2>&1; echo $? > /out/doctor.rc\n",
+         detector doctor --programs{doctor_level} > /out/doctor.txt 2>&1; echo $? > /out/doctor.rc"
     );
     if let Some(extra) = &run.record {
         if run.setup.agent {

@@ -198,6 +198,9 @@ pub(crate) struct GuestSetup {
     /// JSON-lines findings, heartbeats and scraped metrics are checked
     /// against the replay of that recording (`vm_agent`).
     pub(crate) agent: bool,
+    /// `record --bpf-log`: the programs' diagnostics on, and what must
+    /// reach `record`'s stderr.
+    pub(crate) bpf_log: Option<BpfLogRun>,
 }
 
 impl GuestSetup {
@@ -206,7 +209,23 @@ impl GuestSetup {
         pid_max: None,
         rotate: None,
         agent: false,
+        bpf_log: None,
     };
+}
+
+/// A recording with the BPF programs' diagnostics on (`--bpf-log`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BpfLogRun {
+    /// `--bpf-log LEVEL`.
+    pub(crate) level: &'static str,
+    /// `--bpf-log-selftest`: two diagnostics fire on every kernel
+    /// (`detector::loader::SELFTEST_ARG`).
+    pub(crate) selftest: bool,
+    /// Reports that must be in `record`'s stderr, by their text after the
+    /// probe's name (the logger's prefix is not part of it). The first
+    /// line of each must be its first occurrence, and the rate limit must
+    /// hold: a report is sent at the 1st, 2nd, 4th... occurrence only.
+    pub(crate) reports: &'static [&'static str],
 }
 
 /// Ring buffer for tests that must lose nothing: TCG runs the consumer in
@@ -530,6 +549,49 @@ pub(crate) const TESTS: &[VmTest] = &[
         timeout_secs: 300,
         swap_mib: None,
         setup: GuestSetup::PLAIN,
+    },
+    VmTest {
+        name: "bpf-log",
+        about: "a short swap hog recorded with --bpf-log debug and the self-test's two failures: the programs' diagnostics reach record's stderr, rate-limited",
+        kernels: ALL,
+        ci: CI_FULL,
+        skips_on: &[],
+        swap: Swap::Disk,
+        memory_max: "32M",
+        workload: &["swap-hog", "--mib", "48", "--passes", "1", "--seconds", "120"],
+        ring_size: None,
+        attach: None,
+        unfiltered: false,
+        expect: Expect {
+            probes: &[P::SwapCacheLookup, P::DoSwapPage, P::SwapRead],
+            lost: Lost::Rare,
+            pswpin_matches: true,
+            windows: &[],
+            findings: NO_FINDINGS,
+            findings_on: &[],
+            eexist_threshold: None,
+            effort: &[effort("passes", 1), effort("pswpin", 2_000)],
+            min_lookups_compared: COMPARED,
+        },
+        kernel_bugs: &[],
+        injected: None,
+        timeout_secs: 240,
+        swap_mib: None,
+        setup: GuestSetup {
+            bpf_log: Some(BpfLogRun {
+                level: "debug",
+                selftest: true,
+                reports: &[
+                    // swap_read's address at argument 11: bpf_get_func_arg
+                    // refuses it on every swap read (-EINVAL).
+                    "swap_read: argument 11 of the traced function is unreadable (bpf_get_func_arg: -22)",
+                    // vm_fault.address hidden from the programs: every swap
+                    // fault meets a layout without it.
+                    "do_swap_page: unexpected layout: no offset for vm_fault.address on this kernel",
+                ],
+            }),
+            ..GuestSetup::PLAIN
+        },
     },
     VmTest {
         name: "uffd-move-swap",
@@ -1262,6 +1324,30 @@ mod tests {
         assert!(workload < before && before < scrape && scrape < after && after < term);
         assert!(!s.contains("kill -INT $DPID"));
         assert!(TESTS.iter().any(|t| t.setup.agent && t.ci == CI_FULL));
+    }
+
+    #[test]
+    fn doctor_loads_with_the_recordings_bpf_log_level() {
+        let run = |setup| {
+            init_script(&GuestRun {
+                swap: Swap::Disk,
+                memory_max: "64M".into(),
+                record: Some(vec![]),
+                workload: Some(vec!["swap-hog".into()]),
+                foreground: None,
+                setup,
+            })
+        };
+        assert!(run(GuestSetup::PLAIN).contains("detector doctor --programs > /out/doctor.txt"));
+        let t = TESTS
+            .iter()
+            .find(|t| t.name == "bpf-log")
+            .expect("bpf-log test");
+        assert!(
+            run(t.setup).contains("detector doctor --programs --bpf-log debug > /out/doctor.txt")
+        );
+        let b = t.setup.bpf_log.expect("bpf-log run");
+        assert!(b.selftest && !b.reports.is_empty());
     }
 
     #[test]
