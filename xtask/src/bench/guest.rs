@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{soak, Args, Cap, Guest, Phase, Plan, TraceSize};
+use super::{soak, AgentRun, Args, Cap, Guest, Phase, Plan, TraceSize};
 use crate::vm::vm_guest::{init_script, GuestRun};
 use crate::vm::vm_image::Binaries;
 use crate::vm::vm_kernel::KernelLine;
@@ -19,9 +19,9 @@ const COMPARABLE_BT: &str = include_str!("../../bench/comparable.bt");
 
 fn guest_script(p: &Plan) -> String {
     let tracers = if p.bpftrace {
-        "none detector bpftrace"
+        "none detector agent bpftrace"
     } else {
-        "none detector"
+        "none detector agent"
     };
     let rates: Vec<String> = p.rates.iter().map(u64::to_string).collect();
     let loss_rates: Vec<String> = p.loss_rates.iter().map(u64::to_string).collect();
@@ -75,6 +75,28 @@ echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal
         rm -f /out/soak-v1.dtr
       fi
       rm -f /out/soak.dtr;;
+    agent)
+      # The service on the same load, as packaged (findings to a file, the
+      # flight recorder at its default size, metrics on localhost): its CPU
+      # from outside, attached to the load's end (USER_HZ ticks), its
+      # resident memory at the end of the load, and 20 scrapes of a
+      # populated /metrics (busybox date has no sub-second clock; uptime
+      # has centiseconds).
+      ip link set lo up; rm -rf /tmp/agent; mkdir -p /tmp/agent
+      detector agent --findings /tmp/agent/findings.jsonl --heartbeat 3600s \
+        --metrics-addr 127.0.0.1:9464 --snapshot-on violation --snapshot-dir /tmp/agent/snap \
+        > /tmp/agent/log 2>&1 & T=$!
+      waitfor /tmp/agent/log 'capabilities kept'; sleep 1
+      c0=$(awk '{{print $14+$15}}' /proc/$T/stat)
+      echo "run agent $(soak)" >> $B
+      c1=$(awk '{{print $14+$15}}' /proc/$T/stat); rss=$(awk '/^VmRSS:/ {{print $2}}' /proc/$T/status)
+      u0=$(cut -d' ' -f1 /proc/uptime)
+      for i in $(seq 20); do timeout 10 wget -q -O /tmp/agent/metrics http://127.0.0.1:9464/metrics; done
+      u1=$(cut -d' ' -f1 /proc/uptime)
+      stop
+      echo "agent cpu_ticks=$((c1-c0)) rss_kb=$rss scrapes=20 scrape_s=$(echo $u0 $u1 | awk '{{print $2-$1}}') series=$(grep -c '^detector_' /tmp/agent/metrics) metrics_bytes=$(wc -c < /tmp/agent/metrics)" >> $B
+      grep '"type":"stats"' /tmp/agent/findings.jsonl | tail -1 | sed 's/^/agent-stats /' >> $B
+      grep -iE 'error|warning' /tmp/agent/log | head -3 | sed 's/^/log agent-log /' >> $B;;
     bpftrace)
       # A perf buffer large enough that bpftrace, like the detector, keeps
       # (nearly) everything: a tracer that drops does less work.
@@ -284,12 +306,36 @@ pub(super) fn parse_guest(log: &str) -> Guest {
                     g.caps.push(c);
                 }
             }
+            "agent" => g.agent.push(parse_agent(rest)),
+            "agent-stats" => {
+                if let Some(last) = g.agent.last_mut() {
+                    last.events = soak::parse_heartbeat(rest).map(|h| h.events);
+                }
+            }
             "done" => g.done = true,
             t if t.starts_with("soak-") => soak::parse_line(&mut g.soak, t, rest),
             _ => {}
         }
     }
     g
+}
+
+/// `cpu_ticks=N rss_kb=N scrapes=N scrape_s=F series=N metrics_bytes=N`;
+/// a value missing or garbled stays `None` and the report says so.
+fn parse_agent(s: &str) -> AgentRun {
+    let mut a = AgentRun::default();
+    for (k, v) in s.split_whitespace().filter_map(|w| w.split_once('=')) {
+        match k {
+            "cpu_ticks" => a.cpu_ticks = v.parse().ok(),
+            "rss_kb" => a.rss_kb = v.parse().ok(),
+            "scrapes" => a.scrapes = v.parse().ok(),
+            "scrape_s" => a.scrape_s = v.parse().ok(),
+            "series" => a.series = v.parse().ok(),
+            "metrics_bytes" => a.metrics_bytes = v.parse().ok(),
+            _ => {}
+        }
+    }
+    a
 }
 
 /// `default 50000 49870 250123 events in 6.1s (41003 events/s), lost 0`
@@ -355,5 +401,26 @@ mod tests {
             (c.target, c.achieved, c.events, c.lost),
             (50000, 49870, 250123, 7)
         );
+    }
+
+    #[test]
+    fn parses_an_agent_run_and_its_final_heartbeat() {
+        let g = parse_guest(
+            "run agent 11.2\n\
+             agent cpu_ticks=281 rss_kb=90112 scrapes=20 scrape_s=0.61 series=212 metrics_bytes=30000\n\
+             agent-stats {\"type\":\"stats\",\"uptime_s\":20.5,\"final\":true,\"events\":812000,\"lost\":0,\"tracked_objects\":5,\"peak_tracked_objects\":9,\"evictions\":0,\"findings_total\":1}\n\
+             agent cpu_ticks=x rss_kb=1\n",
+        );
+        assert_eq!(g.runs["agent"], vec![11.2]);
+        assert_eq!(g.agent.len(), 2);
+        let a = &g.agent[0];
+        assert_eq!(
+            (a.cpu_ticks, a.rss_kb, a.scrapes, a.series, a.events),
+            (Some(281), Some(90112), Some(20), Some(212), Some(812000))
+        );
+        let us = a.cpu_us_per_event().unwrap();
+        assert!((us - 2810.0 * 1000.0 / 812000.0).abs() < 1e-9);
+        assert_eq!((g.agent[1].cpu_ticks, g.agent[1].events), (None, None));
+        assert_eq!(g.agent[1].cpu_us_per_event(), None);
     }
 }

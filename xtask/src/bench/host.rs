@@ -108,6 +108,7 @@ pub(super) fn host_replay(
     let mut rows = Vec::new();
     for (label, format, extra) in [
         ("v2 file, default --max-tracked", "v2", None),
+        ("v2 file, --max-tracked 400000", "v2", Some("400000")),
         ("v2 file, --max-tracked 100000", "v2", Some("100000")),
         ("v1 file, default --max-tracked", "v1", None),
     ] {

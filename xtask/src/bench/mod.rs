@@ -181,8 +181,34 @@ struct Guest {
     per_probe: Vec<String>,
     loops: Vec<(String, String, String)>,
     caps: Vec<Cap>,
+    /// `detector agent` runs of the overhead phase, in order.
+    agent: Vec<AgentRun>,
     soak: soak::Soak,
     done: bool,
+}
+
+/// One `detector agent` run on benign-soak, measured from outside.
+#[derive(Default)]
+struct AgentRun {
+    /// CPU (user + system) from attached to the load's end, in USER_HZ
+    /// (100 on x86) ticks of `/proc/PID/stat`.
+    cpu_ticks: Option<u64>,
+    /// Events the agent analyzed, from its final `stats` line.
+    events: Option<u64>,
+    rss_kb: Option<u64>,
+    scrapes: Option<u32>,
+    /// Wall time of all the scrapes together (centisecond clock).
+    scrape_s: Option<f64>,
+    /// `detector_` sample lines of the last scrape, and its size.
+    series: Option<u64>,
+    metrics_bytes: Option<u64>,
+}
+
+impl AgentRun {
+    fn cpu_us_per_event(&self) -> Option<f64> {
+        let (ticks, events) = (self.cpu_ticks?, self.events?);
+        (events > 0).then(|| ticks as f64 * 10_000.0 / events as f64)
+    }
 }
 
 struct Cap {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Guest, HostReplay, Phase, Plan};
+use super::{AgentRun, Guest, HostReplay, Phase, Plan};
 
 pub(super) const DOC: &str = "docs/performance.md";
 
@@ -49,7 +49,7 @@ pub(super) fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
     let mut missing = Vec::new();
     let on = |ph: Phase| p.phases.contains(&ph);
     if on(Phase::Overhead) {
-        let mut tracers = vec!["none", "detector"];
+        let mut tracers = vec!["none", "detector", "agent"];
         if p.bpftrace {
             tracers.push("bpftrace");
         }
@@ -57,6 +57,12 @@ pub(super) fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
             if g.runs.get(t).map_or(0, Vec::len) < p.iterations as usize {
                 missing.push(format!("a timed benign-soak run under {t}"));
             }
+        }
+        if !g.agent.iter().any(|a| a.cpu_us_per_event().is_some()) {
+            missing.push("the agent's CPU per event".into());
+        }
+        if !g.agent.iter().any(|a| a.rss_kb.is_some() && a.scrape_s.is_some()) {
+            missing.push("the agent's resident memory and scrape time".into());
         }
         if let Some(e) = g
             .logs
@@ -118,6 +124,124 @@ pub(super) fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
     }
 }
 
+/// `N.NM events/s` in a `replay --stats` line, in events per second.
+fn replay_rate(line: &str) -> Option<f64> {
+    let end = line.find("M events/s")?;
+    let start = line[..end].rfind(' ')? + 1;
+    line[start..end].parse::<f64>().ok().map(|m| m * 1e6)
+}
+
+/// The four figures the performance work is judged by, each as measured in
+/// this run beside the figure before it (format v1, the analyzer before
+/// its rework, the overhead of the previous full run).
+fn targets(s: &mut String, g: &Guest, h: &HostReplay) {
+    let _ = writeln!(
+        s,
+        "### Targets\n\n| measure | before | this run | target |\n|---|---|---|---|"
+    );
+    let size = |name: &str| {
+        g.sizes
+            .iter()
+            .chain(&h.sizes)
+            .filter(|t| t.format == "v2" && t.capture.contains(name))
+            .map(|t| format!("{:.1}", t.bytes as f64 / t.events.max(1) as f64))
+            .next()
+            .unwrap_or_else(|| "–".into())
+    };
+    let _ = writeln!(
+        s,
+        "| bytes per event on disk | 164 (v1) | {} on benign-soak, {} on the synthetic mix (v2) | ≤ 40 on both |",
+        size("benign-soak"),
+        size("synthetic")
+    );
+    let rate = |label: &str| {
+        h.rows
+            .iter()
+            .find(|(l, _)| l == label)
+            .and_then(|(_, line)| replay_rate(line))
+            .map(|r| format!("{:.1}M events/s", r / 1e6))
+            .unwrap_or_else(|| "–".into())
+    };
+    let _ = writeln!(
+        s,
+        "| replay, 400,000 tracked objects | 6.6–8.5M events/s | {} | ≥ 15M events/s |",
+        rate("v2 file, --max-tracked 400000")
+    );
+    let _ = writeln!(
+        s,
+        "| replay, 1,048,576 tracked objects | 4.6M events/s | {} | ≥ 10M events/s |",
+        rate("v2 file, default --max-tracked")
+    );
+    let med = |t: &str| g.runs.get(t).map(|v| quantiles(v).1);
+    let ratio = |t: &str| match (med(t), med("none")) {
+        (Some(x), Some(base)) if base > 0.0 => format!("{:.2}", x / base),
+        _ => "–".into(),
+    };
+    let _ = writeln!(
+        s,
+        "| overhead b/a, benign-soak (TCG, median) | 1.32 | {} (bpftrace c/a {}) | ≤ 1.15 and below bpftrace's |\n",
+        ratio("detector"),
+        ratio("bpftrace")
+    );
+}
+
+/// `record`'s CPU per event after attach, from its `CPU since attach ...
+/// (X µs per event)` lines in the overhead phase (the stats run excluded:
+/// it also analyzes and times latency).
+fn record_us_per_event(logs: &[String]) -> Vec<f64> {
+    logs.iter()
+        .filter(|l| l.starts_with("detector detector: CPU since attach"))
+        .filter_map(|l| {
+            let end = l.find(" µs per event")?;
+            let start = l[..end].rfind('(')? + 1;
+            l[start..end].parse().ok()
+        })
+        .collect()
+}
+
+fn agent_section(s: &mut String, g: &Guest) {
+    let _ = writeln!(
+        s,
+        "\n### 1b. The agent on the same load\n\n`detector agent` as packaged (findings to a file, the flight recorder at its default 30 s / 64 MiB, metrics on localhost), each run beside the `record` runs above; CPU measured from outside over attached → end of the load, resident memory at the end of the load, then 20 scrapes of `/metrics`.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| run | events | CPU per event (µs) | RSS (MiB) | scrape (ms) | series | exposition (KiB) |\n|---|---|---|---|---|---|---|"
+    );
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+    for (i, a) in g.agent.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            opt(a.events.map(|v| v.to_string())),
+            opt(a.cpu_us_per_event().map(|v| format!("{v:.2}"))),
+            opt(a.rss_kb.map(|v| format!("{:.1}", v as f64 / 1024.0))),
+            opt(a
+                .scrape_s
+                .zip(a.scrapes)
+                .filter(|(_, n)| *n > 0)
+                .map(|(t, n)| format!("{:.0}", t * 1000.0 / f64::from(n)))),
+            opt(a.series.map(|v| v.to_string())),
+            opt(a.metrics_bytes.map(|v| format!("{:.1}", v as f64 / 1024.0))),
+        );
+    }
+    let agent: Vec<f64> = g
+        .agent
+        .iter()
+        .filter_map(AgentRun::cpu_us_per_event)
+        .collect();
+    let record = record_us_per_event(&g.logs);
+    if !agent.is_empty() && !record.is_empty() {
+        let (a, r) = (quantiles(&agent), quantiles(&record));
+        let _ = writeln!(
+            s,
+            "\nCPU per event, median (min–max): agent {:.2} µs ({:.2}–{:.2}), record {:.2} µs ({:.2}–{:.2}); the agent analyzes every event, keeps the flight recorder's ring and serves metrics, `record` writes the file.",
+            a.1, a.0, a.2, r.1, r.0, r.2
+        );
+    }
+}
+
 fn quantiles(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -143,6 +267,7 @@ pub(super) fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> Str
         p.iterations,
         took.as_secs_f64()
     );
+    targets(&mut s, g, h);
     let _ = writeln!(s, "### 1. Overhead on benign-soak\n");
     let _ = writeln!(
         s,
@@ -153,7 +278,7 @@ pub(super) fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> Str
         .get("none")
         .map(|v| quantiles(v).1)
         .unwrap_or(f64::NAN);
-    for cfg in ["none", "detector", "bpftrace"] {
+    for cfg in ["none", "detector", "agent", "bpftrace"] {
         let Some(v) = g.runs.get(cfg) else {
             let _ = writeln!(s, "| {cfg} | 0 | – | – | – | not run |");
             continue;
@@ -172,6 +297,7 @@ pub(super) fn render(p: &Plan, g: &Guest, h: &HostReplay, took: Duration) -> Str
     for l in &g.logs {
         let _ = writeln!(s, "- {l}");
     }
+    agent_section(&mut s, g);
     let _ = writeln!(
         s,
         "\n### 2. Capacity (one probe, `gup`, default `detector record` to a file)\n"
@@ -335,6 +461,25 @@ mod tests {
         // A doc without the soak's markers is refused, not appended to.
         let no_soak = format!("{}\nx\n{}\n", MAIN_SECTION.begin(), MAIN_SECTION.end());
         assert!(splice(&no_soak, &SOAK_SECTION, "y").is_none());
+    }
+
+    #[test]
+    fn record_cpu_per_event_is_read_from_the_overhead_runs_only() {
+        let logs = [
+            "detector detector: CPU since attach 0.77s user + 2.05s system (3.48 µs per event)",
+            "detector-stats detector: CPU since attach 1.42s user + 0.47s system (2.09 µs per event)",
+            "detector detector: CPU since attach 0.6s user + 1.7s system (2.80 µs per event)",
+            "detector detector: CPU since attach (garbled µs per event)",
+        ]
+        .map(String::from);
+        assert_eq!(record_us_per_event(&logs), vec![3.48, 2.80]);
+    }
+
+    #[test]
+    fn replay_rates_are_read_from_the_stats_line() {
+        let l = "replayed 30000000 events in 6.15 s: 4.9M events/s; peak RSS 197 MiB";
+        assert_eq!(replay_rate(l), Some(4.9e6));
+        assert_eq!(replay_rate("no `replayed` line in the output"), None);
     }
 
     #[test]

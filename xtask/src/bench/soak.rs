@@ -52,8 +52,10 @@ echo "soak-config mode=$MODE minutes=@MIN@ max_tracked=@MT@ rotate_size=@ROT@ ro
 if [ $MODE = agent ]; then
   # Its metrics are scraped every minute, as a monitoring system would.
   ip link set lo up
+  # As packaged: violations snapshotted, so the flight recorder holds its
+  # default 30 s / 64 MiB all along and its memory is in every sample.
   detector agent --findings $S/findings.jsonl --heartbeat 60s --max-tracked @MT@ \
-    --metrics-addr 127.0.0.1:9464 \
+    --metrics-addr 127.0.0.1:9464 --snapshot-on violation --snapshot-dir $S/snap \
     --record $S/rec.dtr --rotate-size @ROT@ --rotate-keep @KEEP@ > $S/agent.log 2>&1 & A=$!
   PIDS="agent:$A"; waitfor $S/agent.log 'capabilities kept'
 else
