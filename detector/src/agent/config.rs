@@ -768,6 +768,7 @@ ring_size = "16M"
 attach = "kprobe"
 drain_every = "100ms"
 wakeup_bytes = 0
+bpf_log = "warn"
 
 [analyzer]
 max_tracked = 5000
@@ -789,6 +790,7 @@ rotate_keep = 3
         assert_eq!(c.ready_rules, RuleId::ALL);
         assert_eq!(c.capture.attach, AttachPolicy::Auto);
         assert_eq!(c.capture.drain_every, Duration::from_millis(50));
+        assert_eq!(c.capture.bpf_log, BpfLog::Off);
         assert_eq!(c.record, None);
         assert!(!c.stats);
     }
@@ -812,6 +814,7 @@ rotate_keep = 3
         assert_eq!(c.capture.attach, AttachPolicy::Kprobe);
         assert_eq!(c.capture.drain_every, Duration::from_millis(100));
         assert_eq!(c.capture.wakeup_bytes, Some(0));
+        assert_eq!(c.capture.bpf_log, BpfLog::Warn);
         assert_eq!(c.analyzer.max_tracked, Some(5000));
         assert_eq!(c.analyzer.task_idle, Some(Duration::from_secs(10)));
         let r = c.record.unwrap();
