@@ -119,7 +119,13 @@ fn no_allocation_per_event() {
     }
     let writing = ALLOCS.load(Ordering::Relaxed) - before;
     assert_eq!(rec.stats().open, 1, "still inside the after-window");
-    assert_eq!(writing, 0, "allocations while writing 20 000 events");
+    // Format v2 closes a block every 128 KiB of encoded items: a block
+    // close may allocate (the block index, zstd's workspace growing to a
+    // full block the first time), an event never does.
+    assert!(
+        writing <= 4,
+        "{writing} allocations while writing 20 000 events"
+    );
     rec.finish(&[]);
     assert_eq!(rec.stats().written, 1);
 }

@@ -307,7 +307,8 @@ mod tests {
         let mut r = Box::new(AgentRecorder::start(plan, req.clone(), m.clone()).unwrap());
         // The directory goes away: the next rotation cannot rename into it.
         std::fs::remove_dir_all(&sub).unwrap();
-        for i in 0..200 {
+        // Enough items to pass 4096 bytes in v2 (a few bytes each).
+        for i in 0..5000 {
             assert!(r.write(&item(i)).is_ok());
         }
         assert!(!r.is_recording());

@@ -40,7 +40,7 @@ use thiserror::Error;
 use crate::analyzer::{Finding, RuleId, Severity};
 use crate::event::{monotonic_ns, ProbeName, StreamItem};
 use crate::stream::{Ctx, Sink};
-use crate::trace::{TraceEnd, TraceError, TraceHeader, TraceWriter};
+use crate::trace::{TraceEnd, TraceError, TraceFormat, TraceHeader, TraceWriter};
 
 use ring::{apply_lost, LostTotals, Ring};
 use store::{realtime_now_ns, Store, MANIFEST_EXT, TRACE_EXT};
@@ -216,6 +216,8 @@ struct Meta {
 pub struct FlightRecorder {
     policy: FlightPolicy,
     header: TraceHeader,
+    /// The snapshots' trace format (v2 unless asked).
+    format: TraceFormat,
     ring: Ring,
     store: Store,
     open: Vec<Open>,
@@ -265,6 +267,7 @@ impl FlightRecorder {
             ring: Ring::new(policy.keep_ns(), policy.memory),
             policy,
             header: header.clone(),
+            format: TraceFormat::default(),
             store,
             open: Vec::new(),
             recent: HashMap::new(),
@@ -277,6 +280,15 @@ impl FlightRecorder {
             notices: VecDeque::new(),
             written: VecDeque::new(),
         })
+    }
+
+    /// Snapshots in `format` instead of the default v2 (v1 for tools that
+    /// read only v1). The budgets hold either way: they count the bytes
+    /// written, and a snapshot's pre-window is estimated at the size of the
+    /// items in memory, more than either format takes for them.
+    pub fn with_format(mut self, format: TraceFormat) -> Self {
+        self.format = format;
+        self
     }
 
     pub fn policy(&self) -> &FlightPolicy {
@@ -629,7 +641,7 @@ impl FlightRecorder {
         // The ring holds the stream's own items: a snapshot is never
         // redacted, whatever a recording of the same stream is.
         header.redacted = false;
-        let mut writer = TraceWriter::create(&path, &header)?;
+        let mut writer = TraceWriter::create_format(&path, &header, self.format)?;
         let base_lost = self.ring.lost_before(from);
         let mut window = Window::default();
         let first_ts = self

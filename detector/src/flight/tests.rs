@@ -10,7 +10,7 @@ use crate::analyzer::Config;
 use crate::event::StreamItem;
 use crate::stream::{AnalyzerSetup, ConfigChoice, FileSource, Overrides, Pipeline, Source, Speed};
 use crate::synth::Synth;
-use crate::trace::{TraceEnd, TraceHeader, TraceWriter};
+use crate::trace::{TraceEnd, TraceFormat, TraceHeader, TraceWriter};
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
@@ -158,6 +158,10 @@ fn policy(dir: &Path) -> FlightPolicy {
 }
 
 fn run_with(items: &[StreamItem], tweak: impl FnOnce(&mut FlightPolicy)) -> Run {
+    run_in(TraceFormat::V2, items, tweak)
+}
+
+fn run_in(format: TraceFormat, items: &[StreamItem], tweak: impl FnOnce(&mut FlightPolicy)) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("live.trace");
     write_trace(&trace, items);
@@ -165,7 +169,9 @@ fn run_with(items: &[StreamItem], tweak: impl FnOnce(&mut FlightPolicy)) -> Run 
     let mut p = policy(&dir);
     tweak(&mut p);
     let mut src = FileSource::open(&trace, Speed::Max).unwrap();
-    let rec = FlightRecorder::new(src.header(), p).unwrap();
+    let rec = FlightRecorder::new(src.header(), p)
+        .unwrap()
+        .with_format(format);
     let mut tap = Tap {
         rec,
         live: Vec::new(),
@@ -510,10 +516,12 @@ fn the_byte_budget_refuses_and_cuts() {
         })
         .collect();
     let items = stream(20 * S, MS, &incidents);
-    // 2.5 s of noise at 1 ms per snapshot: ~400 KiB each. The first fits,
-    // the others would not.
+    // 2.5 s of noise at 1 ms per snapshot: ~400 KiB each in v1's fixed
+    // records (v2 compresses this repetitive noise to almost nothing, and
+    // the arithmetic below is the budget's, the same in either format).
+    // The first fits, the others would not.
     let budget = 700 << 10;
-    let r = run_with(&items, |p| p.max_bytes = budget);
+    let r = run_in(TraceFormat::V1, &items, |p| p.max_bytes = budget);
     let snaps = snapshots(&r.dir);
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].1.state, SnapshotState::Complete);
@@ -523,7 +531,7 @@ fn the_byte_budget_refuses_and_cuts() {
     // A long after-window reaches the budget: the snapshot is cut there,
     // with its trigger in it.
     let budget = 600 << 10;
-    let r = run_with(&items, |p| {
+    let r = run_in(TraceFormat::V1, &items, |p| {
         p.max_bytes = budget;
         p.after = Duration::from_secs(2);
     });
@@ -847,7 +855,11 @@ fn a_write_failing_midway_removes_the_partial_snapshot() {
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const limit), 0);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut rec = FlightRecorder::new(&TraceHeader::new("t"), policy(tmp.path())).unwrap();
+    // v1: its fixed records make the 256 KiB limit fall inside the
+    // pre-window (v2 would write these identical events in a few KiB).
+    let mut rec = FlightRecorder::new(&TraceHeader::new("t"), policy(tmp.path()))
+        .unwrap()
+        .with_format(TraceFormat::V1);
     // 3 s at 0.5 ms: the 2 s pre-window is ~650 KiB of trace.
     let items: Vec<StreamItem> = (0..8000u64)
         .map(|k| {

@@ -61,7 +61,11 @@ pub(super) fn complete(p: &Plan, g: &Guest, h: &HostReplay) -> Result<()> {
         if !g.agent.iter().any(|a| a.cpu_us_per_event().is_some()) {
             missing.push("the agent's CPU per event".into());
         }
-        if !g.agent.iter().any(|a| a.rss_kb.is_some() && a.scrape_s.is_some()) {
+        if !g
+            .agent
+            .iter()
+            .any(|a| a.rss_kb.is_some() && a.scrape_s.is_some())
+        {
             missing.push("the agent's resident memory and scrape time".into());
         }
         if let Some(e) = g
