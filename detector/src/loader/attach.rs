@@ -23,10 +23,13 @@ pub(super) enum AttachError {
     #[error("{0}")]
     Refused(String),
     /// A refusal in the words of the kernel feature behind it.
-    #[error("{}", reason(.kind, &.cause.to_string()))]
+    #[error("{}", reason(.kind, &.cause.to_string(), *.paranoid))]
     Mode {
         kind: &'static str,
         cause: Box<AttachError>,
+        /// `kernel.perf_event_paranoid` when a kprobe was refused with
+        /// EACCES: it says why, and what to change.
+        paranoid: Option<i32>,
     },
 }
 
@@ -36,16 +39,40 @@ impl AttachError {
     }
 
     fn in_mode(self, kind: &'static str) -> Self {
+        let paranoid = match &self {
+            AttachError::Refused(e) if kind == "kprobe" && is_eacces(e) => {
+                std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            }
+            _ => None,
+        };
         AttachError::Mode {
             kind,
             cause: Box::new(self),
+            paranoid,
         }
     }
 }
 
+/// EACCES from the kernel, not the verifier (which aya also reports as
+/// "Permission denied", with its log).
+fn is_eacces(e: &str) -> bool {
+    e.contains("Permission denied") && !e.contains("Verifier")
+}
+
 /// Names the usual refusals in the words of the kernel feature behind them;
 /// anything else is passed through.
-fn reason(kind: &str, e: &str) -> String {
+fn reason(kind: &str, e: &str, paranoid: Option<i32>) -> String {
+    if let Some(level @ 3..) = paranoid.filter(|_| is_eacces(e)) {
+        // Debian's kernels patch perf_event_open(2) to want CAP_SYS_ADMIN
+        // above level 2, whatever CAP_PERFMON says (docs/packaging.md).
+        return format!(
+            "{kind} refused with EACCES: kernel.perf_event_paranoid is {level}, at which this \
+             kernel lets only CAP_SYS_ADMIN open the perf event a kprobe needs; `sysctl \
+             kernel.perf_event_paranoid=2` lets CAP_PERFMON attach it ({e})"
+        );
+    }
     if e.contains("kprobe/type") {
         format!("{kind}: this kernel has no kprobe support (CONFIG_KPROBES off)")
     } else if e.contains("Operation not permitted") {
@@ -238,5 +265,24 @@ mod tests {
             AttachError::MissingMap("ARGS").to_string(),
             "ARGS map missing"
         );
+    }
+
+    #[test]
+    fn a_kprobe_refused_at_paranoid_3_names_the_sysctl() {
+        let eacces = "perf_event_open failed: Permission denied (os error 13)";
+        let r = reason("kprobe", eacces, Some(3));
+        assert!(r.starts_with("kprobe refused with EACCES: kernel.perf_event_paranoid is 3"));
+        assert!(r.contains("kernel.perf_event_paranoid=2"), "{r}");
+        // Level 2 lets CAP_PERFMON in: the refusal is something else.
+        assert_eq!(
+            reason("kprobe", eacces, Some(2)),
+            format!("kprobe refused: {eacces}")
+        );
+        // The verifier's "Permission denied" is not the sysctl's.
+        let verifier = "Verifier output: ... Permission denied (os error 13)";
+        assert!(reason("kprobe", verifier, Some(3)).contains("the verifier rejected"));
+        // Only a kprobe's refusal reads the sysctl.
+        let e = AttachError::Refused(eacces.into()).in_mode("fentry");
+        assert!(matches!(e, AttachError::Mode { paranoid: None, .. }));
     }
 }
