@@ -140,14 +140,33 @@ pub fn ret_may_be_pointer(probe: ProbeId) -> bool {
     matches!(probe, ProbeId::SwapcachePrepare)
 }
 
-/// A value in the kernel half of the address space and not an errno.
+/// A value in the kernel half of the address space and not an errno. The
+/// bound is 5-level paging's (the kernel half starts at
+/// 0xff00_0000_0000_0000 with LA57, where the direct map and vmemmap sit at
+/// 0xff11... and 0xffd4...); under 4-level paging the values between it and
+/// 0xffff_8000_0000_0000 are not canonical, so no pointer is misread.
 pub fn is_kernel_pointer(ret: i64) -> bool {
-    (ret as u64) >= 0xffff_8000_0000_0000 && !names::is_errno(ret)
+    (ret as u64) >= 0xff00_0000_0000_0000 && !names::is_errno(ret)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_pointers_of_both_paging_depths_and_no_errno() {
+        for p in [
+            0xffff_8880_0123_4500u64,
+            0xffff_ea00_0012_3400,
+            0xff11_0000_0123_4500,
+            0xffd4_0000_0012_3400,
+        ] {
+            assert!(is_kernel_pointer(p as i64), "{p:#x}");
+        }
+        for v in [0i64, 1, -17, -4095, 0x7fff_ffff_f000, 0x00ff_0000_0000_0000] {
+            assert!(!is_kernel_pointer(v), "{v:#x}");
+        }
+    }
 
     #[test]
     fn pointer_probes_are_the_plan_roles_that_return_a_folio() {
