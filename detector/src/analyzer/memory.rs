@@ -11,7 +11,7 @@ impl Analyzer {
     /// Bytes held by the analyzer's object tables (capacity, not length:
     /// what the allocator actually gave us), excluding histograms.
     pub fn state_bytes(&self) -> usize {
-        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+        fn table<K, V, S>(m: &HashMap<K, V, S>) -> usize {
             // hashbrown: one control byte per bucket plus the slot itself.
             m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
         }
