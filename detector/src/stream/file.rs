@@ -3,8 +3,8 @@
 //! read as one stream, oldest first.
 
 use std::fs::File;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -279,12 +279,6 @@ impl FileSource {
             anchor: None,
             pending: None,
         })
-    }
-
-    /// Reads on the calling thread only (no read-ahead thread).
-    pub fn without_read_ahead(mut self) -> Self {
-        self.read_ahead = false;
-        self
     }
 
     /// How the file (the last segment read) ended, once reading reached it.
