@@ -145,6 +145,25 @@ impl Segments {
         n
     }
 
+    /// Decodes up to `slots.len()` items into `slots` (index, item); how
+    /// many (0: the stream is over).
+    fn fill(&mut self, slots: &mut [(u64, StreamItem)]) -> usize {
+        let mut n = 0;
+        while let Some(slot) = slots.get_mut(n) {
+            let base = self.base;
+            if let Some(index) = self.readers[self.cur].next_into(&mut slot.1) {
+                self.next = base + index + 1;
+                slot.0 = base + index;
+                n += 1;
+                continue;
+            }
+            if !self.next_segment() {
+                break;
+            }
+        }
+        n
+    }
+
     /// The next item, copied out (paced replay holds on to it).
     fn next_item(&mut self) -> Option<(u64, StreamItem)> {
         loop {
@@ -159,8 +178,30 @@ impl Segments {
     }
 }
 
-/// Items decoded on the read-ahead thread, in batches of [`CHUNK`].
-type Batch = Vec<(u64, StreamItem)>;
+/// Items decoded on the read-ahead thread: the first `len` of [`CHUNK`]
+/// slots. The slots stay allocated and are decoded into in place.
+struct Batch {
+    slots: Vec<(u64, StreamItem)>,
+    len: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let empty = StreamItem::Lost {
+            ts_ns: 0,
+            probe: 0,
+            total: 0,
+        };
+        Batch {
+            slots: vec![(0, empty); CHUNK],
+            len: 0,
+        }
+    }
+
+    fn items(&self) -> &[(u64, StreamItem)] {
+        self.slots.get(..self.len).unwrap_or(&[])
+    }
+}
 
 enum AheadMsg {
     Items(Batch),
@@ -199,12 +240,9 @@ impl ReadAhead {
                     return;
                 };
                 loop {
-                    let mut batch = back_rx
-                        .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-                    batch.clear();
-                    segs.pull(CHUNK, &mut |index, item| batch.push((index, *item)));
-                    if batch.is_empty() {
+                    let mut batch = back_rx.try_recv().unwrap_or_else(|_| Batch::new());
+                    batch.len = segs.fill(&mut batch.slots);
+                    if batch.len == 0 {
                         break;
                     }
                     // A failed send: the consumer is gone, nothing to do.
@@ -364,10 +402,10 @@ impl FileSource {
         while n + CHUNK <= BATCH {
             match ra.rx.recv() {
                 Ok(AheadMsg::Items(batch)) => {
-                    for (index, item) in &batch {
+                    for (index, item) in batch.items() {
                         f(*index, Item::Decoded(item));
                     }
-                    n += batch.len();
+                    n += batch.len;
                     // The thread is gone only when the stream is over.
                     let _ = ra.back.send(batch);
                 }
