@@ -71,6 +71,8 @@ pub struct FileSource {
     /// Read ahead on a thread at full speed (until the thread has handed
     /// the readers back, or could not be started).
     read_ahead: bool,
+    /// The read-ahead thread died without handing the readers back.
+    reader_failed: bool,
     info: SourceInfo,
     speed: Speed,
     /// First timestamp and the wall time it was released at.
@@ -312,6 +314,7 @@ impl FileSource {
             headers,
             ahead: None,
             read_ahead: speed == Speed::Max,
+            reader_failed: false,
             info,
             speed,
             anchor: None,
@@ -367,7 +370,10 @@ impl FileSource {
     }
 
     /// As fast as the reader goes.
-    fn pull_max(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Pull {
+    fn pull_max(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<Pull, SourceError> {
+        if self.reader_failed {
+            return Err(SourceError::ReaderGone);
+        }
         if self.read_ahead && self.ahead.is_none() {
             if let Some(segs) = self.segs.take() {
                 match ReadAhead::spawn(segs) {
@@ -383,20 +389,20 @@ impl FileSource {
             return self.pull_ahead(f);
         }
         let Some(segs) = self.segs.as_mut() else {
-            return Pull::End(self.end_text());
+            return Ok(Pull::End(self.end_text()));
         };
         // Items borrowed from the reader's decode slot.
         if segs.pull(BATCH, &mut |index, item| f(index, Item::Decoded(item))) == 0 {
-            return Pull::End(self.end_text());
+            return Ok(Pull::End(self.end_text()));
         }
-        Pull::Items
+        Ok(Pull::Items)
     }
 
     /// From the read-ahead thread: up to [`BATCH`] items, waiting for them
     /// as long as reading takes (as reading on this thread would).
-    fn pull_ahead(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Pull {
+    fn pull_ahead(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<Pull, SourceError> {
         let Some(ra) = self.ahead.as_ref() else {
-            return Pull::End(self.end_text());
+            return Ok(Pull::End(self.end_text()));
         };
         let mut n = 0;
         while n + CHUNK <= BATCH {
@@ -415,19 +421,23 @@ impl FileSource {
                     self.read_ahead = false;
                     break;
                 }
-                // Unreachable: the thread sends `End` before it returns
-                // (and only panics on a bug); end as the readers say.
+                // The thread sends `End` before it returns, so it panicked
+                // (a bug, reported by the panic hook): the stream fails
+                // rather than end as if the file ended here.
                 Err(_) => {
                     self.ahead = None;
                     self.read_ahead = false;
+                    self.reader_failed = true;
                     break;
                 }
             }
         }
-        if n == 0 {
-            Pull::End(self.end_text())
+        if n > 0 {
+            Ok(Pull::Items)
+        } else if self.reader_failed {
+            Err(SourceError::ReaderGone)
         } else {
-            Pull::Items
+            Ok(Pull::End(self.end_text()))
         }
     }
 
@@ -481,9 +491,9 @@ impl Source for FileSource {
         _raw: bool,
         f: &mut dyn FnMut(u64, Item<'_>),
     ) -> Result<Pull, SourceError> {
-        Ok(match self.speed {
+        match self.speed {
             Speed::Max => self.pull_max(f),
-            Speed::Factor(_) => self.pull_paced(wait, f),
-        })
+            Speed::Factor(_) => Ok(self.pull_paced(wait, f)),
+        }
     }
 }
