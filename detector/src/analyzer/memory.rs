@@ -11,7 +11,7 @@ impl Analyzer {
     /// Bytes held by the analyzer's object tables (capacity, not length:
     /// what the allocator actually gave us), excluding histograms.
     pub fn state_bytes(&self) -> usize {
-        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+        fn table<K, V, S>(m: &HashMap<K, V, S>) -> usize {
             // hashbrown: one control byte per bucket plus the slot itself.
             m.capacity() * (std::mem::size_of::<(K, V)>() + 1)
         }
@@ -64,14 +64,22 @@ impl Analyzer {
             }
             self.tasks.remove(&tid);
         }
-        self.entries
-            .retain(|_, s| s.watchers > 0 || s.flags & state::eflags::FREE == 0);
+        // The clocks of the entries kept are gathered in the same pass: a
+        // pass over a table of a million entries costs more than the
+        // handful of comparisons it makes per entry.
+        let mut clocks: Vec<u32> = Vec::with_capacity(self.entries.len());
+        self.entries.retain(|_, s| {
+            let keep = s.watchers > 0 || s.flags & state::eflags::FREE == 0;
+            if keep {
+                clocks.push(s.last_seen);
+            }
+            keep
+        });
         let pins = &self.pins;
         self.folios.retain(|k, _| pins.contains_key(k));
         self.folio_present = 0;
         let target = self.cfg.max_tracked - self.cfg.max_tracked / 4;
         if self.tracked_objects() > target {
-            let mut clocks: Vec<u32> = self.entries.values().map(|s| s.last_seen).collect();
             if !clocks.is_empty() {
                 let mid = clocks.len() / 2;
                 let (_, cut, _) = clocks.select_nth_unstable(mid);

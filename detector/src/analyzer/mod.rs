@@ -19,6 +19,7 @@ mod ev;
 mod finding;
 mod lazyfree;
 mod memory;
+mod objhash;
 mod refcount;
 mod stale_move;
 mod state;
@@ -39,6 +40,7 @@ use hashbrown::HashMap;
 
 use crate::event::{fmt_entry, StreamItem};
 use ev::Ev;
+use objhash::{EntryMap, FolioMap};
 use state::{EntryState, FolioState, PinRecord, StormState, Tasks};
 
 /// Learned mapping of a swap `address_space` pointer to its swap type and
@@ -56,16 +58,16 @@ pub struct Analyzer {
     cfg: Config,
     stats: Stats,
     windows: WindowStats,
-    entries: HashMap<u64, EntryState>,
-    folios: HashMap<u64, FolioState>,
+    entries: EntryMap<EntryState>,
+    folios: FolioMap<FolioState>,
     /// A folio known to be in `folios` (0: none). Consecutive events often
     /// name the same folio; this skips re-inserting it. Cleared whenever a
     /// folio leaves the table.
     folio_present: u64,
-    pins: HashMap<u64, PinRecord>,
-    storms: HashMap<u64, StormState>,
+    pins: FolioMap<PinRecord>,
+    storms: EntryMap<StormState>,
     /// Folios whose last snapshot showed refcount < mapcount.
-    deficits: HashMap<u64, Ev>,
+    deficits: FolioMap<Ev>,
     tasks: Tasks,
     spaces: HashMap<u64, SpaceMap>,
     /// Tasks with an open `move_pages` window (scan list for entry events).
@@ -74,12 +76,12 @@ pub struct Analyzer {
     pending_fast: usize,
     /// Folio -> the `lazyfree_mark` that made it lazyfree (MADV_FREE): the
     /// first link of a lazyfree finding's evidence.
-    lazyfree_marks: HashMap<u64, Ev>,
+    lazyfree_marks: FolioMap<Ev>,
     /// Folio -> a discard made while its only pin was a GUP-fast grab still
     /// awaiting the fast path's re-check: judged when the grab is confirmed
     /// (a violation) or dropped (the re-check saw the PTE gone and the I/O
     /// went to a page faulted afresh: a near miss).
-    deferred_discards: HashMap<u64, lazyfree::Deferred>,
+    deferred_discards: FolioMap<lazyfree::Deferred>,
     /// Bumped whenever pin-release events are lost: pins recorded before
     /// may have been released unseen.
     pin_epoch: u32,
@@ -113,18 +115,18 @@ impl Analyzer {
             cfg,
             stats: Stats::default(),
             windows: WindowStats::default(),
-            entries: HashMap::new(),
-            folios: HashMap::new(),
+            entries: EntryMap::default(),
+            folios: FolioMap::default(),
             folio_present: 0,
-            pins: HashMap::new(),
-            storms: HashMap::new(),
-            deficits: HashMap::new(),
+            pins: FolioMap::default(),
+            storms: EntryMap::default(),
+            deficits: FolioMap::default(),
             tasks: Tasks::default(),
             spaces: HashMap::new(),
             open_windows: Vec::new(),
             pending_fast: 0,
-            lazyfree_marks: HashMap::new(),
-            deferred_discards: HashMap::new(),
+            lazyfree_marks: FolioMap::default(),
+            deferred_discards: FolioMap::default(),
             pin_epoch: 0,
             attached: u64::MAX,
             last_sweep_ts: 0,

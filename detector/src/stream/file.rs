@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -54,7 +55,34 @@ pub struct SegmentEnd {
 /// complete segment advances them by the records its footer counts, so
 /// evidence cites the same positions whichever segment a reader starts
 /// with.
+///
+/// At full speed the files are read and decoded on a thread of its own
+/// (see [`ReadAhead`]), so that decoding (zstd, the v2 items, the CRCs)
+/// runs beside the analysis instead of before it. Items still arrive in
+/// file order with the same indexes, so nothing downstream can tell.
 pub struct FileSource {
+    /// The readers and where they are; `None` while lent to the read-ahead
+    /// thread.
+    segs: Option<Segments>,
+    /// Every segment's header, oldest first, kept here so that they stay
+    /// readable while the readers are on the read-ahead thread.
+    headers: Vec<TraceHeader>,
+    ahead: Option<ReadAhead>,
+    /// Read ahead on a thread at full speed (until the thread has handed
+    /// the readers back, or could not be started).
+    read_ahead: bool,
+    /// The read-ahead thread died without handing the readers back.
+    reader_failed: bool,
+    info: SourceInfo,
+    speed: Speed,
+    /// First timestamp and the wall time it was released at.
+    anchor: Option<(u64, Instant)>,
+    /// An item read but not yet due.
+    pending: Option<(u64, StreamItem)>,
+}
+
+/// The segments' readers and the position in the stream.
+struct Segments {
     /// Oldest first; `cur` is the one being read.
     readers: Vec<TraceReader<File>>,
     cur: usize,
@@ -65,12 +93,175 @@ pub struct FileSource {
     ended: Vec<SegmentEnd>,
     /// Every segment was read to its end.
     done: bool,
-    info: SourceInfo,
-    speed: Speed,
-    /// First timestamp and the wall time it was released at.
-    anchor: Option<(u64, Instant)>,
-    /// An item read but not yet due.
-    pending: Option<(u64, StreamItem)>,
+}
+
+impl Segments {
+    fn end_state(&self) -> Option<&EndState> {
+        self.readers.get(self.cur).and_then(TraceReader::end_state)
+    }
+
+    /// The current segment is read to its end: on to the next one, if any.
+    fn next_segment(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        let r = &self.readers[self.cur];
+        let records = self.next - self.base;
+        let end = r.end_state().cloned();
+        self.base += match &end {
+            Some(EndState::Complete { footer }) => footer.records.max(records),
+            _ => records,
+        };
+        self.next = self.base;
+        self.ended.push(SegmentEnd {
+            segment: r.header().segment,
+            end,
+            records,
+        });
+        if self.cur + 1 < self.readers.len() {
+            self.cur += 1;
+            true
+        } else {
+            self.done = true;
+            false
+        }
+    }
+
+    /// Hands up to `max` items to `f`, borrowed from the reader's decode
+    /// slot; how many (0: the stream is over).
+    #[inline]
+    fn pull(&mut self, max: usize, f: &mut impl FnMut(u64, &StreamItem)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let base = self.base;
+            if let Some((index, item)) = self.readers[self.cur].next_ref() {
+                self.next = base + index + 1;
+                f(base + index, item);
+                n += 1;
+                continue;
+            }
+            if !self.next_segment() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Decodes up to `slots.len()` items into `slots` (index, item); how
+    /// many (0: the stream is over).
+    fn fill(&mut self, slots: &mut [(u64, StreamItem)]) -> usize {
+        let mut n = 0;
+        while let Some(slot) = slots.get_mut(n) {
+            let base = self.base;
+            if let Some(index) = self.readers[self.cur].next_into(&mut slot.1) {
+                self.next = base + index + 1;
+                slot.0 = base + index;
+                n += 1;
+                continue;
+            }
+            if !self.next_segment() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// The next item, copied out (paced replay holds on to it).
+    fn next_item(&mut self) -> Option<(u64, StreamItem)> {
+        loop {
+            if let Some((index, item)) = self.readers[self.cur].next_item() {
+                self.next = self.base + index + 1;
+                return Some((self.base + index, item));
+            }
+            if !self.next_segment() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Items decoded on the read-ahead thread: the first `len` of [`CHUNK`]
+/// slots. The slots stay allocated and are decoded into in place.
+struct Batch {
+    slots: Vec<(u64, StreamItem)>,
+    len: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        let empty = StreamItem::Lost {
+            ts_ns: 0,
+            probe: 0,
+            total: 0,
+        };
+        Batch {
+            slots: vec![(0, empty); CHUNK],
+            len: 0,
+        }
+    }
+
+    fn items(&self) -> &[(u64, StreamItem)] {
+        self.slots.get(..self.len).unwrap_or(&[])
+    }
+}
+
+enum AheadMsg {
+    Items(Batch),
+    /// The stream is over: the readers come back, holding how it ended.
+    End(Box<Segments>),
+}
+
+/// Items per batch from the read-ahead thread: small enough that the
+/// batches in flight stay in the caches, large enough that the channel's
+/// cost per item is negligible.
+const CHUNK: usize = 512;
+/// Batches in flight: bounds the memory the thread can get ahead by.
+const IN_FLIGHT: usize = 16;
+
+/// The consumer's end of the read-ahead thread. Spent batches go back to
+/// the thread for refilling, so the steady state allocates nothing; at
+/// most `IN_FLIGHT + 2` batches ever exist. Dropping it ends the thread
+/// (its next send fails).
+struct ReadAhead {
+    rx: Receiver<AheadMsg>,
+    back: Sender<Batch>,
+}
+
+impl ReadAhead {
+    /// Starts the thread over `segs`; gives them back when it cannot.
+    fn spawn(segs: Segments) -> Result<ReadAhead, Segments> {
+        let (tx, rx) = mpsc::sync_channel::<AheadMsg>(IN_FLIGHT);
+        let (back, back_rx) = mpsc::channel::<Batch>();
+        // The readers go over only once the thread runs, so that a failed
+        // spawn leaves them here.
+        let (segs_tx, segs_rx) = mpsc::channel::<Segments>();
+        let spawned = std::thread::Builder::new()
+            .name("detector-read".into())
+            .spawn(move || {
+                let Ok(mut segs) = segs_rx.recv() else {
+                    return;
+                };
+                loop {
+                    let mut batch = back_rx.try_recv().unwrap_or_else(|_| Batch::new());
+                    batch.len = segs.fill(&mut batch.slots);
+                    if batch.len == 0 {
+                        break;
+                    }
+                    // A failed send: the consumer is gone, nothing to do.
+                    if tx.send(AheadMsg::Items(batch)).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(AheadMsg::End(Box::new(segs)));
+            });
+        if spawned.is_err() {
+            return Err(segs);
+        }
+        if let Err(mpsc::SendError(segs)) = segs_tx.send(segs) {
+            return Err(segs);
+        }
+        Ok(ReadAhead { rx, back })
+    }
 }
 
 impl FileSource {
@@ -110,13 +301,20 @@ impl FileSource {
             live: false,
             degraded: crate::loader::degraded_statement(&h.plan),
         };
+        let headers = readers.iter().map(|r| r.header().clone()).collect();
         Ok(FileSource {
-            readers,
-            cur: 0,
-            base: 0,
-            next: 0,
-            ended: Vec::new(),
-            done: false,
+            segs: Some(Segments {
+                readers,
+                cur: 0,
+                base: 0,
+                next: 0,
+                ended: Vec::new(),
+                done: false,
+            }),
+            headers,
+            ahead: None,
+            read_ahead: speed == Speed::Max,
+            reader_failed: false,
             info,
             speed,
             anchor: None,
@@ -125,19 +323,21 @@ impl FileSource {
     }
 
     /// How the file (the last segment read) ended, once reading reached it.
+    /// While a read-ahead thread reads, the end is not known here yet.
     pub fn end_state(&self) -> Option<&EndState> {
-        self.readers.get(self.cur).and_then(TraceReader::end_state)
+        self.segs.as_ref().and_then(Segments::end_state)
     }
 
     /// The headers of every segment, oldest first.
     pub fn segment_headers(&self) -> impl Iterator<Item = &TraceHeader> {
-        self.readers.iter().map(TraceReader::header)
+        self.headers.iter()
     }
 
     /// How each segment read so far ended, oldest first; the one being read
-    /// is not listed until it ends.
+    /// is not listed until it ends (with a read-ahead thread, none is until
+    /// the stream ended).
     pub fn segment_ends(&self) -> &[SegmentEnd] {
-        &self.ended
+        self.segs.as_ref().map_or(&[], |s| &s.ended[..])
     }
 
     /// When `ts` is due on the wall clock, or `None` for "now".
@@ -151,33 +351,6 @@ impl FileSource {
         let (t0, w0) = *self.anchor.get_or_insert((ts, Instant::now()));
         let dt = ts.saturating_sub(t0) as f64 / f;
         Some(w0 + Duration::from_nanos(dt.min(u64::MAX as f64 / 2.0) as u64))
-    }
-
-    /// The current segment is read to its end: on to the next one, if any.
-    fn next_segment(&mut self) -> bool {
-        if self.done {
-            return false;
-        }
-        let r = &self.readers[self.cur];
-        let records = self.next - self.base;
-        let end = r.end_state().cloned();
-        self.base += match &end {
-            Some(EndState::Complete { footer }) => footer.records.max(records),
-            _ => records,
-        };
-        self.next = self.base;
-        self.ended.push(SegmentEnd {
-            segment: r.header().segment,
-            end,
-            records,
-        });
-        if self.cur + 1 < self.readers.len() {
-            self.cur += 1;
-            true
-        } else {
-            self.done = true;
-            false
-        }
     }
 
     fn end_text(&self) -> String {
@@ -196,26 +369,76 @@ impl FileSource {
         }
     }
 
-    /// As fast as the reader goes: items borrowed from its decode slot.
-    fn pull_max(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Pull {
-        let mut n = 0;
-        while n < BATCH {
-            let base = self.base;
-            if let Some((index, item)) = self.readers[self.cur].next_ref() {
-                self.next = base + index + 1;
-                f(base + index, Item::Decoded(item));
-                n += 1;
-                continue;
-            }
-            if self.next_segment() {
-                continue;
-            }
-            if n == 0 {
-                return Pull::End(self.end_text());
-            }
-            break;
+    /// As fast as the reader goes.
+    fn pull_max(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<Pull, SourceError> {
+        if self.reader_failed {
+            return Err(SourceError::ReaderGone);
         }
-        Pull::Items
+        if self.read_ahead && self.ahead.is_none() {
+            if let Some(segs) = self.segs.take() {
+                match ReadAhead::spawn(segs) {
+                    Ok(ra) => self.ahead = Some(ra),
+                    Err(segs) => {
+                        self.segs = Some(segs);
+                        self.read_ahead = false;
+                    }
+                }
+            }
+        }
+        if self.ahead.is_some() {
+            return self.pull_ahead(f);
+        }
+        let Some(segs) = self.segs.as_mut() else {
+            return Ok(Pull::End(self.end_text()));
+        };
+        // Items borrowed from the reader's decode slot.
+        if segs.pull(BATCH, &mut |index, item| f(index, Item::Decoded(item))) == 0 {
+            return Ok(Pull::End(self.end_text()));
+        }
+        Ok(Pull::Items)
+    }
+
+    /// From the read-ahead thread: up to [`BATCH`] items, waiting for them
+    /// as long as reading takes (as reading on this thread would).
+    fn pull_ahead(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<Pull, SourceError> {
+        let Some(ra) = self.ahead.as_ref() else {
+            return Ok(Pull::End(self.end_text()));
+        };
+        let mut n = 0;
+        while n + CHUNK <= BATCH {
+            match ra.rx.recv() {
+                Ok(AheadMsg::Items(batch)) => {
+                    for (index, item) in batch.items() {
+                        f(*index, Item::Decoded(item));
+                    }
+                    n += batch.len;
+                    // The thread is gone only when the stream is over.
+                    let _ = ra.back.send(batch);
+                }
+                Ok(AheadMsg::End(segs)) => {
+                    self.segs = Some(*segs);
+                    self.ahead = None;
+                    self.read_ahead = false;
+                    break;
+                }
+                // The thread sends `End` before it returns, so it panicked
+                // (a bug, reported by the panic hook): the stream fails
+                // rather than end as if the file ended here.
+                Err(_) => {
+                    self.ahead = None;
+                    self.read_ahead = false;
+                    self.reader_failed = true;
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            Ok(Pull::Items)
+        } else if self.reader_failed {
+            Err(SourceError::ReaderGone)
+        } else {
+            Ok(Pull::End(self.end_text()))
+        }
     }
 
     /// Paced: items are released when their time comes.
@@ -225,12 +448,8 @@ impl FileSource {
         while n < BATCH {
             let next = match self.pending.take() {
                 Some(p) => p,
-                None => match self.readers[self.cur].next_item() {
-                    Some((index, item)) => {
-                        self.next = self.base + index + 1;
-                        (self.base + index, item)
-                    }
-                    None if self.next_segment() => continue,
+                None => match self.segs.as_mut().and_then(Segments::next_item) {
+                    Some(item) => item,
                     None if n == 0 => return Pull::End(self.end_text()),
                     None => break,
                 },
@@ -263,7 +482,7 @@ impl Source for FileSource {
     }
 
     fn header(&self) -> &TraceHeader {
-        self.readers[0].header()
+        &self.headers[0]
     }
 
     fn pull(
@@ -272,9 +491,9 @@ impl Source for FileSource {
         _raw: bool,
         f: &mut dyn FnMut(u64, Item<'_>),
     ) -> Result<Pull, SourceError> {
-        Ok(match self.speed {
+        match self.speed {
             Speed::Max => self.pull_max(f),
-            Speed::Factor(_) => self.pull_paced(wait, f),
-        })
+            Speed::Factor(_) => Ok(self.pull_paced(wait, f)),
+        }
     }
 }

@@ -73,6 +73,8 @@ pub enum SourceError {
     },
     #[error("the capture thread ended before the probes were attached")]
     CaptureGone,
+    #[error("the thread reading the trace file stopped before the file's end (a bug: please report it with the file)")]
+    ReaderGone,
     #[error(transparent)]
     Privileges(#[from] crate::loader::privileges::PrivilegeError),
 }

@@ -361,6 +361,36 @@ impl<R: Read> TraceReader<R> {
         self.next_ref().map(|(i, it)| (i, *it))
     }
 
+    /// As [`next_item`](Self::next_item), decoding into `out` and
+    /// returning the item's index. A v2 block's items are decoded straight
+    /// into `out` (every field of an event is written), which spares a
+    /// consumer that keeps items (the read-ahead thread's batches) a copy
+    /// of each; other records are decoded as usual and copied.
+    #[inline]
+    pub fn next_into(&mut self, out: &mut StreamItem) -> Option<u64> {
+        if self.state.is_none() && self.blocks.is_some() {
+            if !self.block_ready() {
+                return None;
+            }
+            let b = self.blocks.as_deref_mut()?;
+            return match b.dec.next(&b.raw[..b.raw_len], out) {
+                Ok(()) => {
+                    let index = self.records;
+                    self.records += 1;
+                    Some(index)
+                }
+                Err(reason) => {
+                    let at = b.block_offset;
+                    self.corrupt_at(at, format!("damaged item in the block: {reason}"));
+                    None
+                }
+            };
+        }
+        let (index, item) = self.next_ref()?;
+        *out = *item;
+        Some(index)
+    }
+
     /// As [`next_item`](Self::next_item), lending the item instead of
     /// copying it out: the reader decodes every event into one slot it owns,
     /// which is what a consumer that only looks at each item (the analyzer)
@@ -1040,6 +1070,69 @@ mod tests {
         (got, r.end_state().cloned())
     }
 
+    /// Through [`TraceReader::next_into`], into slots that start out
+    /// holding other items (a lost total, an event with every field set),
+    /// as the read-ahead thread's recycled slots do: every field must be
+    /// overwritten.
+    fn via_into<R: Read>(mut r: TraceReader<R>) -> (Vec<(u64, StreamItem)>, Option<EndState>) {
+        let junk = Event {
+            ts_ns: u64::MAX,
+            folio: u64::MAX,
+            entry: u64::MAX,
+            pte: u64::MAX,
+            addr: u64::MAX,
+            ret: -1,
+            f_flags: u64::MAX,
+            f_swap: u64::MAX,
+            f_mapping: u64::MAX,
+            f_index: u64::MAX,
+            pid: u32::MAX,
+            tid: u32::MAX,
+            cpu: u32::MAX,
+            nr: u32::MAX,
+            f_refcount: -1,
+            f_mapcount: -1,
+            f_large_mapcount: -1,
+            f_entire_mapcount: -1,
+            f_pincount: -1,
+            f_nr_pages: u32::MAX,
+            f_state: u32::MAX,
+            arg: u32::MAX,
+            probe: u16::MAX,
+            kind: u8::MAX,
+            valid: u8::MAX,
+            comm: [0xff; 16],
+            task_start: u32::MAX,
+        };
+        let mut slots = [
+            StreamItem::Lost {
+                ts_ns: 1,
+                probe: 2,
+                total: 3,
+            },
+            StreamItem::Event(junk),
+            StreamItem::Event(junk),
+        ];
+        let mut got = Vec::new();
+        for k in 0.. {
+            let slot = &mut slots[k % 3];
+            let Some(i) = r.next_into(slot) else { break };
+            got.push((i, *slot));
+            if k % 3 == 2 {
+                slots = [
+                    StreamItem::Event(junk),
+                    StreamItem::Lost {
+                        ts_ns: 4,
+                        probe: 5,
+                        total: 6,
+                    },
+                    StreamItem::Event(junk),
+                ];
+            }
+        }
+        (got, r.end_state().cloned())
+    }
+
     #[test]
     fn lent_items_match_owned_items() {
         for format in [TraceFormat::V1, TraceFormat::V2] {
@@ -1060,6 +1153,10 @@ mod tests {
             let (got, end) = via_ref(r);
             assert_eq!(got, want, "chunk {chunk}");
             assert!(end.is_some_and(|e| e.is_complete()), "chunk {chunk}");
+            let r = TraceReader::from_reader(Chunks(&bytes, chunk)).unwrap();
+            let (into, end) = via_into(r);
+            assert_eq!(into, want, "into, chunk {chunk}");
+            assert!(end.is_some_and(|e| e.is_complete()), "into, chunk {chunk}");
         }
         let owned: Vec<(u64, StreamItem)> = TraceReader::from_reader(bytes.as_slice())
             .unwrap()
@@ -1086,6 +1183,9 @@ mod tests {
             let want: Vec<(u64, StreamItem)> = owned.by_ref().collect();
             assert_eq!(got, want, "flip at {at}");
             assert_eq!(end.as_ref(), owned.end_state(), "flip at {at}");
+            let (into, into_end) = via_into(TraceReader::from_reader(bad.as_slice()).unwrap());
+            assert_eq!(into, want, "into, flip at {at}");
+            assert_eq!(into_end, end, "into, flip at {at}");
             assert!(
                 matches!(end, Some(EndState::Corrupt { .. })),
                 "flip at {at}"
