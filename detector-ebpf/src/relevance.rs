@@ -87,10 +87,17 @@ pub(crate) fn relevant<A: Args>(
             if mapping & 1 == 0 || bit(flags, l.pg_dirty) {
                 return false;
             }
-            // ... holding references beyond its mappings and the reclaim
-            // isolation (refcount > 1 + mapcount; a FOLL_PIN adds 1024).
-            // A large folio's mappings are not in its first page: kept.
-            if !bit(flags, l.pg_head) {
+            // ... and, while still swap-backed, holding references beyond
+            // its mappings and the reclaim isolation (refcount > 1 +
+            // mapcount; a FOLL_PIN adds 1024). A folio already lazyfree
+            // (PG_swapbacked clear) is kept whatever its count: a GUP-fast
+            // pin can land during this very call, after this check and
+            // before the kernel's own (seen on the injected kernel: a page
+            // entered with refcount 1 + mapcount, was pinned, and was
+            // discarded without an event). Only MADV_FREE makes such
+            // folios, so they are few. A large folio's mappings are not in
+            // its first page: kept.
+            if bit(flags, l.pg_swapbacked) && !bit(flags, l.pg_head) {
                 let refs = head.i32_at(folio, l.folio_refcount).unwrap_or(0);
                 let mapcount = head.i32_at(folio, l.folio_mapcount).unwrap_or(0) + 1;
                 if refs <= 1 + mapcount {

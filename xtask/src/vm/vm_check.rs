@@ -824,7 +824,7 @@ mod tests {
                 wrong_folio_logged: true,
                 ..Discard::default()
             }),
-            "no lazyfree_extra_refs violation names this folio",
+            "no lazyfree_extra_refs violation (or fast_pin_dropped near miss) names this folio",
         );
         fails(
             &FIXTURE_INJ,

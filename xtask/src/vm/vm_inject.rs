@@ -225,11 +225,16 @@ fn assign(
     (unpaired, used)
 }
 
+/// The cause of a lazyfree near miss whose GUP-fast pin was dropped by the
+/// fast path's re-check (`analyzer/lazyfree.rs`).
+const FAST_PIN_DROPPED: &str = "fast_pin_dropped";
+
 /// Compares the injection log with the analyzer's findings; one sentence
 /// per disagreement, empty when they agree:
 ///
-/// - every seed003 line has exactly one `lazyfree_extra_refs` violation
-///   naming its folio, and every such violation has its line;
+/// - every seed003 line under a pin has exactly one `lazyfree_extra_refs`
+///   violation naming its folio (or a `fast_pin_dropped` near miss, when
+///   GUP-fast dropped the pin), and every such violation has its line;
 /// - every seed000 stale-folio line has a `stale_folio_move` or
 ///   `swap_entry_aba` violation naming its folio; such a violation naming
 ///   no folio of a stale-folio line is a failure (one race may yield both
@@ -268,17 +273,33 @@ pub(crate) fn match_injections(inj: &[Injection], findings: &[Finding]) -> Vec<S
         .filter(|i| matches!(i, Injection::LazyfreeDiscard { .. }) && !pinned(i))
         .collect();
     let lines: Vec<&Injection> = inj.iter().filter(|i| pinned(i)).collect();
-    let cands = violations(&[RuleId::LazyfreeExtraRefs]);
+    let mut cands = violations(&[RuleId::LazyfreeExtraRefs]);
+    let violations_seen = cands.len();
+    // A discard under a GUP-fast pin that the fast path's re-check then
+    // dropped (the PTE it grabbed through was gone) loses no data: the
+    // kernel logs the pin bias it saw at the discard, the detector a
+    // `fast_pin_dropped` near miss on the folio. It pairs with the line as
+    // a violation would, and is never required.
+    cands.extend(findings.iter().filter(|f| {
+        f.rule == RuleId::LazyfreeExtraRefs
+            && f.severity == Severity::NearMiss
+            && f.cause == FAST_PIN_DROPPED
+    }));
     let (unpaired, used) = assign(&lines, &cands, |l, f| {
         folio(l).is_some_and(|x| names_folio(f, x))
     });
     for li in unpaired {
         out.push(format!(
-            "{}: no lazyfree_extra_refs violation names this folio",
+            "{}: no lazyfree_extra_refs violation (or fast_pin_dropped near miss) names this folio",
             lines[li].describe()
         ));
     }
-    for (f, _) in cands.iter().zip(&used).filter(|(_, u)| !**u) {
+    for (f, _) in cands
+        .iter()
+        .zip(&used)
+        .take(violations_seen)
+        .filter(|(_, u)| !**u)
+    {
         let logged = optional
             .iter()
             .any(|l| folio(l).is_some_and(|x| names_folio(f, x)));
@@ -655,6 +676,32 @@ mod tests {
             &[],
         )];
         assert_eq!(match_injections(&inj, &f), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_pinned_discard_whose_fast_pin_was_dropped_pairs_with_that_near_miss() {
+        let dmesg = "[ 2.0] detector-inject: seed003 lazyfree-discard folio=ff1e3f0000999000 addr=7f0012345000 ref=1026 map=1 comm=inj-madvfree-di pid=301\n";
+        let (inj, _) = parse_injections(dmesg);
+        let mut dropped = finding(
+            1,
+            RuleId::LazyfreeExtraRefs,
+            Severity::NearMiss,
+            &["0xff1e3f0000999000"],
+            &[],
+        );
+        dropped.cause = FAST_PIN_DROPPED.into();
+        assert_eq!(
+            match_injections(&inj, std::slice::from_ref(&dropped)),
+            Vec::<String>::new()
+        );
+        // Any other near miss does not stand for the violation.
+        let mut other = dropped.clone();
+        other.cause = "discarded_extra_refs".into();
+        let out = match_injections(&inj, &[other]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("no lazyfree_extra_refs violation"));
+        // An unpaired fast_pin_dropped near miss is not an accusation.
+        assert_eq!(match_injections(&[], &[dropped]), Vec::<String>::new());
     }
 
     #[test]
