@@ -42,6 +42,10 @@ fn discard_message(folio: u64, why: &str, tail: &str) -> String {
     )
 }
 
+const FAST_PIN_DROPPED_TAIL: &str =
+    "GUP-fast's re-check then saw the PTE gone and dropped the pin, so \
+     the I/O went to a page faulted afresh: no data was lost this time";
+
 /// References beyond the isolation reference and one per mapping.
 pub(super) fn extra_refs(ev: &Ev) -> i32 {
     ev.refcount - (1 + ev.mapcount)
@@ -91,8 +95,40 @@ impl Analyzer {
         };
         let extra_before = extra_refs(&enter);
         let unmapped = e.ret == 1 && exit.mapcount < enter.mapcount;
+        // A GUP-fast pin dropped at its re-check since this unmap began.
+        let fast_drop = self
+            .fast_drops
+            .remove(&e.folio)
+            .filter(|(_, put)| put.index > enter.index);
         if unmapped && is_lazyfree(exit.f_state) && exit.f_state & FS_DIRTY == 0 {
             let extra_after = extra_refs(&exit);
+            if let Some((grab, put)) = fast_drop.filter(|_| pin.is_none()) {
+                // The pin was there when the unmap began (the grab lands
+                // before the entry's snapshot) and gone by its exit: the
+                // same outcome as a deferred discard whose pin was dropped.
+                let mut chain = Vec::with_capacity(5);
+                chain.extend(mark);
+                chain.push(grab.with_note("GUP-fast FOLL_PIN grab"));
+                chain.push(
+                    enter.with_note("reclaim starts unmapping a clean lazyfree (MADV_FREE) folio"),
+                );
+                chain.push(put);
+                chain.push(exit.with_note("PTE discarded: the folio's data is no longer mapped"));
+                let msg = discard_message(
+                    e.folio,
+                    "a GUP-fast pin taken as the unmap began",
+                    FAST_PIN_DROPPED_TAIL,
+                );
+                self.emit(
+                    out,
+                    RuleId::LazyfreeExtraRefs,
+                    Severity::NearMiss,
+                    "fast_pin_dropped",
+                    msg,
+                    &chain,
+                );
+                return;
+            }
             if pin.is_some() || (extra_before > 0 && extra_after > 0) {
                 let mut chain = Vec::with_capacity(4);
                 chain.extend(mark);
@@ -192,13 +228,23 @@ impl Analyzer {
             } else {
                 "kept_by_refcount_check"
             };
+            // What the extra references were: the counts at entry, or a pin
+            // that landed while the call ran.
+            let refs = if extra_before > 0 {
+                format!(
+                    "refcount {} > 1 + mapcount {}",
+                    enter.refcount, enter.mapcount
+                )
+            } else {
+                "an outstanding GUP pin".to_string()
+            };
             let (note, msg, severity) = if redirtied {
                 (
                     "try_to_unmap_one kept the folio: it was written again after MADV_FREE",
                     format!(
-                        "reclaim found lazyfree folio {:#x} (refcount {} > 1 + mapcount {}) written \
-                         again since MADV_FREE and kept it; the refcount guard was not what decided",
-                        e.folio, enter.refcount, enter.mapcount
+                        "reclaim found lazyfree folio {:#x} ({refs}) written again since MADV_FREE \
+                         and kept it; the refcount guard was not what decided",
+                        e.folio
                     ),
                     Severity::Info,
                 )
@@ -206,9 +252,9 @@ impl Analyzer {
                 (
                     "try_to_unmap_one kept the folio (refcount != 1 + mapcount check)",
                     format!(
-                        "reclaim tried to discard clean lazyfree folio {:#x} with refcount {} > 1 + \
-                         mapcount {}; the kernel's refcount check kept it mapped",
-                        e.folio, enter.refcount, enter.mapcount
+                        "reclaim tried to discard clean lazyfree folio {:#x} with {refs}; the \
+                         kernel's refcount check kept it mapped",
+                        e.folio
                     ),
                     Severity::NearMiss,
                 )
@@ -246,8 +292,7 @@ impl Analyzer {
             (
                 Severity::NearMiss,
                 "fast_pin_dropped",
-                "GUP-fast's re-check then saw the PTE gone and dropped the pin, so the I/O went to a page \
-                 faulted afresh: no data was lost this time",
+                FAST_PIN_DROPPED_TAIL,
             )
         };
         let msg = discard_message(d.folio, &d.why, tail);
@@ -269,6 +314,49 @@ mod tests {
     use detector_common::{FS_ANON, FS_SWAPBACKED};
 
     const LAZY: u32 = FS_ANON;
+
+    /// As on the injected kernel: reclaim's entry snapshot already shows a
+    /// GUP-fast pin (the grab's exit event arrives after it), the fast
+    /// path's re-check sees the PTE gone and drops the pin before the
+    /// unmap's exit, which shows no pin left.
+    #[test]
+    fn a_fast_pin_dropped_inside_the_unmap_is_a_near_miss() {
+        use super::super::testutil::{ev, with_folio, with_ret};
+        use detector_common::{EventKind, ProbeId};
+        let mut t = T::new();
+        t.feed(with_folio(
+            ev(ProbeId::TryToUnmapOne, EventKind::Enter, 1),
+            0xa000,
+            LAZY,
+            1026,
+            1,
+        ));
+        t.gup_grab(2, 0xa000, LAZY, 1026, 1, false);
+        t.gup_put(2, 0xa000, LAZY, 1026, 1);
+        let exit = with_folio(
+            ev(ProbeId::TryToUnmapOne, EventKind::Exit, 1),
+            0xa000,
+            LAZY,
+            1,
+            0,
+        );
+        t.feed(with_ret(exit, 1));
+        assert_eq!(
+            t.kinds(),
+            vec![(RuleId::LazyfreeExtraRefs, Severity::NearMiss)]
+        );
+        let f = &t.out[0];
+        assert_eq!(f.cause, "fast_pin_dropped");
+        // Grab, unmap entry, the put that dropped it, unmap exit.
+        assert_eq!(f.evidence.len(), 4, "{:#?}", f.evidence);
+
+        // The same drop long before the unmap began proves nothing about it.
+        let mut t = T::new();
+        t.gup_grab(2, 0xa000, LAZY, 1026, 1, false);
+        t.gup_put(2, 0xa000, LAZY, 1026, 1);
+        t.ttu(1, 0xa000, LAZY, (2, 1), (1, 0), 1);
+        assert_eq!(t.kinds(), vec![]);
+    }
 
     #[test]
     fn pinned_lazyfree_discard_is_a_violation() {

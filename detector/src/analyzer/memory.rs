@@ -36,6 +36,7 @@ impl Analyzer {
             + table(&self.deficits)
             + table(&self.lazyfree_marks)
             + table(&self.deferred_discards)
+            + table(&self.fast_drops)
             + self.tasks.bytes()
             + table(&self.spaces)
             + lookups
@@ -97,6 +98,9 @@ impl Analyzer {
         // A discard waits on its folio's unconfirmed pin: gone with it.
         let pins = &self.pins;
         self.deferred_discards.retain(|k, _| pins.contains_key(k));
+        // A dropped fast pin waits for an unmap exit that may never come:
+        // losing the memo loses at most a near miss.
+        self.fast_drops.clear();
         self.evictions += before.saturating_sub(self.tracked_objects()) as u64;
     }
 }

@@ -82,6 +82,11 @@ pub struct Analyzer {
     /// (a violation) or dropped (the re-check saw the PTE gone and the I/O
     /// went to a page faulted afresh: a near miss).
     deferred_discards: FolioMap<lazyfree::Deferred>,
+    /// Folio -> a GUP-fast grab on a lazyfree folio and the put that dropped
+    /// it at the fast path's re-check, while an unmap of the folio may be
+    /// in progress: the grab can land before the unmap's entry snapshot and
+    /// be dropped before its exit, which then shows no pin at all.
+    fast_drops: FolioMap<(Ev, Ev)>,
     /// Bumped whenever pin-release events are lost: pins recorded before
     /// may have been released unseen.
     pin_epoch: u32,
@@ -127,6 +132,7 @@ impl Analyzer {
             pending_fast: 0,
             lazyfree_marks: FolioMap::default(),
             deferred_discards: FolioMap::default(),
+            fast_drops: FolioMap::default(),
             pin_epoch: 0,
             attached: u64::MAX,
             last_sweep_ts: 0,
@@ -200,6 +206,7 @@ impl Analyzer {
             + self.tasks.len()
             + self.lazyfree_marks.len()
             + self.deferred_discards.len()
+            + self.fast_drops.len()
     }
 
     /// Highest [`tracked_objects`](Self::tracked_objects) seen after an

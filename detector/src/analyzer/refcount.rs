@@ -180,7 +180,6 @@ impl Analyzer {
     }
 
     pub(super) fn on_put(&mut self, index: u64, e: &Event, unpin: bool, out: &mut Vec<Finding>) {
-        let _ = index;
         let (folio, tid) = (e.folio, e.tid);
         if folio == 0 {
             return;
@@ -209,18 +208,24 @@ impl Analyzer {
             }
         };
         let mut removable = false;
-        let mut fast_dropped = false;
+        let mut fast_dropped = None;
         if let Some(t) = task {
-            if t.pending_fast.is_some_and(|p| p.folio == folio) {
+            if let Some(p) = t.pending_fast.filter(|p| p.folio == folio) {
                 // GUP-fast grab, re-check failed, dropped: the benign case.
                 t.pending_fast = None;
                 self.pending_fast = self.pending_fast.saturating_sub(1);
-                fast_dropped = true;
+                fast_dropped = Some(p);
             }
             removable = t.is_removable();
         }
-        if fast_dropped {
+        if let Some(grab) = fast_dropped {
             self.judge_deferred_discard(folio, false, out);
+            // On a lazyfree folio an unmap may be in progress that saw this
+            // pin at its entry and will see it gone at its exit.
+            if grab.has_state() && super::lazyfree::is_lazyfree(grab.f_state) {
+                let put = self.ev(index, e, "GUP-fast's re-check dropped the pin");
+                self.fast_drops.insert(folio, (grab, put));
+            }
         }
         let released = match self.folios.get_mut(&folio) {
             Some(f) => {

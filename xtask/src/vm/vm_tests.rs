@@ -441,10 +441,12 @@ const MADVFREE_DIO_EXPECT: Expect = Expect {
     }],
     // Seed 003 on a fixed kernel: reclaim meets clean lazyfree folios that
     // DIO holds pinned (refcount 1026) and the kernel's refcount check
-    // keeps them. Measured 697-960 near misses.
+    // keeps them. Measured 697-960 near misses. A reader's pin may also
+    // land while reclaim is inside the unmap of a folio it has written
+    // again: the write, not the refcount, keeps it (info).
     findings: Findings {
         required: &[needs(R::LazyfreeExtraRefs, S::NearMiss, 100)],
-        allowed: &[],
+        allowed: &[(R::LazyfreeExtraRefs, S::Info)],
     },
     findings_on: &[],
     eexist_threshold: None,
