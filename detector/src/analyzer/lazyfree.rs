@@ -72,6 +72,9 @@ impl Analyzer {
         if t.is_removable() {
             self.tasks.remove(&e.tid);
         }
+        if self.unmapping.get(&enter.folio) == Some(&e.tid) {
+            self.unmapping.remove(&enter.folio);
+        }
         if enter.folio != e.folio || !enter.has_state() || e.valid & V_FOLIO_STATE == 0 {
             return;
         }

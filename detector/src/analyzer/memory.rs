@@ -37,6 +37,7 @@ impl Analyzer {
             + table(&self.lazyfree_marks)
             + table(&self.deferred_discards)
             + table(&self.fast_drops)
+            + table(&self.unmapping)
             + self.tasks.bytes()
             + table(&self.spaces)
             + lookups
@@ -101,6 +102,7 @@ impl Analyzer {
         // A dropped fast pin waits for an unmap exit that may never come:
         // losing the memo loses at most a near miss.
         self.fast_drops.clear();
+        self.unmapping.clear();
         self.evictions += before.saturating_sub(self.tracked_objects()) as u64;
     }
 }

@@ -87,6 +87,9 @@ pub struct Analyzer {
     /// in progress: the grab can land before the unmap's entry snapshot and
     /// be dropped before its exit, which then shows no pin at all.
     fast_drops: FolioMap<(Ev, Ev)>,
+    /// Folio -> the task inside `try_to_unmap_one` on it: only a fast drop
+    /// on such a folio is kept in `fast_drops`.
+    unmapping: FolioMap<u32>,
     /// Bumped whenever pin-release events are lost: pins recorded before
     /// may have been released unseen.
     pin_epoch: u32,
@@ -133,6 +136,7 @@ impl Analyzer {
             lazyfree_marks: FolioMap::default(),
             deferred_discards: FolioMap::default(),
             fast_drops: FolioMap::default(),
+            unmapping: FolioMap::default(),
             pin_epoch: 0,
             attached: u64::MAX,
             last_sweep_ts: 0,
@@ -207,6 +211,7 @@ impl Analyzer {
             + self.lazyfree_marks.len()
             + self.deferred_discards.len()
             + self.fast_drops.len()
+            + self.unmapping.len()
     }
 
     /// Highest [`tracked_objects`](Self::tracked_objects) seen after an
@@ -325,7 +330,13 @@ impl Analyzer {
             ProbeId::TaskExit => self.on_task_exit(e, out),
             ProbeId::TryToUnmapOne if is(Enter) => {
                 let ev = self.ev(index, e, "reclaim starts unmapping the folio");
-                self.task(e).ttu_enter = Some(ev);
+                if let Some(prev) = self.task(e).ttu_enter.replace(ev) {
+                    // Its exit was lost: that unmap is over.
+                    self.unmapping.remove(&prev.folio);
+                }
+                if e.folio != 0 {
+                    self.unmapping.insert(e.folio, e.tid);
+                }
             }
             ProbeId::TryToUnmapOne if is(Exit) => self.on_unmap_exit(index, e, out),
             ProbeId::RemoveMapping if is(Enter) => {

@@ -222,7 +222,10 @@ impl Analyzer {
             self.judge_deferred_discard(folio, false, out);
             // On a lazyfree folio an unmap may be in progress that saw this
             // pin at its entry and will see it gone at its exit.
-            if grab.has_state() && super::lazyfree::is_lazyfree(grab.f_state) {
+            if grab.has_state()
+                && super::lazyfree::is_lazyfree(grab.f_state)
+                && self.unmapping.contains_key(&folio)
+            {
                 let put = self.ev(index, e, "GUP-fast's re-check dropped the pin");
                 self.fast_drops.insert(folio, (grab, put));
             }
