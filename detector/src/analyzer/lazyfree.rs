@@ -34,6 +34,16 @@ pub(crate) struct Deferred {
     folio: u64,
 }
 
+/// An unmap in progress on a folio: the task inside `try_to_unmap_one`,
+/// and the GUP-fast grab and put, when the fast path's re-check dropped a
+/// pin on the folio meanwhile. The grab can land before the unmap's entry
+/// snapshot and be dropped before its exit, which then shows no pin at all.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unmapping {
+    pub(crate) tid: u32,
+    pub(crate) fast_drop: Option<(Ev, Ev)>,
+}
+
 /// The explanation of a discard: the folio, why it held extra references,
 /// and what that means.
 fn discard_message(folio: u64, why: &str, tail: &str) -> String {
@@ -72,9 +82,14 @@ impl Analyzer {
         if t.is_removable() {
             self.tasks.remove(&e.tid);
         }
-        if self.unmapping.get(&enter.folio) == Some(&e.tid) {
-            self.unmapping.remove(&enter.folio);
-        }
+        // A GUP-fast pin dropped at its re-check while this unmap ran.
+        let fast_drop = match self.unmapping.get(&enter.folio) {
+            Some(u) if u.tid == e.tid => self
+                .unmapping
+                .remove(&enter.folio)
+                .and_then(|u| u.fast_drop),
+            _ => None,
+        };
         if enter.folio != e.folio || !enter.has_state() || e.valid & V_FOLIO_STATE == 0 {
             return;
         }
@@ -98,11 +113,6 @@ impl Analyzer {
         };
         let extra_before = extra_refs(&enter);
         let unmapped = e.ret == 1 && exit.mapcount < enter.mapcount;
-        // A GUP-fast pin dropped at its re-check since this unmap began.
-        let fast_drop = self
-            .fast_drops
-            .remove(&e.folio)
-            .filter(|(_, put)| put.index > enter.index);
         if unmapped && is_lazyfree(exit.f_state) && exit.f_state & FS_DIRTY == 0 {
             let extra_after = extra_refs(&exit);
             if let Some((grab, put)) = fast_drop.filter(|_| pin.is_none()) {

@@ -36,7 +36,6 @@ impl Analyzer {
             + table(&self.deficits)
             + table(&self.lazyfree_marks)
             + table(&self.deferred_discards)
-            + table(&self.fast_drops)
             + table(&self.unmapping)
             + self.tasks.bytes()
             + table(&self.spaces)
@@ -99,9 +98,8 @@ impl Analyzer {
         // A discard waits on its folio's unconfirmed pin: gone with it.
         let pins = &self.pins;
         self.deferred_discards.retain(|k, _| pins.contains_key(k));
-        // A dropped fast pin waits for an unmap exit that may never come:
-        // losing the memo loses at most a near miss.
-        self.fast_drops.clear();
+        // An unmap whose exit was lost never ends: losing the record of one
+        // still open loses at most a fast_pin_dropped near miss.
         self.unmapping.clear();
         self.evictions += before.saturating_sub(self.tracked_objects()) as u64;
     }

@@ -82,14 +82,10 @@ pub struct Analyzer {
     /// (a violation) or dropped (the re-check saw the PTE gone and the I/O
     /// went to a page faulted afresh: a near miss).
     deferred_discards: FolioMap<lazyfree::Deferred>,
-    /// Folio -> a GUP-fast grab on a lazyfree folio and the put that dropped
-    /// it at the fast path's re-check, while an unmap of the folio may be
-    /// in progress: the grab can land before the unmap's entry snapshot and
-    /// be dropped before its exit, which then shows no pin at all.
-    fast_drops: FolioMap<(Ev, Ev)>,
-    /// Folio -> the task inside `try_to_unmap_one` on it: only a fast drop
-    /// on such a folio is kept in `fast_drops`.
-    unmapping: FolioMap<u32>,
+    /// Folio -> the unmap in progress on it (`try_to_unmap_one` entered,
+    /// not yet returned), with any GUP-fast pin dropped at its re-check
+    /// meanwhile.
+    unmapping: FolioMap<lazyfree::Unmapping>,
     /// Bumped whenever pin-release events are lost: pins recorded before
     /// may have been released unseen.
     pin_epoch: u32,
@@ -135,7 +131,6 @@ impl Analyzer {
             pending_fast: 0,
             lazyfree_marks: FolioMap::default(),
             deferred_discards: FolioMap::default(),
-            fast_drops: FolioMap::default(),
             unmapping: FolioMap::default(),
             pin_epoch: 0,
             attached: u64::MAX,
@@ -210,7 +205,6 @@ impl Analyzer {
             + self.tasks.len()
             + self.lazyfree_marks.len()
             + self.deferred_discards.len()
-            + self.fast_drops.len()
             + self.unmapping.len()
     }
 
@@ -335,7 +329,11 @@ impl Analyzer {
                     self.unmapping.remove(&prev.folio);
                 }
                 if e.folio != 0 {
-                    self.unmapping.insert(e.folio, e.tid);
+                    let u = lazyfree::Unmapping {
+                        tid: e.tid,
+                        fast_drop: None,
+                    };
+                    self.unmapping.insert(e.folio, u);
                 }
             }
             ProbeId::TryToUnmapOne if is(Exit) => self.on_unmap_exit(index, e, out),

@@ -220,14 +220,14 @@ impl Analyzer {
         }
         if let Some(grab) = fast_dropped {
             self.judge_deferred_discard(folio, false, out);
-            // On a lazyfree folio an unmap may be in progress that saw this
+            // An unmap in progress on a lazyfree folio may have seen this
             // pin at its entry and will see it gone at its exit.
-            if grab.has_state()
-                && super::lazyfree::is_lazyfree(grab.f_state)
-                && self.unmapping.contains_key(&folio)
-            {
-                let put = self.ev(index, e, "GUP-fast's re-check dropped the pin");
-                self.fast_drops.insert(folio, (grab, put));
+            if grab.has_state() && super::lazyfree::is_lazyfree(grab.f_state) {
+                let lost = self.stats.lost;
+                if let Some(u) = self.unmapping.get_mut(&folio) {
+                    let put = Ev::new(index, e, lost, "GUP-fast's re-check dropped the pin");
+                    u.fast_drop = Some((grab, put));
+                }
             }
         }
         let released = match self.folios.get_mut(&folio) {
