@@ -21,7 +21,6 @@ use thiserror::Error;
 use crate::analyzer::RuleId;
 use crate::cli::args::{parse_duration, parse_size, AnalyzerArgs, CaptureArgs};
 use crate::flight::{FlightPolicy, SnapshotOn};
-use crate::loader::{AttachPolicy, BpfLog};
 
 /// Where the metrics endpoint listens unless told otherwise: loopback
 /// only (a scraper on another host needs the operator to say so), on the
@@ -306,6 +305,30 @@ pub enum ConfigError {
     Value { key: &'static str, message: String },
 }
 
+/// A value of one of `record`'s enumerated flags: the flag when given on
+/// the command line, else the file's word (one of the flag's values, any
+/// case), else the flag's default. A word that is none of them is named
+/// with the values it may take.
+fn choice<T: ValueEnum + Copy>(
+    given: bool,
+    flag: T,
+    word: Option<&str>,
+    key: &'static str,
+    what: &str,
+) -> Result<T, ConfigError> {
+    let Some(s) = word.filter(|_| !given) else {
+        return Ok(flag);
+    };
+    T::from_str(s, true).map_err(|_| {
+        let values: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(ValueEnum::to_possible_value)
+            .map(|v| v.get_name().to_string())
+            .collect();
+        bad(key, format!("`{s}` is not {what} ({})", values.join(", ")))
+    })
+}
+
 fn bad(key: &'static str, message: impl ToString) -> ConfigError {
     ConfigError::Value {
         key,
@@ -412,37 +435,25 @@ impl AgentConfig {
 
         let c = &file.capture;
         let a = &args.capture;
-        let attach = if given("attach") {
-            a.attach
-        } else {
-            match &c.attach {
-                Some(s) => AttachPolicy::from_str(s, true).map_err(|_| {
-                    bad(
-                        "capture.attach",
-                        format!("`{s}` is not an attach mode (auto, fentry, kprobe, tracepoint)"),
-                    )
-                })?,
-                None => a.attach,
-            }
-        };
+        let attach = choice(
+            given("attach"),
+            a.attach,
+            c.attach.as_deref(),
+            "capture.attach",
+            "an attach mode",
+        )?;
         let drain_every = if given("drain_every") {
             a.drain_every
         } else {
             duration("capture.drain_every", c.drain_every.as_ref())?.unwrap_or(a.drain_every)
         };
-        let bpf_log = if given("bpf_log") {
-            a.bpf_log
-        } else {
-            match &c.bpf_log {
-                Some(s) => BpfLog::from_str(s, true).map_err(|_| {
-                    bad(
-                        "capture.bpf_log",
-                        format!("`{s}` is not a level (off, error, warn, info, debug, trace)"),
-                    )
-                })?,
-                None => a.bpf_log,
-            }
-        };
+        let bpf_log = choice(
+            given("bpf_log"),
+            a.bpf_log,
+            c.bpf_log.as_deref(),
+            "capture.bpf_log",
+            "a level",
+        )?;
         let capture = CaptureArgs {
             pid: a.pid.or(c.pid),
             cgroup: a.cgroup.clone().or_else(|| c.cgroup.clone()),
@@ -727,6 +738,7 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loader::{AttachPolicy, BpfLog};
     use clap::{CommandFactory, FromArgMatches, Parser};
 
     #[derive(Parser)]
