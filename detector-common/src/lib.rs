@@ -1,10 +1,13 @@
 //! The event ABI shared by the BPF programs and userspace.
 //!
-//! Every record the kernel side emits is one fixed-size [`Event`]: a fixed size
-//! keeps the BPF side to a single ring-buffer reservation per hit and lets the
-//! trace file frame records without a length table. The layout is part of the
-//! trace file format: any change to [`Event`] must bump [`ABI_VERSION`].
+//! Every observation is one fixed-size [`Event`]. The programs send it
+//! through the ring buffer as a shorter record that leaves out the fields
+//! the probe did not fill ([`ring`]); the reader rebuilds the [`Event`].
+//! The layout is part of the trace file format (v1 stores it as is): any
+//! change to [`Event`] must bump [`ABI_VERSION`].
 #![no_std]
+
+pub mod ring;
 
 /// Version of the [`Event`] layout and of the probe/kind numbering below.
 /// v2 kept v1's layout and gave its reserved tail word a meaning
@@ -80,11 +83,11 @@ pub struct Event {
     pub task_start: u32,
 }
 
-/// Size of one event on the wire and in the ring buffer.
+/// Size of one event in a v1 trace file and in userspace.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 152);
 const _: () = assert!(EVENT_SIZE.is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<Layout>() == 128);
+const _: () = assert!(core::mem::size_of::<Layout>() == 152);
 
 // `valid` bits.
 pub const V_FOLIO: u8 = 1 << 0;
@@ -234,7 +237,7 @@ pub const MAX_PROBES: u32 = 64;
 // identifiers; the detector's `bpf_object_names` test reads the built
 // object and fails when the two disagree.
 
-/// Ring buffer of [`Event`]s (resized by userspace before load).
+/// Ring buffer of [`ring`] records (resized by userspace before load).
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-CPU, per-probe count of events lost to a full ring buffer or a
 /// skipped kretprobe.
@@ -252,6 +255,9 @@ pub const MAP_GATE: &str = "GATE";
 /// Diagnostic reports counted per kind and probe, to rate-limit them (BPF
 /// side only).
 pub const MAP_DIAG: &str = "DIAG";
+/// Per-CPU slots where the programs build an event before packing it
+/// (BPF side only).
+pub const MAP_SCRATCH: &str = "SCRATCH";
 /// aya-log's ring buffer of log records (aya-log-ebpf names it; userspace
 /// reads it with aya-log's `EbpfLogger`).
 pub const MAP_AYA_LOGS: &str = "AYA_LOGS";
@@ -265,6 +271,7 @@ pub const MAPS: &[&str] = &[
     MAP_STASH,
     MAP_GATE,
     MAP_DIAG,
+    MAP_SCRATCH,
     MAP_AYA_LOGS,
 ];
 /// The capture [`Filter`], a read-only global set before load.
@@ -451,9 +458,20 @@ pub struct Layout {
     pub ci_size_of: u32,
     /// Pages per swap cluster (`SWAPFILE_CLUSTER`).
     pub cluster_pages: u32,
+    /// `struct vm_area_struct.vm_mm`.
+    pub vma_mm: u32,
+    /// `struct vm_area_struct.vm_flags`.
+    pub vma_flags: u32,
+    /// `VM_DROPPABLE`'s bit number in `vm_flags` ([`ABSENT`]: unknown).
+    pub vm_droppable_bit: u32,
+    /// `struct mm_struct.pgd`.
+    pub mm_pgd: u32,
     pub _pad: u32,
     /// Address of the `vmemmap_base` variable (0: use the fixed default).
     pub vmemmap_base_sym: u64,
+    /// Address of the `page_offset_base` variable, the direct map's base
+    /// (0: hidden, and page tables are not walked).
+    pub page_offset_base_sym: u64,
 }
 
 impl Layout {
@@ -487,8 +505,13 @@ impl Layout {
         si_cluster_info: ABSENT,
         ci_size_of: ABSENT,
         cluster_pages: ABSENT,
+        vma_mm: ABSENT,
+        vma_flags: ABSENT,
+        vm_droppable_bit: ABSENT,
+        mm_pgd: ABSENT,
         _pad: 0,
         vmemmap_base_sym: 0,
+        page_offset_base_sym: 0,
     };
 }
 
@@ -513,6 +536,8 @@ pub struct ArgSpec {
     pub nr: u8,
     /// `struct vm_fault *` argument (PTE, address and, for wp faults, folio).
     pub vmf: u8,
+    /// `struct vm_area_struct *` argument (only the lazyfree filter reads it).
+    pub vma: u8,
     /// Address-like argument stored in `Event::addr`.
     pub addr: u8,
     /// GUP `flags` argument.
@@ -593,6 +618,7 @@ impl ArgSpec {
         entry: NO_ARG,
         nr: NO_ARG,
         vmf: NO_ARG,
+        vma: NO_ARG,
         addr: NO_ARG,
         gup_flags: NO_ARG,
         index: NO_ARG,

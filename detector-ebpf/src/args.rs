@@ -19,6 +19,9 @@ use crate::task::tid_probe_key;
 
 /// The traced call's arguments and return value.
 pub(crate) trait Args {
+    /// Whether a program with these arguments has the stack room to pack
+    /// its event into a ring record there (`emit`).
+    const ROOM_TO_PACK: bool = false;
     fn arg(&self, n: u8) -> Option<u64>;
     fn ret(&self) -> Option<u64>;
 }
@@ -34,6 +37,7 @@ pub(crate) struct Tramp {
 }
 
 impl Args for Tramp {
+    const ROOM_TO_PACK: bool = true;
     #[inline(always)]
     fn arg(&self, n: u8) -> Option<u64> {
         if n == NO_ARG {

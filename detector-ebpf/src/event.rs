@@ -3,8 +3,8 @@
 //! arguments at the positions in the probe's [`ArgSpec`].
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    bpf_probe_read_kernel,
+    bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    generated::bpf_get_current_comm,
 };
 use detector_common::{
     ArgSpec, DiagField, Event, EventKind, Layout, ProbeId, ABSENT, NO_ARG, V_ADDR, V_ENTRY,
@@ -35,9 +35,13 @@ pub(crate) fn fill<A: Args>(
     e.tid = pt as u32;
     // SAFETY: helper has no preconditions.
     e.cpu = unsafe { bpf_get_smp_processor_id() };
-    if let Ok(c) = bpf_get_current_comm() {
-        e.comm = c;
-    }
+    // Straight into the event: aya's wrapper zeroes a stack copy first,
+    // which LLVM may turn into a call to `memset`, a global function 6.1's
+    // verifier refuses to pass a stack pointer to. On failure the helper
+    // zeroes the buffer itself.
+    // SAFETY: the helper writes at most its size argument, 16 bytes, into
+    // `comm`, which is 16 bytes.
+    unsafe { bpf_get_current_comm(e.comm.as_mut_ptr().cast(), e.comm.len() as u32) };
     e.task_start = task_start(l, probe);
     e.probe = probe as u16;
     e.kind = kind as u8;

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use detector_common::{ArgSpec, Filter, Layout, DIAG_KINDS, MAX_PROBES};
+use detector_common::{ArgSpec, Event, Filter, Layout, DIAG_KINDS, MAX_PROBES};
 
 /// Resolved by userspace from the running kernel's BTF, written before any
 /// probe attaches. A map rather than a global so programs read it in place
@@ -62,6 +62,20 @@ pub(crate) static GATE: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);
 /// Only written when `--bpf-log` is on.
 #[map]
 pub(crate) static DIAG: Array<u32> = Array::with_max_entries(DIAG_KINDS * MAX_PROBES, 0);
+
+/// Where a program builds its event before packing it (`emit`), stamped
+/// with the token of the call using it.
+#[repr(C)]
+pub(crate) struct Scratch {
+    pub(crate) token: u64,
+    pub(crate) ev: Event,
+}
+
+/// Scratch slots per CPU, picked by the tid's low bits.
+pub(crate) const SCRATCH_SLOTS: u32 = 8;
+
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
 
 #[inline(always)]
 pub(crate) fn layout() -> Option<&'static Layout> {

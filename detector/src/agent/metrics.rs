@@ -338,7 +338,7 @@ impl AgentMetrics {
         }
     }
 
-    /// Ring-buffer records of the wrong size, so far.
+    /// Ring-buffer records that did not parse, so far.
     pub fn set_malformed(&self, n: u64) {
         self.malformed.store(n, Relaxed);
     }
@@ -633,7 +633,7 @@ impl Collector for Scrape {
         counter_vec(
             e,
             "detector_malformed_events",
-            "Events that could not be used: ring-buffer records of the wrong size, events of a \
+            "Events that could not be used: ring-buffer records that did not parse, events of a \
              probe this build does not know.",
             None,
             [

@@ -186,6 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = write_span(&mut costs, &m.span(source.loaded()));
     }
     let malformed = source.malformed();
+    let ring_bytes = source.ring_bytes();
     drop(meter);
     drop(source);
 
@@ -199,6 +200,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.files.len(),
         args.output.display()
     );
+    if events > 0 {
+        eprintln!(
+            "detector: ring records averaged {:.1} bytes plus the ring's 8-byte header (a whole event is {})",
+            ring_bytes as f64 / events as f64,
+            detector_common::EVENT_SIZE
+        );
+    }
     if let (Some((u0, s0)), Some((u1, s1))) = (cpu_at_attach, cpu_times()) {
         let (user, sys) = (u1 - u0, s1 - s0);
         eprintln!(
@@ -221,7 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if malformed > 0 {
-        eprintln!("detector: {malformed} ring-buffer records had the wrong size and were skipped");
+        eprintln!("detector: {malformed} ring-buffer records could not be read and were skipped");
     }
     if lost_total > 0 {
         eprintln!(

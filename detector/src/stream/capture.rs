@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use detector_common::{Event, EVENT_SIZE, MAP_EVENTS, MAP_LOST, MAX_PROBES};
+use detector_common::{Event, MAP_EVENTS, MAP_LOST, MAX_PROBES};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::StreamItem;
@@ -39,16 +39,11 @@ pub enum CaptureError {
 /// gets, and with it the latency from a kernel event to its finding.
 pub const DEFAULT_DRAIN_EVERY: Duration = Duration::from_millis(50);
 
-/// Copies one ring-buffer record into an [`Event`]; `None` if the size is
-/// not the ABI's (a mismatched object), which the caller counts.
+/// Rebuilds the [`Event`] a ring-buffer record carries
+/// ([`detector_common::ring`]); `None` if it does not parse (a mismatched
+/// object), which the caller counts.
 pub fn event_from_bytes(b: &[u8]) -> Option<Event> {
-    if b.len() != EVENT_SIZE {
-        return None;
-    }
-    // SAFETY: `Event` is repr(C) plain old data of exactly EVENT_SIZE bytes
-    // (checked above) with no invalid bit patterns; read_unaligned copes
-    // with any alignment of the source.
-    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<Event>()) })
+    detector_common::ring::unpack(b).ok()
 }
 
 /// A running capture. Dropping it detaches every probe.
@@ -63,8 +58,11 @@ pub struct Capture {
     miss_programs: Vec<(usize, String)>,
     /// The part of `last_lost` that is skipped runs.
     last_skipped: [u64; MAX_PROBES as usize],
-    /// Records of the wrong size (should never happen with a matching object).
+    /// Records that did not parse (should never happen with a matching object).
     pub malformed: u64,
+    /// Bytes of the ring records read so far (each event's packed size,
+    /// without the ring buffer's own 8-byte header).
+    pub ring_bytes: u64,
     /// The programs' diagnostics, with `--bpf-log`.
     bpf_log: Option<BpfLogReader>,
 }
@@ -114,6 +112,7 @@ impl Capture {
             miss_programs,
             last_skipped: [0; MAX_PROBES as usize],
             malformed: 0,
+            ring_bytes: 0,
             bpf_log,
         })
     }
@@ -135,14 +134,12 @@ impl Capture {
     }
 
     /// Waits until the ring buffer has data (or `max_wait` passes), then
-    /// hands every event available to `f` as the bytes of its `Event`,
-    /// straight from the ring buffer's memory: no copy, no decoding. On a
-    /// little-endian host these are the trace file's event bytes. Returns
-    /// the number handed over.
-    pub async fn read_raw(
+    /// hands every event available to `f`, each rebuilt from its ring
+    /// record. Returns the number handed over.
+    pub async fn read_events(
         &mut self,
         max_wait: Duration,
-        f: &mut dyn FnMut(&[u8; EVENT_SIZE]),
+        f: &mut dyn FnMut(&Event),
     ) -> Result<usize, CaptureError> {
         let mut guard = match tokio::time::timeout(max_wait, self.ring.readable_mut()).await {
             Ok(g) => g?,
@@ -150,17 +147,27 @@ impl Capture {
             // backlog (and a wakeup can be lost between our last read and
             // clear_ready): draining on every timeout is what keeps a quiet
             // stream flowing, at most max_wait late.
-            Err(_) => return Ok(self.drain_raw(f)),
+            Err(_) => return Ok(self.drain_events(f)),
         };
-        let n = drain_ring(guard.get_inner_mut(), &mut self.malformed, f);
+        let n = drain_ring(
+            guard.get_inner_mut(),
+            &mut self.malformed,
+            &mut self.ring_bytes,
+            f,
+        );
         guard.clear_ready();
         Ok(n)
     }
 
     /// Hands over whatever is in the ring buffer right now, without
     /// waiting (at shutdown, so nothing already captured is dropped).
-    pub fn drain_raw(&mut self, f: &mut dyn FnMut(&[u8; EVENT_SIZE])) -> usize {
-        drain_ring(self.ring.get_mut(), &mut self.malformed, f)
+    pub fn drain_events(&mut self, f: &mut dyn FnMut(&Event)) -> usize {
+        drain_ring(
+            self.ring.get_mut(),
+            &mut self.malformed,
+            &mut self.ring_bytes,
+            f,
+        )
     }
 
     /// Appends a `Lost` item for every probe whose total grew since the
@@ -248,16 +255,18 @@ fn miss_programs(plan: &[PlanEntry]) -> Vec<(usize, String)> {
 fn drain_ring(
     ring: &mut RingBuf<MapData>,
     malformed: &mut u64,
-    f: &mut dyn FnMut(&[u8; EVENT_SIZE]),
+    ring_bytes: &mut u64,
+    f: &mut dyn FnMut(&Event),
 ) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
-        match <&[u8; EVENT_SIZE]>::try_from(&*item) {
-            Ok(b) => {
-                f(b);
+        match event_from_bytes(&item) {
+            Some(ev) => {
+                *ring_bytes += item.len() as u64;
+                f(&ev);
                 n += 1;
             }
-            Err(_) => *malformed += 1,
+            None => *malformed += 1,
         }
     }
     n
@@ -300,17 +309,20 @@ mod tests {
     }
 
     #[test]
-    fn event_bytes_round_trip() {
+    fn ring_records_become_events() {
         let ev = Event {
             ts_ns: 42,
             folio: 0xffff_ea00_0001_0000,
             probe: 3,
+            nr: 1,
             comm: *b"kswapd0\0\0\0\0\0\0\0\0\0",
             ..Event::default()
         };
-        // SAFETY: reading the bytes of a POD value.
-        let bytes = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), EVENT_SIZE) };
-        assert_eq!(event_from_bytes(bytes), Some(ev));
-        assert_eq!(event_from_bytes(&bytes[1..]), None);
+        let mut words = [0u64; detector_common::ring::RING_MAX_WORDS];
+        let len = detector_common::ring::pack(&ev, &mut words);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(event_from_bytes(&bytes[..len]), Some(ev));
+        assert_eq!(event_from_bytes(&bytes[..len - 8]), None);
+        assert_eq!(event_from_bytes(&bytes[1..len]), None);
     }
 }

@@ -8,15 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use detector_common::MAX_PROBES;
+use detector_common::{Event, EVENT_SIZE, MAX_PROBES};
 
 use crate::bpfstats::{CostUpdate, LiveCosts};
 use crate::event::{monotonic_ns, StreamItem};
 use crate::loader::privileges::{self, Kept, Need, PrivilegeError};
 use crate::loader::{self, LoadOptions, Loaded};
-use crate::trace::TraceHeader;
+use crate::trace::{encode_event, TraceHeader};
 
-use super::capture::{event_from_bytes, Capture, CaptureError};
+use super::capture::{Capture, CaptureError};
 use super::source::{Item, Pull, Source, SourceError, SourceInfo};
 
 /// How often the per-probe lost counters are read.
@@ -120,6 +120,12 @@ impl KernelSource {
         self.cap.skipped_totals()
     }
 
+    /// Bytes of ring records read so far, the ring buffer's record headers
+    /// left out.
+    pub fn ring_bytes(&self) -> u64 {
+        self.cap.ring_bytes
+    }
+
     /// Lost totals that changed since the last poll, into the stream.
     fn poll_lost(&mut self, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<(), SourceError> {
         self.last_lost_poll = Instant::now();
@@ -133,19 +139,14 @@ impl KernelSource {
     }
 }
 
-/// Hands one ring-buffer record to `f`, raw or decoded.
-fn hand_over(
-    raw: bool,
-    next: &mut u64,
-    b: &[u8; detector_common::EVENT_SIZE],
-    f: &mut dyn FnMut(u64, Item<'_>),
-) {
+/// Hands one event to `f`, as the trace file's bytes or decoded.
+fn hand_over(raw: bool, next: &mut u64, ev: &Event, f: &mut dyn FnMut(u64, Item<'_>)) {
     if raw {
-        f(*next, Item::Raw(b));
-    } else if let Some(ev) = event_from_bytes(b) {
-        f(*next, Item::Decoded(&StreamItem::Event(ev)));
+        let mut b = [0u8; EVENT_SIZE];
+        encode_event(ev, &mut b);
+        f(*next, Item::Raw(&b));
     } else {
-        return;
+        f(*next, Item::Decoded(&StreamItem::Event(*ev)));
     }
     *next += 1;
 }
@@ -169,7 +170,10 @@ impl Source for KernelSource {
         let next = &mut self.next_index;
         let read = self
             .rt
-            .block_on(self.cap.read_raw(wait, &mut |b| hand_over(raw, next, b, f)))
+            .block_on(
+                self.cap
+                    .read_events(wait, &mut |b| hand_over(raw, next, b, f)),
+            )
             .map_err(SourceError::from)?;
         // Nothing waits on aya-log's ring buffer: the programs' reports are
         // rare, and each pass reads them, at most `wait` after they were sent.
@@ -196,7 +200,7 @@ impl Source for KernelSource {
     fn drain(&mut self, raw: bool, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<(), SourceError> {
         let raw = raw && self.raw_capable();
         let next = &mut self.next_index;
-        self.cap.drain_raw(&mut |b| hand_over(raw, next, b, f));
+        self.cap.drain_events(&mut |b| hand_over(raw, next, b, f));
         self.cap.flush_bpf_log();
         self.poll_lost(f)
     }
@@ -205,7 +209,7 @@ impl Source for KernelSource {
         Some(monotonic_ns())
     }
 
-    /// Ring-buffer records of the wrong size (a mismatched object).
+    /// Ring-buffer records that did not parse (a mismatched object).
     fn malformed(&self) -> u64 {
         self.cap.malformed
     }

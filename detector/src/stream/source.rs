@@ -125,7 +125,7 @@ pub trait Source: Send {
         false
     }
     /// Records the source could not turn into items (a ring-buffer record
-    /// of the wrong size), so far. Files report damage through their end
+    /// that did not parse), so far. Files report damage through their end
     /// state instead.
     fn malformed(&self) -> u64 {
         0

@@ -216,8 +216,13 @@ macro_rules! layout_fields {
             si_type,
             si_cluster_info,
             ci_size_of,
-            cluster_pages;
-            vmemmap_base_sym
+            cluster_pages,
+            vma_mm,
+            vma_flags,
+            vm_droppable_bit,
+            mm_pgd;
+            vmemmap_base_sym,
+            page_offset_base_sym
         )
     };
 }
@@ -268,7 +273,7 @@ mod tests {
         let m = layout_to_map(&l);
         // Every byte of the struct must be covered by a named field, so a
         // field added to `Layout` without being added here fails this test.
-        let u64_fields = 1;
+        let u64_fields = 2;
         // `Layout::_pad`, which keeps the u64 aligned without a hole.
         let padding = 4;
         assert_eq!(

@@ -208,13 +208,14 @@ impl Redactor {
         }
     }
 
-    /// The header without what gives the layout away: the address of
-    /// `vmemmap_base` is dropped from the layout map, and kernel addresses
+    /// The header without what gives the layout away: the addresses of
+    /// `vmemmap_base` and `page_offset_base` are dropped from the layout map, and kernel addresses
     /// in the plan's notes and the command line are redacted like those in
     /// events. Marks the header `redacted`.
     pub fn header(&self, h: &TraceHeader) -> TraceHeader {
         let mut h = h.clone();
         h.layout.remove("vmemmap_base_sym");
+        h.layout.remove("page_offset_base_sym");
         for p in &mut h.plan {
             p.target = self.text(&p.target);
             p.note = self.text(&p.note);
@@ -425,16 +426,19 @@ mod tests {
     }
 
     #[test]
-    fn header_drops_the_vmemmap_base_and_is_marked() {
+    fn header_drops_the_kernel_symbol_addresses_and_is_marked() {
         let r = r();
         let mut h = TraceHeader::new("live");
         h.layout
             .insert("vmemmap_base_sym".into(), 0xffff_ffff_8200_0000);
+        h.layout
+            .insert("page_offset_base_sym".into(), 0xffff_ffff_8200_0008);
         h.layout.insert("folio_swap".into(), 40);
         h.command_line = vec!["detector".into(), "--pid".into(), "12".into()];
         let x = r.header(&h);
         assert!(x.redacted && !h.redacted);
         assert!(!x.layout.contains_key("vmemmap_base_sym"));
+        assert!(!x.layout.contains_key("page_offset_base_sym"));
         assert_eq!(x.layout["folio_swap"], 40);
         assert_eq!(x.command_line, h.command_line);
     }

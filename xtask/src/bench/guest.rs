@@ -65,7 +65,7 @@ echo "guest $(uname -r) $(grep -c ^processor /proc/cpuinfo) cpus $(grep MemTotal
       rec /tmp/rec.log -o /out/soak.dtr
       echo "run detector $(soak)" >> $B
       stop; echo "log detector $(summary /tmp/rec.log)" >> $B
-      grep '^detector: CPU' /tmp/rec.log | sed 's/^/log detector /' >> $B
+      grep -e '^detector: CPU' -e '^detector: ring records' /tmp/rec.log | sed 's/^/log detector /' >> $B
       # The capture's size as recorded (v2) and converted to v1, once.
       if [ $it = 1 ]; then
         ev=$(grep -o '[0-9]* events in' /tmp/rec.log | cut -d' ' -f1)

@@ -158,6 +158,16 @@ fn targets(s: &mut String, g: &Guest, h: &HostReplay) {
         size("benign-soak"),
         size("synthetic")
     );
+    let ring = record_ring_bytes(&g.logs);
+    let _ = writeln!(
+        s,
+        "| bytes per event in the ring buffer, benign-soak | 160 (152-byte event, 8-byte header) | {} | (smaller records, item 3) |",
+        if ring.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.1}", quantiles(&ring).1)
+        }
+    );
     let rate = |label: &str| {
         h.rows
             .iter()
@@ -187,6 +197,17 @@ fn targets(s: &mut String, g: &Guest, h: &HostReplay) {
         ratio("detector"),
         ratio("bpftrace")
     );
+}
+
+/// The average ring record `record` read in each overhead run, in bytes
+/// with the ring buffer's 8-byte header, from its `ring records averaged
+/// X bytes` lines.
+fn record_ring_bytes(logs: &[String]) -> Vec<f64> {
+    logs.iter()
+        .filter_map(|l| l.strip_prefix("detector detector: ring records averaged "))
+        .filter_map(|l| l.split(' ').next()?.parse::<f64>().ok())
+        .map(|b| b + 8.0)
+        .collect()
 }
 
 /// `record`'s CPU per event after attach, from its `CPU since attach ...
@@ -477,6 +498,17 @@ mod tests {
         ]
         .map(String::from);
         assert_eq!(record_us_per_event(&logs), vec![3.48, 2.80]);
+    }
+
+    #[test]
+    fn ring_record_sizes_are_read_from_the_overhead_runs() {
+        let logs = [
+            "detector detector: ring records averaged 102.2 bytes plus the ring's 8-byte header (a whole event is 152)",
+            "detector-stats detector: ring records averaged 99.0 bytes plus the ring's 8-byte header (a whole event is 152)",
+            "detector detector: ring records averaged garbled",
+        ]
+        .map(String::from);
+        assert_eq!(record_ring_bytes(&logs), vec![110.2]);
     }
 
     #[test]
