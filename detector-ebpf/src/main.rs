@@ -31,6 +31,7 @@ mod folio;
 mod kread;
 mod maps;
 mod move_window;
+mod pagetable;
 mod programs;
 mod relevance;
 mod task;

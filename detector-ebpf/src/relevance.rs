@@ -16,6 +16,7 @@ use crate::folio::{pte_to_folio, Head};
 use crate::kread::{bit, is_kptr, rd64};
 use crate::maps::{FILTER, GATE};
 use crate::move_window::in_move_window;
+use crate::pagetable::written_again;
 use crate::task::tid_probe_key;
 
 /// The capture filter (`--pid`, `--cgroup`): false drops the event.
@@ -97,11 +98,27 @@ pub(crate) fn relevant<A: Args>(
             // discarded without an event). Only MADV_FREE makes such
             // folios, so they are few. A large folio's mappings are not in
             // its first page: kept.
-            if bit(flags, l.pg_swapbacked) && !bit(flags, l.pg_head) {
+            if !bit(flags, l.pg_head) {
                 let refs = head.i32_at(folio, l.folio_refcount).unwrap_or(0);
                 let mapcount = head.i32_at(folio, l.folio_mapcount).unwrap_or(0) + 1;
-                if refs <= 1 + mapcount {
-                    return false;
+                let normal = refs <= 1 + mapcount;
+                if bit(flags, l.pg_swapbacked) {
+                    if normal {
+                        return false;
+                    }
+                } else if normal {
+                    // Most lazyfree folios reclaim meets were written again
+                    // after MADV_FREE (benign-soak: 98% of the kept calls).
+                    // The kernel moves the PTE's dirty bit to the folio and
+                    // keeps it whatever the counts, so nothing can be lost
+                    // to a pin: a dirty PTE that maps this folio drops the
+                    // call. Only at a normal count, so the extra-reference
+                    // calls the lazyfree rules report on stay.
+                    let vma = a.arg(spec.vma).unwrap_or(0);
+                    let addr = a.arg(spec.addr).unwrap_or(0);
+                    if is_kptr(vma) && written_again(vma, addr, folio, l, probe) {
+                        return false;
+                    }
                 }
             }
             let _ = GATE.insert(&key, &1, 0);

@@ -360,6 +360,22 @@ impl KernelBtf {
             .unwrap_or(ABSENT);
         l.ci_size_of = self.struct_size("swap_cluster_info").unwrap_or(ABSENT);
         l.cluster_pages = self.swap_cluster_pages().unwrap_or(ABSENT);
+        // The lazyfree filter walks the page table of the mapping being
+        // unmapped (vma -> mm -> pgd) to see whether it was written again.
+        l.vma_mm = self
+            .member_offset("vm_area_struct", "vm_mm")
+            .unwrap_or(ABSENT);
+        l.vma_flags = self
+            .member_offset("vm_area_struct", "vm_flags")
+            .unwrap_or(ABSENT);
+        l.mm_pgd = self.member_offset("mm_struct", "pgd").unwrap_or(ABSENT);
+        // A macro (bit 40 on 64-bit since VM_DROPPABLE appeared in 6.11)
+        // until the vma flags became an enum; before 6.11 bit 40 is unused,
+        // so testing it costs nothing there.
+        l.vm_droppable_bit = ["VMA_DROPPABLE_BIT", "VM_DROPPABLE_BIT"]
+            .iter()
+            .find_map(|n| self.any_enumerator(n))
+            .map_or(40, |v| v as u32);
 
         let pg = |name: &str| {
             self.enum_value("pageflags", name)

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     loader::preflight()?;
     let btf = KernelBtf::open_vmlinux()?;
     let (mut layout, notes) = btf.layout()?;
-    layout.vmemmap_base_sym = loader::vmemmap_base_symbol();
+    loader::resolve_kernel_variables(&mut layout);
     println!("BTF: {} (struct folio resolved)", crate::btf::VMLINUX_BTF);
     for (name, v) in crate::trace::layout_to_map(&layout) {
         let absent = v == detector_common::ABSENT as u64;

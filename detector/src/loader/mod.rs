@@ -181,21 +181,34 @@ fn raise_memlock_limit() {
     }
 }
 
-/// Address of the kernel variable holding the (possibly randomized) vmemmap
-/// base, from /proc/kallsyms; 0 when hidden or absent (the BPF side then
-/// uses the fixed x86_64 default).
-pub fn vmemmap_base_symbol() -> u64 {
+/// Addresses of kernel variables from /proc/kallsyms, in one pass; 0 for
+/// each that is hidden (kptr_restrict shows zeros) or absent.
+pub fn kernel_variables<const N: usize>(names: [&str; N]) -> [u64; N] {
+    let mut out = [0u64; N];
     let Ok(syms) = std::fs::read_to_string("/proc/kallsyms") else {
-        return 0;
+        return out;
     };
-    syms.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            let addr = it.next()?;
-            let _kind = it.next()?;
-            (it.next()? == "vmemmap_base").then(|| u64::from_str_radix(addr, 16).ok())?
-        })
-        .unwrap_or(0)
+    for l in syms.lines() {
+        let mut it = l.split_whitespace();
+        let (Some(addr), Some(_kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            if out[i] == 0 {
+                out[i] = u64::from_str_radix(addr, 16).unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+/// Fills the layout's kernel-variable addresses from /proc/kallsyms: the
+/// (possibly randomized) vmemmap base, without which the BPF side uses the
+/// fixed x86_64 default, and the direct map's base, without which it walks
+/// no page table.
+pub fn resolve_kernel_variables(layout: &mut Layout) {
+    [layout.vmemmap_base_sym, layout.page_offset_base_sym] =
+        kernel_variables(["vmemmap_base", "page_offset_base"]);
 }
 
 fn entry(probe: ProbeId, target: &str, mode: AttachMode, hook: Hook, note: String) -> PlanEntry {
@@ -219,7 +232,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let kbtf = KernelBtf::open_vmlinux()?;
     let (mut layout, layout_notes) = kbtf.layout()?;
-    layout.vmemmap_base_sym = vmemmap_base_symbol();
+    resolve_kernel_variables(&mut layout);
     let btf = Btf::from_sys_fs().map_err(|e| {
         LoadError::Btf(BtfError::Unreadable {
             path: crate::btf::VMLINUX_BTF.into(),

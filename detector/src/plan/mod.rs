@@ -80,7 +80,9 @@ pub fn attached_probes(plan: &[PlanEntry]) -> Option<Vec<ProbeId>> {
 pub fn relevance_text(relevance: u8) -> String {
     let mut parts = Vec::new();
     if relevance & REL_LAZYFREE != 0 {
-        parts.push("only clean lazyfree folios with extra references");
+        parts.push(
+            "only clean lazyfree folios (still swap-backed: with extra references; small and at a normal count: not written again through this mapping)",
+        );
     }
     if relevance & REL_MAYBE_PINNED != 0 {
         parts.push("only maybe-pinned folios (refcount >= 1024 or large)");

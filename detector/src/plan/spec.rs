@@ -157,6 +157,9 @@ pub fn arg_spec(probe: ProbeId, proto: &Proto) -> Result<ArgSpec, Unfit> {
             }
             if probe == ProbeId::TryToUnmapOne {
                 s.addr = proto.find(|p| p.name == "address").unwrap_or(NO_ARG);
+                s.vma = proto
+                    .find(|p| p.ty.is_ptr_to("vm_area_struct"))
+                    .unwrap_or(NO_ARG);
                 s.relevance = REL_LAZYFREE;
             }
         }

@@ -120,6 +120,9 @@ fn hot_probes_get_their_relevance_filter() {
     };
     let r = |probe, proto: &Proto| arg_spec(probe, proto).unwrap().relevance;
     assert_eq!(r(ProbeId::TryToUnmapOne, &ttu), REL_LAZYFREE);
+    // The filter walks the mapping's page table: the vma and the address.
+    let spec = arg_spec(ProbeId::TryToUnmapOne, &ttu).unwrap();
+    assert_eq!((spec.folio, spec.vma, spec.addr), (0, 1, 2));
     assert_eq!(r(ProbeId::DoWpPage, &wp), REL_MAYBE_PINNED);
     assert_eq!(r(ProbeId::SwapEntryDup, &dup), REL_FAILED);
     // The swap lifecycle itself is never filtered: every rule needs it.

@@ -664,7 +664,7 @@ fn capability_checks(unit: &Unit, o: &mut Outcome) -> Result<()> {
         full.stderr
     );
     // What root sees is what the unit's user must see.
-    let root_sees = detector::loader::vmemmap_base_symbol() != 0;
+    let root_sees = detector::loader::kernel_variables(["vmemmap_base"])[0] != 0;
     ensure!(
         !root_sees || full.vmemmap_base != 0,
         "with the unit's capabilities /proc/kallsyms showed no vmemmap_base, which root sees"
