@@ -84,10 +84,7 @@ fn send_packed<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind:
     // integers, so all-zero bytes are a valid value, and it is a whole
     // number of u64 words at an 8-aligned offset.
     let ev = unsafe {
-        zero_words(
-            (&raw mut (*slot).ev).cast::<u64>(),
-            EVENT_SIZE / 8,
-        );
+        zero_words((&raw mut (*slot).ev).cast::<u64>(), EVENT_SIZE / 8);
         &mut (*slot).ev
     };
     fill(ev, a, spec, l, probe, kind);
