@@ -107,7 +107,8 @@ pub fn pack(ev: &Event, out: &mut [u64; RING_MAX_WORDS]) -> usize {
 #[inline(always)]
 pub fn sections(ev: &Event) -> u16 {
     let mut s = 0u16;
-    if comm_words(ev)[0] | comm_words(ev)[1] != 0 {
+    let comm = comm_words(ev);
+    if comm[0] | comm[1] != 0 {
         s |= S_COMM;
     }
     if ev.nr != 1 || ev.arg != 0 {

@@ -147,8 +147,8 @@ fn opaque(v: u16) -> u16 {
 }
 
 /// Fills the whole event straight into a ring-buffer reservation, for the
-/// programs without the stack room to pack (kprobes and tracepoints keep
-/// their arguments on the stack).
+/// programs without the stack room to pack (the kprobes: entry stash and
+/// register copies).
 #[inline(always)]
 fn send_whole<A: Args>(a: &A, spec: &ArgSpec, l: &Layout, probe: ProbeId, kind: EventKind) {
     let Some(mut slot) = EVENTS.reserve::<ring::WholeRecord>(0) else {

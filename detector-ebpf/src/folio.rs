@@ -13,7 +13,7 @@ use crate::diag;
 use crate::kread::{bit, rd32, rd64, rd64_needed};
 
 /// x86_64 `PTE_PFN_MASK` for 4-level and 5-level paging.
-const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
+pub(crate) const PTE_PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// `page_folio()`: a tail page's first word has bit 0 set and holds either
 /// its head's address (+1) or, on 7.x with the HugeTLB vmemmap optimization

@@ -6,15 +6,13 @@
 
 use detector_common::{Layout, ProbeId};
 
-use crate::folio::pte_to_folio;
+use crate::folio::{pte_to_folio, PTE_PFN_MASK};
 use crate::kread::{bit, rd64};
 
 const PRESENT: u64 = 1 << 0;
 /// `_PAGE_PSE`: a huge page at the PUD or PMD level.
 const PSE: u64 = 1 << 7;
 const DIRTY: u64 = 1 << 6;
-/// Physical address bits of a table entry (`PTE_PFN_MASK`).
-const PFN_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// With 5-level paging the direct map lies below this (4-level puts the
 /// whole kernel half above it).
 const FOUR_LEVEL_KERNEL_START: u64 = 0xffff_8000_0000_0000;
@@ -27,10 +25,11 @@ fn entry(table: u64, addr: u64, shift: u32) -> Option<u64> {
     (e & PRESENT != 0).then_some(e)
 }
 
-/// The next table an entry points to, through the direct map.
+/// The next table an entry points to, through the direct map (every
+/// level's entry keeps the physical address in the PTE's pfn bits).
 #[inline(always)]
 fn next(e: u64, direct_map: u64) -> u64 {
-    direct_map + (e & PFN_MASK)
+    direct_map + (e & PTE_PFN_MASK)
 }
 
 /// Whether the PTE mapping `addr` in `vma` is present, dirty and maps

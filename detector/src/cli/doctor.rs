@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::bpfstats::CostMeter;
 use crate::btf::KernelBtf;
+use crate::event::StreamItem;
 use crate::loader::{self, AttachPolicy, BpfLog, LoadOptions, Loaded};
 use crate::plan::AttachMode;
 use crate::present::costs::write_span;
@@ -205,11 +206,11 @@ fn measure(source: &mut KernelSource, span: Duration) -> anyhow::Result<()> {
     let lost_before = lost_total(source);
     let mut delivered = 0u64;
     let mut count = |_: u64, item: Item<'_>| {
-        delivered += u64::from(matches!(item, Item::Raw(_)));
+        delivered += u64::from(matches!(item, Item::Decoded(StreamItem::Event(_))));
     };
     let deadline = Instant::now() + span;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        source.pull(left.min(Duration::from_millis(10)), true, &mut count)?;
+        source.pull(left.min(Duration::from_millis(10)), false, &mut count)?;
     }
     write_span(&mut out, &meter.span(source.loaded()))?;
     let dropped = lost_total(source).saturating_sub(lost_before);

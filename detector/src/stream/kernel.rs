@@ -2,19 +2,19 @@
 //! read on the caller's thread, lost-event totals polled into the stream
 //! where they were seen, and (for the live view) the probes' run time.
 //!
-//! This is the one capture loop: `record` pulls from it directly (and can
-//! take events as raw bytes), the live view through a capture thread and a
+//! This is the one capture loop: `record` pulls from it directly, the live
+//! view through a capture thread and a
 //! [`ChannelSource`](super::channel::ChannelSource).
 
 use std::time::{Duration, Instant};
 
-use detector_common::{Event, EVENT_SIZE, MAX_PROBES};
+use detector_common::{Event, MAX_PROBES};
 
 use crate::bpfstats::{CostUpdate, LiveCosts};
 use crate::event::{monotonic_ns, StreamItem};
 use crate::loader::privileges::{self, Kept, Need, PrivilegeError};
 use crate::loader::{self, LoadOptions, Loaded};
-use crate::trace::{encode_event, TraceHeader};
+use crate::trace::TraceHeader;
 
 use super::capture::{Capture, CaptureError};
 use super::source::{Item, Pull, Source, SourceError, SourceInfo};
@@ -139,15 +139,11 @@ impl KernelSource {
     }
 }
 
-/// Hands one event to `f`, as the trace file's bytes or decoded.
-fn hand_over(raw: bool, next: &mut u64, ev: &Event, f: &mut dyn FnMut(u64, Item<'_>)) {
-    if raw {
-        let mut b = [0u8; EVENT_SIZE];
-        encode_event(ev, &mut b);
-        f(*next, Item::Raw(&b));
-    } else {
-        f(*next, Item::Decoded(&StreamItem::Event(*ev)));
-    }
+/// Hands one event to `f`. Always decoded: the ring buffer holds packed
+/// records, not the trace file's bytes, so handing them over undecoded
+/// would mean encoding each event only for the recorder to decode it again.
+fn hand_over(next: &mut u64, ev: &Event, f: &mut dyn FnMut(u64, Item<'_>)) {
+    f(*next, Item::Decoded(&StreamItem::Event(*ev)));
     *next += 1;
 }
 
@@ -163,17 +159,13 @@ impl Source for KernelSource {
     fn pull(
         &mut self,
         wait: Duration,
-        raw: bool,
+        _raw: bool,
         f: &mut dyn FnMut(u64, Item<'_>),
     ) -> Result<Pull, SourceError> {
-        let raw = raw && self.raw_capable();
         let next = &mut self.next_index;
         let read = self
             .rt
-            .block_on(
-                self.cap
-                    .read_events(wait, &mut |b| hand_over(raw, next, b, f)),
-            )
+            .block_on(self.cap.read_events(wait, &mut |b| hand_over(next, b, f)))
             .map_err(SourceError::from)?;
         // Nothing waits on aya-log's ring buffer: the programs' reports are
         // rare, and each pass reads them, at most `wait` after they were sent.
@@ -191,16 +183,9 @@ impl Source for KernelSource {
         })
     }
 
-    /// The ring buffer holds native-endian events and the file
-    /// little-endian ones.
-    fn raw_capable(&self) -> bool {
-        cfg!(target_endian = "little")
-    }
-
-    fn drain(&mut self, raw: bool, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<(), SourceError> {
-        let raw = raw && self.raw_capable();
+    fn drain(&mut self, _raw: bool, f: &mut dyn FnMut(u64, Item<'_>)) -> Result<(), SourceError> {
         let next = &mut self.next_index;
-        self.cap.drain_events(&mut |b| hand_over(raw, next, b, f));
+        self.cap.drain_events(&mut |b| hand_over(next, b, f));
         self.cap.flush_bpf_log();
         self.poll_lost(f)
     }

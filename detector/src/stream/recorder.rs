@@ -1,8 +1,9 @@
 //! Where a stream is recorded: a trace file, rotated by size or not. The
-//! zero-copy path, ring-buffer memory into the file's buffer without
-//! decoding, is a capability a recorder says it has
-//! ([`Recorder::accepts_raw`]); the pipeline uses it when nothing else
-//! needs decoded events.
+//! undecoded path, an event as the trace file's bytes, is a capability a
+//! recorder says it has ([`Recorder::accepts_raw`]); the pipeline uses it
+//! when the source offers it and nothing else needs decoded events. The
+//! kernel source no longer does: its ring records are packed, not file
+//! bytes.
 
 use std::path::Path;
 
